@@ -1,0 +1,1 @@
+"""The broker's domain: queues, jobs and their statuses, workers, deliveries, dispatch."""

@@ -1,0 +1,503 @@
+"""The broker: queues, jobs, workers and dispatch, in memory on the event loop.
+
+It never sees a socket (workers are reached through `Peer`) and never writes to LMDB
+itself: every change is an operation (`job_ops`) handed to the writer, and every reply or
+QUEST that depends on a change is sent only once the writer says it is on disk.
+Time comes in as `now_ms` from the caller.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+import uuid6
+
+from overhop.broker import job_ops
+from overhop.broker.dispatch import QueueRuntime, plan_dispatch
+from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.broker.queues import (
+    SYSTEM_QUEUE_NAME,
+    QueueConfig,
+    QueueRecord,
+    QueueState,
+)
+from overhop.broker.workers import Delivery, Peer, Subscription, Worker
+from overhop.config.schema import Config
+from overhop.storage.store import Store
+from overhop.storage.writer import Writer
+from overhop.wire.codec import encode_frame_with_raw
+from overhop.wire.errors import ErrorCode, RequestError
+from overhop.wire.messages import PUSH_RID, MessageType
+
+log = structlog.get_logger("overhop.broker")
+
+# Jobs one maintenance transaction moves at most (promotion, recovery, advancing new jobs):
+# bounded so a backlog never holds the writer for long; the rest follow in the next step.
+MAINTENANCE_BATCH = 1000
+_NIL = b"\xc0"
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueRequest:
+    queue_name: str
+    payload: bytes | None
+    scheduled_at_ms: int | None
+    max_attempts: int | None
+    retry_interval_ms: int | None
+    lease_ms: int | None
+
+
+class Broker:
+    def __init__(self, config: Config, store: Store, writer: Writer,
+                 clock: Callable[[], int]) -> None:
+        self.config = config
+        self.store = store
+        self.writer = writer
+        self.clock = clock
+        self.queues: dict[str, QueueRuntime] = {}
+        self.workers: dict[str, Worker] = {}
+        self.deliveries: dict[str, Delivery] = {}
+        self._pending_queue_names: set[str] = set()
+        self.dispatched_total = 0
+
+    # -- boot --------------------------------------------------------------------------
+
+    async def boot(self) -> None:
+        """Load queues (not jobs), create `_system`, and end attempts the old process left."""
+        for record in self.store.load_queues():
+            runtime = QueueRuntime(record)
+            runtime.waiting_estimate = self.store.counts(record.name)[JobStatus.WAITING]
+            runtime.next_due_ms = self.store.first_due_ms(record.name)
+            runtime.new_pending = record.state == QueueState.ACTIVE
+            self.queues[record.name] = runtime
+        if SYSTEM_QUEUE_NAME not in self.queues:
+            record = self._new_queue_record(SYSTEM_QUEUE_NAME, QueueConfig())
+            await self.writer.submit(job_ops.add_queue(record), grows=True)
+            self.queues[record.name] = QueueRuntime(record)
+        for name in list(self.queues):
+            await self._recover_active(name)
+
+    async def _recover_active(self, name: str) -> None:
+        recovered = 0
+        while True:
+            moved = await self.writer.submit(job_ops.recover_active(
+                name, self.clock(), MAINTENANCE_BATCH, self.config.jobs.max_error_history))
+            recovered += moved.moved
+            self._note_due(self.queues[name], moved.next_due_ms)
+            if not moved.more:
+                break
+        if recovered:
+            runtime = self.queues[name]
+            runtime.waiting_estimate = self.store.counts(name)[JobStatus.WAITING]
+            log.warning("active_jobs_recovered", queue=name, jobs=recovered)
+
+    def _new_queue_record(self, name: str, config: QueueConfig) -> QueueRecord:
+        return QueueRecord(str(uuid.uuid4()), name, QueueState.ACTIVE, self.clock(), config)
+
+    # -- queues ------------------------------------------------------------------------
+
+    def queue(self, name: str) -> QueueRuntime:
+        runtime = self.queues.get(name)
+        if runtime is None:
+            raise RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
+        return runtime
+
+    def user_queue(self, name: str) -> QueueRuntime:
+        if name.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM,
+                               f"{name!r} is a system queue and cannot be used that way")
+        return self.queue(name)
+
+    async def add_queue(self, name: str, config: QueueConfig) -> QueueRecord:
+        if name.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM, "queue names starting with '_' are "
+                               "reserved for system queues")
+        if name in self.queues or name in self._pending_queue_names:
+            raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
+        record = self._new_queue_record(name, config)
+        self._pending_queue_names.add(name)
+        try:
+            await self.writer.submit(job_ops.add_queue(record), grows=True)
+        finally:
+            self._pending_queue_names.discard(name)
+        self.queues[name] = QueueRuntime(record)
+        log.info("queue_added", queue=name, qid=record.queue_id)
+        return record
+
+    async def remove_queue(self, name: str) -> None:
+        runtime = self.user_queue(name)
+        await self.writer.submit(job_ops.remove_queue(name))
+        self.queues.pop(name, None)
+        for subscription in runtime.subscriptions:
+            subscription.active = False
+            subscription.worker.subscriptions.pop(subscription.subscription_id, None)
+        log.info("queue_removed", queue=name)
+
+    async def set_queue_state(self, name: str, state: QueueState) -> None:
+        runtime = self.user_queue(name)
+        runtime.record = await self.writer.submit(job_ops.set_queue_state(name, state))
+        log.info("queue_paused" if state == QueueState.PAUSED else "queue_resumed", queue=name)
+        if state == QueueState.ACTIVE:
+            runtime.new_pending = True
+            self._run_maintenance(runtime, self.clock())
+            self._pump(runtime)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def enqueue(self, request: EnqueueRequest) -> "asyncio.Future[JobRecord]":
+        runtime = self.user_queue(request.queue_name)
+        config = runtime.record.config
+        defaults = self.config.jobs
+        overrides = (request.max_attempts, request.retry_interval_ms, request.lease_ms)
+        if not config.allow_job_overrides and any(v is not None for v in overrides):
+            raise RequestError(ErrorCode.OVERRIDE_NOT_ALLOWED,
+                               f"queue {request.queue_name!r} does not allow per-job overrides")
+        now = self.clock()
+        start = now if request.scheduled_at_ms is None else request.scheduled_at_ms
+        if runtime.record.state == QueueState.PAUSED:
+            status = JobStatus.NEW
+        else:
+            status = JobStatus.WAITING if start <= now else JobStatus.DELAYED
+        job = JobRecord(
+            job_id=f"{request.queue_name}:{uuid6.uuid7()}",
+            queue_name=request.queue_name,
+            status=status,
+            payload=request.payload,
+            created_at_ms=now,
+            execution_start_at_ms=start,
+            max_attempts=request.max_attempts or config.max_attempts
+            or defaults.default_max_attempts,
+            retry_interval_ms=request.retry_interval_ms or config.retry_interval_ms
+            or defaults.default_retry_interval_ms,
+            lease_ms=request.lease_ms or config.lease_ms or defaults.default_lease_ms,
+            backoff={"kind": config.backoff.value, "max_ms": config.backoff_max_ms,
+                     "jitter": config.backoff_jitter},
+        )
+        future = self.writer.submit(job_ops.enqueue(job), grows=True)
+        if status == JobStatus.WAITING:
+            self._add_waiting(runtime, 1)
+        elif status == JobStatus.DELAYED:
+            future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, start))
+        return future
+
+    def job(self, job_id: str) -> JobRecord | None:
+        queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
+        if queue_name.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be read")
+        return self.store.get_job(job_id)
+
+    async def remove_job(self, job_id: str) -> None:
+        if job_id.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
+        await self.writer.submit(job_ops.remove_job(job_id))
+
+    async def retry_job(self, job_id: str) -> JobRecord:
+        if job_id.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be retried")
+        job = await self.writer.submit(job_ops.retry_failed(job_id, self.clock()))
+        runtime = self.queues.get(job.queue_name)
+        if runtime is not None and job.status == JobStatus.WAITING:
+            self._add_waiting(runtime, 1)
+        return job
+
+    # -- workers and subscriptions -----------------------------------------------------
+
+    def register_worker(self, peer: Peer, metadata: dict[str, Any]) -> Worker:
+        now = self.clock()
+        worker = Worker(str(uuid.uuid4()), peer, now, now, metadata)
+        self.workers[worker.worker_id] = worker
+        return worker
+
+    def subscribe(self, worker: Worker, queue_name: str, credits: int) -> Subscription:
+        runtime = self.user_queue(queue_name)
+        if worker.subscription_for(queue_name) is not None:
+            raise RequestError(ErrorCode.ALREADY_SUBSCRIBED,
+                               f"this worker is already subscribed to {queue_name!r}")
+        subscription = Subscription(str(uuid.uuid4()), queue_name, worker, credits)
+        worker.subscriptions[subscription.subscription_id] = subscription
+        runtime.subscriptions.append(subscription)
+        log.info("subscribed", wid=worker.worker_id, sid=subscription.subscription_id,
+                 queue=queue_name, credits=credits)
+        self._pump(runtime)
+        return subscription
+
+    def _own_subscription(self, worker: Worker, subscription_id: str) -> Subscription:
+        subscription = worker.subscriptions.get(subscription_id)
+        if subscription is None:
+            raise RequestError(ErrorCode.SUBSCRIPTION_NOT_FOUND,
+                               f"no subscription {subscription_id!r} on this worker")
+        return subscription
+
+    def unsubscribe(self, worker: Worker, subscription_id: str) -> None:
+        subscription = self._own_subscription(worker, subscription_id)
+        self._drop_subscription(subscription)
+
+    def _drop_subscription(self, subscription: Subscription) -> None:
+        subscription.active = False
+        subscription.worker.subscriptions.pop(subscription.subscription_id, None)
+        runtime = self.queues.get(subscription.queue_name)
+        if runtime is not None and subscription in runtime.subscriptions:
+            runtime.subscriptions.remove(subscription)
+
+    def credit(self, worker: Worker, subscription_id: str, credits: int) -> None:
+        subscription = self._own_subscription(worker, subscription_id)
+        subscription.credits += credits
+        runtime = self.queues.get(subscription.queue_name)
+        if runtime is not None:
+            self._pump(runtime)
+
+    def peer_writable(self, worker: Worker) -> None:
+        """The worker's connection drained below its high-water mark: serve it again."""
+        for subscription in list(worker.subscriptions.values()):
+            runtime = self.queues.get(subscription.queue_name)
+            if runtime is not None:
+                self._pump(runtime)
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def _add_waiting(self, runtime: QueueRuntime, count: int) -> None:
+        runtime.waiting_estimate += count
+        runtime.waiting_added += count
+        self._pump(runtime)
+
+    def _pump(self, runtime: QueueRuntime) -> None:
+        if (runtime.dispatch_in_flight or runtime.record.state != QueueState.ACTIVE
+                or runtime.waiting_estimate <= 0 or not runtime.subscriptions):
+            return
+        plan = plan_dispatch(runtime)
+        if not plan:
+            return
+        now = self.clock()
+        assignments = [(str(uuid.uuid4()), sub.worker.worker_id) for sub in plan]
+        for subscription in plan:
+            subscription.credits -= 1
+        runtime.active += len(plan)
+        runtime.waiting_estimate -= len(plan)
+        runtime.dispatch_in_flight = True
+        added_before = runtime.waiting_added
+        future = self.writer.submit(job_ops.take_waiting(runtime.record.name, assignments, now))
+        future.add_done_callback(
+            lambda f: self._on_taken(runtime, plan, assignments, added_before, f))
+
+    def _on_taken(self, runtime: QueueRuntime, plan: list[Subscription],
+                  assignments: list[tuple[str, str]], added_before: int,
+                  future: "asyncio.Future[job_ops.Taken]") -> None:
+        runtime.dispatch_in_flight = False
+        if future.exception() is not None:
+            log.error("dispatch_failed", queue=runtime.record.name, error=str(future.exception()))
+            self._refund(runtime, plan)
+            return
+        taken = future.result()
+        now = self.clock()
+        ack_timeout = self.config.dispatch.ack_timeout_ms
+        for subscription, (delivery_id, _), job in zip(plan, assignments, taken.jobs,
+                                                        strict=False):
+            delivery = Delivery(delivery_id, job.job_id, job.queue_name, subscription, now,
+                                now + ack_timeout, job.lease_ms)
+            self.deliveries[delivery_id] = delivery
+            if not subscription.active or subscription.worker.gone:
+                self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
+                continue
+            subscription.worker.deliveries[delivery_id] = delivery
+            subscription.worker.peer.send(_quest_frame(delivery, job, subscription, ack_timeout))
+            self.dispatched_total += 1
+        self._refund(runtime, plan[len(taken.jobs):])
+        runtime.waiting_estimate = taken.waiting_left + (runtime.waiting_added - added_before)
+        self._pump(runtime)
+
+    def _refund(self, runtime: QueueRuntime, unused: list[Subscription]) -> None:
+        for subscription in unused:
+            subscription.credits += 1
+        runtime.active -= len(unused)
+
+    # -- deliveries and outcomes -------------------------------------------------------
+
+    def worker_delivery(self, worker: Worker, delivery_id: str, job_id: str) -> Delivery:
+        """The worker's current delivery, or the ERR that says why it is not."""
+        delivery = worker.deliveries.get(delivery_id)
+        if delivery is not None:
+            if delivery.job_id != job_id:
+                raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                                   f"delivery {delivery_id} is of job {delivery.job_id}")
+            return delivery
+        if delivery_id not in self.deliveries and self.store.get_job(job_id) is not None:
+            raise RequestError(ErrorCode.DELIVERY_STALE,
+                               f"delivery {delivery_id} of {job_id} is no longer current")
+        raise RequestError(ErrorCode.DELIVERY_NOT_FOUND,
+                           f"this worker holds no delivery {delivery_id}")
+
+    def ack(self, delivery: Delivery) -> None:
+        if delivery.acked:
+            raise RequestError(ErrorCode.DELIVERY_ALREADY_ACKED,
+                               f"delivery {delivery.delivery_id} is already acknowledged")
+        self._start_lease(delivery)
+
+    def _start_lease(self, delivery: Delivery) -> None:
+        delivery.acked = True
+        delivery.lease_deadline_ms = self.clock() + delivery.lease_ms
+
+    def heartbeat(self, delivery: Delivery, progress: Any) -> int:
+        if not delivery.acked:
+            self._start_lease(delivery)
+        delivery.lease_deadline_ms = self.clock() + delivery.lease_ms
+        if progress is not None:
+            delivery.progress = progress
+        return delivery.lease_deadline_ms
+
+    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[JobRecord]":
+        self._forget(delivery)
+        future = self.writer.submit(job_ops.complete(
+            delivery.job_id, delivery.delivery_id, result, self.clock(),
+            self.config.jobs.max_error_history))
+        self._release_slot(delivery.queue_name)
+        return future
+
+    def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
+        return self._end_delivery(delivery, AttemptOutcome.FAILED, error)
+
+    def release(self, delivery: Delivery) -> "asyncio.Future[JobRecord]":
+        return self._end_delivery(delivery, AttemptOutcome.RELEASED, None)
+
+    def _end_delivery(self, delivery: Delivery, outcome: AttemptOutcome,
+                      error: dict[str, Any] | None) -> "asyncio.Future[JobRecord]":
+        """End an attempt that did not complete; the job retries, waits again or fails."""
+        self._forget(delivery)
+        future = self.writer.submit(job_ops.end_attempt(
+            delivery.job_id, delivery.delivery_id, outcome, self.clock(), error,
+            self.config.jobs.max_error_history))
+        future.add_done_callback(lambda f: self._after_attempt(delivery, outcome, f))
+        self._release_slot(delivery.queue_name)
+        return future
+
+    def _after_attempt(self, delivery: Delivery, outcome: AttemptOutcome,
+                       future: "asyncio.Future[JobRecord]") -> None:
+        if future.exception() is not None:
+            log.error("attempt_end_failed", jid=delivery.job_id, did=delivery.delivery_id,
+                      error=str(future.exception()))
+            return
+        job = future.result()
+        log.info("attempt_ended", jid=job.job_id, did=delivery.delivery_id,
+                 wid=delivery.worker.worker_id, outcome=outcome.label, status=job.status.label)
+        runtime = self.queues.get(job.queue_name)
+        if runtime is None:
+            return
+        if job.status == JobStatus.WAITING:
+            self._add_waiting(runtime, 1)
+        elif job.status == JobStatus.DELAYED:
+            self._note_due(runtime, job.execution_start_at_ms)
+
+    def _forget(self, delivery: Delivery) -> None:
+        self.deliveries.pop(delivery.delivery_id, None)
+        delivery.worker.deliveries.pop(delivery.delivery_id, None)
+
+    def _release_slot(self, queue_name: str) -> None:
+        runtime = self.queues.get(queue_name)
+        if runtime is not None:
+            runtime.active -= 1
+            self._pump(runtime)
+
+    def worker_gone(self, worker: Worker, outcome: AttemptOutcome) -> None:
+        """The worker's connection closed (or it said GOODBYE, or went stale)."""
+        if worker.gone:
+            return
+        worker.gone = True
+        self.workers.pop(worker.worker_id, None)
+        for subscription in list(worker.subscriptions.values()):
+            self._drop_subscription(subscription)
+        for delivery in list(worker.deliveries.values()):
+            self._end_delivery(delivery, outcome if delivery.acked else AttemptOutcome.WITHDRAWN,
+                               None)
+        log.info("worker_gone", wid=worker.worker_id, outcome=outcome.label)
+
+    # -- maintenance (driven by the heartbeat) -----------------------------------------
+
+    def tick(self, now_ms: int) -> None:
+        for delivery in list(self.deliveries.values()):
+            if not delivery.acked and now_ms >= delivery.ack_deadline_ms:
+                log.info("delivery_withdrawn", did=delivery.delivery_id, jid=delivery.job_id,
+                         wid=delivery.worker.worker_id)
+                self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
+            elif delivery.acked and now_ms >= delivery.lease_deadline_ms:
+                log.info("lease_expired", did=delivery.delivery_id, jid=delivery.job_id,
+                         wid=delivery.worker.worker_id)
+                self._end_delivery(delivery, AttemptOutcome.LEASE_EXPIRED, None)
+        stale_after = self.config.worker.stale_after_ms
+        for worker in list(self.workers.values()):
+            if worker.deliveries and now_ms - worker.last_seen_ms >= stale_after:
+                log.warning("worker_stale", wid=worker.worker_id)
+                self.worker_gone(worker, AttemptOutcome.STALE_WORKER)
+                worker.peer.close()
+        self.promote_due_queues(now_ms)
+
+    def promote_due_queues(self, now_ms: int) -> None:
+        for runtime in self.queues.values():
+            self._run_maintenance(runtime, now_ms)
+
+    def end_all_deliveries(self, outcome: AttemptOutcome) -> None:
+        """Shutdown: every delivery still out goes back through the attempt path."""
+        for delivery in list(self.deliveries.values()):
+            self._end_delivery(delivery, outcome, None)
+
+    def _note_due(self, runtime: QueueRuntime, due_ms: int | None) -> None:
+        if due_ms is not None and (runtime.next_due_ms is None or due_ms < runtime.next_due_ms):
+            runtime.next_due_ms = due_ms
+
+    def _run_maintenance(self, runtime: QueueRuntime, now_ms: int) -> None:
+        if runtime.maintenance_in_flight or runtime.record.state != QueueState.ACTIVE:
+            return
+        name = runtime.record.name
+        if runtime.new_pending:
+            operation = job_ops.advance_new(name, now_ms, MAINTENANCE_BATCH)
+        elif runtime.next_due_ms is not None and runtime.next_due_ms <= now_ms:
+            operation = job_ops.promote_due(name, now_ms, MAINTENANCE_BATCH)
+        else:
+            return
+        runtime.maintenance_in_flight = True
+        was_new = runtime.new_pending
+        future = self.writer.submit(operation)
+        future.add_done_callback(lambda f: self._after_maintenance(runtime, was_new, f))
+
+    def _after_maintenance(self, runtime: QueueRuntime, was_new: bool,
+                           future: "asyncio.Future[job_ops.Moved]") -> None:
+        runtime.maintenance_in_flight = False
+        if future.exception() is not None:
+            log.error("maintenance_failed", queue=runtime.record.name,
+                      error=str(future.exception()))
+            return
+        moved = future.result()
+        if was_new:
+            runtime.new_pending = moved.more
+        runtime.next_due_ms = moved.next_due_ms
+        if moved.moved:
+            # Advanced new jobs may have gone to delayed rather than waiting: the estimate
+            # only sizes dispatch plans, and an over-estimate costs one refund.
+            self._add_waiting(runtime, moved.moved)
+        if moved.more:
+            self._run_maintenance(runtime, self.clock())
+
+    def next_due_ms(self) -> int | None:
+        """The earliest delayed job of any active queue, for the precise promotion timer."""
+        due = [r.next_due_ms for r in self.queues.values()
+               if r.next_due_ms is not None and r.record.state == QueueState.ACTIVE]
+        return min(due) if due else None
+
+
+def _quest_frame(delivery: Delivery, job: JobRecord, subscription: Subscription,
+                 ack_timeout_ms: int) -> bytes:
+    return encode_frame_with_raw(
+        MessageType.QUEST, PUSH_RID,
+        {
+            "did": delivery.delivery_id,
+            "sid": subscription.subscription_id,
+            "jid": job.job_id,
+            "q": job.queue_name,
+            "attempt": job.attempts_so_far + 1,
+            "max_attempts": job.max_attempts,
+            "lease_ms": job.lease_ms,
+            "ack_timeout_ms": ack_timeout_ms,
+        },
+        {"job_payload": job.payload if job.payload is not None else _NIL},
+    )

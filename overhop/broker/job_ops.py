@@ -1,0 +1,285 @@
+"""Write operations: each is a function of one `StoreTxn`, run by the writer thread.
+
+Each operation checks everything it needs before its first write and raises
+`RequestError` only then (the writer's contract), so that a refused operation never leaves
+half a change in the shared transaction. Each returns what the event loop needs to update
+its in-memory view after the commit.
+"""
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from overhop.broker.jobs import REMOVABLE_STATUSES, AttemptOutcome, JobRecord, JobStatus
+from overhop.broker.queues import QueueRecord, QueueState
+from overhop.broker.retry import plan_after_attempt
+from overhop.storage.store import StoreTxn
+from overhop.wire.errors import ErrorCode, RequestError
+
+Op = Callable[[StoreTxn], Any]
+_rng = random.Random()
+
+
+def _queue_or_raise(txn: StoreTxn, name: str) -> QueueRecord:
+    queue = txn.get_queue(name)
+    if queue is None:
+        raise RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
+    return queue
+
+
+# -- queues ------------------------------------------------------------------------------
+
+
+def add_queue(record: QueueRecord) -> Op:
+    def run(txn: StoreTxn) -> QueueRecord:
+        if txn.get_queue(record.name) is not None:
+            raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {record.name!r} already exists")
+        txn.put_queue(record)
+        return record
+
+    return run
+
+
+def remove_queue(name: str) -> Op:
+    def run(txn: StoreTxn) -> None:
+        _queue_or_raise(txn, name)
+        if txn.queue_job_total(name):
+            raise RequestError(
+                ErrorCode.QUEUE_NOT_EMPTY, f"queue {name!r} still has jobs; remove them first"
+            )
+        txn.delete_queue(name)
+
+    return run
+
+
+def set_queue_state(name: str, state: QueueState) -> Op:
+    def run(txn: StoreTxn) -> QueueRecord:
+        queue = _queue_or_raise(txn, name)
+        if queue.state == state:
+            code = (ErrorCode.QUEUE_ALREADY_PAUSED if state == QueueState.PAUSED
+                    else ErrorCode.QUEUE_NOT_PAUSED)
+            raise RequestError(code, f"queue {name!r} is already {state.value}")
+        updated = queue.with_state(state)
+        txn.put_queue(updated)
+        return updated
+
+    return run
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+
+def enqueue(job: JobRecord) -> Op:
+    def run(txn: StoreTxn) -> JobRecord:
+        _queue_or_raise(txn, job.queue_name)
+        txn.insert_job(job)
+        return job
+
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What a dispatch took: the jobs now active (in order) and the waiting jobs left."""
+
+    jobs: list[JobRecord]
+    waiting_left: int
+
+
+def take_waiting(queue_name: str, assignments: list[tuple[str, str]], now_ms: int) -> Op:
+    """Move the oldest waiting jobs to active, one per (delivery id, worker id)."""
+
+    def run(txn: StoreTxn) -> Taken:
+        taken: list[JobRecord] = []
+        job_ids = txn.oldest_job_ids(queue_name, JobStatus.WAITING, len(assignments))
+        for job_id, (delivery_id, worker_id) in zip(job_ids, assignments, strict=False):
+            job = txn.get_job(job_id)
+            if job is None:
+                raise RuntimeError(f"index names missing job {job_id}")
+            job.status = JobStatus.ACTIVE
+            job.delivery_id = delivery_id
+            job.worker_id = worker_id
+            job.started_at_ms = now_ms
+            txn.update_job(job, JobStatus.WAITING, job.execution_start_at_ms)
+            taken.append(job)
+        return Taken(taken, txn.count(queue_name, JobStatus.WAITING))
+
+    return run
+
+
+def _current_delivery(txn: StoreTxn, job_id: str, delivery_id: str) -> JobRecord:
+    job = txn.get_job(job_id)
+    if job is None or job.status != JobStatus.ACTIVE or job.delivery_id != delivery_id:
+        raise RequestError(
+            ErrorCode.DELIVERY_STALE, f"delivery {delivery_id} of {job_id} is no longer current"
+        )
+    return job
+
+
+def _history_entry(job: JobRecord, outcome: AttemptOutcome, now_ms: int,
+                   error: dict[str, Any] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "attempt": job.attempts_so_far + (1 if outcome.uses_attempt else 0),
+        "outcome": outcome.label,
+        "worker_id": job.worker_id,
+        "delivery_id": job.delivery_id,
+        "started_at_ms": job.started_at_ms,
+        "ended_at_ms": now_ms,
+    }
+    if error is not None:
+        entry["error"] = error
+    return entry
+
+
+def _append_history(job: JobRecord, entry: dict[str, Any], keep: int) -> None:
+    job.history.append(entry)
+    if len(job.history) > keep:
+        del job.history[: len(job.history) - keep]
+
+
+def complete(job_id: str, delivery_id: str, result: bytes | None, now_ms: int,
+             history_limit: int) -> Op:
+    def run(txn: StoreTxn) -> JobRecord:
+        job = _current_delivery(txn, job_id, delivery_id)
+        _append_history(job, _history_entry(job, AttemptOutcome.COMPLETED, now_ms, None),
+                        history_limit)
+        job.attempts_so_far += 1
+        job.status = JobStatus.COMPLETED
+        job.result = result
+        job.finished_at_ms = now_ms
+        job.delivery_id = None
+        txn.update_job(job, JobStatus.ACTIVE, job.execution_start_at_ms)
+        return job
+
+    return run
+
+
+def end_attempt(job_id: str, delivery_id: str, outcome: AttemptOutcome, now_ms: int,
+                error: dict[str, Any] | None, history_limit: int) -> Op:
+    """An attempt ended without success (FAIL, lease expiry, disconnect...): retry or fail."""
+
+    def run(txn: StoreTxn) -> JobRecord:
+        job = _current_delivery(txn, job_id, delivery_id)
+        previous_start = job.execution_start_at_ms
+        _append_history(job, _history_entry(job, outcome, now_ms, error), history_limit)
+        status, start_ms, attempts = plan_after_attempt(job, outcome, now_ms, _rng)
+        job.status = status
+        job.execution_start_at_ms = start_ms
+        job.attempts_so_far = attempts
+        job.delivery_id = None
+        if status == JobStatus.FAILED:
+            job.finished_at_ms = now_ms
+        txn.update_job(job, JobStatus.ACTIVE, previous_start)
+        return job
+
+    return run
+
+
+def retry_failed(job_id: str, now_ms: int) -> Op:
+    """RETRY: a failed job waits again with a fresh set of attempts; its history stays."""
+
+    def run(txn: StoreTxn) -> JobRecord:
+        job = txn.get_job(job_id)
+        if job is None:
+            raise RequestError(ErrorCode.JOB_NOT_FOUND, f"job {job_id!r} does not exist")
+        if job.status != JobStatus.FAILED:
+            raise RequestError(ErrorCode.JOB_STATUS_CONFLICT,
+                               f"job {job_id!r} is {job.status.label}, not failed")
+        queue = _queue_or_raise(txn, job.queue_name)
+        previous_start = job.execution_start_at_ms
+        job.status = JobStatus.WAITING if queue.state == QueueState.ACTIVE else JobStatus.NEW
+        job.attempts_so_far = 0
+        job.finished_at_ms = None
+        job.execution_start_at_ms = now_ms
+        txn.update_job(job, JobStatus.FAILED, previous_start)
+        return job
+
+    return run
+
+
+def remove_job(job_id: str) -> Op:
+    def run(txn: StoreTxn) -> JobRecord:
+        job = txn.get_job(job_id)
+        if job is None:
+            raise RequestError(ErrorCode.JOB_NOT_FOUND, f"job {job_id!r} does not exist")
+        if job.status not in REMOVABLE_STATUSES:
+            raise RequestError(
+                ErrorCode.JOB_STATUS_CONFLICT,
+                f"job {job_id!r} is {job.status.label}; only new, delayed, failed and "
+                "completed jobs can be removed",
+            )
+        txn.delete_job(job)
+        return job
+
+    return run
+
+
+# -- maintenance -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """How many jobs a maintenance step moved, whether more remain, the next due time."""
+
+    moved: int
+    more: bool
+    next_due_ms: int | None
+
+
+def promote_due(queue_name: str, now_ms: int, limit: int) -> Op:
+    """Delayed jobs whose time has come become waiting (the queue must be active)."""
+
+    def run(txn: StoreTxn) -> Moved:
+        queue = txn.get_queue(queue_name)
+        if queue is None or queue.state != QueueState.ACTIVE:
+            return Moved(0, False, None)
+        job_ids = txn.due_job_ids(queue_name, now_ms, limit + 1)
+        for job_id in job_ids[:limit]:
+            job = txn.get_job(job_id)
+            if job is None:
+                raise RuntimeError(f"time index names missing job {job_id}")
+            job.status = JobStatus.WAITING
+            txn.update_job(job, JobStatus.DELAYED, job.execution_start_at_ms)
+        return Moved(min(len(job_ids), limit), len(job_ids) > limit,
+                     txn.first_due_ms(queue_name))
+
+    return run
+
+
+def advance_new(queue_name: str, now_ms: int, limit: int) -> Op:
+    """Jobs enqueued while their queue was paused become waiting or delayed."""
+
+    def run(txn: StoreTxn) -> Moved:
+        queue = txn.get_queue(queue_name)
+        if queue is None or queue.state != QueueState.ACTIVE:
+            return Moved(0, False, None)
+        job_ids = txn.oldest_job_ids(queue_name, JobStatus.NEW, limit + 1)
+        for job_id in job_ids[:limit]:
+            job = txn.get_job(job_id)
+            if job is None:
+                raise RuntimeError(f"index names missing job {job_id}")
+            job.status = (JobStatus.WAITING if job.execution_start_at_ms <= now_ms
+                          else JobStatus.DELAYED)
+            txn.update_job(job, JobStatus.NEW, job.execution_start_at_ms)
+        return Moved(min(len(job_ids), limit), len(job_ids) > limit,
+                     txn.first_due_ms(queue_name))
+
+    return run
+
+
+def recover_active(queue_name: str, now_ms: int, limit: int, history_limit: int) -> Op:
+    """At boot, every active job lost its worker with the old process: end the attempt."""
+
+    def run(txn: StoreTxn) -> Moved:
+        job_ids = txn.oldest_job_ids(queue_name, JobStatus.ACTIVE, limit + 1)
+        for job_id in job_ids[:limit]:
+            job = txn.get_job(job_id)
+            if job is None or job.delivery_id is None:
+                raise RuntimeError(f"active index names a job without a delivery: {job_id}")
+            end_attempt(job_id, job.delivery_id, AttemptOutcome.SERVER_RESTART, now_ms,
+                        None, history_limit)(txn)
+        return Moved(min(len(job_ids), limit), len(job_ids) > limit,
+                     txn.first_due_ms(queue_name))
+
+    return run

@@ -1,0 +1,99 @@
+"""Job statuses, the transitions between them, and the job record.
+
+The transition table is data: the storage layer refuses any move it does not list, the
+docs draw their diagram from it, and the lifecycle tests check against it.
+"""
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class JobStatus(IntEnum):
+    """A job's status. The numbers are stored in index keys: never renumber them."""
+
+    NEW = 1
+    WAITING = 2
+    DELAYED = 3
+    ACTIVE = 4
+    COMPLETED = 5
+    FAILED = 6
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, label: str) -> "JobStatus":
+        return cls[label.upper()]
+
+
+STATUS_LABELS = tuple(s.label for s in JobStatus)
+
+# Why each move happens, for the spec's diagram and the lifecycle tests.
+TRANSITIONS: dict[tuple[JobStatus, JobStatus], str] = {
+    (JobStatus.NEW, JobStatus.WAITING): "queue resumed, start time reached",
+    (JobStatus.NEW, JobStatus.DELAYED): "queue resumed, start time in the future",
+    (JobStatus.DELAYED, JobStatus.WAITING): "start time or backoff reached (queue active)",
+    (JobStatus.WAITING, JobStatus.ACTIVE): "dispatched to a subscription (QUEST)",
+    (JobStatus.ACTIVE, JobStatus.WAITING): "delivery withdrawn before ACK, or RELEASE",
+    (JobStatus.ACTIVE, JobStatus.COMPLETED): "COMPLETE",
+    (JobStatus.ACTIVE, JobStatus.DELAYED): "attempt ended without success, attempts remain",
+    (JobStatus.ACTIVE, JobStatus.FAILED): "attempt ended without success, none remain",
+    (JobStatus.FAILED, JobStatus.WAITING): "RETRY",
+}
+
+# RMJOB may remove a job only in these statuses (the draft's rule).
+REMOVABLE_STATUSES = frozenset(
+    {JobStatus.NEW, JobStatus.DELAYED, JobStatus.FAILED, JobStatus.COMPLETED}
+)
+
+
+class AttemptOutcome(IntEnum):
+    """How one attempt ended. Every outcome but COMPLETED and WITHDRAWN uses up an attempt."""
+
+    COMPLETED = 1
+    FAILED = 2
+    LEASE_EXPIRED = 3
+    DISCONNECTED = 4
+    STALE_WORKER = 5
+    SERVER_RESTART = 6
+    WITHDRAWN = 7  # never acknowledged: the worker did not start it, no attempt is used
+    RELEASED = 8  # given back by the worker with RELEASE: no attempt is used
+    SERVER_SHUTDOWN = 9  # the server stopped before the outcome came: no attempt is used
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def uses_attempt(self) -> bool:
+        return self not in (AttemptOutcome.WITHDRAWN, AttemptOutcome.RELEASED,
+                            AttemptOutcome.SERVER_SHUTDOWN)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job as stored. `payload` and `result` are MessagePack bytes, kept as sent."""
+
+    job_id: str
+    queue_name: str
+    status: JobStatus
+    payload: bytes | None
+    created_at_ms: int
+    execution_start_at_ms: int
+    max_attempts: int
+    retry_interval_ms: int
+    lease_ms: int
+    backoff: dict[str, Any] | None = None
+    attempts_so_far: int = 0
+    delivery_id: str | None = None
+    worker_id: str | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    result: bytes | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def uuid(self) -> str:
+        return self.job_id.rsplit(":", 1)[1]

@@ -1,0 +1,68 @@
+"""Workers, their subscriptions and the deliveries they hold: in memory, per connection.
+
+A worker exists while its connection does. The broker reaches it only through `Peer`,
+never a socket.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Peer(Protocol):
+    """What the broker may do with a worker's connection."""
+
+    conn_id: str
+
+    def send(self, frame: bytes) -> None: ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    subscription_id: str
+    queue_name: str
+    worker: "Worker"
+    credits: int
+    active: bool = True
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One QUEST: a job handed to a subscription. Its id fences outcomes of older ones."""
+
+    delivery_id: str
+    job_id: str
+    queue_name: str
+    subscription: Subscription
+    sent_at_ms: int
+    ack_deadline_ms: int
+    lease_ms: int
+    acked: bool = False
+    lease_deadline_ms: int = 0
+    progress: Any = None
+
+    @property
+    def worker(self) -> "Worker":
+        return self.subscription.worker
+
+
+@dataclass(slots=True, eq=False)
+class Worker:
+    worker_id: str
+    peer: Peer
+    registered_at_ms: int
+    last_seen_ms: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
+    gone: bool = False
+
+    def subscription_for(self, queue_name: str) -> Subscription | None:
+        for subscription in self.subscriptions.values():
+            if subscription.queue_name == queue_name:
+                return subscription
+        return None

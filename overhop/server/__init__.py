@@ -1,0 +1,1 @@
+"""The only asyncio code: boot, connections, the handler table, heartbeat, status, shutdown."""

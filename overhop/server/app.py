@@ -1,0 +1,116 @@
+"""Boot and shutdown: open the store, start the writer, load the broker, serve, stop.
+
+Shutdown order (SIGINT or SIGTERM): stop accepting; send BYE to every connection; wait up
+to `shutdown.grace_ms` for the outcomes of jobs in flight; give back what is still out;
+close the connections; let the writer finish every write already submitted; close the
+store; exit 0.
+"""
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import structlog
+import uvloop
+
+from overhop import __version__
+from overhop.broker.broker import Broker
+from overhop.broker.jobs import AttemptOutcome
+from overhop.clock import now_ms
+from overhop.config.loading import LoadedConfig
+from overhop.config.schema import Config
+from overhop.server.connection import Connection
+from overhop.server.context import ServerContext
+from overhop.server.heartbeat import run_heartbeat
+from overhop.session.states import SessionLimits
+from overhop.storage.store import Store, StoreLockedError
+from overhop.storage.writer import Writer
+from overhop.wire.messages import MessageType
+
+log = structlog.get_logger("overhop.server")
+# How often shutdown looks whether the jobs in flight have ended during the grace period.
+GRACE_POLL_S = 0.02
+
+
+def session_limits(config: Config) -> SessionLimits:
+    session = config.wire.session
+    return SessionLimits(
+        unhelloed_max_lifetime_ms=session.unhelloed_max_lifetime_seconds * 1000,
+        helloed_unregistered_max_lifetime_ms=session.helloed_unregistered_max_lifetime_seconds
+        * 1000,
+        ident_register_timeout_ms=session.ident_register_timeout_seconds * 1000,
+    )
+
+
+def run_server(loaded: LoadedConfig, storage_path: Path | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; the process exit status."""
+    return uvloop.run(serve(loaded, storage_path))
+
+
+async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
+                stop: asyncio.Event | None = None,
+                started: "asyncio.Future[tuple[str, int]] | None" = None) -> int:
+    config = loaded.config
+    path = storage_path or Path(config.storage.resolved_path())
+    try:
+        store = Store(path, map_size=config.storage.initial_map_size_bytes,
+                      sync=config.storage.sync)
+    except StoreLockedError as exc:
+        print(f"overhop: {exc}", file=sys.stderr)
+        return 2
+    loop = asyncio.get_running_loop()
+    writer = Writer(store, loop, sync=config.storage.sync,
+                    max_batch=config.storage.max_batch_operations,
+                    max_map_size=config.storage.max_map_size_bytes,
+                    reserved_headroom=config.storage.reserved_headroom_bytes)
+    writer.start()
+    broker = Broker(config, store, writer, now_ms)
+    boot_started = time.perf_counter()
+    await broker.boot()
+    ctx = ServerContext(config, store, writer, broker, session_limits(config), now_ms(),
+                        loaded.source)
+    server = await loop.create_server(lambda: Connection(ctx), config.server.host,
+                                      config.server.port, reuse_address=True, backlog=1024)
+    host, port = server.sockets[0].getsockname()[:2]
+    log.info("server_started", version=__version__, host=host, port=port,
+             storage_path=str(path), config_source=loaded.source,
+             queues=len(broker.queues), stale_readers_cleared=store.stale_readers_cleared,
+             boot_ms=round((time.perf_counter() - boot_started) * 1000, 1))
+    if started is not None:
+        started.set_result((host, port))
+    stop = stop or asyncio.Event()
+    if stop is not None and threading_main():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+    heartbeat = asyncio.create_task(run_heartbeat(ctx), name="heartbeat")
+    await stop.wait()
+    log.info("server_stopping")
+    await shutdown(ctx, server, heartbeat)
+    log.info("server_stopped")
+    return 0
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+async def shutdown(ctx: ServerContext, server: asyncio.Server,
+                   heartbeat: "asyncio.Task[None]") -> None:
+    ctx.shutting_down = True
+    server.close()
+    grace_ms = ctx.config.shutdown.grace_ms
+    for conn in list(ctx.connections):
+        conn.push(MessageType.BYE, {"reason": "server_shutdown", "grace_ms": grace_ms})
+    deadline = time.monotonic() + grace_ms / 1000
+    while ctx.broker.deliveries and time.monotonic() < deadline:
+        await asyncio.sleep(GRACE_POLL_S)
+    ctx.broker.end_all_deliveries(AttemptOutcome.SERVER_SHUTDOWN)
+    heartbeat.cancel()
+    for conn in list(ctx.connections):
+        conn.close()
+    await ctx.writer.stop()
+    ctx.store.close()

@@ -1,0 +1,218 @@
+"""One client connection: bytes in, envelopes to handlers, replies and pushes out.
+
+This is the only place exceptions become ERR frames. PING is answered here, before any
+handler runs. Output is gathered and written once per loop iteration. Back-pressure: above
+`server.write_buffer_high_bytes` of unsent output the connection stops reading from its
+peer and the broker stops pushing to it; above `server.write_buffer_max_bytes` it is
+dropped, so a peer that does not read can never grow the server's memory.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from overhop.broker.jobs import AttemptOutcome
+from overhop.broker.workers import Worker
+from overhop.clock import now_ms, to_rfc3339
+from overhop.server.context import ServerContext
+from overhop.server.handlers import HANDLERS
+from overhop.session.states import Session
+from overhop.wire.codec import FrameDecoder, decode_envelope, encode_frame
+from overhop.wire.errors import ErrorCode, OverhopError, ProtocolError
+from overhop.wire.messages import PUSH_RID, MessageType
+
+log = structlog.get_logger("overhop.connection")
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.conn_id = uuid.uuid4().hex[:12]
+        self.session = Session(now_ms())
+        self.worker: Worker | None = None
+        self.decoder = FrameDecoder(ctx.config.wire.max_envelope_size_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.log = log.bind(conn_id=self.conn_id)
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._closing = False
+        self._paused = False
+        self._loop = asyncio.get_running_loop()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.ctx.config.server
+        if self.ctx.shutting_down or len(self.ctx.connections) >= server.max_connections:
+            self.ctx.connections_refused += 1
+            code = (ErrorCode.SHUTTING_DOWN if self.ctx.shutting_down
+                    else ErrorCode.TOO_MANY_CONNECTIONS)
+            transport.write(encode_frame(MessageType.ERR, PUSH_RID,
+                                         {"code": code.value, "msg": "connection refused"}))
+            transport.close()
+            self._closing = True
+            self.log.warning("connection_refused", code=code.value)
+            return
+        transport.set_write_buffer_limits(high=server.write_buffer_high_bytes,
+                                          low=server.write_buffer_high_bytes // 4)
+        self.ctx.connections.add(self)
+        self.log.debug("connection_opened", peer=str(transport.get_extra_info("peername")))
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self.reply_error(PUSH_RID, exc)
+            return
+        for frame in frames:
+            self._handle_frame(frame)
+            if self._closing:
+                return
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+        if self.worker is not None:
+            self.ctx.broker.peer_writable(self.worker)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.ctx.connections.discard(self)
+        if self.worker is not None:
+            self.ctx.broker.worker_gone(self.worker, AttemptOutcome.DISCONNECTED)
+        self.log.debug("connection_closed")
+
+    # -- Peer (what the broker may do) ---------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        return not self._paused and not self._closing
+
+    def send(self, frame: bytes) -> None:
+        if self._closing and not self._out:
+            return
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def close(self) -> None:
+        self._closing = True
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- frames ----------------------------------------------------------------------------
+
+    def _handle_frame(self, frame: bytes) -> None:
+        try:
+            envelope = decode_envelope(frame)
+        except ProtocolError as exc:
+            self.reply_error(exc.rid or PUSH_RID, exc)
+            return
+        message_type = envelope.type
+        rid = envelope.rid
+        try:
+            self.session.check(message_type)
+            if message_type is MessageType.PING:
+                self.send(encode_frame(MessageType.PONG, rid,
+                                       {"server_time": to_rfc3339(now_ms())}))
+                self.worker.last_seen_ms = now_ms()  # type: ignore[union-attr]
+                return
+            if message_type is MessageType.HELLO:
+                self.session.advance(message_type, now_ms())
+                self.send(encode_frame(MessageType.HI, rid, {}))
+                return
+            if self.worker is not None:
+                self.worker.last_seen_ms = now_ms()
+            reply = HANDLERS[message_type](self.ctx, self, envelope.payload)
+        except OverhopError as exc:
+            if message_type is MessageType.REGISTER:
+                exc.closes = True
+            self.reply_error(rid, exc)
+            return
+        except Exception:
+            self.log.exception("handler_failed", message=message_type.name)
+            self.reply_error(rid, OverhopError(ErrorCode.INTERNAL, "internal error"))
+            return
+        if type(reply) is dict:
+            self.send(encode_frame(MessageType.OK, rid, reply))
+        else:
+            awaitable, shape = reply
+            future = asyncio.ensure_future(awaitable)
+            future.add_done_callback(lambda f: self._reply_later(rid, shape, f))
+        if message_type is MessageType.GOODBYE:
+            self.close()
+
+    def _reply_later(self, rid: str, shape: Callable[[Any], dict[str, Any]],
+                     future: "asyncio.Future[Any]") -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            self.send(encode_frame(MessageType.OK, rid, shape(future.result())))
+        elif isinstance(exc, OverhopError):
+            self.reply_error(rid, exc)
+        else:
+            self.log.error("request_failed", error=repr(exc))
+            self.reply_error(rid, OverhopError(ErrorCode.INTERNAL, "internal error"))
+
+    def reply_error(self, rid: str, exc: OverhopError) -> None:
+        payload: dict[str, Any] = {"code": exc.code.value, "msg": exc.message}
+        if exc.details is not None:
+            payload["details"] = exc.details
+        self.send(encode_frame(MessageType.ERR, rid, payload))
+        if exc.closes:
+            self.log.info("connection_closed_on_error", code=exc.code.value, msg=exc.message)
+            self.close()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self.transport is None or self.transport.is_closing():
+            self._out.clear()
+            return
+        self.transport.writelines(self._out)
+        self._out.clear()
+        if self.transport.get_write_buffer_size() > self.ctx.config.server.write_buffer_max_bytes:
+            self.log.warning("slow_peer_dropped")
+            self._closing = True
+            self.transport.abort()
+
+    # -- session helpers used by handlers and the heartbeat --------------------------------
+
+    def become_worker(self, metadata: dict[str, Any]) -> Worker:
+        self.session.advance(MessageType.REGISTER, now_ms())
+        self.worker = self.ctx.broker.register_worker(self, metadata)
+        self.log = self.log.bind(wid=self.worker.worker_id)
+        self.log.info("worker_registered", **metadata)
+        return self.worker
+
+    def require_worker(self) -> Worker:
+        if self.worker is None:
+            raise ProtocolError(ErrorCode.PROTOCOL_VIOLATION, "not registered")
+        return self.worker
+
+    def say_goodbye(self, reason: str) -> None:
+        worker = self.require_worker()
+        self.log.info("worker_goodbye", reason=reason)
+        self.ctx.broker.worker_gone(worker, AttemptOutcome.DISCONNECTED)
+
+    def push(self, message_type: MessageType, payload: dict[str, Any]) -> None:
+        self.send(encode_frame(message_type, PUSH_RID, payload))
+

@@ -1,0 +1,29 @@
+"""The server's shared state, passed explicitly to handlers and loops (no globals)."""
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from overhop.broker.broker import Broker
+from overhop.config.schema import Config
+from overhop.session.states import SessionLimits
+from overhop.storage.store import Store
+from overhop.storage.writer import Writer
+
+if TYPE_CHECKING:
+    from overhop.server.connection import Connection
+
+
+@dataclass(eq=False)
+class ServerContext:
+    config: Config
+    store: Store
+    writer: Writer
+    broker: Broker
+    session_limits: SessionLimits
+    started_at_ms: int
+    config_source: str
+    pid: int = field(default_factory=os.getpid)
+    connections: set["Connection"] = field(default_factory=set)
+    shutting_down: bool = False
+    connections_refused: int = 0

@@ -1,0 +1,275 @@
+"""The handler table: one function per client message type.
+
+Handlers hold no business logic: parse the payload, make one call into the broker, shape
+the reply. A handler returns the OK payload at once, or a `Pending` (an awaitable and the
+function that turns its result into the OK payload) when the answer waits for a commit.
+Errors are raised as `OverhopError`; the connection turns them into ERR frames.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from overhop.broker.broker import EnqueueRequest
+from overhop.broker.jobs import STATUS_LABELS, JobStatus
+from overhop.broker.queues import QueueState, parse_queue_config, parse_queue_name
+from overhop.clock import to_rfc3339
+from overhop.server.context import ServerContext
+from overhop.server.status import status_report
+from overhop.server.views import job_view, queue_view
+from overhop.wire.codec import encode_value
+from overhop.wire.errors import ErrorCode, RequestError
+from overhop.wire.messages import MessageType
+from overhop.wire.payloads import (
+    parse_int,
+    parse_optional_int,
+    parse_optional_map,
+    parse_optional_str,
+    parse_optional_time,
+    parse_str,
+)
+
+if TYPE_CHECKING:
+    from overhop.server.connection import Connection
+
+Pending = tuple[Awaitable[Any], Callable[[Any], dict[str, Any]]]
+Reply = dict[str, Any] | Pending
+Handler = Callable[[ServerContext, "Connection", dict[str, Any]], Reply]
+
+_EMPTY: dict[str, Any] = {}
+# Worker metadata is for people reading STATUS: short strings, a few labels.
+MAX_METADATA_STRING = 256
+MAX_LABELS = 32
+
+
+def _empty(_: Any) -> dict[str, Any]:
+    return {}
+
+
+def handle_register(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    metadata: dict[str, Any] = {}
+    for key in ("name", "host"):
+        value = parse_optional_str(p, key, max_length=MAX_METADATA_STRING)
+        if value is not None:
+            metadata[key] = value
+    pid = parse_optional_int(p, "pid", low=0)
+    if pid is not None:
+        metadata["pid"] = pid
+    labels = parse_optional_map(p, "labels")
+    if labels is not None:
+        if len(labels) > MAX_LABELS or not all(
+            type(v) is str and len(v) <= MAX_METADATA_STRING for v in labels.values()
+        ):
+            raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                               f"'labels' must map at most {MAX_LABELS} keys to short strings")
+        metadata["labels"] = labels
+    worker = conn.become_worker(metadata)
+    return {"wid": worker.worker_id}
+
+
+def handle_queue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    runtime = ctx.broker.queues.get(parse_queue_name(p.get("q")))
+    return _EMPTY if runtime is None else queue_view(runtime.record)
+
+
+def handle_lsqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return {"queues": [queue_view(r.record) for r in ctx.broker.queues.values()]}
+
+
+def handle_subscribe(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    queue_name = parse_queue_name(p.get("q"))
+    credits = parse_int(p, "credits", low=0, high=2**31, default=0)
+    subscription = ctx.broker.subscribe(conn.require_worker(), queue_name, credits)
+    return {"sid": subscription.subscription_id}
+
+
+def handle_unsubscribe(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    ctx.broker.unsubscribe(conn.require_worker(), parse_str(p, "sid"))
+    return _EMPTY
+
+
+def handle_credit(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    credits = parse_int(p, "credits", low=1, high=2**31)
+    ctx.broker.credit(conn.require_worker(), parse_str(p, "sid"), credits)
+    return _EMPTY
+
+
+def handle_addqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("name"), field="name")
+    config = parse_queue_config(p.get("config"))
+    return ctx.broker.add_queue(name, config), lambda record: {"qid": record.queue_id}
+
+
+def handle_status(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return status_report(ctx)
+
+
+def handle_rmqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.remove_queue(parse_queue_name(p.get("q"))), _empty
+
+
+def handle_pause(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.set_queue_state(parse_queue_name(p.get("q")), QueueState.PAUSED), _empty
+
+
+def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.set_queue_state(parse_queue_name(p.get("q")), QueueState.ACTIVE), _empty
+
+
+def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    request = EnqueueRequest(
+        queue_name=parse_queue_name(p.get("q")),
+        payload=encode_value(p["job_payload"]) if "job_payload" in p else None,
+        scheduled_at_ms=parse_optional_time(p, "scheduled_at"),
+        max_attempts=parse_optional_int(p, "max_attempts", low=1, high=1000),
+        retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
+        lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
+    )
+    return ctx.broker.enqueue(request), _jid_reply
+
+
+def _jid_reply(job: Any) -> dict[str, Any]:
+    return {"jid": job.job_id}
+
+
+def _job_id(p: dict[str, Any]) -> str:
+    return parse_str(p, "jid", max_length=200)
+
+
+def handle_job(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    job = ctx.broker.job(_job_id(p))
+    if job is None:
+        return _EMPTY
+    delivery = ctx.broker.deliveries.get(job.delivery_id) if job.delivery_id else None
+    return job_view(job, delivery)
+
+
+def handle_rmjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.remove_job(_job_id(p)), _empty
+
+
+def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    queue_name = parse_queue_name(p.get("q"))
+    label = parse_str(p, "status")
+    if label not in STATUS_LABELS:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'status' must be one of {', '.join(STATUS_LABELS)}")
+    pagination = ctx.config.pagination
+    page_size = parse_int(p, "page_size", low=1, high=pagination.max_page_size,
+                          default=pagination.page_size)
+    page = parse_int(p, "page", low=1, high=2**31, default=1)
+    ctx.broker.user_queue(queue_name)
+    jobs = ctx.store.list_jobs(queue_name, JobStatus.parse(label), (page - 1) * page_size,
+                               page_size)
+    return {"q": queue_name, "status": label, "page": page, "page_size": page_size,
+            "jobs": [job_view(job, ctx.broker.deliveries.get(job.delivery_id or ""))
+                     for job in jobs]}
+
+
+def handle_qstats(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    queue_name = parse_queue_name(p.get("q"))
+    runtime = ctx.broker.user_queue(queue_name)
+    counts = ctx.store.counts(queue_name)
+    return {
+        "q": queue_name,
+        "stats": {status.label: counts[status] for status in JobStatus},
+        "concurrency": {"active": runtime.active,
+                        "limit": runtime.record.config.concurrency_limit},
+        "subscriptions": len(runtime.subscriptions),
+        "credits": sum(s.credits for s in runtime.subscriptions),
+    }
+
+
+# -- job delivery ----------------------------------------------------------------------
+
+
+def _delivery(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Any:
+    return ctx.broker.worker_delivery(conn.require_worker(), parse_str(p, "did"), _job_id(p))
+
+
+def _bounded_value(ctx: ServerContext, value: Any, what: str) -> bytes:
+    encoded = encode_value(value)
+    limit = ctx.config.jobs.max_result_bytes
+    if len(encoded) > limit:
+        raise RequestError(ErrorCode.RESULT_TOO_LARGE,
+                           f"{what} is {len(encoded)} bytes encoded; the limit is {limit}")
+    return encoded
+
+
+def handle_ack(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    delivery = _delivery(ctx, conn, p)
+    ctx.broker.ack(delivery)
+    return {"lease_expires_at": to_rfc3339(delivery.lease_deadline_ms)}
+
+
+def handle_complete(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    delivery = _delivery(ctx, conn, p)
+    result = _bounded_value(ctx, p["result"], "the result") if "result" in p else None
+    return ctx.broker.complete(delivery, result), _empty
+
+
+def handle_fail(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    delivery = _delivery(ctx, conn, p)
+    error = p.get("error")
+    if type(error) is not dict or type(error.get("message")) is not str:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           "'error' must be a map with a string 'message'")
+    _bounded_value(ctx, error, "the error")
+    return ctx.broker.fail(delivery, error), _outcome_reply
+
+
+def _outcome_reply(job: Any) -> dict[str, Any]:
+    reply: dict[str, Any] = {"status": job.status.label,
+                             "attempts_so_far": job.attempts_so_far}
+    if job.status == JobStatus.DELAYED:
+        reply["retry_at"] = to_rfc3339(job.execution_start_at_ms)
+    return reply
+
+
+def handle_jobbeat(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    delivery = _delivery(ctx, conn, p)
+    progress = p.get("progress")
+    if progress is not None:
+        _bounded_value(ctx, progress, "the progress")
+    deadline = ctx.broker.heartbeat(delivery, progress)
+    return {"lease_expires_at": to_rfc3339(deadline)}
+
+
+def handle_goodbye(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    reason = parse_optional_str(p, "reason", max_length=MAX_METADATA_STRING)
+    conn.say_goodbye(reason or "")
+    return _EMPTY
+
+
+def handle_retry(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.retry_job(_job_id(p)), lambda job: {"status": job.status.label}
+
+
+def handle_release(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.release(_delivery(ctx, conn, p)), _empty
+
+
+HANDLERS: dict[MessageType, Handler] = {
+    MessageType.REGISTER: handle_register,
+    MessageType.QUEUE: handle_queue,
+    MessageType.LSQUEUE: handle_lsqueue,
+    MessageType.SUBSCRIBE: handle_subscribe,
+    MessageType.UNSUBSCRIBE: handle_unsubscribe,
+    MessageType.CREDIT: handle_credit,
+    MessageType.ADDQUEUE: handle_addqueue,
+    MessageType.STATUS: handle_status,
+    MessageType.RMQUEUE: handle_rmqueue,
+    MessageType.PAUSE: handle_pause,
+    MessageType.RESUME: handle_resume,
+    MessageType.ENQUEUE: handle_enqueue,
+    MessageType.JOB: handle_job,
+    MessageType.RMJOB: handle_rmjob,
+    MessageType.LSJOB: handle_lsjob,
+    MessageType.QSTATS: handle_qstats,
+    MessageType.ACK: handle_ack,
+    MessageType.COMPLETE: handle_complete,
+    MessageType.FAIL: handle_fail,
+    MessageType.JOBBEAT: handle_jobbeat,
+    MessageType.GOODBYE: handle_goodbye,
+    MessageType.RETRY: handle_retry,
+    MessageType.RELEASE: handle_release,
+}

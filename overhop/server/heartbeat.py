@@ -1,0 +1,60 @@
+"""The heartbeat: one periodic tick drives every time-based rule.
+
+Each tick: anonymous connections past their lifetime are closed or sent IDENT, IDENT
+deadlines are enforced, and the broker's maintenance runs (acknowledgement timeouts, leases,
+stale workers, delayed jobs becoming waiting). Between ticks, the loop also wakes at the
+earliest delayed job's start time, so a backoff or a scheduled job is not late by a tick.
+"""
+
+import asyncio
+
+import structlog
+
+from overhop.clock import now_ms, to_rfc3339
+from overhop.server.context import ServerContext
+from overhop.session.states import SessionAction
+from overhop.wire.errors import ErrorCode, ProtocolError
+from overhop.wire.messages import MessageType
+
+log = structlog.get_logger("overhop.heartbeat")
+
+
+def tick_sessions(ctx: ServerContext, now: int) -> None:
+    limits = ctx.session_limits
+    for conn in list(ctx.connections):
+        if conn.worker is not None:
+            continue
+        action = conn.session.plan_timeout(now, limits)
+        if action is SessionAction.CLOSE:
+            conn.log.info("unhelloed_connection_closed")
+            conn.close()
+        elif action is SessionAction.SEND_IDENT:
+            deadline = conn.session.identify(now, limits)
+            conn.push(MessageType.IDENT, {
+                "register_timeout_seconds": limits.ident_register_timeout_ms // 1000,
+                "reply_deadline": to_rfc3339(deadline),
+            })
+            conn.log.info("ident_sent")
+        elif action is SessionAction.REGISTER_TIMEOUT:
+            conn.reply_error("0", ProtocolError(ErrorCode.REGISTER_TIMEOUT,
+                                                 "REGISTER did not arrive before reply_deadline"))
+
+
+async def run_heartbeat(ctx: ServerContext) -> None:
+    interval_ms = ctx.config.heartbeat.interval_ms
+    next_tick = now_ms() + interval_ms
+    while True:
+        now = now_ms()
+        due = ctx.broker.next_due_ms()
+        wake_at = next_tick if due is None else min(next_tick, max(due, now + 5))
+        await asyncio.sleep(max(0, wake_at - now) / 1000)
+        now = now_ms()
+        try:
+            if now >= next_tick:
+                next_tick = now + interval_ms
+                tick_sessions(ctx, now)
+                ctx.broker.tick(now)
+            else:
+                ctx.broker.promote_due_queues(now)
+        except Exception:
+            log.exception("heartbeat_failed")

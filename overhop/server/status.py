@@ -1,0 +1,76 @@
+"""The STATUS report: application, memory, pools, storage and queues."""
+
+import resource
+from typing import Any
+
+from overhop import __version__
+from overhop.broker.jobs import JobStatus
+from overhop.clock import now_ms, to_rfc3339
+from overhop.server.context import ServerContext
+from overhop.server.views import queue_view
+from overhop.session.states import SessionState
+
+
+def rss_bytes() -> int:
+    """Resident set size now, from /proc (Linux); the peak from getrusage elsewhere."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def status_report(ctx: ServerContext) -> dict[str, Any]:
+    now = now_ms()
+    broker = ctx.broker
+    anonymous = sum(1 for c in ctx.connections if c.session.state != SessionState.WORKER)
+    usage = ctx.store.usage()
+    queues = []
+    for runtime in broker.queues.values():
+        entry = queue_view(runtime.record)
+        if not runtime.record.is_system:
+            counts = ctx.store.counts(runtime.record.name)
+            entry["stats"] = {status.label: counts[status] for status in JobStatus}
+        entry["subscriptions"] = len(runtime.subscriptions)
+        entry["active_deliveries"] = runtime.active
+        queues.append(entry)
+    return {
+        "application": {
+            "name": "overhop",
+            "version": __version__,
+            "pid": ctx.pid,
+            "started_at": to_rfc3339(ctx.started_at_ms),
+            "uptime_seconds": (now - ctx.started_at_ms) // 1000,
+            "config_source": ctx.config_source,
+        },
+        "memory": {
+            "rss_bytes": rss_bytes(),
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        },
+        "pools": {
+            "connections": len(ctx.connections),
+            "anonymous": anonymous,
+            "workers": len(broker.workers),
+            "subscriptions": sum(len(w.subscriptions) for w in broker.workers.values()),
+            "deliveries": len(broker.deliveries),
+            "worker_list": [
+                {"wid": w.worker_id, "registered_at": to_rfc3339(w.registered_at_ms),
+                 "last_seen_at": to_rfc3339(w.last_seen_ms), "metadata": w.metadata,
+                 "subscriptions": len(w.subscriptions), "deliveries": len(w.deliveries)}
+                for w in broker.workers.values()
+            ],
+        },
+        "storage": {
+            "engine": ctx.config.storage.engine,
+            "path": usage.path,
+            "file_bytes": usage.file_bytes,
+            "map_size_bytes": usage.map_size_bytes,
+            "map_used_bytes": usage.used_bytes,
+            "max_map_size_bytes": ctx.config.storage.max_map_size_bytes,
+            "sync": ctx.config.storage.sync,
+            "commits": ctx.writer.commits,
+            "operations": ctx.writer.operations,
+            "space_low": ctx.writer.space_low,
+        },
+        "queues": queues,
+    }

@@ -1,0 +1,63 @@
+"""Domain records as the wire shows them (the reply shapes of QUEUE, JOB, LSJOB, ...)."""
+
+from typing import Any
+
+from overhop.broker.jobs import JobRecord
+from overhop.broker.queues import QueueRecord
+from overhop.broker.workers import Delivery
+from overhop.clock import to_rfc3339
+from overhop.wire.codec import decode_value
+
+
+def queue_view(queue: QueueRecord) -> dict[str, Any]:
+    return {
+        "id": queue.queue_id,
+        "name": queue.name,
+        "config": queue.config.to_wire(),
+        "state": queue.state.value,
+        "created_at": to_rfc3339(queue.created_at_ms),
+        "system": queue.is_system,
+    }
+
+
+def _time(ms: int | None) -> str | None:
+    return None if ms is None else to_rfc3339(ms)
+
+
+def _history_view(entry: dict[str, Any]) -> dict[str, Any]:
+    view = {key: value for key, value in entry.items()
+            if key not in ("started_at_ms", "ended_at_ms")}
+    view["started_at"] = _time(entry.get("started_at_ms"))
+    view["ended_at"] = _time(entry.get("ended_at_ms"))
+    return view
+
+
+def job_view(job: JobRecord, delivery: Delivery | None = None) -> dict[str, Any]:
+    runtime: dict[str, Any] = {"attempts_so_far": job.attempts_so_far}
+    if job.delivery_id is not None:
+        runtime["delivery_id"] = job.delivery_id
+        runtime["worker_id"] = job.worker_id
+        runtime["started_at"] = _time(job.started_at_ms)
+    if delivery is not None:
+        runtime["acked"] = delivery.acked
+        if delivery.acked:
+            runtime["lease_expires_at"] = _time(delivery.lease_deadline_ms)
+        if delivery.progress is not None:
+            runtime["progress"] = delivery.progress
+    return {
+        "uuid": job.uuid,
+        "jid": job.job_id,
+        "queue_name": job.queue_name,
+        "payload": None if job.payload is None else decode_value(job.payload),
+        "status": job.status.label,
+        "execution_start_at": to_rfc3339(job.execution_start_at_ms),
+        "max_attempts": job.max_attempts,
+        "retry_interval_ms": job.retry_interval_ms,
+        "lease_ms": job.lease_ms,
+        "backoff": job.backoff,
+        "created_at": to_rfc3339(job.created_at_ms),
+        "finished_at": _time(job.finished_at_ms),
+        "result": None if job.result is None else decode_value(job.result),
+        "history": [_history_view(entry) for entry in job.history],
+        "runtime": runtime,
+    }

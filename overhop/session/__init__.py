@@ -1,0 +1,1 @@
+"""Connection states and the messages each allows. Pure."""

@@ -1,0 +1,66 @@
+"""The whole LMDB key layout on one screen.
+
+Layout version 1. Named databases:
+
+| db           | key                                              | value                  |
+|--------------|--------------------------------------------------|------------------------|
+| `meta`       | `layout_version`                                 | 1 byte                 |
+| `queues`     | queue name                                       | queue record           |
+| `jobs`       | job id (`<queue>:<uuid7>`)                       | job record             |
+| `by_status`  | queue name, 0x00, status (1 byte), uuid7 (16 B)  | empty                  |
+| `by_time`    | queue name, 0x00, start ms (8 B BE), uuid7 (16 B)| empty                  |
+| `counters`   | queue name, 0x00, status (1 byte)                | count (8 B BE)         |
+
+Queue names are ASCII letters, digits, `_` and `-`, so 0x00 ends a name unambiguously.
+Numbers are big-endian so byte order is time order; uuid7 bytes sort by creation time, so
+`by_status` is a FIFO per (queue, status) and `by_time` finds due delayed jobs with one
+range scan per queue. Bumping the layout: see docs/storage.md.
+"""
+
+import struct
+import uuid
+
+LAYOUT_VERSION = 1
+SEPARATOR = b"\x00"
+U64 = struct.Struct(">Q")
+
+META_LAYOUT_VERSION = b"layout_version"
+DB_NAMES = (b"meta", b"queues", b"jobs", b"by_status", b"by_time", b"counters")
+
+
+def queue_prefix(queue_name: str) -> bytes:
+    return queue_name.encode() + SEPARATOR
+
+
+def job_uuid_bytes(job_id: str) -> bytes:
+    return uuid.UUID(job_id[job_id.rindex(":") + 1 :]).bytes
+
+
+def job_id_from(queue_name: str, uuid_bytes: bytes) -> str:
+    return f"{queue_name}:{uuid.UUID(bytes=uuid_bytes)}"
+
+
+def status_prefix(queue_name: str, status: int) -> bytes:
+    return queue_prefix(queue_name) + bytes((status,))
+
+
+def status_key(queue_name: str, status: int, job_id: str) -> bytes:
+    return status_prefix(queue_name, status) + job_uuid_bytes(job_id)
+
+
+def time_key(queue_name: str, at_ms: int, job_id: str) -> bytes:
+    return queue_prefix(queue_name) + U64.pack(max(at_ms, 0)) + job_uuid_bytes(job_id)
+
+
+def time_key_due_bound(queue_name: str, now_ms: int) -> bytes:
+    """Every time key of the queue below this bound is due at `now_ms`."""
+    return queue_prefix(queue_name) + U64.pack(now_ms + 1)
+
+
+def split_time_key(queue_name: str, key: bytes) -> tuple[int, bytes]:
+    offset = len(queue_name) + 1
+    return U64.unpack_from(key, offset)[0], key[offset + 8 :]
+
+
+def counter_key(queue_name: str, status: int) -> bytes:
+    return status_prefix(queue_name, status)

@@ -1,0 +1,73 @@
+"""Record codecs: queue and job records to and from bytes.
+
+Every record starts with a format version byte. A record is a MessagePack array of its
+fields in a fixed order; a new field is appended at the end with a default, so older
+records still decode (see docs/storage.md for the procedure when that is not enough).
+"""
+
+from typing import Any
+
+import msgpack
+
+from overhop.broker.jobs import JobRecord, JobStatus
+from overhop.broker.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
+
+RECORD_FORMAT = 1
+_FORMAT_BYTE = bytes((RECORD_FORMAT,))
+
+
+class RecordFormatError(Exception):
+    """A stored record this version cannot read."""
+
+
+def _check_format(data: bytes) -> bytes:
+    if not data or data[0] != RECORD_FORMAT:
+        raise RecordFormatError(f"unknown record format {data[:1]!r}")
+    return data[1:]
+
+
+def encode_job(job: JobRecord) -> bytes:
+    return _FORMAT_BYTE + msgpack.packb(
+        [
+            job.job_id, job.queue_name, int(job.status), job.payload, job.created_at_ms,
+            job.execution_start_at_ms, job.max_attempts, job.retry_interval_ms, job.lease_ms,
+            job.backoff, job.attempts_so_far, job.delivery_id, job.worker_id,
+            job.started_at_ms, job.finished_at_ms, job.result, job.history,
+        ],
+        use_bin_type=True,
+    )
+
+
+def decode_job(data: bytes) -> JobRecord:
+    fields: list[Any] = msgpack.unpackb(_check_format(data), raw=False, strict_map_key=False)
+    fields[2] = JobStatus(fields[2])
+    return JobRecord(*fields)
+
+
+def encode_queue(queue: QueueRecord) -> bytes:
+    config = queue.config
+    return _FORMAT_BYTE + msgpack.packb(
+        [
+            queue.queue_id, queue.name, queue.state.value, queue.created_at_ms,
+            config.concurrency_limit, config.allow_job_overrides, config.max_attempts,
+            config.retry_interval_ms, config.backoff.value, config.backoff_max_ms,
+            config.backoff_jitter, config.lease_ms,
+        ]
+    )
+
+
+def decode_queue(data: bytes) -> QueueRecord:
+    fields = msgpack.unpackb(_check_format(data), raw=False)
+    (queue_id, name, state, created_at_ms, limit, overrides, attempts, interval, backoff,
+     backoff_max, jitter, lease) = fields
+    return QueueRecord(
+        queue_id=queue_id,
+        name=name,
+        state=QueueState(state),
+        created_at_ms=created_at_ms,
+        config=QueueConfig(
+            concurrency_limit=limit, allow_job_overrides=overrides, max_attempts=attempts,
+            retry_interval_ms=interval, backoff=BackoffKind(backoff), backoff_max_ms=backoff_max,
+            backoff_jitter=jitter, lease_ms=lease,
+        ),
+    )

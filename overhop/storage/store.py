@@ -1,0 +1,269 @@
+"""The store: opens the LMDB environment, reads, and the write primitives of one transaction.
+
+Reads run in the caller's thread in short read transactions, never held across an await.
+Writes happen only inside `StoreTxn`, which the single writer thread (`writer.py`) hands to
+each operation; a `StoreTxn` keeps records, both indexes and the counters in step, so they
+can never drift apart.
+"""
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from overhop.broker.jobs import JobRecord, JobStatus
+from overhop.broker.queues import QueueRecord
+from overhop.storage import keys
+from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
+
+LOCK_FILE = "overhop.lock"
+# Named databases plus headroom for future ones.
+MAX_DBS = 16
+# Readers: the event loop, the writer thread, and short-lived tools; 126 is LMDB's default.
+MAX_READERS = 126
+
+
+class StoreLockedError(Exception):
+    """Another process owns this data directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUsage:
+    path: str
+    map_size_bytes: int
+    used_bytes: int
+    file_bytes: int
+
+
+class Store:
+    """One LMDB environment owned by this process (an exclusive lock file guards it)."""
+
+    def __init__(self, path: Path, *, map_size: int, sync: bool) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StoreLockedError(
+                f"storage path {path} is in use by another overhop process"
+            ) from None
+        self.env = lmdb.open(
+            str(path), map_size=map_size, max_dbs=MAX_DBS, max_readers=MAX_READERS,
+            sync=sync, metasync=sync, readahead=False,
+        )
+        self.stale_readers_cleared = self.env.reader_check()
+        self.meta = self.env.open_db(b"meta")
+        self.queues_db = self.env.open_db(b"queues")
+        self.jobs_db = self.env.open_db(b"jobs")
+        self.by_status = self.env.open_db(b"by_status")
+        self.by_time = self.env.open_db(b"by_time")
+        self.counters_db = self.env.open_db(b"counters")
+        self._page_size: int = self.env.stat()["psize"]
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        with self.env.begin(write=True) as txn:
+            stored = txn.get(keys.META_LAYOUT_VERSION, db=self.meta)
+            if stored is None:
+                txn.put(keys.META_LAYOUT_VERSION, bytes((keys.LAYOUT_VERSION,)), db=self.meta)
+            elif stored[0] != keys.LAYOUT_VERSION:
+                raise RuntimeError(
+                    f"storage layout version {stored[0]} is not {keys.LAYOUT_VERSION}"
+                )
+
+    def close(self) -> None:
+        self.env.close()
+        os.close(self._lock_fd)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def load_queues(self) -> list[QueueRecord]:
+        with self.env.begin(db=self.queues_db) as txn:
+            return [decode_queue(value) for _, value in txn.cursor()]
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        with self.env.begin() as txn:
+            data = txn.get(job_id.encode(), db=self.jobs_db)
+        return None if data is None else decode_job(data)
+
+    def counts(self, queue_name: str) -> dict[JobStatus, int]:
+        with self.env.begin() as txn:
+            return {status: _count(txn, self.counters_db, queue_name, status)
+                    for status in JobStatus}
+
+    def list_jobs(self, queue_name: str, status: JobStatus, offset: int,
+                  limit: int) -> list[JobRecord]:
+        """Jobs of one status in creation order. Skipping `offset` costs O(offset)."""
+        prefix = keys.status_prefix(queue_name, status)
+        jobs: list[JobRecord] = []
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self.by_status)
+            if not cursor.set_range(prefix):
+                return jobs
+            skipped = 0
+            for key in cursor.iternext(values=False):
+                if not key.startswith(prefix):
+                    break
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                data = txn.get(keys.job_id_from(queue_name, key[-16:]).encode(), db=self.jobs_db)
+                if data is not None:
+                    jobs.append(decode_job(data))
+                if len(jobs) >= limit:
+                    break
+        return jobs
+
+    def first_due_ms(self, queue_name: str) -> int | None:
+        """The start time of the queue's earliest delayed job, from the time index."""
+        prefix = keys.queue_prefix(queue_name)
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self.by_time)
+            if cursor.set_range(prefix) and cursor.key().startswith(prefix):
+                return keys.split_time_key(queue_name, cursor.key())[0]
+        return None
+
+    def map_use(self) -> tuple[int, int]:
+        """(map size, bytes used up to the high-water page): cheap, no system call."""
+        info = self.env.info()
+        return info["map_size"], (info["last_pgno"] + 1) * self._page_size
+
+    def usage(self) -> StorageUsage:
+        info = self.env.info()
+        page_size = self.env.stat()["psize"]
+        data_file = self.path / "data.mdb"
+        return StorageUsage(
+            path=str(self.path),
+            map_size_bytes=info["map_size"],
+            used_bytes=(info["last_pgno"] + 1) * page_size,
+            file_bytes=data_file.stat().st_size if data_file.exists() else 0,
+        )
+
+
+def _count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:
+    data = txn.get(keys.counter_key(queue_name, status), db=db)
+    return 0 if data is None else keys.U64.unpack(data)[0]
+
+
+class StoreTxn:
+    """The write primitives of one write transaction. Used only by the writer thread."""
+
+    __slots__ = ("_store", "txn")
+
+    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+        self._store = store
+        self.txn = txn
+
+    # -- queues ------------------------------------------------------------------------
+
+    def get_queue(self, name: str) -> QueueRecord | None:
+        data = self.txn.get(name.encode(), db=self._store.queues_db)
+        return None if data is None else decode_queue(data)
+
+    def put_queue(self, queue: QueueRecord) -> None:
+        self.txn.put(queue.name.encode(), encode_queue(queue), db=self._store.queues_db)
+
+    def delete_queue(self, name: str) -> None:
+        store = self._store
+        self.txn.delete(name.encode(), db=store.queues_db)
+        for status in JobStatus:
+            self.txn.delete(keys.counter_key(name, status), db=store.counters_db)
+
+    def count(self, queue_name: str, status: JobStatus) -> int:
+        return _count(self.txn, self._store.counters_db, queue_name, status)
+
+    def queue_job_total(self, queue_name: str) -> int:
+        return sum(self.count(queue_name, status) for status in JobStatus)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        data = self.txn.get(job_id.encode(), db=self._store.jobs_db)
+        return None if data is None else decode_job(data)
+
+    def insert_job(self, job: JobRecord) -> None:
+        self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
+        self._index(job)
+        self._bump(job.queue_name, job.status, 1)
+
+    def update_job(self, job: JobRecord, previous_status: JobStatus,
+                   previous_start_ms: int) -> None:
+        """Store `job` after a change; move its index entries if its status changed."""
+        self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
+        if job.status != previous_status or (
+            job.status == JobStatus.DELAYED and job.execution_start_at_ms != previous_start_ms
+        ):
+            self._unindex(job.job_id, job.queue_name, previous_status, previous_start_ms)
+            self._index(job)
+            if job.status != previous_status:
+                self._bump(job.queue_name, previous_status, -1)
+                self._bump(job.queue_name, job.status, 1)
+
+    def delete_job(self, job: JobRecord) -> None:
+        self.txn.delete(job.job_id.encode(), db=self._store.jobs_db)
+        self._unindex(job.job_id, job.queue_name, job.status, job.execution_start_at_ms)
+        self._bump(job.queue_name, job.status, -1)
+
+    def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int) -> list[str]:
+        """Up to `limit` job ids of one status, oldest first (the FIFO index)."""
+        prefix = keys.status_prefix(queue_name, status)
+        cursor = self.txn.cursor(db=self._store.by_status)
+        found: list[str] = []
+        if not cursor.set_range(prefix):
+            return found
+        for key in cursor.iternext(values=False):
+            if not key.startswith(prefix) or len(found) >= limit:
+                break
+            found.append(keys.job_id_from(queue_name, key[len(prefix):]))
+        return found
+
+    def due_job_ids(self, queue_name: str, now_ms: int, limit: int) -> list[str]:
+        """Up to `limit` delayed job ids whose start time is at or before `now_ms`."""
+        prefix = keys.queue_prefix(queue_name)
+        bound = keys.time_key_due_bound(queue_name, now_ms)
+        cursor = self.txn.cursor(db=self._store.by_time)
+        found: list[str] = []
+        if not cursor.set_range(prefix):
+            return found
+        for key in cursor.iternext(values=False):
+            if key >= bound or not key.startswith(prefix) or len(found) >= limit:
+                break
+            found.append(keys.job_id_from(queue_name, keys.split_time_key(queue_name, key)[1]))
+        return found
+
+    def first_due_ms(self, queue_name: str) -> int | None:
+        prefix = keys.queue_prefix(queue_name)
+        cursor = self.txn.cursor(db=self._store.by_time)
+        if cursor.set_range(prefix) and cursor.key().startswith(prefix):
+            return keys.split_time_key(queue_name, cursor.key())[0]
+        return None
+
+    # -- index and counter upkeep ------------------------------------------------------
+
+    def _index(self, job: JobRecord) -> None:
+        store = self._store
+        self.txn.put(keys.status_key(job.queue_name, job.status, job.job_id), b"",
+                     db=store.by_status)
+        if job.status == JobStatus.DELAYED:
+            self.txn.put(keys.time_key(job.queue_name, job.execution_start_at_ms, job.job_id),
+                         b"", db=store.by_time)
+
+    def _unindex(self, job_id: str, queue_name: str, status: JobStatus, start_ms: int) -> None:
+        store = self._store
+        self.txn.delete(keys.status_key(queue_name, status, job_id), db=store.by_status)
+        if status == JobStatus.DELAYED:
+            self.txn.delete(keys.time_key(queue_name, start_ms, job_id), db=store.by_time)
+
+    def _bump(self, queue_name: str, status: JobStatus, delta: int) -> None:
+        key = keys.counter_key(queue_name, status)
+        db = self._store.counters_db
+        current = self.txn.get(key, db=db)
+        value = (0 if current is None else keys.U64.unpack(current)[0]) + delta
+        if value < 0:
+            raise RuntimeError(f"counter {queue_name}/{status.label} would go negative")
+        self.txn.put(key, keys.U64.pack(value), db=db)
+

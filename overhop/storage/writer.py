@@ -1,0 +1,217 @@
+"""The single writer thread: every write transaction, folded into group commits.
+
+LMDB binds a write transaction to the thread that began it, and a synced commit costs
+about half a millisecond whatever it holds, so one thread owns all writes: it takes every
+operation waiting in its queue (up to `max_batch`), runs them in one transaction, commits
+(the sync happens here, off the event loop), and only then resolves their futures on the
+loop. Writes that arrive while a commit is in flight form the next batch.
+
+An operation is a function of a `StoreTxn`. Contract: it raises `OverhopError` only before
+it writes anything, so a refused operation leaves the batch's transaction clean. Any other
+exception aborts the batch, which is then retried one operation per transaction so that
+only the culprit fails.
+
+The map grows by itself: before each batch, if less than a quarter of the map is free, the
+writer asks the event loop thread to enlarge it (LMDB allows that only while this process
+has no transaction open, which on the loop thread is true between callbacks). At the
+maximum size, once less than `reserved_headroom` is free, operations marked `grows` (new
+queues and jobs) are refused with STORAGE_FULL while completing and removing jobs go on.
+"""
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import lmdb
+import structlog
+
+from overhop.storage.store import Store, StoreTxn
+from overhop.wire.errors import ErrorCode, OverhopError, RequestError
+
+T = TypeVar("T")
+Operation = Callable[[StoreTxn], Any]
+log = structlog.get_logger("overhop.storage")
+
+_STOP = object()
+# In `storage.sync = false` mode the data still reaches the OS at every commit (safe against a
+# process crash); an explicit sync this often bounds what a power loss can take.
+UNSYNCED_FLUSH_INTERVAL_S = 1.0
+
+
+class _Pending:
+    __slots__ = ("future", "grows", "operation")
+
+    def __init__(self, operation: Operation, future: asyncio.Future[Any], grows: bool) -> None:
+        self.operation = operation
+        self.future = future
+        self.grows = grows
+
+
+class Writer:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, *, sync: bool,
+                 max_batch: int, max_map_size: int, reserved_headroom: int) -> None:
+        self._store = store
+        self._loop = loop
+        self._sync = sync
+        self._max_batch = max_batch
+        self._max_map_size = max_map_size
+        self._headroom = reserved_headroom
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="overhop-writer", daemon=True)
+        self._last_flush = time.monotonic()
+        self.space_low = False
+        self.commits = 0
+        self.operations = 0
+        self.failed = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, operation: Callable[[StoreTxn], T], *, grows: bool = False
+               ) -> asyncio.Future[T]:
+        """Queue an operation; its future resolves after the commit holding it is on disk."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._inbox.put(_Pending(operation, future, grows))
+        return future
+
+    async def stop(self) -> None:
+        """Finish every operation already submitted, then end the thread."""
+        self._inbox.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    # -- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        inbox = self._inbox
+        while True:
+            first = inbox.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop_after = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop_after:
+                return
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        self._ensure_space()
+        try:
+            outcomes = self._run_in_one_transaction(batch)
+        except lmdb.MapFullError:
+            outcomes = self._after_map_full(batch)
+        except lmdb.Error as exc:
+            log.critical("storage_write_failed", error=str(exc))
+            self.failed = True
+            failure = RequestError(ErrorCode.INTERNAL, "storage write failed")
+            outcomes = [(pending.future, False, failure) for pending in batch]
+        except Exception:
+            outcomes = [self._run_alone(pending) for pending in batch]
+        self.commits += 1
+        self.operations += len(batch)
+        if not self._sync and time.monotonic() - self._last_flush > UNSYNCED_FLUSH_INTERVAL_S:
+            self._store.env.sync(True)
+            self._last_flush = time.monotonic()
+        self._deliver(outcomes)
+
+    def _run_in_one_transaction(self, batch: list[_Pending]
+                                ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        txn = self._store.env.begin(write=True)
+        try:
+            store_txn = StoreTxn(self._store, txn)
+            for pending in batch:
+                if pending.grows and self.space_low:
+                    outcomes.append((pending.future, False, _storage_full()))
+                    continue
+                try:
+                    outcomes.append((pending.future, True, pending.operation(store_txn)))
+                except OverhopError as exc:
+                    outcomes.append((pending.future, False, exc))
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        return outcomes
+
+    def _run_alone(self, pending: _Pending) -> tuple[asyncio.Future[Any], bool, Any]:
+        try:
+            return self._run_in_one_transaction([pending])[0]
+        except lmdb.MapFullError:
+            return pending.future, False, _storage_full()
+        except Exception as exc:
+            log.error("storage_operation_failed", error=repr(exc))
+            return pending.future, False, RequestError(ErrorCode.INTERNAL, "operation failed")
+
+    def _after_map_full(self, batch: list[_Pending]
+                        ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        if self._grow():
+            return self._run_in_one_transaction(batch)
+        self.space_low = True
+        log.warning("storage_full", max_map_size=self._max_map_size)
+        outcomes = []
+        for pending in batch:
+            if pending.grows:
+                outcomes.append((pending.future, False, _storage_full()))
+            else:
+                outcomes.append(self._run_alone(pending))
+        return outcomes
+
+    def _ensure_space(self) -> None:
+        map_size, used = self._store.map_use()
+        free = map_size - used
+        if free < map_size // 4 and not self._grow():
+            self.space_low = free < self._headroom
+        elif free >= self._headroom:
+            self.space_low = False
+
+    def _grow(self) -> bool:
+        current = self._store.env.info()["map_size"]
+        if current >= self._max_map_size:
+            return False
+        target = min(current * 2, self._max_map_size)
+        done = threading.Event()
+
+        def resize() -> None:
+            try:
+                self._store.env.set_mapsize(target)
+            finally:
+                done.set()
+
+        if self._loop.is_closed() or not self._loop.is_running():
+            resize()
+        else:
+            self._loop.call_soon_threadsafe(resize)
+            done.wait()
+        log.info("storage_map_grown", map_size=target)
+        return True
+
+    def _deliver(self, outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+
+def _storage_full() -> RequestError:
+    return RequestError(ErrorCode.STORAGE_FULL, "storage is full: new jobs and queues are refused")
+
+
+def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, succeeded, value in outcomes:
+        if future.cancelled():
+            continue
+        if succeeded:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -1,0 +1,1 @@
+"""The wire layer: framing, envelopes, message catalogue and payload parsing. Pure, no I/O."""

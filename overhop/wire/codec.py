@@ -1,0 +1,223 @@
+"""Framing and envelopes: bytes in, envelopes out; envelopes in, bytes out. Pure, no I/O.
+
+A frame is a 4-byte big-endian length, then that many bytes of one MessagePack map, the
+envelope `{v, t, rid, p}`. `FrameDecoder` checks a frame's declared length before it
+buffers the body, so a peer cannot make the server hold more than one maximum-size frame.
+
+Value rules (the draft's): integers in the signed 64-bit range, UTF-8 strings, bool, nil,
+arrays, maps with string keys, binary. Floats and extension types are refused, except that
+floats may appear inside the application's own data (`OPAQUE_FIELDS`: a job's payload, its
+result, error details and progress), which the broker stores and returns without looking at.
+Nesting deeper than `MAX_NESTING_DEPTH` is refused everywhere.
+"""
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from overhop.wire.errors import ErrorCode, ProtocolError
+from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, MessageType
+
+FRAME_HEADER = struct.Struct(">I")
+# Deep enough for any realistic job payload, shallow enough that walking it is cheap and a
+# hostile frame cannot exhaust the C unpacker's stack (msgpack gives up near 1,024).
+MAX_NESTING_DEPTH = 64
+# Request ids are correlation tokens, not data: 128 bytes holds any UUID or counter scheme.
+MAX_RID_LENGTH = 128
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# Fields whose values are the application's data: floats allowed, stored as given.
+OPAQUE_FIELDS: dict[int, frozenset[str]] = {
+    MessageType.ENQUEUE: frozenset({"job_payload"}),
+    MessageType.COMPLETE: frozenset({"result"}),
+    MessageType.FAIL: frozenset({"error"}),
+    MessageType.JOBBEAT: frozenset({"progress"}),
+}
+_NO_OPAQUE: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One decoded client message."""
+
+    type: MessageType
+    rid: str
+    payload: dict[str, Any]
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(ErrorCode.MALFORMED, "extension types are not allowed")
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame bodies; raises ProtocolError on a bad length."""
+
+    __slots__ = ("_buffer", "_max_frame_size")
+
+    def __init__(self, max_frame_size: int) -> None:
+        self._buffer = bytearray()
+        self._max_frame_size = max_frame_size
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every frame body now complete, in order."""
+        buffer = self._buffer
+        buffer += data
+        frames: list[bytes] = []
+        offset = 0
+        available = len(buffer)
+        while available - offset >= 4:
+            (length,) = FRAME_HEADER.unpack_from(buffer, offset)
+            if length == 0:
+                raise ProtocolError(ErrorCode.FRAME_EMPTY, "frame length 0")
+            if length > self._max_frame_size:
+                raise ProtocolError(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"frame length {length} exceeds {self._max_frame_size}",
+                )
+            end = offset + 4 + length
+            if end > available:
+                break
+            frames.append(bytes(buffer[offset + 4 : end]))
+            offset = end
+        if offset:
+            del buffer[:offset]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+
+def _check_value(value: Any, depth: int, floats_allowed: bool) -> None:
+    if depth > MAX_NESTING_DEPTH:
+        raise ProtocolError(ErrorCode.MALFORMED, f"nesting deeper than {MAX_NESTING_DEPTH}")
+    kind = type(value)
+    if kind is str or kind is bool or kind is bytes or value is None:
+        return
+    if kind is int:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ProtocolError(ErrorCode.MALFORMED, "integer outside the signed 64-bit range")
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+            _check_value(item, depth + 1, floats_allowed)
+        return
+    if kind is list:
+        for item in value:
+            _check_value(item, depth + 1, floats_allowed)
+        return
+    if kind is float and floats_allowed:
+        return
+    raise ProtocolError(ErrorCode.MALFORMED, f"{kind.__name__} values are not allowed")
+
+
+def decode_envelope(frame: bytes) -> Envelope:
+    """Parse one frame body into an Envelope, or raise ProtocolError saying what is wrong."""
+    try:
+        document = msgpack.unpackb(
+            frame, raw=False, strict_map_key=False, ext_hook=_refuse_ext, timestamp=0,
+            use_list=True,
+        )
+    except ProtocolError:
+        raise
+    except msgpack.StackError:
+        raise ProtocolError(ErrorCode.MALFORMED, "nesting too deep") from None
+    except (ValueError, TypeError) as exc:  # FormatError, ExtraData, UnicodeDecodeError...
+        raise ProtocolError(ErrorCode.MALFORMED, f"not valid MessagePack: {exc}") from None
+    if type(document) is not dict:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "the envelope must be a map")
+    version = document.get("v")
+    if type(version) is not int:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'v' must be an integer")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version} is not supported (2)"
+        )
+    type_number = document.get("t")
+    if type(type_number) is not int:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'t' must be an integer")
+    rid = document.get("rid")
+    if type(rid) is not str or not rid:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'rid' must be a non-empty string")
+    if len(rid) > MAX_RID_LENGTH:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"'rid' longer than {MAX_RID_LENGTH}")
+    payload = document.get("p")
+    if type(payload) is not dict:
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'p' must be a map", rid)
+    if type_number not in _CLIENT_TYPE_NUMBERS:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown client message type {type_number}", rid
+        )
+    message_type = MessageType(type_number)
+    for key in document:
+        if type(key) is not str:
+            raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+    opaque = OPAQUE_FIELDS.get(message_type, _NO_OPAQUE)
+    for key, item in payload.items():
+        if type(key) is not str:
+            raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+        try:
+            _check_value(item, 2, key in opaque)
+        except ProtocolError as exc:
+            exc.rid = rid
+            raise
+    return Envelope(message_type, rid, payload)
+
+
+_CLIENT_TYPE_NUMBERS = frozenset(int(t) for t in CLIENT_TYPES)
+
+
+def encode_frame(message_type: int, rid: str, payload: dict[str, Any]) -> bytes:
+    """One complete frame (length prefix included) for a server message."""
+    body = msgpack.packb(
+        {"v": PROTOCOL_VERSION, "t": message_type, "rid": rid, "p": payload}, use_bin_type=True
+    )
+    return FRAME_HEADER.pack(len(body)) + body
+
+
+def encode_frame_with_raw(
+    message_type: int, rid: str, payload: dict[str, Any], raw_fields: dict[str, bytes]
+) -> bytes:
+    """A frame whose payload map also holds already-encoded MessagePack values.
+
+    Stored job payloads are kept as the bytes the client sent; this splices them into the
+    outgoing map without decoding them again.
+    """
+    parts = [
+        b"\x84",
+        msgpack.packb("v"), msgpack.packb(PROTOCOL_VERSION),
+        msgpack.packb("t"), msgpack.packb(message_type),
+        msgpack.packb("rid"), msgpack.packb(rid),
+        msgpack.packb("p"), _map_header(len(payload) + len(raw_fields)),
+    ]
+    for key, value in payload.items():
+        parts.append(msgpack.packb(key))
+        parts.append(msgpack.packb(value, use_bin_type=True))
+    for key, encoded in raw_fields.items():
+        parts.append(msgpack.packb(key))
+        parts.append(encoded)
+    body = b"".join(parts)
+    return FRAME_HEADER.pack(len(body)) + body
+
+
+def _map_header(size: int) -> bytes:
+    if size < 16:
+        return bytes((0x80 | size,))
+    if size < 0x10000:
+        return b"\xde" + struct.pack(">H", size)
+    return b"\xdf" + struct.pack(">I", size)
+
+
+def encode_value(value: Any) -> bytes:
+    """MessagePack bytes of one application value (a job payload, a result)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def decode_value(data: bytes) -> Any:
+    """The value of bytes made by `encode_value`."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
