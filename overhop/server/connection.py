@@ -45,8 +45,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
         server = self.ctx.config.server
         if self.ctx.shutting_down or len(self.ctx.connections) >= server.max_connections:
             self.ctx.connections_refused += 1

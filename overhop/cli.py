@@ -1,0 +1,75 @@
+"""The `overhop` command line: the click group and its `serve` and `config` commands.
+
+Other modules may add commands to the group object `cli`. Both commands take
+`--config FILE` and any number of `--section.key VALUE` overrides (see
+docs/configuration.md); a configuration error is printed as one line,
+`overhop: <message>`, and the exit status is 2. The server package is imported only
+when `serve` runs.
+"""
+
+import sys
+from typing import NoReturn
+
+import click
+
+from overhop import __version__
+from overhop.config.loading import ConfigError, LoadedConfig, dump_config_toml, load_config
+from overhop.logs import configure_logging
+
+CONFIG_ERROR_EXIT = 2  # the conventional status for bad usage, as click uses
+
+# Dotted overrides are not click options: let them through to ctx.args.
+_OVERRIDES = {"ignore_unknown_options": True, "allow_extra_args": True}
+_config_option = click.option(
+    "--config", "config_file", metavar="FILE", default=None,
+    help="Config file (default: $OVERHOP_CONFIG, ./overhop.toml, ~/.overhop/config.toml, "
+         "/etc/overhop/config.toml).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="overhop", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Overhop: a standalone, durable job-queue broker."""
+
+
+def _load(config_file: str | None, overrides: list[str]) -> LoadedConfig:
+    try:
+        return load_config(config_file, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"overhop: {message}", err=True)
+    sys.exit(CONFIG_ERROR_EXIT)
+
+
+@cli.command(context_settings=_OVERRIDES)
+@_config_option
+@click.pass_context
+def serve(ctx: click.Context, config_file: str | None) -> None:
+    """Run the broker. Extra --section.key VALUE words override config keys."""
+    loaded = _load(config_file, ctx.args)
+    configure_logging(loaded.config.logging.level, loaded.config.logging.human_friendly)
+    from overhop.server.app import run_server  # the server is heavy; load it only to serve
+
+    sys.exit(run_server(loaded))
+
+
+@cli.command(context_settings=_OVERRIDES)
+@_config_option
+@click.pass_context
+def config(ctx: click.Context, config_file: str | None) -> None:
+    """Print the effective configuration as TOML.
+
+    The first line is a comment naming the file used, or "defaults". Extra
+    --section.key VALUE words override config keys.
+    """
+    loaded = _load(config_file, ctx.args)
+    click.echo(f"# source: {loaded.source}")
+    click.echo(dump_config_toml(loaded.config), nl=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="overhop")

@@ -1,0 +1,23 @@
+"""Overhop configuration: the schema (`schema`) and where its values come from (`loading`)."""
+
+from overhop.config.loading import (
+    LoadedConfig,
+    discover_config_file,
+    dump_config_toml,
+    load_config,
+    parse_overrides,
+)
+from overhop.config.schema import SETTINGS, Config, ConfigError, Setting, validate_config
+
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "LoadedConfig",
+    "Setting",
+    "discover_config_file",
+    "dump_config_toml",
+    "load_config",
+    "parse_overrides",
+    "validate_config",
+]

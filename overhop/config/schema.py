@@ -1,0 +1,376 @@
+"""The configuration schema: every key, its type, default, allowed range and meaning.
+
+This module owns what a valid configuration *is*. Each TOML section is a frozen dataclass
+whose fields carry their limits in `dataclasses.field` metadata (made by `setting`);
+`SETTINGS` is the flat, ordered view of all keys by dotted TOML path, and
+`validate_config` checks a whole `Config`, including the checks that span keys.
+Where values come from (files, command-line overrides) is `overhop.config.loading`'s job.
+
+A `Config` built in code is not validated on construction, so tests may use values outside
+the ranges; `load_config` always validates.
+"""
+
+import dataclasses
+import os
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("error", "warn", "info", "debug", "verbose")
+STORAGE_ENGINES = ("lmdb",)
+SELF_DEBUG_SUFFIX = "-self-debug"
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; str() is one line naming the offending key or file."""
+
+    def __init__(self, message: str) -> None:
+        # One line, always: the CLI prints it verbatim after "overhop: ".
+        super().__init__(" ".join(message.split()))
+
+
+def setting(
+    default: int | bool | str,
+    *,
+    doc: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    choices: tuple[str, ...] | None = None,
+    nonempty: bool = False,
+) -> Any:
+    """A dataclass field for one config key, with its limits in the field metadata."""
+    metadata = {"doc": doc, "min": minimum, "max": maximum, "choices": choices,
+                "nonempty": nonempty}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    # info: lifecycle and error events only, nothing per message.
+    level: str = setting("info", choices=LOG_LEVELS,
+                         doc="Least severe level written; verbose is below debug.")
+    # JSON lines by default: logs are meant for machines first.
+    human_friendly: bool = setting(False, doc="Readable console lines instead of JSON lines.")
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    # Once a second is the coarsest tick that still expires leases and sessions promptly;
+    # 100 ms is the floor because finer ticks only burn CPU on an idle broker.
+    interval_ms: int = setting(
+        1000, minimum=100, maximum=1000,
+        doc="Period of the server's heartbeat tick, on which timed checks run.")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # All interfaces: workers normally run on other hosts than the broker.
+    host: str = setting("0.0.0.0", nonempty=True, doc="Address to listen on.")
+    # An unassigned port that does not clash with common services; 0 lets the OS pick.
+    port: int = setting(9876, minimum=0, maximum=65535,
+                        doc="TCP port to listen on; 0 picks a free port (for tests).")
+    # TLS is planned but not implemented; the key exists so configs can say so explicitly.
+    tls_enabled: bool = setting(False, doc="TLS on the listener; only false is accepted.")
+    # Ten thousand peers, each allowed up to write_buffer_high_bytes of queued output, is
+    # the most one process can serve before memory, not sockets, becomes the limit.
+    max_connections: int = setting(10000, minimum=1, maximum=1_000_000,
+                                   doc="Connections beyond this are refused.")
+    # 1 MiB holds many typical job pushes; a peer this far behind is slow, so the server
+    # stops reading from it and pushing to it until it drains.
+    write_buffer_high_bytes: int = setting(
+        1 * MIB, minimum=4 * KIB, maximum=1 * GIB,
+        doc="Per-peer output above which the server stops reading from and pushing to it.")
+    # 64 MiB leaves room for several maximum-size envelopes above the high-water mark
+    # (replies already produced); beyond it the peer is stuck and is dropped.
+    write_buffer_max_bytes: int = setting(
+        64 * MIB, minimum=64 * KIB, maximum=4 * GIB,
+        doc="Per-peer output above which the peer is dropped; must exceed the high mark.")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    # A real client sends HELLO at once; 10 s tolerates slow links and drops idle probes.
+    unhelloed_max_lifetime_seconds: int = setting(
+        10, minimum=1, maximum=3600,
+        doc="Seconds a connection may live without sending HELLO.")
+    # Same reasoning as above for the HELLO-to-REGISTER step.
+    helloed_unregistered_max_lifetime_seconds: int = setting(
+        10, minimum=1, maximum=3600,
+        doc="Seconds a connection may live after HELLO without registering.")
+    # The reply to IDENT is immediate in every client; 2 s covers a loaded network.
+    ident_register_timeout_seconds: int = setting(
+        2, minimum=1, maximum=3600,
+        doc="Seconds a client has to send REGISTER after the server's IDENT.")
+
+
+@dataclass(frozen=True)
+class WireConfig:
+    # 8 MiB fits large payloads while keeping one frame's memory bounded; payloads are
+    # meant to be job descriptions, not bulk data.
+    max_envelope_size_bytes: int = setting(
+        8 * MIB, minimum=64 * KIB, maximum=32 * MIB,
+        doc="Largest message envelope accepted or sent.")
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+
+@dataclass(frozen=True)
+class PaginationConfig:
+    # 15 rows fit one terminal screen, the common case for interactive listing.
+    page_size: int = setting(15, minimum=1, maximum=10000,
+                             doc="Rows per page when a listing request names no size.")
+    # 1000 rows bounds one reply's size and the time one read transaction is held.
+    max_page_size: int = setting(1000, minimum=1, maximum=100_000,
+                                 doc="Largest page a listing request may ask for.")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    # LMDB is the only engine; the key exists so a config file can name it.
+    engine: str = setting("lmdb", choices=STORAGE_ENGINES, doc="Storage engine.")
+    # A per-user location so a first run needs no privileges.
+    path: str = setting("~/.overhop/data", nonempty=True,
+                        doc="Data directory; a leading ~/ or $HOME/ is the home directory.")
+    # Empty keeps the self-debug store next to the data, where operators look first.
+    self_debug_path: str = setting(
+        "", doc='Self-debug store directory; empty means storage.path + "-self-debug".')
+    # Durability first: an acknowledged enqueue must survive a crash.
+    sync: bool = setting(True, doc="fsync every commit.")
+    # 64 MiB is small on disk and grows on demand, so a fresh broker costs little.
+    initial_map_size_bytes: int = setting(
+        64 * MIB, minimum=1 * MIB, maximum=1 * TIB,
+        doc="LMDB map size at open; it grows as data grows.")
+    # 64 GiB of address space is far below what 64-bit hosts allow and above any queue
+    # a single broker should hold.
+    max_map_size_bytes: int = setting(
+        64 * GIB, minimum=1 * MIB, maximum=16 * TIB,
+        doc="The map never grows past this; enqueues are refused near it.")
+    # 8 MiB is enough for many completions and removals, which free space, to commit
+    # after enqueues have been refused for lack of space.
+    reserved_headroom_bytes: int = setting(
+        8 * MIB, minimum=0, maximum=1 * GIB,
+        doc="Space kept free so completing and removing jobs works when enqueues are refused.")
+    # 1024 writes per commit amortises the fsync while keeping one commit's latency small.
+    max_batch_operations: int = setting(1024, minimum=1, maximum=100_000,
+                                        doc="Most write operations folded into one commit.")
+
+    def resolved_path(self, environ: Mapping[str, str] = os.environ) -> Path:
+        """`path` with a leading `~/` or `$HOME/` replaced by the HOME directory."""
+        return Path(expand_home(self.path, environ, key="storage.path"))
+
+    def resolved_self_debug_path(self, environ: Mapping[str, str] = os.environ) -> Path:
+        """`self_debug_path` expanded like `path`, or the data path + "-self-debug"."""
+        if self.self_debug_path:
+            return Path(expand_home(self.self_debug_path, environ, key="storage.self_debug_path"))
+        data = expand_home(self.path, environ, key="storage.path").rstrip("/") or "/"
+        return Path(data + SELF_DEBUG_SUFFIX)
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    # A worker acks on receipt; 10 s covers a GC pause or a busy event loop.
+    ack_timeout_ms: int = setting(10000, minimum=100, maximum=3_600_000,
+                                  doc="A pushed job not acked within this is offered again.")
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    # Three tries rides out a transient failure without looping on a broken job.
+    default_max_attempts: int = setting(3, minimum=1, maximum=1000,
+                                        doc="Attempts for a job that names none.")
+    # One second lets a transient cause clear before the retry.
+    default_retry_interval_ms: int = setting(1000, minimum=1, maximum=86_400_000,
+                                             doc="Delay before a failed job is retried.")
+    # One minute suits short tasks; long ones extend their lease with JOBBEAT.
+    default_lease_ms: int = setting(60000, minimum=100, maximum=86_400_000,
+                                    doc="Time a worker holds a job without a JOBBEAT.")
+    # 64 KiB holds a status document; bulk results belong in the worker's own storage.
+    max_result_bytes: int = setting(64 * KIB, minimum=0, maximum=16 * MIB,
+                                    doc="Largest result a job may store on completion.")
+    # 25 errors show a failure pattern without letting a flapping job grow unbounded.
+    max_error_history: int = setting(25, minimum=1, maximum=1000,
+                                     doc="Errors kept per job; older ones are dropped.")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    # 30 heartbeat periods at the 1 s default: a missed beat or two is not a death.
+    stale_after_ms: int = setting(30000, minimum=1000, maximum=86_400_000,
+                                  doc="A worker not heard from this long is considered gone.")
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    # 5 s lets in-flight commits and replies finish without stalling a restart.
+    grace_ms: int = setting(5000, minimum=0, maximum=600_000,
+                            doc="Time given to connections to finish on shutdown.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, one attribute per TOML section."""
+
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    wire: WireConfig = field(default_factory=WireConfig)
+    pagination: PaginationConfig = field(default_factory=PaginationConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+
+    def storage_path(self, environ: Mapping[str, str] = os.environ) -> Path:
+        """The resolved data directory (see `StorageConfig.resolved_path`)."""
+        return self.storage.resolved_path(environ)
+
+    def self_debug_path(self, environ: Mapping[str, str] = os.environ) -> Path:
+        """The resolved self-debug directory (see `StorageConfig.resolved_self_debug_path`)."""
+        return self.storage.resolved_self_debug_path(environ)
+
+
+def expand_home(path: str, environ: Mapping[str, str], *, key: str) -> str:
+    """Replace a leading `~` / `~/` / `$HOME` / `$HOME/` with environ["HOME"]."""
+    for prefix in ("~", "$HOME"):
+        if path == prefix or path.startswith(prefix + "/"):
+            home = environ.get("HOME", "")
+            if not home:
+                raise ConfigError(f"{key}: {path!r} starts with {prefix} but HOME is not set")
+            return (home.rstrip("/") + path[len(prefix):]) or "/"
+    return path
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key: its dotted TOML path, Python type, default and limits."""
+
+    key: str
+    type: type
+    default: int | bool | str
+    doc: str
+    minimum: int | None
+    maximum: int | None
+    choices: tuple[str, ...] | None
+    nonempty: bool
+
+    @property
+    def type_name(self) -> str:
+        """The type as the docs spell it: int, bool or str."""
+        return {int: "int", bool: "bool", str: "str"}[self.type]
+
+    @property
+    def expected(self) -> str:
+        """The type as error messages spell it: "an integer", "a boolean", "a string"."""
+        return {int: "an integer", bool: "a boolean", str: "a string"}[self.type]
+
+    def limits(self) -> str:
+        """The allowed values in words: "100..1000", "one of a, b", or ""."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.minimum is not None and self.maximum is not None:
+            return f"{self.minimum}..{self.maximum}"
+        return "non-empty" if self.nonempty else ""
+
+    def check(self, value: object) -> None:
+        """Raise ConfigError unless `value` has this key's type and lies within its limits."""
+        if type(value) is not self.type:
+            raise ConfigError(f"{self.key}: expected {self.expected}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.key}: {value!r} is not {self.limits()}")
+        if type(value) is int and (
+            (self.minimum is not None and value < self.minimum)
+            or (self.maximum is not None and value > self.maximum)
+        ):
+            raise ConfigError(f"{self.key}: {value} is out of range {self.limits()}")
+        if self.nonempty and value == "":
+            raise ConfigError(f"{self.key}: must not be empty")
+
+
+def _walk(cls: type, prefix: str) -> Iterator[tuple[str, type, dataclasses.Field[Any]]]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield prefix + f.name, hints[f.name], f
+
+
+def _collect(cls: type, prefix: str, settings: dict[str, Setting], sections: set[str]) -> None:
+    for key, kind, f in _walk(cls, prefix):
+        if dataclasses.is_dataclass(kind):
+            sections.add(key)
+            _collect(kind, key + ".", settings, sections)
+        else:
+            meta = f.metadata
+            settings[key] = Setting(key=key, type=kind, default=f.default, doc=meta["doc"],
+                                    minimum=meta["min"], maximum=meta["max"],
+                                    choices=meta["choices"], nonempty=meta["nonempty"])
+
+
+def _build_index() -> tuple[dict[str, Setting], frozenset[str]]:
+    settings: dict[str, Setting] = {}
+    sections: set[str] = set()
+    _collect(Config, "", settings, sections)
+    return settings, frozenset(sections)
+
+
+SETTINGS, SECTIONS = _build_index()
+"""SETTINGS: every key by dotted path, in schema order. SECTIONS: every dotted section path."""
+
+
+def build_config(values: Mapping[str, object]) -> Config:
+    """A Config with the given dotted-key values and defaults elsewhere (values unchecked)."""
+    unknown = sorted(set(values) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}")
+    return _build(Config, "", values)
+
+
+def _build(cls: type, prefix: str, values: Mapping[str, object]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for key, kind, f in _walk(cls, prefix):
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = _build(kind, key + ".", values)
+        elif key in values:
+            kwargs[f.name] = values[key]
+    return cls(**kwargs)
+
+
+def config_values(config: Config) -> dict[str, object]:
+    """Every key of `config` by dotted path, in schema order."""
+    values: dict[str, object] = {}
+    for key in SETTINGS:
+        node: Any = config
+        for part in key.split("."):
+            node = getattr(node, part)
+        values[key] = node
+    return values
+
+
+def validate_config(config: Config) -> None:
+    """Raise ConfigError for the first key out of its limits or the first broken rule."""
+    for key, value in config_values(config).items():
+        SETTINGS[key].check(value)
+    if config.server.tls_enabled:
+        raise ConfigError("server.tls_enabled: TLS is not supported by this version")
+    server, storage, pages = config.server, config.storage, config.pagination
+    if server.write_buffer_max_bytes <= server.write_buffer_high_bytes:
+        raise ConfigError(
+            f"server.write_buffer_max_bytes ({server.write_buffer_max_bytes}) must be greater"
+            f" than server.write_buffer_high_bytes ({server.write_buffer_high_bytes})")
+    if storage.max_map_size_bytes < storage.initial_map_size_bytes:
+        raise ConfigError(
+            f"storage.max_map_size_bytes ({storage.max_map_size_bytes}) must be at least"
+            f" storage.initial_map_size_bytes ({storage.initial_map_size_bytes})")
+    if storage.reserved_headroom_bytes >= storage.max_map_size_bytes:
+        raise ConfigError(
+            f"storage.reserved_headroom_bytes ({storage.reserved_headroom_bytes}) must be less"
+            f" than storage.max_map_size_bytes ({storage.max_map_size_bytes})")
+    if pages.page_size > pages.max_page_size:
+        raise ConfigError(
+            f"pagination.page_size ({pages.page_size}) must not exceed"
+            f" pagination.max_page_size ({pages.max_page_size})")
