@@ -1,0 +1,292 @@
+"""Broker benchmark over real TCP on 127.0.0.1, against a server on temporary storage.
+
+Reports: enqueue throughput (one connection, windowed), end-to-end throughput (a producer
+and 4 workers with credits, every job acknowledged and completed, every OK synced),
+enqueue-to-QUEST latency p50/p99 at a steady low rate beside the disk's own fdatasync
+p50/p99 measured during the same run, the same end-to-end run with a 100,000-job backlog
+waiting in the store, and the server's CPU seconds and peak memory.
+
+    python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
+
+Clients run in separate processes (producer, workers) so that the client side does not
+share one core; the server runs as `python -m overhop serve`. All loops are bounded.
+"""
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_client import connect  # noqa: E402
+
+# Enough requests in flight to keep the group commit full without unbounded buffering.
+WINDOW = 2048
+PHASE_TIMEOUT_S = 300.0
+
+
+def start_server(storage: Path) -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "overhop", "serve", "--server.host", "127.0.0.1",
+         "--server.port", "0", "--storage.path", str(storage), "--logging.level", "info"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if '"server_started"' in line:
+            port = json.loads(line)["port"]
+            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+            return process, port
+    raise RuntimeError("server did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _admin(port: int, *queues: str) -> None:
+    conn = await connect(port, name="admin")
+    for queue in queues:
+        await conn.request(9, {"name": queue})
+    conn.transport.close()
+
+
+async def _produce(port: int, queue: str, jobs: int, stamp: bool) -> float:
+    conn = await connect(port, name="producer")
+    in_flight = asyncio.Semaphore(WINDOW)
+    done = asyncio.get_running_loop().create_future()
+    remaining = [jobs]
+
+    def on_ok(message: dict[str, Any]) -> None:
+        if message["t"] != 101:
+            raise RuntimeError(f"enqueue failed: {message['p']}")
+        in_flight.release()
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            done.set_result(None)
+
+    started = time.perf_counter()
+    for index in range(jobs):
+        await in_flight.acquire()
+        payload = {"n": index, "t": time.monotonic_ns()} if stamp else {"n": index}
+        conn.send(14, {"q": queue, "job_payload": payload}, on_reply=on_ok)
+    await asyncio.wait_for(done, PHASE_TIMEOUT_S)
+    elapsed = time.perf_counter() - started
+    conn.transport.close()
+    return elapsed
+
+
+def producer_process(port: int, queue: str, jobs: int, stamp: bool,
+                     results: "multiprocessing.Queue[Any]") -> None:
+    results.put(("producer", asyncio.run(_produce(port, queue, jobs, stamp))))
+
+
+async def _work(port: int, queue: str, jobs: int, workers: int, credits: int,
+                measure_latency: bool) -> dict[str, Any]:
+    completed = [0]
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+    all_done = loop.create_future()
+    first_quest: list[float] = []
+    connections = []
+
+    def make_handler(index: int) -> Any:
+        pending_credit = [0]
+
+        def on_complete(message: dict[str, Any]) -> None:
+            if message["t"] != 101:
+                raise RuntimeError(f"complete failed: {message['p']}")
+            completed[0] += 1
+            if completed[0] == jobs and not all_done.done():
+                all_done.set_result(time.perf_counter())
+
+        def on_push(message: dict[str, Any]) -> None:
+            if message["t"] != 106:
+                return
+            if not first_quest:
+                first_quest.append(time.perf_counter())
+            p = message["p"]
+            if measure_latency:
+                latencies.append((time.monotonic_ns() - p["job_payload"]["t"]) / 1e6)
+            conn = connections[index]
+            ids = {"did": p["did"], "jid": p["jid"]}
+            conn.send(19, ids, want_reply=False)
+            conn.send(20, ids, on_reply=on_complete)
+            pending_credit[0] += 1
+            if pending_credit[0] >= credits // 4:
+                conn.send(8, {"sid": sids[index], "credits": pending_credit[0]},
+                          want_reply=False)
+                pending_credit[0] = 0
+
+        return on_push
+
+    sids: list[str] = []
+    for index in range(workers):
+        conn = await connect(port, on_push=make_handler(index), name=f"worker-{index}")
+        connections.append(conn)
+    for conn in connections:
+        sids.append((await conn.request(6, {"q": queue, "credits": credits}))["sid"])
+    finished = await asyncio.wait_for(all_done, PHASE_TIMEOUT_S)
+    errors = [e for conn in connections for e in conn.errors]
+    for conn in connections:
+        conn.transport.close()
+    return {"first": first_quest[0] if first_quest else 0.0, "finished": finished,
+            "latencies": latencies, "errors": errors}
+
+
+def worker_process(port: int, queue: str, jobs: int, workers: int, credits: int,
+                   measure_latency: bool, ready: Any, results: "multiprocessing.Queue[Any]"
+                   ) -> None:
+    async def run() -> dict[str, Any]:
+        task = asyncio.ensure_future(_work(port, queue, jobs, workers, credits,
+                                           measure_latency))
+        await asyncio.sleep(0.3)  # benchmark set-up only: let the subscriptions land
+        ready.set()
+        return await task
+
+    outcome = asyncio.run(run())
+    outcome["wall"] = time.perf_counter()
+    results.put(("workers", outcome))
+
+
+def end_to_end(port: int, queue: str, jobs: int, workers: int = 4, credits: int = 256
+               ) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[Any] = ctx.Queue()
+    ready = ctx.Event()
+    worker = ctx.Process(target=worker_process,
+                         args=(port, queue, jobs, workers, credits, False, ready, results))
+    worker.start()
+    ready.wait(PHASE_TIMEOUT_S)
+    started = time.perf_counter()
+    producer = ctx.Process(target=producer_process, args=(port, queue, jobs, False, results))
+    producer.start()
+    outcome: dict[str, Any] = {}
+    for _ in range(2):
+        kind, value = results.get(timeout=PHASE_TIMEOUT_S)
+        if kind == "workers":
+            outcome = value
+    worker.join()
+    producer.join()
+    if outcome["errors"]:
+        raise RuntimeError(f"worker errors: {outcome['errors'][:3]}")
+    return jobs / (outcome["finished"] - started)
+
+
+def latency_run(port: int, queue: str, rate: int, seconds: float, storage: Path
+                ) -> dict[str, float]:
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[Any] = ctx.Queue()
+    ready = ctx.Event()
+    jobs = int(rate * seconds)
+    worker = ctx.Process(target=worker_process,
+                         args=(port, queue, jobs, 1, 4096, True, ready, results))
+    worker.start()
+    ready.wait(PHASE_TIMEOUT_S)
+    sync_samples: list[float] = []
+    stop = threading.Event()
+    probe = threading.Thread(target=_sync_probe, args=(storage, sync_samples, stop))
+    probe.start()
+
+    async def paced() -> None:
+        conn = await connect(port, name="paced-producer")
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        for index in range(jobs):
+            delay = start + index * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            conn.send(14, {"q": queue, "job_payload": {"n": index, "t": time.monotonic_ns()}},
+                      want_reply=False)
+        await asyncio.sleep(0.5)
+        conn.transport.close()
+
+    asyncio.run(paced())
+    _, outcome = results.get(timeout=PHASE_TIMEOUT_S)
+    worker.join()
+    stop.set()
+    probe.join()
+    latencies = sorted(outcome["latencies"])
+    sync_sorted = sorted(sync_samples)
+    return {
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "max_ms": latencies[-1],
+        "disk_sync_p50_ms": statistics.median(sync_sorted) if sync_sorted else 0.0,
+        "disk_sync_p99_ms": sync_sorted[int(len(sync_sorted) * 0.99) - 1] if sync_sorted else 0.0,
+    }
+
+
+def _sync_probe(storage: Path, samples: list[float], stop: threading.Event) -> None:
+    """The disk's own commit cost: a 4 KiB write and fdatasync, 100 times a second."""
+    path = storage.parent / "sync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    block = b"x" * 4096
+    try:
+        while not stop.wait(0.01):
+            started = time.perf_counter()
+            os.pwrite(fd, block, 0)
+            os.fdatasync(fd)
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+
+
+async def _fill_backlog(port: int, queue: str, jobs: int) -> None:
+    await _produce(port, queue, jobs, False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="overhop-bench-") as tmp:
+        storage = Path(tmp) / "data"
+        server, port = start_server(storage)
+        report: dict[str, Any] = {}
+        try:
+            asyncio.run(_admin(port, "enq", "e2e", "lat", "backlog", "e2e_backlog"))
+            cpu0 = cpu_seconds(server.pid)
+            elapsed = asyncio.run(_produce(port, "enq", args.jobs, False))
+            report["enqueue_jobs_per_s"] = round(args.jobs / elapsed)
+            cpu1 = cpu_seconds(server.pid)
+            report["enqueue_server_cpu_us_per_job"] = round((cpu1 - cpu0) / args.jobs * 1e6, 1)
+            report["e2e_jobs_per_s"] = round(end_to_end(port, "e2e", args.jobs))
+            cpu2 = cpu_seconds(server.pid)
+            report["e2e_server_cpu_us_per_job"] = round((cpu2 - cpu1) / args.jobs * 1e6, 1)
+            report["latency"] = {k: round(v, 3) for k, v in latency_run(
+                port, "lat", args.rate, args.latency_seconds, storage).items()}
+            asyncio.run(_fill_backlog(port, "backlog", args.backlog))
+            report["e2e_with_backlog_jobs_per_s"] = round(end_to_end(port, "e2e_backlog",
+                                                                     args.jobs))
+            report["backlog_waiting_jobs"] = args.backlog
+            report["server_cpu_seconds_total"] = round(cpu_seconds(server.pid), 2)
+            report["server_peak_rss_mb"] = round(peak_rss_mb(server.pid), 1)
+        finally:
+            server.terminate()
+            server.wait(60)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
