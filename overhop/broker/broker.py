@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-import uuid6
 
 from overhop.broker import job_ops
 from overhop.broker.dispatch import QueueRuntime, plan_dispatch
+from overhop.broker.ids import JobIdGenerator
 from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.broker.queues import (
     SYSTEM_QUEUE_NAME,
@@ -60,8 +60,9 @@ class Broker:
         self.queues: dict[str, QueueRuntime] = {}
         self.workers: dict[str, Worker] = {}
         self.deliveries: dict[str, Delivery] = {}
-        self._pending_queue_names: set[str] = set()
         self.dispatched_total = 0
+        self.dispatch_stopped = False
+        self._job_ids = JobIdGenerator()
 
     # -- boot --------------------------------------------------------------------------
 
@@ -111,39 +112,72 @@ class Broker:
                                f"{name!r} is a system queue and cannot be used that way")
         return self.queue(name)
 
-    async def add_queue(self, name: str, config: QueueConfig) -> QueueRecord:
+    # Queue changes take effect in memory when they are submitted, not when they commit:
+    # the writer runs operations in submission order, so a request pipelined behind them on
+    # any connection must already see them (ADDQUEUE then ENQUEUE, PAUSE then ENQUEUE).
+    # Should the commit fail, the in-memory change is undone.
+
+    def add_queue(self, name: str, config: QueueConfig) -> "asyncio.Future[QueueRecord]":
         if name.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "queue names starting with '_' are "
                                "reserved for system queues")
-        if name in self.queues or name in self._pending_queue_names:
+        if name in self.queues:
             raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
         record = self._new_queue_record(name, config)
-        self._pending_queue_names.add(name)
-        try:
-            await self.writer.submit(job_ops.add_queue(record), grows=True)
-        finally:
-            self._pending_queue_names.discard(name)
-        self.queues[name] = QueueRuntime(record)
-        log.info("queue_added", queue=name, qid=record.queue_id)
-        return record
+        runtime = QueueRuntime(record)
+        self.queues[name] = runtime
 
-    async def remove_queue(self, name: str) -> None:
-        runtime = self.user_queue(name)
-        await self.writer.submit(job_ops.remove_queue(name))
-        self.queues.pop(name, None)
-        for subscription in runtime.subscriptions:
-            subscription.active = False
-            subscription.worker.subscriptions.pop(subscription.subscription_id, None)
-        log.info("queue_removed", queue=name)
+        def settle(future: "asyncio.Future[QueueRecord]") -> None:
+            if future.exception() is None:
+                log.info("queue_added", queue=name, qid=record.queue_id)
+            elif self.queues.get(name) is runtime:
+                del self.queues[name]
 
-    async def set_queue_state(self, name: str, state: QueueState) -> None:
+        future = self.writer.submit(job_ops.add_queue(record), grows=True)
+        future.add_done_callback(settle)
+        return future
+
+    def remove_queue(self, name: str) -> "asyncio.Future[None]":
         runtime = self.user_queue(name)
-        runtime.record = await self.writer.submit(job_ops.set_queue_state(name, state))
-        log.info("queue_paused" if state == QueueState.PAUSED else "queue_resumed", queue=name)
+        del self.queues[name]
+
+        def settle(future: "asyncio.Future[None]") -> None:
+            if future.exception() is not None:
+                self.queues.setdefault(name, runtime)
+                return
+            for subscription in list(runtime.subscriptions):
+                self._drop_subscription(subscription)
+            log.info("queue_removed", queue=name)
+
+        future = self.writer.submit(job_ops.remove_queue(name))
+        future.add_done_callback(settle)
+        return future
+
+    def set_queue_state(self, name: str, state: QueueState) -> "asyncio.Future[QueueRecord]":
+        runtime = self.user_queue(name)
+        previous = runtime.record
+        if previous.state == state:
+            code = (ErrorCode.QUEUE_ALREADY_PAUSED if state == QueueState.PAUSED
+                    else ErrorCode.QUEUE_NOT_PAUSED)
+            raise RequestError(code, f"queue {name!r} is already {state.value}")
+        runtime.record = previous.with_state(state)
+        optimistic = runtime.record
+
+        def settle(future: "asyncio.Future[QueueRecord]") -> None:
+            if future.exception() is not None:
+                if runtime.record is optimistic:
+                    runtime.record = previous
+                return
+            log.info("queue_paused" if state == QueueState.PAUSED else "queue_resumed",
+                     queue=name)
+
+        future = self.writer.submit(job_ops.set_queue_state(name, state))
+        future.add_done_callback(settle)
         if state == QueueState.ACTIVE:
             runtime.new_pending = True
             self._run_maintenance(runtime, self.clock())
             self._pump(runtime)
+        return future
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -162,7 +196,7 @@ class Broker:
         else:
             status = JobStatus.WAITING if start <= now else JobStatus.DELAYED
         job = JobRecord(
-            job_id=f"{request.queue_name}:{uuid6.uuid7()}",
+            job_id=self._job_ids.new_job_id(request.queue_name, now),
             queue_name=request.queue_name,
             status=status,
             payload=request.payload,
@@ -264,7 +298,8 @@ class Broker:
         self._pump(runtime)
 
     def _pump(self, runtime: QueueRuntime) -> None:
-        if (runtime.dispatch_in_flight or runtime.record.state != QueueState.ACTIVE
+        if (self.dispatch_stopped or runtime.dispatch_in_flight
+                or runtime.record.state != QueueState.ACTIVE
                 or runtime.waiting_estimate <= 0 or not runtime.subscriptions):
             return
         plan = plan_dispatch(runtime)
@@ -298,7 +333,7 @@ class Broker:
             delivery = Delivery(delivery_id, job.job_id, job.queue_name, subscription, now,
                                 now + ack_timeout, job.lease_ms)
             self.deliveries[delivery_id] = delivery
-            if not subscription.active or subscription.worker.gone:
+            if not subscription.active or subscription.worker.gone or self.dispatch_stopped:
                 self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
                 continue
             subscription.worker.deliveries[delivery_id] = delivery
@@ -436,6 +471,15 @@ class Broker:
         for runtime in self.queues.values():
             self._run_maintenance(runtime, now_ms)
 
+    def stop_dispatch(self) -> None:
+        """Shutdown: no new QUEST from now on (deliveries already out may still end)."""
+        self.dispatch_stopped = True
+
+    def quiet(self) -> bool:
+        """No dispatch or maintenance transaction is waiting for its commit."""
+        return not any(r.dispatch_in_flight or r.maintenance_in_flight
+                       for r in self.queues.values())
+
     def end_all_deliveries(self, outcome: AttemptOutcome) -> None:
         """Shutdown: every delivery still out goes back through the attempt path."""
         for delivery in list(self.deliveries.values()):
@@ -446,7 +490,8 @@ class Broker:
             runtime.next_due_ms = due_ms
 
     def _run_maintenance(self, runtime: QueueRuntime, now_ms: int) -> None:
-        if runtime.maintenance_in_flight or runtime.record.state != QueueState.ACTIVE:
+        if (self.dispatch_stopped or runtime.maintenance_in_flight
+                or runtime.record.state != QueueState.ACTIVE):
             return
         name = runtime.record.name
         if runtime.new_pending:

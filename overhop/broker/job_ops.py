@@ -56,10 +56,6 @@ def remove_queue(name: str) -> Op:
 def set_queue_state(name: str, state: QueueState) -> Op:
     def run(txn: StoreTxn) -> QueueRecord:
         queue = _queue_or_raise(txn, name)
-        if queue.state == state:
-            code = (ErrorCode.QUEUE_ALREADY_PAUSED if state == QueueState.PAUSED
-                    else ErrorCode.QUEUE_NOT_PAUSED)
-            raise RequestError(code, f"queue {name!r} is already {state.value}")
         updated = queue.with_state(state)
         txn.put_queue(updated)
         return updated
@@ -120,7 +116,8 @@ def _current_delivery(txn: StoreTxn, job_id: str, delivery_id: str) -> JobRecord
 def _history_entry(job: JobRecord, outcome: AttemptOutcome, now_ms: int,
                    error: dict[str, Any] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "attempt": job.attempts_so_far + (1 if outcome.uses_attempt else 0),
+        "attempt": job.attempts_so_far + 1,
+        "counted": outcome.uses_attempt,
         "outcome": outcome.label,
         "worker_id": job.worker_id,
         "delivery_id": job.delivery_id,

@@ -41,6 +41,7 @@ TRANSITIONS: dict[tuple[JobStatus, JobStatus], str] = {
     (JobStatus.ACTIVE, JobStatus.DELAYED): "attempt ended without success, attempts remain",
     (JobStatus.ACTIVE, JobStatus.FAILED): "attempt ended without success, none remain",
     (JobStatus.FAILED, JobStatus.WAITING): "RETRY",
+    (JobStatus.FAILED, JobStatus.NEW): "RETRY while the queue is paused",
 }
 
 # RMJOB may remove a job only in these statuses (the draft's rule).
@@ -50,7 +51,10 @@ REMOVABLE_STATUSES = frozenset(
 
 
 class AttemptOutcome(IntEnum):
-    """How one attempt ended. Every outcome but COMPLETED and WITHDRAWN uses up an attempt."""
+    """How one delivery ended. `uses_attempt` says whether it counts as an attempt:
+    COMPLETED counts (and ends the job); WITHDRAWN, RELEASED and SERVER_SHUTDOWN do not
+    (the worker never started, gave it back unstarted, or was stopped by us); every other
+    outcome counts and goes through the retry path."""
 
     COMPLETED = 1
     FAILED = 2

@@ -14,7 +14,7 @@ def backoff_delay_ms(job: JobRecord, attempts_used: int, rng: random.Random) -> 
     policy = job.backoff or {}
     delay = job.retry_interval_ms
     if policy.get("kind") == "exponential":
-        cap = policy.get("max_ms") or DEFAULT_BACKOFF_CAP_MS
+        cap = policy.get("max_ms") or max(DEFAULT_BACKOFF_CAP_MS, job.retry_interval_ms)
         delay = min(cap, job.retry_interval_ms * 2 ** min(attempts_used - 1, 40))
     elif policy.get("max_ms"):
         delay = min(delay, policy["max_ms"])

@@ -80,8 +80,8 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
              boot_ms=round((time.perf_counter() - boot_started) * 1000, 1))
     if started is not None:
         started.set_result((host, port))
-    stop = stop or asyncio.Event()
-    if stop is not None and threading_main():
+    if stop is None:
+        stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
     heartbeat = asyncio.create_task(run_heartbeat(ctx), name="heartbeat")
@@ -92,21 +92,18 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     return 0
 
 
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 async def shutdown(ctx: ServerContext, server: asyncio.Server,
                    heartbeat: "asyncio.Task[None]") -> None:
     ctx.shutting_down = True
     server.close()
+    ctx.broker.stop_dispatch()
     grace_ms = ctx.config.shutdown.grace_ms
     for conn in list(ctx.connections):
         conn.push(MessageType.BYE, {"reason": "server_shutdown", "grace_ms": grace_ms})
     deadline = time.monotonic() + grace_ms / 1000
-    while ctx.broker.deliveries and time.monotonic() < deadline:
+    while (ctx.broker.deliveries or not ctx.broker.quiet()) and time.monotonic() < deadline:
+        await asyncio.sleep(GRACE_POLL_S)
+    while not ctx.broker.quiet():  # a dispatch commit must land before its jobs go back
         await asyncio.sleep(GRACE_POLL_S)
     ctx.broker.end_all_deliveries(AttemptOutcome.SERVER_SHUTDOWN)
     heartbeat.cancel()

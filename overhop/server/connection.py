@@ -74,6 +74,10 @@ class Connection(asyncio.Protocol):
             self._handle_frame(frame)
             if self._closing:
                 return
+        try:
+            self.decoder.check()
+        except ProtocolError as exc:
+            self.reply_error(PUSH_RID, exc)
 
     def eof_received(self) -> bool | None:
         return None

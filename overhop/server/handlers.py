@@ -39,6 +39,9 @@ _EMPTY: dict[str, Any] = {}
 # Worker metadata is for people reading STATUS: short strings, a few labels.
 MAX_METADATA_STRING = 256
 MAX_LABELS = 32
+# Room a QUEST needs beside the job payload (ids, counters, envelope): a job payload may
+# use the rest of an envelope, so that the QUEST carrying it is never over the limit.
+QUEST_OVERHEAD_BYTES = 4096
 
 
 def _empty(_: Any) -> dict[str, Any]:
@@ -57,7 +60,8 @@ def handle_register(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
     labels = parse_optional_map(p, "labels")
     if labels is not None:
         if len(labels) > MAX_LABELS or not all(
-            type(v) is str and len(v) <= MAX_METADATA_STRING for v in labels.values()
+            len(k) <= MAX_METADATA_STRING and type(v) is str and len(v) <= MAX_METADATA_STRING
+            for k, v in labels.items()
         ):
             raise RequestError(ErrorCode.INVALID_PAYLOAD,
                                f"'labels' must map at most {MAX_LABELS} keys to short strings")
@@ -116,9 +120,14 @@ def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 
 
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    payload = encode_value(p["job_payload"]) if "job_payload" in p else None
+    limit = ctx.config.wire.max_envelope_size_bytes - QUEST_OVERHEAD_BYTES
+    if payload is not None and len(payload) > limit:
+        raise RequestError(ErrorCode.PAYLOAD_TOO_LARGE,
+                           f"the job payload is {len(payload)} bytes encoded; the limit is {limit}")
     request = EnqueueRequest(
         queue_name=parse_queue_name(p.get("q")),
-        payload=encode_value(p["job_payload"]) if "job_payload" in p else None,
+        payload=payload,
         scheduled_at_ms=parse_optional_time(p, "scheduled_at"),
         max_attempts=parse_optional_int(p, "max_attempts", low=1, high=1000),
         retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
@@ -158,9 +167,11 @@ def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
                           default=pagination.page_size)
     page = parse_int(p, "page", low=1, high=2**31, default=1)
     ctx.broker.user_queue(queue_name)
-    jobs = ctx.store.list_jobs(queue_name, JobStatus.parse(label), (page - 1) * page_size,
-                               page_size)
+    jobs, truncated = ctx.store.list_jobs(
+        queue_name, JobStatus.parse(label), (page - 1) * page_size, page_size,
+        ctx.config.wire.max_envelope_size_bytes // 2)
     return {"q": queue_name, "status": label, "page": page, "page_size": page_size,
+            "truncated": truncated,
             "jobs": [job_view(job, ctx.broker.deliveries.get(job.delivery_id or ""))
                      for job in jobs]}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lmdb
 
-from overhop.broker.jobs import JobRecord, JobStatus
+from overhop.broker.jobs import TRANSITIONS, JobRecord, JobStatus
 from overhop.broker.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
@@ -95,15 +95,20 @@ class Store:
             return {status: _count(txn, self.counters_db, queue_name, status)
                     for status in JobStatus}
 
-    def list_jobs(self, queue_name: str, status: JobStatus, offset: int,
-                  limit: int) -> list[JobRecord]:
-        """Jobs of one status in creation order. Skipping `offset` costs O(offset)."""
+    def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,
+                  max_bytes: int) -> tuple[list[JobRecord], bool]:
+        """Jobs of one status in creation order, and whether the page was cut short.
+
+        Skipping `offset` costs O(offset). The page stops early (cut short) once the jobs
+        read hold `max_bytes` of records, so one reply stays within the envelope limit.
+        """
         prefix = keys.status_prefix(queue_name, status)
         jobs: list[JobRecord] = []
+        held = 0
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self.by_status)
             if not cursor.set_range(prefix):
-                return jobs
+                return jobs, False
             skipped = 0
             for key in cursor.iternext(values=False):
                 if not key.startswith(prefix):
@@ -112,11 +117,15 @@ class Store:
                     skipped += 1
                     continue
                 data = txn.get(keys.job_id_from(queue_name, key[-16:]).encode(), db=self.jobs_db)
-                if data is not None:
-                    jobs.append(decode_job(data))
+                if data is None:
+                    continue
+                held += len(data)
+                if jobs and held > max_bytes:
+                    return jobs, True
+                jobs.append(decode_job(data))
                 if len(jobs) >= limit:
                     break
-        return jobs
+        return jobs, False
 
     def first_due_ms(self, queue_name: str) -> int | None:
         """The start time of the queue's earliest delayed job, from the time index."""
@@ -192,7 +201,14 @@ class StoreTxn:
 
     def update_job(self, job: JobRecord, previous_status: JobStatus,
                    previous_start_ms: int) -> None:
-        """Store `job` after a change; move its index entries if its status changed."""
+        """Store `job` after a change; move its index entries if its status changed.
+
+        A status change that `TRANSITIONS` does not list is a bug: it raises before writing.
+        """
+        if job.status != previous_status and (previous_status, job.status) not in TRANSITIONS:
+            raise RuntimeError(
+                f"{job.job_id}: {previous_status.label} -> {job.status.label} is not a transition"
+            )
         self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
         if job.status != previous_status or (
             job.status == JobStatus.DELAYED and job.execution_start_at_ms != previous_start_ms

@@ -24,7 +24,7 @@ FRAME_HEADER = struct.Struct(">I")
 # Deep enough for any realistic job payload, shallow enough that walking it is cheap and a
 # hostile frame cannot exhaust the C unpacker's stack (msgpack gives up near 1,024).
 MAX_NESTING_DEPTH = 64
-# Request ids are correlation tokens, not data: 128 bytes holds any UUID or counter scheme.
+# Request ids are correlation tokens, not data: 128 characters hold any UUID or counter scheme.
 MAX_RID_LENGTH = 128
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -55,14 +55,22 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 class FrameDecoder:
     """Splits a byte stream into frame bodies; raises ProtocolError on a bad length."""
 
-    __slots__ = ("_buffer", "_max_frame_size")
+    __slots__ = ("_buffer", "_error", "_max_frame_size")
 
     def __init__(self, max_frame_size: int) -> None:
         self._buffer = bytearray()
+        self._error: ProtocolError | None = None
         self._max_frame_size = max_frame_size
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return every frame body now complete, in order."""
+        """Add received bytes; return every frame body now complete, in order.
+
+        A bad length header raises ProtocolError; frames completed before it in the same
+        call are returned first, and the error is raised by `check()` (and by any later
+        `feed`), so what reaches the server does not depend on how TCP split the stream.
+        """
+        if self._error is not None:
+            raise self._error
         buffer = self._buffer
         buffer += data
         frames: list[bytes] = []
@@ -70,13 +78,16 @@ class FrameDecoder:
         available = len(buffer)
         while available - offset >= 4:
             (length,) = FRAME_HEADER.unpack_from(buffer, offset)
-            if length == 0:
-                raise ProtocolError(ErrorCode.FRAME_EMPTY, "frame length 0")
-            if length > self._max_frame_size:
-                raise ProtocolError(
-                    ErrorCode.FRAME_TOO_LARGE,
-                    f"frame length {length} exceeds {self._max_frame_size}",
+            if length == 0 or length > self._max_frame_size:
+                self._error = (
+                    ProtocolError(ErrorCode.FRAME_EMPTY, "frame length 0") if length == 0
+                    else ProtocolError(ErrorCode.FRAME_TOO_LARGE,
+                                       f"frame length {length} exceeds {self._max_frame_size}")
                 )
+                del buffer[:]
+                if not frames:
+                    raise self._error
+                return frames
             end = offset + 4 + length
             if end > available:
                 break
@@ -85,6 +96,11 @@ class FrameDecoder:
         if offset:
             del buffer[:offset]
         return frames
+
+    def check(self) -> None:
+        """Raise the framing error found after the frames last returned, if any."""
+        if self._error is not None:
+            raise self._error
 
     @property
     def buffered(self) -> int:
@@ -117,7 +133,10 @@ def _check_value(value: Any, depth: int, floats_allowed: bool) -> None:
 
 
 def decode_envelope(frame: bytes) -> Envelope:
-    """Parse one frame body into an Envelope, or raise ProtocolError saying what is wrong."""
+    """Parse one frame body into an Envelope, or raise ProtocolError saying what is wrong.
+
+    The rid is read first, so that every error after it can be answered with it.
+    """
     try:
         document = msgpack.unpackb(
             frame, raw=False, strict_map_key=False, ext_hook=_refuse_ext, timestamp=0,
@@ -131,6 +150,24 @@ def decode_envelope(frame: bytes) -> Envelope:
         raise ProtocolError(ErrorCode.MALFORMED, f"not valid MessagePack: {exc}") from None
     if type(document) is not dict:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "the envelope must be a map")
+    rid = document.get("rid")
+    readable_rid = rid if type(rid) is str and 0 < len(rid) <= MAX_RID_LENGTH else None
+    try:
+        return _decode_document(document, readable_rid)
+    except ProtocolError as exc:
+        exc.rid = readable_rid
+        raise
+
+
+def _decode_document(document: dict[Any, Any], rid: str | None) -> Envelope:
+    payload = document.get("p")
+    for key, value in document.items():
+        if type(key) is not str:
+            raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+        if key != "p":
+            _check_value(value, 1, False)
+    if type(payload) is msgpack.Timestamp:
+        raise ProtocolError(ErrorCode.MALFORMED, "extension types are not allowed")
     version = document.get("v")
     if type(version) is not int:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'v' must be an integer")
@@ -141,31 +178,21 @@ def decode_envelope(frame: bytes) -> Envelope:
     type_number = document.get("t")
     if type(type_number) is not int:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'t' must be an integer")
-    rid = document.get("rid")
-    if type(rid) is not str or not rid:
+    if rid is None:
+        raw_rid = document.get("rid")
+        if type(raw_rid) is str and len(raw_rid) > MAX_RID_LENGTH:
+            raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"'rid' longer than {MAX_RID_LENGTH}")
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'rid' must be a non-empty string")
-    if len(rid) > MAX_RID_LENGTH:
-        raise ProtocolError(ErrorCode.BAD_ENVELOPE, f"'rid' longer than {MAX_RID_LENGTH}")
-    payload = document.get("p")
     if type(payload) is not dict:
-        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'p' must be a map", rid)
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'p' must be a map")
     if type_number not in _CLIENT_TYPE_NUMBERS:
-        raise ProtocolError(
-            ErrorCode.UNKNOWN_TYPE, f"unknown client message type {type_number}", rid
-        )
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown client message type {type_number}")
     message_type = MessageType(type_number)
-    for key in document:
-        if type(key) is not str:
-            raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
     opaque = OPAQUE_FIELDS.get(message_type, _NO_OPAQUE)
     for key, item in payload.items():
         if type(key) is not str:
             raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
-        try:
-            _check_value(item, 2, key in opaque)
-        except ProtocolError as exc:
-            exc.rid = rid
-            raise
+        _check_value(item, 2, key in opaque)
     return Envelope(message_type, rid, payload)
 
 

@@ -285,8 +285,8 @@ def test_framing_and_envelope_errors(start_server: Callable[..., ServerProcess])
             (frame(envelope(HELLO, "f3", {"big": 2**63})), "MALFORMED", "f3"),
             (frame(envelope(HELLO, "f4", {"ext": msgpack.ExtType(5, b"x")})), "MALFORMED",
              "0"),
-            (frame(envelope(HELLO, "v1", v=1)), "UNSUPPORTED_VERSION", "0"),
-            (frame(envelope(HELLO, "v3", v=3)), "UNSUPPORTED_VERSION", "0"),
+            (frame(envelope(HELLO, "v1", v=1)), "UNSUPPORTED_VERSION", "v1"),
+            (frame(envelope(HELLO, "v3", v=3)), "UNSUPPORTED_VERSION", "v3"),
             (frame(envelope(99, "unknown-99")), "UNKNOWN_TYPE", "unknown-99"),
             (frame(envelope(OK, "server-type")), "UNKNOWN_TYPE", "server-type"),
             (frame(envelope(0, "zero")), "UNKNOWN_TYPE", "zero"),
@@ -294,7 +294,8 @@ def test_framing_and_envelope_errors(start_server: Callable[..., ServerProcess])
             (frame(envelope(HELLO, "")), "BAD_ENVELOPE", "0"),
             (frame(envelope(HELLO, 5)), "BAD_ENVELOPE", "0"),
             (frame(envelope(HELLO, "p", p=[1])), "BAD_ENVELOPE", "p"),
-            (frame(envelope(HELLO, "v", v=2.0)), "BAD_ENVELOPE", "0"),
+            (frame(envelope(HELLO, "v", v=2.0)), "MALFORMED", "v"),
+            (frame(envelope(HELLO, "vs", v="2")), "BAD_ENVELOPE", "vs"),
         ]
         for data, code, rid in cases:
             client = await RawClient.connect(server.port)

@@ -8,8 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
 
@@ -522,9 +520,6 @@ def test_status_report(server: ServerProcess) -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason="a scheduled_at whose UTC year is outside 1..9999 is "
-                   "accepted by ENQUEUE, after which JOB on it and LSJOB of its status answer "
-                   "ERR INTERNAL")
 def test_scheduled_at_beyond_year_9999_is_refused_or_readable(server: ServerProcess) -> None:
     async def scenario() -> None:
         client = await worker(server.port)

@@ -7,8 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from tests.support.raw_client import RawClient, frame
 from tests.support.server_process import ServerProcess
 
@@ -253,8 +251,6 @@ def test_queue_state_and_config_survive_a_restart(
     asyncio.run(after())
 
 
-@pytest.mark.xfail(strict=True, reason="requests pipelined on one connection are not applied "
-                   "in order: ENQUEUE right behind ADDQUEUE answers QUEUE_NOT_FOUND")
 def test_pipelined_addqueue_then_enqueue(server: ServerProcess) -> None:
     async def scenario() -> None:
         client = await worker(server.port)
@@ -269,8 +265,6 @@ def test_pipelined_addqueue_then_enqueue(server: ServerProcess) -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason="requests pipelined on one connection are not applied "
-                   "in order: a job enqueued right behind PAUSE is waiting in a paused queue")
 def test_pipelined_pause_then_enqueue(server: ServerProcess) -> None:
     async def scenario() -> None:
         client = await worker(server.port)
@@ -288,8 +282,6 @@ def test_pipelined_pause_then_enqueue(server: ServerProcess) -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason="requests pipelined on one connection are not applied "
-                   "in order: ADDQUEUE right behind RMQUEUE of the same name answers QUEUE_EXISTS")
 def test_pipelined_rmqueue_then_addqueue(server: ServerProcess) -> None:
     async def scenario() -> None:
         client = await worker(server.port)
