@@ -311,7 +311,9 @@ def test_framing_and_envelope_errors(start_server: Callable[..., ServerProcess])
         workers = (await bystander.ok(STATUS))["pools"]["worker_list"]
         assert sorted(w["metadata"]["name"] for w in workers) == ["bystander", "stalled"]
 
-        # A frame of exactly the maximum size is accepted, floats inside job_payload too.
+        # A frame of exactly the maximum size passes framing; its job payload is then over
+        # the payload bound (the QUEST carrying it must fit in a frame too): a plain ERR,
+        # and the connection stays open.
         await bystander.ok(ADDQUEUE, {"name": "big"})
         filler = 0
         document = envelope(ENQUEUE, "big", {"q": "big", "job_payload": {"f": 0.5, "b": b""}})
@@ -320,9 +322,20 @@ def test_framing_and_envelope_errors(start_server: Callable[..., ServerProcess])
             document["p"]["job_payload"]["b"] = b"x" * filler
         assert len(msgpack.packb(document, use_bin_type=True)) == max_size
         await bystander.send_raw(frame(document))
-        jid = (await bystander.reply_to("big"))["p"]["jid"]
+        refusal = await bystander.reply_to("big")
+        assert refusal["t"] == ERR and refusal["p"]["code"] == "PAYLOAD_TOO_LARGE", refusal
+        # A job payload of exactly the bound is accepted, floats inside it too.
+        payload = {"f": 0.5, "b": b""}
+        bound = max_size - 4096
+        filler = bound - len(msgpack.packb(payload, use_bin_type=True))
+        payload["b"] = b"x" * filler
+        while len(msgpack.packb(payload, use_bin_type=True)) > bound:
+            filler -= 1
+            payload["b"] = b"x" * filler
+        assert len(msgpack.packb(payload, use_bin_type=True)) == bound
+        jid = (await bystander.ok(ENQUEUE, {"q": "big", "job_payload": payload}))["jid"]
         job = await bystander.ok(JOB, {"jid": jid})
-        assert job["payload"] == {"f": 0.5, "b": b"x" * filler}
+        assert job["payload"] == payload
 
     asyncio.run(scenario())
 
