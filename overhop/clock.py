@@ -23,9 +23,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_second_cache: list[object] = [-1, ""]
+
+
 def to_rfc3339(ms: int) -> str:
-    """UTC with millisecond precision and a `Z`, e.g. `2026-11-23T20:08:00.123Z`."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """UTC with millisecond precision and a `Z`, e.g. `2026-11-23T20:08:00.123Z`.
+
+    The seconds part is formatted once per second (replies format "now" constantly).
+    """
+    seconds, millis = divmod(ms, 1000)
+    if _second_cache[0] != seconds:
+        _second_cache[0] = seconds
+        _second_cache[1] = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second_cache[1]}.{millis:03d}Z"
 
 
 def parse_rfc3339(text: str) -> int:

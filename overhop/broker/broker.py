@@ -16,7 +16,7 @@ import structlog
 
 from overhop.broker import job_ops
 from overhop.broker.dispatch import QueueRuntime, plan_dispatch
-from overhop.broker.ids import JobIdGenerator
+from overhop.broker.ids import DeliveryIdGenerator, JobIdGenerator
 from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.broker.queues import (
     SYSTEM_QUEUE_NAME,
@@ -63,6 +63,7 @@ class Broker:
         self.dispatched_total = 0
         self.dispatch_stopped = False
         self._job_ids = JobIdGenerator()
+        self._delivery_ids = DeliveryIdGenerator()
 
     # -- boot --------------------------------------------------------------------------
 
@@ -210,11 +211,50 @@ class Broker:
             backoff={"kind": config.backoff.value, "max_ms": config.backoff_max_ms,
                      "jitter": config.backoff_jitter},
         )
+        if status == JobStatus.WAITING and self._can_hand_over(runtime):
+            return self._enqueue_handed_over(runtime, job)
         future = self.writer.submit(job_ops.enqueue(job), grows=True)
         if status == JobStatus.WAITING:
             self._add_waiting(runtime, 1)
         elif status == JobStatus.DELAYED:
             future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, start))
+        return future
+
+    def _can_hand_over(self, runtime: QueueRuntime) -> bool:
+        """Nothing waits ahead of a new job, so it may go to a worker in its own commit."""
+        return (runtime.waiting_estimate <= 0 and not runtime.dispatch_in_flight
+                and not self.dispatch_stopped and bool(runtime.subscriptions))
+
+    def _enqueue_handed_over(self, runtime: QueueRuntime, job: JobRecord
+                             ) -> "asyncio.Future[JobRecord]":
+        """Write the new job directly as active, assigned to a subscription with credit.
+
+        One commit instead of two (enqueue, then dispatch), so a job reaches an idle worker
+        one disk sync after its ENQUEUE; on disk the job is still exactly once, active.
+        """
+        plan = plan_dispatch(runtime, jobs=1)
+        if not plan:
+            future = self.writer.submit(job_ops.enqueue(job), grows=True)
+            self._add_waiting(runtime, 1)
+            return future
+        (subscription,) = plan
+        subscription.credits -= 1
+        runtime.active += 1
+        delivery_id = self._delivery_ids.new_id()
+        job.status = JobStatus.ACTIVE
+        job.delivery_id = delivery_id
+        job.worker_id = subscription.worker.worker_id
+        job.started_at_ms = job.created_at_ms
+        future = self.writer.submit(job_ops.enqueue(job), grows=True)
+
+        def settle(f: "asyncio.Future[JobRecord]") -> None:
+            if f.exception() is not None:
+                self._refund(runtime, [subscription])
+                self._pump(runtime)
+                return
+            self._deliver(subscription, delivery_id, job, self.clock())
+
+        future.add_done_callback(settle)
         return future
 
     def job(self, job_id: str) -> JobRecord | None:
@@ -306,7 +346,7 @@ class Broker:
         if not plan:
             return
         now = self.clock()
-        assignments = [(str(uuid.uuid4()), sub.worker.worker_id) for sub in plan]
+        assignments = [(self._delivery_ids.new_id(), sub.worker.worker_id) for sub in plan]
         for subscription in plan:
             subscription.credits -= 1
         runtime.active += len(plan)
@@ -327,21 +367,26 @@ class Broker:
             return
         taken = future.result()
         now = self.clock()
-        ack_timeout = self.config.dispatch.ack_timeout_ms
         for subscription, (delivery_id, _), job in zip(plan, assignments, taken.jobs,
                                                         strict=False):
-            delivery = Delivery(delivery_id, job.job_id, job.queue_name, subscription, now,
-                                now + ack_timeout, job.lease_ms)
-            self.deliveries[delivery_id] = delivery
-            if not subscription.active or subscription.worker.gone or self.dispatch_stopped:
-                self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
-                continue
-            subscription.worker.deliveries[delivery_id] = delivery
-            subscription.worker.peer.send(_quest_frame(delivery, job, subscription, ack_timeout))
-            self.dispatched_total += 1
+            self._deliver(subscription, delivery_id, job, now)
         self._refund(runtime, plan[len(taken.jobs):])
         runtime.waiting_estimate = taken.waiting_left + (runtime.waiting_added - added_before)
         self._pump(runtime)
+
+    def _deliver(self, subscription: Subscription, delivery_id: str, job: JobRecord,
+                 now: int) -> None:
+        """A job's move to active is committed: send its QUEST (or take it back at once)."""
+        ack_timeout = self.config.dispatch.ack_timeout_ms
+        delivery = Delivery(delivery_id, job.job_id, job.queue_name, subscription, now,
+                            now + ack_timeout, job.lease_ms)
+        self.deliveries[delivery_id] = delivery
+        if not subscription.active or subscription.worker.gone or self.dispatch_stopped:
+            self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
+            return
+        subscription.worker.deliveries[delivery_id] = delivery
+        subscription.worker.peer.send(_quest_frame(delivery, job, subscription, ack_timeout))
+        self.dispatched_total += 1
 
     def _refund(self, runtime: QueueRuntime, unused: list[Subscription]) -> None:
         for subscription in unused:

@@ -43,9 +43,13 @@ class QueueRuntime:
         return MAX_DISPATCH_BATCH if limit is None else max(0, limit - self.active)
 
 
-def plan_dispatch(runtime: QueueRuntime) -> list[Subscription]:
-    """The subscriptions to serve, one entry per job, in the order jobs should go out."""
-    want = min(runtime.free_slots(), max(runtime.waiting_estimate, 0), MAX_DISPATCH_BATCH)
+def plan_dispatch(runtime: QueueRuntime, jobs: int | None = None) -> list[Subscription]:
+    """The subscriptions to serve, one entry per job, in the order jobs should go out.
+
+    `jobs` is how many jobs there are to place; by default the queue's waiting estimate.
+    """
+    available = runtime.waiting_estimate if jobs is None else jobs
+    want = min(runtime.free_slots(), max(available, 0), MAX_DISPATCH_BATCH)
     subscriptions = runtime.subscriptions
     count = len(subscriptions)
     if want <= 0 or count == 0:

@@ -8,8 +8,12 @@ that orders ids made in the same millisecond (4,096 per ms before the timestamp 
 borrowed from the next one), then 62 random bits.
 """
 
+import itertools
+import os
 import random
 import uuid
+
+from overhop.storage.keys import format_uuid
 
 _COUNTER_LIMIT = 1 << 12
 _random_bits = random.SystemRandom().getrandbits
@@ -25,6 +29,9 @@ class JobIdGenerator:
         self._rng = random.Random(_random_bits(64))
 
     def new_uuid(self, now_ms: int) -> uuid.UUID:
+        return uuid.UUID(int=self._next_value(now_ms))
+
+    def _next_value(self, now_ms: int) -> int:
         if now_ms > self._last_ms:
             self._last_ms = now_ms
             self._counter = 0
@@ -38,7 +45,24 @@ class JobIdGenerator:
         value |= self._counter << 64
         value |= 0b10 << 62  # RFC 9562 variant
         value |= self._rng.getrandbits(62)
-        return uuid.UUID(int=value)
+        return value
 
     def new_job_id(self, queue_name: str, now_ms: int) -> str:
-        return f"{queue_name}:{self.new_uuid(now_ms)}"
+        return f"{queue_name}:{format_uuid(f'{self._next_value(now_ms):032x}')}"
+
+
+class DeliveryIdGenerator:
+    """Delivery ids: a random per-process prefix and a counter, e.g. `3f9a1c2e7b40d5a1-2a`.
+
+    Unique across restarts (the prefix is new each time), cheap to make, and opaque to
+    clients, which only echo them.
+    """
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"

@@ -68,7 +68,9 @@ def set_queue_state(name: str, state: QueueState) -> Op:
 
 def enqueue(job: JobRecord) -> Op:
     def run(txn: StoreTxn) -> JobRecord:
-        _queue_or_raise(txn, job.queue_name)
+        if not txn.queue_exists(job.queue_name):
+            raise RequestError(ErrorCode.QUEUE_NOT_FOUND,
+                               f"queue {job.queue_name!r} does not exist")
         txn.insert_job(job)
         return job
 

@@ -14,6 +14,8 @@ from overhop.broker.queues import BackoffKind, QueueConfig, QueueRecord, QueueSt
 
 RECORD_FORMAT = 1
 _FORMAT_BYTE = bytes((RECORD_FORMAT,))
+# Records are packed by the writer thread only (reads just unpack): one Packer serves it.
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 class RecordFormatError(Exception):
@@ -27,14 +29,13 @@ def _check_format(data: bytes) -> bytes:
 
 
 def encode_job(job: JobRecord) -> bytes:
-    return _FORMAT_BYTE + msgpack.packb(
+    return _FORMAT_BYTE + _pack(
         [
             job.job_id, job.queue_name, int(job.status), job.payload, job.created_at_ms,
             job.execution_start_at_ms, job.max_attempts, job.retry_interval_ms, job.lease_ms,
             job.backoff, job.attempts_so_far, job.delivery_id, job.worker_id,
             job.started_at_ms, job.finished_at_ms, job.result, job.history,
-        ],
-        use_bin_type=True,
+        ]
     )
 
 
@@ -46,7 +47,7 @@ def decode_job(data: bytes) -> JobRecord:
 
 def encode_queue(queue: QueueRecord) -> bytes:
     config = queue.config
-    return _FORMAT_BYTE + msgpack.packb(
+    return _FORMAT_BYTE + _pack(
         [
             queue.queue_id, queue.name, queue.state.value, queue.created_at_ms,
             config.concurrency_limit, config.allow_job_overrides, config.max_attempts,

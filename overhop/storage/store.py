@@ -161,11 +161,15 @@ def _count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: i
 class StoreTxn:
     """The write primitives of one write transaction. Used only by the writer thread."""
 
-    __slots__ = ("_store", "txn")
+    __slots__ = ("_counter_deltas", "_store", "txn")
 
     def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
         self._store = store
         self.txn = txn
+        # Counter changes are summed here and written once per (queue, status) by
+        # `flush_counters`, just before the commit: a batch of 500 enqueues writes the
+        # waiting counter once, not 500 times.
+        self._counter_deltas: dict[bytes, int] = {}
 
     # -- queues ------------------------------------------------------------------------
 
@@ -176,14 +180,20 @@ class StoreTxn:
     def put_queue(self, queue: QueueRecord) -> None:
         self.txn.put(queue.name.encode(), encode_queue(queue), db=self._store.queues_db)
 
+    def queue_exists(self, name: str) -> bool:
+        return self.txn.get(name.encode(), db=self._store.queues_db) is not None
+
     def delete_queue(self, name: str) -> None:
         store = self._store
         self.txn.delete(name.encode(), db=store.queues_db)
         for status in JobStatus:
-            self.txn.delete(keys.counter_key(name, status), db=store.counters_db)
+            key = keys.counter_key(name, status)
+            self.txn.delete(key, db=store.counters_db)
+            self._counter_deltas.pop(key, None)
 
     def count(self, queue_name: str, status: JobStatus) -> int:
-        return _count(self.txn, self._store.counters_db, queue_name, status)
+        stored = _count(self.txn, self._store.counters_db, queue_name, status)
+        return stored + self._counter_deltas.get(keys.counter_key(queue_name, status), 0)
 
     def queue_job_total(self, queue_name: str) -> int:
         return sum(self.count(queue_name, status) for status in JobStatus)
@@ -276,10 +286,19 @@ class StoreTxn:
 
     def _bump(self, queue_name: str, status: JobStatus, delta: int) -> None:
         key = keys.counter_key(queue_name, status)
+        deltas = self._counter_deltas
+        deltas[key] = deltas.get(key, 0) + delta
+
+    def flush_counters(self) -> None:
+        """Write the summed counter changes; the writer calls this right before commit."""
         db = self._store.counters_db
-        current = self.txn.get(key, db=db)
-        value = (0 if current is None else keys.U64.unpack(current)[0]) + delta
-        if value < 0:
-            raise RuntimeError(f"counter {queue_name}/{status.label} would go negative")
-        self.txn.put(key, keys.U64.pack(value), db=db)
+        for key, delta in self._counter_deltas.items():
+            if not delta:
+                continue
+            current = self.txn.get(key, db=db)
+            value = (0 if current is None else keys.U64.unpack(current)[0]) + delta
+            if value < 0:
+                raise RuntimeError(f"counter {key!r} would go negative")
+            self.txn.put(key, keys.U64.pack(value), db=db)
+        self._counter_deltas.clear()
 

@@ -199,11 +199,16 @@ def _decode_document(document: dict[Any, Any], rid: str | None) -> Envelope:
 _CLIENT_TYPE_NUMBERS = frozenset(int(t) for t in CLIENT_TYPES)
 
 
+# One Packer per thread that packs (creating one per call costs more than the packing):
+# this module packs on the event loop thread only; the writer thread has its own in
+# `overhop.storage.records`.
+_packer = msgpack.Packer(use_bin_type=True)
+_pack = _packer.pack
+
+
 def encode_frame(message_type: int, rid: str, payload: dict[str, Any]) -> bytes:
     """One complete frame (length prefix included) for a server message."""
-    body = msgpack.packb(
-        {"v": PROTOCOL_VERSION, "t": message_type, "rid": rid, "p": payload}, use_bin_type=True
-    )
+    body = _pack({"v": PROTOCOL_VERSION, "t": message_type, "rid": rid, "p": payload})
     return FRAME_HEADER.pack(len(body)) + body
 
 
@@ -213,20 +218,18 @@ def encode_frame_with_raw(
     """A frame whose payload map also holds already-encoded MessagePack values.
 
     Stored job payloads are kept as the bytes the client sent; this splices them into the
-    outgoing map without decoding them again.
+    outgoing map without decoding them again: the envelope is packed with `p` holding the
+    ordinary fields, then the map header of `p` (its last map) is widened and the raw
+    fields are appended after it, since `p` is the envelope's last key.
     """
-    parts = [
-        b"\x84",
-        msgpack.packb("v"), msgpack.packb(PROTOCOL_VERSION),
-        msgpack.packb("t"), msgpack.packb(message_type),
-        msgpack.packb("rid"), msgpack.packb(rid),
-        msgpack.packb("p"), _map_header(len(payload) + len(raw_fields)),
-    ]
+    size = len(payload) + len(raw_fields)
+    head = _pack({"v": PROTOCOL_VERSION, "t": message_type, "rid": rid, "p": None})
+    parts = [head[:-1], _map_header(size)]  # drop the nil placeholder of `p`
     for key, value in payload.items():
-        parts.append(msgpack.packb(key))
-        parts.append(msgpack.packb(value, use_bin_type=True))
+        parts.append(_pack(key))
+        parts.append(_pack(value))
     for key, encoded in raw_fields.items():
-        parts.append(msgpack.packb(key))
+        parts.append(_pack(key))
         parts.append(encoded)
     body = b"".join(parts)
     return FRAME_HEADER.pack(len(body)) + body
@@ -242,7 +245,7 @@ def _map_header(size: int) -> bytes:
 
 def encode_value(value: Any) -> bytes:
     """MessagePack bytes of one application value (a job payload, a result)."""
-    return msgpack.packb(value, use_bin_type=True)
+    return _pack(value)
 
 
 def decode_value(data: bytes) -> Any:
