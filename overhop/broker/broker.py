@@ -20,6 +20,7 @@ from overhop.broker.ids import DeliveryIdGenerator, JobIdGenerator
 from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.broker.queues import (
     SYSTEM_QUEUE_NAME,
+    JobPolicy,
     QueueConfig,
     QueueRecord,
     QueueState,
@@ -37,6 +38,9 @@ log = structlog.get_logger("overhop.broker")
 # Jobs one maintenance transaction moves at most (promotion, recovery, advancing new jobs):
 # bounded so a backlog never holds the writer for long; the rest follow in the next step.
 MAINTENANCE_BATCH = 1000
+# Finished jobs one retention step removes: small enough that dispatch commits between
+# steps stay quick, large enough to keep up with thousands of completions a second.
+RETENTION_BATCH = 500
 _NIL = b"\xc0"
 
 
@@ -62,6 +66,8 @@ class Broker:
         self.deliveries: dict[str, Delivery] = {}
         self.dispatched_total = 0
         self.dispatch_stopped = False
+        self.obliterating: set[str] = set()
+        self._rate_timers: dict[str, asyncio.TimerHandle] = {}
         self._job_ids = JobIdGenerator()
         self._delivery_ids = DeliveryIdGenerator()
 
@@ -86,7 +92,7 @@ class Broker:
         recovered = 0
         while True:
             moved = await self.writer.submit(job_ops.recover_active(
-                name, self.clock(), MAINTENANCE_BATCH, self.config.jobs.max_error_history))
+                name, self.clock(), MAINTENANCE_BATCH, self.config.jobs))
             recovered += moved.moved
             self._note_due(self.queues[name], moved.next_due_ms)
             if not moved.more:
@@ -122,7 +128,7 @@ class Broker:
         if name.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "queue names starting with '_' are "
                                "reserved for system queues")
-        if name in self.queues:
+        if name in self.queues or name in self.obliterating:
             raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
         record = self._new_queue_record(name, config)
         runtime = QueueRuntime(record)
@@ -177,7 +183,7 @@ class Broker:
         if state == QueueState.ACTIVE:
             runtime.new_pending = True
             self._run_maintenance(runtime, self.clock())
-            self._pump(runtime)
+            self.pump(runtime)
         return future
 
     # -- jobs --------------------------------------------------------------------------
@@ -185,7 +191,6 @@ class Broker:
     def enqueue(self, request: EnqueueRequest) -> "asyncio.Future[JobRecord]":
         runtime = self.user_queue(request.queue_name)
         config = runtime.record.config
-        defaults = self.config.jobs
         overrides = (request.max_attempts, request.retry_interval_ms, request.lease_ms)
         if not config.allow_job_overrides and any(v is not None for v in overrides):
             raise RequestError(ErrorCode.OVERRIDE_NOT_ALLOWED,
@@ -203,13 +208,9 @@ class Broker:
             payload=request.payload,
             created_at_ms=now,
             execution_start_at_ms=start,
-            max_attempts=request.max_attempts or config.max_attempts
-            or defaults.default_max_attempts,
-            retry_interval_ms=request.retry_interval_ms or config.retry_interval_ms
-            or defaults.default_retry_interval_ms,
-            lease_ms=request.lease_ms or config.lease_ms or defaults.default_lease_ms,
-            backoff={"kind": config.backoff.value, "max_ms": config.backoff_max_ms,
-                     "jitter": config.backoff_jitter},
+            max_attempts=request.max_attempts,
+            retry_interval_ms=request.retry_interval_ms,
+            lease_ms=request.lease_ms,
         )
         if status == JobStatus.WAITING and self._can_hand_over(runtime):
             return self._enqueue_handed_over(runtime, job)
@@ -232,7 +233,8 @@ class Broker:
         One commit instead of two (enqueue, then dispatch), so a job reaches an idle worker
         one disk sync after its ENQUEUE; on disk the job is still exactly once, active.
         """
-        plan = plan_dispatch(runtime, jobs=1)
+        now = self.clock()
+        plan = plan_dispatch(runtime, jobs=min(1, runtime.rate_allowance(now)))
         if not plan:
             future = self.writer.submit(job_ops.enqueue(job), grows=True)
             self._add_waiting(runtime, 1)
@@ -240,6 +242,7 @@ class Broker:
         (subscription,) = plan
         subscription.credits -= 1
         runtime.active += 1
+        runtime.rate.record(now, 1)
         delivery_id = self._delivery_ids.new_id()
         job.status = JobStatus.ACTIVE
         job.delivery_id = delivery_id
@@ -250,7 +253,7 @@ class Broker:
         def settle(f: "asyncio.Future[JobRecord]") -> None:
             if f.exception() is not None:
                 self._refund(runtime, [subscription])
-                self._pump(runtime)
+                self.pump(runtime)
                 return
             self._deliver(subscription, delivery_id, job, self.clock())
 
@@ -295,7 +298,7 @@ class Broker:
         runtime.subscriptions.append(subscription)
         log.info("subscribed", wid=worker.worker_id, sid=subscription.subscription_id,
                  queue=queue_name, credits=credits)
-        self._pump(runtime)
+        self.pump(runtime)
         return subscription
 
     def _own_subscription(self, worker: Worker, subscription_id: str) -> Subscription:
@@ -321,31 +324,37 @@ class Broker:
         subscription.credits += credits
         runtime = self.queues.get(subscription.queue_name)
         if runtime is not None:
-            self._pump(runtime)
+            self.pump(runtime)
 
     def peer_writable(self, worker: Worker) -> None:
         """The worker's connection drained below its high-water mark: serve it again."""
         for subscription in list(worker.subscriptions.values()):
             runtime = self.queues.get(subscription.queue_name)
             if runtime is not None:
-                self._pump(runtime)
+                self.pump(runtime)
 
     # -- dispatch ----------------------------------------------------------------------
 
     def _add_waiting(self, runtime: QueueRuntime, count: int) -> None:
         runtime.waiting_estimate += count
         runtime.waiting_added += count
-        self._pump(runtime)
+        self.pump(runtime)
 
-    def _pump(self, runtime: QueueRuntime) -> None:
+    def pump(self, runtime: QueueRuntime) -> None:
+        """Dispatch what the queue's limits, credits and waiting jobs allow now."""
         if (self.dispatch_stopped or runtime.dispatch_in_flight
                 or runtime.record.state != QueueState.ACTIVE
                 or runtime.waiting_estimate <= 0 or not runtime.subscriptions):
             return
-        plan = plan_dispatch(runtime)
+        now = self.clock()
+        allowance = runtime.rate_allowance(now)
+        if allowance <= 0:
+            self._wake_at_rate_opening(runtime)
+            return
+        plan = plan_dispatch(runtime, jobs=min(runtime.waiting_estimate, allowance))
         if not plan:
             return
-        now = self.clock()
+        runtime.rate.record(now, len(plan))
         assignments = [(self._delivery_ids.new_id(), sub.worker.worker_id) for sub in plan]
         for subscription in plan:
             subscription.credits -= 1
@@ -356,6 +365,21 @@ class Broker:
         future = self.writer.submit(job_ops.take_waiting(runtime.record.name, assignments, now))
         future.add_done_callback(
             lambda f: self._on_taken(runtime, plan, assignments, added_before, f))
+
+    def _wake_at_rate_opening(self, runtime: QueueRuntime) -> None:
+        """A rate-limited queue dispatches again the moment its window lets a job start."""
+        name = runtime.record.name
+        opening = runtime.rate.next_opening_ms(runtime.record.config.rate_window_ms)
+        if opening is None or name in self._rate_timers:
+            return
+
+        def wake() -> None:
+            self._rate_timers.pop(name, None)
+            if self.queues.get(name) is runtime:
+                self.pump(runtime)
+
+        delay_s = max(0, opening - self.clock()) / 1000
+        self._rate_timers[name] = asyncio.get_running_loop().call_later(delay_s, wake)
 
     def _on_taken(self, runtime: QueueRuntime, plan: list[Subscription],
                   assignments: list[tuple[str, str]], added_before: int,
@@ -372,20 +396,28 @@ class Broker:
             self._deliver(subscription, delivery_id, job, now)
         self._refund(runtime, plan[len(taken.jobs):])
         runtime.waiting_estimate = taken.waiting_left + (runtime.waiting_added - added_before)
-        self._pump(runtime)
+        self.pump(runtime)
+
+    def policy(self, job: JobRecord) -> JobPolicy:
+        """The settings in force for `job`, from its queue's current settings."""
+        runtime = self.queues.get(job.queue_name)
+        config = runtime.record.config if runtime is not None else QueueConfig()
+        return job_ops.job_policy(job, config, self.config.jobs)
 
     def _deliver(self, subscription: Subscription, delivery_id: str, job: JobRecord,
                  now: int) -> None:
         """A job's move to active is committed: send its QUEST (or take it back at once)."""
         ack_timeout = self.config.dispatch.ack_timeout_ms
+        policy = self.policy(job)
         delivery = Delivery(delivery_id, job.job_id, job.queue_name, subscription, now,
-                            now + ack_timeout, job.lease_ms)
+                            now + ack_timeout, policy.lease_ms)
         self.deliveries[delivery_id] = delivery
         if not subscription.active or subscription.worker.gone or self.dispatch_stopped:
             self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
             return
         subscription.worker.deliveries[delivery_id] = delivery
-        subscription.worker.peer.send(_quest_frame(delivery, job, subscription, ack_timeout))
+        subscription.worker.peer.send(
+            _quest_frame(delivery, job, subscription, policy, ack_timeout))
         self.dispatched_total += 1
 
     def _refund(self, runtime: QueueRuntime, unused: list[Subscription]) -> None:
@@ -435,6 +467,10 @@ class Broker:
         self._release_slot(delivery.queue_name)
         return future
 
+    def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
+        return self.writer.submit(job_ops.append_logs(
+            delivery.job_id, delivery.delivery_id, lines, self.clock(), self.config.jobs))
+
     def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
         return self._end_delivery(delivery, AttemptOutcome.FAILED, error)
 
@@ -447,7 +483,7 @@ class Broker:
         self._forget(delivery)
         future = self.writer.submit(job_ops.end_attempt(
             delivery.job_id, delivery.delivery_id, outcome, self.clock(), error,
-            self.config.jobs.max_error_history))
+            self.config.jobs))
         future.add_done_callback(lambda f: self._after_attempt(delivery, outcome, f))
         self._release_slot(delivery.queue_name)
         return future
@@ -469,6 +505,25 @@ class Broker:
         elif job.status == JobStatus.DELAYED:
             self._note_due(runtime, job.execution_start_at_ms)
 
+    def detach_queue(self, runtime: QueueRuntime) -> None:
+        """The queue leaves the broker's view: no enqueue, dispatch or maintenance for it,
+        and its subscriptions end."""
+        self.queues.pop(runtime.record.name, None)
+        timer = self._rate_timers.pop(runtime.record.name, None)
+        if timer is not None:
+            timer.cancel()
+        for subscription in list(runtime.subscriptions):
+            self._drop_subscription(subscription)
+
+    def fence_queue_deliveries(self, queue_name: str, runtime: QueueRuntime) -> int:
+        """Forced OBLITERATE: the queue's deliveries stop being current, without a write
+        (their jobs are about to be deleted); outcomes for them are refused from now on."""
+        fenced = [d for d in self.deliveries.values() if d.queue_name == queue_name]
+        for delivery in fenced:
+            self._forget(delivery)
+            runtime.active -= 1
+        return len(fenced)
+
     def _forget(self, delivery: Delivery) -> None:
         self.deliveries.pop(delivery.delivery_id, None)
         delivery.worker.deliveries.pop(delivery.delivery_id, None)
@@ -477,7 +532,7 @@ class Broker:
         runtime = self.queues.get(queue_name)
         if runtime is not None:
             runtime.active -= 1
-            self._pump(runtime)
+            self.pump(runtime)
 
     def worker_gone(self, worker: Worker, outcome: AttemptOutcome) -> None:
         """The worker's connection closed (or it said GOODBYE, or went stale)."""
@@ -511,6 +566,31 @@ class Broker:
                 self.worker_gone(worker, AttemptOutcome.STALE_WORKER)
                 worker.peer.close()
         self.promote_due_queues(now_ms)
+        for runtime in self.queues.values():
+            self._run_retention(runtime, now_ms)
+
+    def _run_retention(self, runtime: QueueRuntime, now_ms: int) -> None:
+        """Prune finished jobs past the queue's retention limits, one bounded batch at a
+        time, each its own commit so dispatch keeps going between them."""
+        config = runtime.record.config
+        if runtime.retention_in_flight or not config.has_retention or self.dispatch_stopped:
+            return
+        runtime.retention_in_flight = True
+        future = self.writer.submit(job_ops.prune_finished(
+            runtime.record.name, config, now_ms, RETENTION_BATCH))
+
+        def settle(f: "asyncio.Future[job_ops.Removed]") -> None:
+            runtime.retention_in_flight = False
+            if f.exception() is not None:
+                log.error("retention_failed", queue=runtime.record.name, error=str(f.exception()))
+                return
+            removed = f.result()
+            if removed.removed:
+                log.info("jobs_pruned", queue=runtime.record.name, jobs=removed.removed)
+            if removed.more and self.queues.get(runtime.record.name) is runtime:
+                self._run_retention(runtime, self.clock())
+
+        future.add_done_callback(settle)
 
     def promote_due_queues(self, now_ms: int) -> None:
         for runtime in self.queues.values():
@@ -576,7 +656,7 @@ class Broker:
 
 
 def _quest_frame(delivery: Delivery, job: JobRecord, subscription: Subscription,
-                 ack_timeout_ms: int) -> bytes:
+                 policy: JobPolicy, ack_timeout_ms: int) -> bytes:
     return encode_frame_with_raw(
         MessageType.QUEST, PUSH_RID,
         {
@@ -585,8 +665,8 @@ def _quest_frame(delivery: Delivery, job: JobRecord, subscription: Subscription,
             "jid": job.job_id,
             "q": job.queue_name,
             "attempt": job.attempts_so_far + 1,
-            "max_attempts": job.max_attempts,
-            "lease_ms": job.lease_ms,
+            "max_attempts": policy.max_attempts,
+            "lease_ms": policy.lease_ms,
             "ack_timeout_ms": ack_timeout_ms,
         },
         {"job_payload": job.payload if job.payload is not None else _NIL},

@@ -13,6 +13,7 @@ A worker subscribed to several queues has one subscription, with its own credits
 so no queue of it can starve another.
 """
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from overhop.broker.queues import QueueRecord
@@ -21,6 +22,42 @@ from overhop.broker.workers import Subscription
 # Jobs moved to active by one dispatch transaction at most: big enough to amortise a commit
 # over a burst, small enough that one queue's burst does not delay other queues' commits.
 MAX_DISPATCH_BATCH = 256
+
+
+class RateWindow:
+    """Starts in the last `window_ms`, for a queue's rate limit (a sliding window).
+
+    Kept as (time, count) entries, one per dispatch plan, so its size follows the number of
+    plans in a window, not the number of jobs.
+    """
+
+    __slots__ = ("_entries", "_total")
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[int, int]] = deque()
+        self._total = 0
+
+    def _expire(self, now_ms: int, window_ms: int) -> None:
+        entries = self._entries
+        while entries and entries[0][0] <= now_ms - window_ms:
+            self._total -= entries.popleft()[1]
+
+    def allowance(self, limit: int, window_ms: int, now_ms: int) -> int:
+        self._expire(now_ms, window_ms)
+        return max(0, limit - self._total)
+
+    def started(self, window_ms: int, now_ms: int) -> int:
+        self._expire(now_ms, window_ms)
+        return self._total
+
+    def record(self, now_ms: int, count: int) -> None:
+        if count:
+            self._entries.append((now_ms, count))
+            self._total += count
+
+    def next_opening_ms(self, window_ms: int) -> int | None:
+        """When the oldest start leaves the window (and a slot opens)."""
+        return self._entries[0][0] + window_ms if self._entries else None
 
 
 @dataclass(slots=True, eq=False)
@@ -37,6 +74,15 @@ class QueueRuntime:
     next_due_ms: int | None = None
     new_pending: bool = False
     maintenance_in_flight: bool = False
+    retention_in_flight: bool = False
+    rate: RateWindow = field(default_factory=RateWindow)
+
+    def rate_allowance(self, now_ms: int) -> int:
+        """Jobs the rate limit lets start now (unbounded without a limit)."""
+        config = self.record.config
+        if config.rate_limit is None:
+            return MAX_DISPATCH_BATCH
+        return self.rate.allowance(config.rate_limit, config.rate_window_ms, now_ms)
 
     def free_slots(self) -> int:
         limit = self.record.config.concurrency_limit

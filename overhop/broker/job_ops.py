@@ -12,13 +12,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from overhop.broker.jobs import REMOVABLE_STATUSES, AttemptOutcome, JobRecord, JobStatus
-from overhop.broker.queues import QueueRecord, QueueState
+from overhop.broker.queues import JobPolicy, QueueConfig, QueueRecord, QueueState, resolve_policy
 from overhop.broker.retry import plan_after_attempt
-from overhop.storage.store import StoreTxn
+from overhop.config.schema import JobsConfig
+from overhop.storage.store import FINISHED_STATUSES, StoreTxn, index_state
 from overhop.wire.errors import ErrorCode, RequestError
 
 Op = Callable[[StoreTxn], Any]
 _rng = random.Random()
+
+
+def job_policy(job: JobRecord, config: QueueConfig, jobs: JobsConfig) -> JobPolicy:
+    """The settings in force for `job` now: its overrides, its queue's, the defaults."""
+    return resolve_policy(job.max_attempts, job.retry_interval_ms, job.lease_ms, config,
+                          jobs.default_max_attempts, jobs.default_retry_interval_ms,
+                          jobs.default_lease_ms)
 
 
 def _queue_or_raise(txn: StoreTxn, name: str) -> QueueRecord:
@@ -95,11 +103,12 @@ def take_waiting(queue_name: str, assignments: list[tuple[str, str]], now_ms: in
             job = txn.get_job(job_id)
             if job is None:
                 raise RuntimeError(f"index names missing job {job_id}")
+            before = index_state(job)
             job.status = JobStatus.ACTIVE
             job.delivery_id = delivery_id
             job.worker_id = worker_id
             job.started_at_ms = now_ms
-            txn.update_job(job, JobStatus.WAITING, job.execution_start_at_ms)
+            txn.update_job(job, before)
             taken.append(job)
         return Taken(taken, txn.count(queue_name, JobStatus.WAITING))
 
@@ -141,6 +150,7 @@ def complete(job_id: str, delivery_id: str, result: bytes | None, now_ms: int,
              history_limit: int) -> Op:
     def run(txn: StoreTxn) -> JobRecord:
         job = _current_delivery(txn, job_id, delivery_id)
+        before = index_state(job)
         _append_history(job, _history_entry(job, AttemptOutcome.COMPLETED, now_ms, None),
                         history_limit)
         job.attempts_so_far += 1
@@ -148,28 +158,33 @@ def complete(job_id: str, delivery_id: str, result: bytes | None, now_ms: int,
         job.result = result
         job.finished_at_ms = now_ms
         job.delivery_id = None
-        txn.update_job(job, JobStatus.ACTIVE, job.execution_start_at_ms)
+        txn.update_job(job, before)
         return job
 
     return run
 
 
 def end_attempt(job_id: str, delivery_id: str, outcome: AttemptOutcome, now_ms: int,
-                error: dict[str, Any] | None, history_limit: int) -> Op:
-    """An attempt ended without success (FAIL, lease expiry, disconnect...): retry or fail."""
+                error: dict[str, Any] | None, jobs: JobsConfig) -> Op:
+    """An attempt ended without success (FAIL, lease expiry, disconnect...): retry or fail.
+
+    The retry policy is the one in force now (the queue's settings as stored)."""
 
     def run(txn: StoreTxn) -> JobRecord:
         job = _current_delivery(txn, job_id, delivery_id)
-        previous_start = job.execution_start_at_ms
-        _append_history(job, _history_entry(job, outcome, now_ms, error), history_limit)
-        status, start_ms, attempts = plan_after_attempt(job, outcome, now_ms, _rng)
+        queue = txn.get_queue(job.queue_name)
+        policy = job_policy(job, queue.config if queue else QueueConfig(), jobs)
+        before = index_state(job)
+        _append_history(job, _history_entry(job, outcome, now_ms, error),
+                        jobs.max_error_history)
+        status, start_ms, attempts = plan_after_attempt(job, policy, outcome, now_ms, _rng)
         job.status = status
         job.execution_start_at_ms = start_ms
         job.attempts_so_far = attempts
         job.delivery_id = None
         if status == JobStatus.FAILED:
             job.finished_at_ms = now_ms
-        txn.update_job(job, JobStatus.ACTIVE, previous_start)
+        txn.update_job(job, before)
         return job
 
     return run
@@ -186,12 +201,12 @@ def retry_failed(job_id: str, now_ms: int) -> Op:
             raise RequestError(ErrorCode.JOB_STATUS_CONFLICT,
                                f"job {job_id!r} is {job.status.label}, not failed")
         queue = _queue_or_raise(txn, job.queue_name)
-        previous_start = job.execution_start_at_ms
+        before = index_state(job)
         job.status = JobStatus.WAITING if queue.state == QueueState.ACTIVE else JobStatus.NEW
         job.attempts_so_far = 0
         job.finished_at_ms = None
         job.execution_start_at_ms = now_ms
-        txn.update_job(job, JobStatus.FAILED, previous_start)
+        txn.update_job(job, before)
         return job
 
     return run
@@ -238,8 +253,9 @@ def promote_due(queue_name: str, now_ms: int, limit: int) -> Op:
             job = txn.get_job(job_id)
             if job is None:
                 raise RuntimeError(f"time index names missing job {job_id}")
+            before = index_state(job)
             job.status = JobStatus.WAITING
-            txn.update_job(job, JobStatus.DELAYED, job.execution_start_at_ms)
+            txn.update_job(job, before)
         return Moved(min(len(job_ids), limit), len(job_ids) > limit,
                      txn.first_due_ms(queue_name))
 
@@ -258,16 +274,17 @@ def advance_new(queue_name: str, now_ms: int, limit: int) -> Op:
             job = txn.get_job(job_id)
             if job is None:
                 raise RuntimeError(f"index names missing job {job_id}")
+            before = index_state(job)
             job.status = (JobStatus.WAITING if job.execution_start_at_ms <= now_ms
                           else JobStatus.DELAYED)
-            txn.update_job(job, JobStatus.NEW, job.execution_start_at_ms)
+            txn.update_job(job, before)
         return Moved(min(len(job_ids), limit), len(job_ids) > limit,
                      txn.first_due_ms(queue_name))
 
     return run
 
 
-def recover_active(queue_name: str, now_ms: int, limit: int, history_limit: int) -> Op:
+def recover_active(queue_name: str, now_ms: int, limit: int, jobs: JobsConfig) -> Op:
     """At boot, every active job lost its worker with the old process: end the attempt."""
 
     def run(txn: StoreTxn) -> Moved:
@@ -277,8 +294,145 @@ def recover_active(queue_name: str, now_ms: int, limit: int, history_limit: int)
             if job is None or job.delivery_id is None:
                 raise RuntimeError(f"active index names a job without a delivery: {job_id}")
             end_attempt(job_id, job.delivery_id, AttemptOutcome.SERVER_RESTART, now_ms,
-                        None, history_limit)(txn)
+                        None, jobs)(txn)
         return Moved(min(len(job_ids), limit), len(job_ids) > limit,
                      txn.first_due_ms(queue_name))
+
+    return run
+
+
+# -- queue control ---------------------------------------------------------------------
+
+
+def set_queue_config(name: str, config: QueueConfig) -> Op:
+    def run(txn: StoreTxn) -> QueueRecord:
+        queue = _queue_or_raise(txn, name)
+        updated = QueueRecord(queue.queue_id, queue.name, queue.state, queue.created_at_ms,
+                              config)
+        txn.put_queue(updated)
+        return updated
+
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """Jobs one bounded removal step deleted, and whether any of its kind remain."""
+
+    removed: int
+    more: bool
+    counts: dict[JobStatus, int]
+
+
+# Statuses CLEARQUEUE removes: work not yet started. Active and finished jobs stay.
+CLEARABLE_STATUSES = (JobStatus.NEW, JobStatus.WAITING, JobStatus.DELAYED)
+
+
+def _remove_batch(txn: StoreTxn, queue_name: str, statuses: tuple[JobStatus, ...],
+                  limit: int) -> Removed:
+    removed: dict[JobStatus, int] = {}
+    budget = limit
+    for status in statuses:
+        job_ids = txn.oldest_job_ids(queue_name, status, budget)
+        for job_id in job_ids:
+            job = txn.get_job(job_id)
+            if job is None:
+                raise RuntimeError(f"index names missing job {job_id}")
+            txn.delete_job(job)
+        removed[status] = len(job_ids)
+        budget -= len(job_ids)
+        if budget <= 0:
+            break
+    more = any(txn.count(queue_name, status) for status in statuses)
+    return Removed(limit - budget, more, removed)
+
+
+def clear_queue_batch(queue_name: str, limit: int) -> Op:
+    """Remove up to `limit` new, waiting and delayed jobs (a bounded step of CLEARQUEUE)."""
+
+    def run(txn: StoreTxn) -> Removed:
+        _queue_or_raise(txn, queue_name)
+        return _remove_batch(txn, queue_name, CLEARABLE_STATUSES, limit)
+
+    return run
+
+
+def obliterate_batch(queue_name: str, limit: int) -> Op:
+    """Remove up to `limit` jobs of any status (a bounded step of OBLITERATE)."""
+
+    def run(txn: StoreTxn) -> Removed:
+        _queue_or_raise(txn, queue_name)
+        return _remove_batch(txn, queue_name, tuple(JobStatus), limit)
+
+    return run
+
+
+def delete_empty_queue(queue_name: str) -> Op:
+    """The last step of OBLITERATE: the queue record and its counters."""
+
+    def run(txn: StoreTxn) -> None:
+        _queue_or_raise(txn, queue_name)
+        if txn.queue_job_total(queue_name):
+            raise RuntimeError(f"queue {queue_name} still has jobs")
+        txn.delete_queue(queue_name)
+
+    return run
+
+
+def prune_finished(queue_name: str, config: QueueConfig, now_ms: int, limit: int) -> Op:
+    """Retention: remove completed and failed jobs beyond the queue's count and age limits,
+    earliest finished first, at most `limit` in this step."""
+
+    def run(txn: StoreTxn) -> Removed:
+        budget = limit
+        removed: dict[JobStatus, int] = {}
+        more = False
+        for status in FINISHED_STATUSES:
+            prefix = status.label
+            max_count = getattr(config, f"{prefix}_max_count")
+            max_age = getattr(config, f"{prefix}_max_age_ms")
+            if max_count is None and max_age is None:
+                continue
+            excess = 0
+            if max_count is not None:
+                excess = max(0, txn.count(queue_name, status) - max_count)
+            cutoff = now_ms - max_age if max_age is not None else -1
+            count = 0
+            for finished_ms, job_id in txn.finished_job_ids(queue_name, status, budget + 1):
+                if count >= budget:
+                    more = True
+                    break
+                if count >= excess and finished_ms > cutoff:
+                    break
+                job = txn.get_job(job_id)
+                if job is None:
+                    raise RuntimeError(f"finish index names missing job {job_id}")
+                txn.delete_job(job)
+                count += 1
+            removed[status] = count
+            budget -= count
+        return Removed(limit - budget, more, removed)
+
+    return run
+
+
+def append_logs(job_id: str, delivery_id: str, lines: list[str], now_ms: int,
+                jobs: JobsConfig) -> Op:
+    """Add log lines to the job held by this delivery; the oldest lines go past the bounds."""
+
+    def run(txn: StoreTxn) -> JobRecord:
+        job = _current_delivery(txn, job_id, delivery_id)
+        before = index_state(job)
+        job.logs.extend([now_ms, line] for line in lines)
+        dropped = max(0, len(job.logs) - jobs.max_log_lines)
+        total = sum(len(entry[1].encode()) for entry in job.logs)
+        while dropped < len(job.logs) and total > jobs.max_log_bytes:
+            total -= len(job.logs[dropped][1].encode())
+            dropped += 1
+        if dropped:
+            del job.logs[:dropped]
+            job.logs_dropped += dropped
+        txn.update_job(job, before)
+        return job
 
     return run

@@ -78,7 +78,13 @@ class AttemptOutcome(IntEnum):
 
 @dataclass(slots=True)
 class JobRecord:
-    """One job as stored. `payload` and `result` are MessagePack bytes, kept as sent."""
+    """One job as stored. `payload` and `result` are MessagePack bytes, kept as sent.
+
+    `max_attempts`, `retry_interval_ms` and `lease_ms` are the job's own overrides, None
+    when the job follows its queue's settings: those are read when they are needed (at
+    dispatch, at a failure), so a queue's settings changed live apply to its waiting jobs.
+    `logs` holds `[at_ms, line]` pairs appended by the worker holding the job.
+    """
 
     job_id: str
     queue_name: str
@@ -86,10 +92,10 @@ class JobRecord:
     payload: bytes | None
     created_at_ms: int
     execution_start_at_ms: int
-    max_attempts: int
-    retry_interval_ms: int
-    lease_ms: int
-    backoff: dict[str, Any] | None = None
+    max_attempts: int | None
+    retry_interval_ms: int | None
+    lease_ms: int | None
+    reserved: Any = None  # was a per-job backoff in an early draft; kept for the layout
     attempts_so_far: int = 0
     delivery_id: str | None = None
     worker_id: str | None = None
@@ -97,6 +103,8 @@ class JobRecord:
     finished_at_ms: int | None = None
     result: bytes | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[list[Any]] = field(default_factory=list)
+    logs_dropped: int = 0
 
     @property
     def uuid(self) -> str:

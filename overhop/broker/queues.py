@@ -36,19 +36,66 @@ class QueueConfig:
     backoff_max_ms: int | None = None
     backoff_jitter: bool = False
     lease_ms: int | None = None
+    rate_limit: int | None = None
+    rate_window_ms: int = 1000
+    completed_max_count: int | None = None
+    completed_max_age_ms: int | None = None
+    failed_max_count: int | None = None
+    failed_max_age_ms: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
             "allow_job_overrides": self.allow_job_overrides,
             "backoff": self.backoff.value,
             "backoff_jitter": self.backoff_jitter,
+            "rate_window_ms": self.rate_window_ms,
         }
-        for name in ("concurrency_limit", "max_attempts", "retry_interval_ms",
-                     "backoff_max_ms", "lease_ms"):
+        for name in _OPTIONAL_INT_SETTINGS:
             value = getattr(self, name)
             if value is not None:
                 wire[name] = value
         return wire
+
+    @property
+    def has_retention(self) -> bool:
+        return any(getattr(self, name) is not None for name in RETENTION_SETTINGS)
+
+
+RETENTION_SETTINGS = ("completed_max_count", "completed_max_age_ms", "failed_max_count",
+                      "failed_max_age_ms")
+_OPTIONAL_INT_SETTINGS = ("concurrency_limit", "max_attempts", "retry_interval_ms",
+                          "backoff_max_ms", "lease_ms", "rate_limit", *RETENTION_SETTINGS)
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """The settings in force for one job: its own overrides, else its queue's, else the
+    server's `[jobs]` defaults. Resolved when needed, so live queue changes apply."""
+
+    max_attempts: int
+    retry_interval_ms: int
+    lease_ms: int
+    backoff: BackoffKind
+    backoff_max_ms: int | None
+    backoff_jitter: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": self.backoff.value, "max_ms": self.backoff_max_ms,
+                "jitter": self.backoff_jitter}
+
+
+def resolve_policy(max_attempts: int | None, retry_interval_ms: int | None,
+                   lease_ms: int | None, config: QueueConfig, default_max_attempts: int,
+                   default_retry_interval_ms: int, default_lease_ms: int) -> JobPolicy:
+    return JobPolicy(
+        max_attempts=max_attempts or config.max_attempts or default_max_attempts,
+        retry_interval_ms=retry_interval_ms or config.retry_interval_ms
+        or default_retry_interval_ms,
+        lease_ms=lease_ms or config.lease_ms or default_lease_ms,
+        backoff=config.backoff,
+        backoff_max_ms=config.backoff_max_ms,
+        backoff_jitter=config.backoff_jitter,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +122,18 @@ _INT_SETTINGS: dict[str, tuple[int, int]] = {
     "retry_interval_ms": (1, 86_400_000),
     "backoff_max_ms": (1, 86_400_000),
     "lease_ms": (100, 86_400_000),
+    # A rate of a million starts per window is beyond what one broker can dispatch.
+    "rate_limit": (1, 1_000_000),
+    # Windows from 10 ms (finer is below the timer's precision) to a day.
+    "rate_window_ms": (10, 86_400_000),
+    # Retention: a billion jobs or ten years is "keep", said with a number.
+    "completed_max_count": (0, 1_000_000_000),
+    "completed_max_age_ms": (0, 315_360_000_000),
+    "failed_max_count": (0, 1_000_000_000),
+    "failed_max_age_ms": (0, 315_360_000_000),
 }
+# Settings that cannot be cleared with nil (they always have a value).
+_REQUIRED_INT_SETTINGS = frozenset({"rate_window_ms"})
 _BOOL_SETTINGS = ("allow_job_overrides", "backoff_jitter")
 
 
@@ -102,8 +160,8 @@ def parse_queue_config(value: Any, base: QueueConfig | None = None) -> QueueConf
     for key, item in value.items():
         if key in _INT_SETTINGS:
             low, high = _INT_SETTINGS[key]
-            if item is None:  # nil clears the setting: no limit, or the server default
-                changes[key] = None
+            if item is None and key not in _REQUIRED_INT_SETTINGS:
+                changes[key] = None  # nil clears it: no limit, or the server default
                 continue
             if type(item) is not int or not low <= item <= high:
                 raise RequestError(

@@ -193,9 +193,20 @@ class JobsConfig:
     # 64 KiB holds a status document; bulk results belong in the worker's own storage.
     max_result_bytes: int = setting(64 * KIB, minimum=0, maximum=16 * MIB,
                                     doc="Largest result a job may store on completion.")
-    # 25 errors show a failure pattern without letting a flapping job grow unbounded.
+    # 25 entries show a failure pattern without letting a flapping job grow unbounded.
     max_error_history: int = setting(25, minimum=1, maximum=1000,
-                                     doc="Errors kept per job; older ones are dropped.")
+                                     doc="Attempt history entries kept per job; older ones "
+                                         "are dropped.")
+    # A thousand lines tell a job's story; more belongs in a log system.
+    max_log_lines: int = setting(1000, minimum=0, maximum=100_000,
+                                 doc="Log lines kept per job; the oldest are dropped.")
+    # 64 KiB of log text per job keeps records small enough to read and copy quickly.
+    max_log_bytes: int = setting(64 * KIB, minimum=0, maximum=16 * MIB,
+                                 doc="Bytes of log text kept per job; the oldest lines are "
+                                     "dropped.")
+    # One log line longer than 4 KiB is a dump, not a line.
+    max_log_line_bytes: int = setting(4 * KIB, minimum=16, maximum=1 * MIB,
+                                      doc="Longest single log line accepted.")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ Errors are raised as `OverhopError`; the connection turns them into ERR frames.
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from overhop.broker import queue_control
 from overhop.broker.broker import EnqueueRequest
-from overhop.broker.jobs import STATUS_LABELS, JobStatus
+from overhop.broker.explain import explain_job, queue_dispatch_stats
+from overhop.broker.jobs import STATUS_LABELS, JobRecord, JobStatus
 from overhop.broker.queues import QueueState, parse_queue_config, parse_queue_name
-from overhop.clock import to_rfc3339
+from overhop.clock import MAX_TIME_MS, now_ms, to_rfc3339
 from overhop.server.context import ServerContext
 from overhop.server.status import status_report
 from overhop.server.views import job_view, queue_view
@@ -67,7 +69,21 @@ def handle_register(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
                                f"'labels' must map at most {MAX_LABELS} keys to short strings")
         metadata["labels"] = labels
     worker = conn.become_worker(metadata)
-    return {"wid": worker.worker_id}
+    config = ctx.config
+    return {
+        "wid": worker.worker_id,
+        # What a client needs to pace itself: how long it may stay silent, how fast it
+        # must ACK, and the sizes the server accepts.
+        "limits": {
+            "heartbeat_interval_ms": config.heartbeat.interval_ms,
+            "stale_after_ms": config.worker.stale_after_ms,
+            "ack_timeout_ms": config.dispatch.ack_timeout_ms,
+            "max_envelope_size_bytes": config.wire.max_envelope_size_bytes,
+            "max_job_payload_bytes": config.wire.max_envelope_size_bytes - QUEST_OVERHEAD_BYTES,
+            "max_result_bytes": config.jobs.max_result_bytes,
+            "max_log_line_bytes": config.jobs.max_log_line_bytes,
+        },
+    }
 
 
 def handle_queue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -125,10 +141,17 @@ def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
     if payload is not None and len(payload) > limit:
         raise RequestError(ErrorCode.PAYLOAD_TOO_LARGE,
                            f"the job payload is {len(payload)} bytes encoded; the limit is {limit}")
+    scheduled_at = parse_optional_time(p, "scheduled_at")
+    delay_ms = parse_optional_int(p, "delay_ms", low=0, high=MAX_TIME_MS)
+    if delay_ms is not None:
+        if scheduled_at is not None:
+            raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                               "give 'scheduled_at' or 'delay_ms', not both")
+        scheduled_at = min(now_ms() + delay_ms, MAX_TIME_MS)
     request = EnqueueRequest(
         queue_name=parse_queue_name(p.get("q")),
         payload=payload,
-        scheduled_at_ms=parse_optional_time(p, "scheduled_at"),
+        scheduled_at_ms=scheduled_at,
         max_attempts=parse_optional_int(p, "max_attempts", low=1, high=1000),
         retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
         lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
@@ -144,12 +167,17 @@ def _job_id(p: dict[str, Any]) -> str:
     return parse_str(p, "jid", max_length=200)
 
 
+def _job_view(ctx: ServerContext, job: JobRecord, now: int) -> dict[str, Any]:
+    broker = ctx.broker
+    delivery = broker.deliveries.get(job.delivery_id) if job.delivery_id else None
+    return job_view(job, broker.policy(job), delivery, explain_job(broker, job, now))
+
+
 def handle_job(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     job = ctx.broker.job(_job_id(p))
     if job is None:
         return _EMPTY
-    delivery = ctx.broker.deliveries.get(job.delivery_id) if job.delivery_id else None
-    return job_view(job, delivery)
+    return _job_view(ctx, job, now_ms())
 
 
 def handle_rmjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -167,13 +195,13 @@ def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
                           default=pagination.page_size)
     page = parse_int(p, "page", low=1, high=2**31, default=1)
     ctx.broker.user_queue(queue_name)
+    now = now_ms()
     jobs, truncated = ctx.store.list_jobs(
         queue_name, JobStatus.parse(label), (page - 1) * page_size, page_size,
         ctx.config.wire.max_envelope_size_bytes // 2)
     return {"q": queue_name, "status": label, "page": page, "page_size": page_size,
             "truncated": truncated,
-            "jobs": [job_view(job, ctx.broker.deliveries.get(job.delivery_id or ""))
-                     for job in jobs]}
+            "jobs": [_job_view(ctx, job, now) for job in jobs]}
 
 
 def handle_qstats(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -183,10 +211,7 @@ def handle_qstats(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
     return {
         "q": queue_name,
         "stats": {status.label: counts[status] for status in JobStatus},
-        "concurrency": {"active": runtime.active,
-                        "limit": runtime.record.config.concurrency_limit},
-        "subscriptions": len(runtime.subscriptions),
-        "credits": sum(s.credits for s in runtime.subscriptions),
+        **queue_dispatch_stats(ctx.broker, runtime, now_ms()),
     }
 
 
@@ -259,6 +284,51 @@ def handle_release(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
     return ctx.broker.release(_delivery(ctx, conn, p)), _empty
 
 
+# -- queue control and job logs ----------------------------------------------------------
+
+# Log lines one JOBLOG may carry: a batch from a busy handler, not a whole log file.
+MAX_LOG_LINES_PER_MESSAGE = 100
+
+
+def handle_setqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("q"))
+    changes = parse_optional_map(p, "config")
+    if not changes:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "'config' must name settings to change")
+    parse_queue_config(changes)  # refuse a bad request before anything changes
+    return (queue_control.change_settings(ctx.broker, name, changes),
+            lambda record: {"config": record.config.to_wire()})
+
+
+def handle_joblog(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    delivery = _delivery(ctx, conn, p)
+    lines = p.get("lines")
+    limit = ctx.config.jobs.max_log_line_bytes
+    if (type(lines) is not list or not lines or len(lines) > MAX_LOG_LINES_PER_MESSAGE
+            or not all(type(line) is str for line in lines)):
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'lines' must be a list of 1..{MAX_LOG_LINES_PER_MESSAGE} strings")
+    if any(len(line.encode()) > limit for line in lines):
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, f"a log line is longer than {limit} bytes")
+    return (ctx.broker.append_logs(delivery, lines),
+            lambda job: {"logs": len(job.logs), "logs_dropped": job.logs_dropped})
+
+
+def handle_clearqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("q"))
+    return (queue_control.clear_queue(ctx.broker, name),
+            lambda removed: {"removed": {s.label: n for s, n in removed.items()}})
+
+
+def handle_obliterate(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("q"))
+    force = p.get("force", False)
+    if type(force) is not bool:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "'force' must be a bool")
+    return (queue_control.obliterate_queue(ctx.broker, name, force),
+            lambda removed: {"removed": removed})
+
+
 HANDLERS: dict[MessageType, Handler] = {
     MessageType.REGISTER: handle_register,
     MessageType.QUEUE: handle_queue,
@@ -283,4 +353,8 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.GOODBYE: handle_goodbye,
     MessageType.RETRY: handle_retry,
     MessageType.RELEASE: handle_release,
+    MessageType.SETQUEUE: handle_setqueue,
+    MessageType.JOBLOG: handle_joblog,
+    MessageType.CLEARQUEUE: handle_clearqueue,
+    MessageType.OBLITERATE: handle_obliterate,
 }

@@ -3,7 +3,7 @@
 from typing import Any
 
 from overhop.broker.jobs import JobRecord
-from overhop.broker.queues import QueueRecord
+from overhop.broker.queues import JobPolicy, QueueRecord
 from overhop.broker.workers import Delivery
 from overhop.clock import to_rfc3339
 from overhop.wire.codec import decode_value
@@ -32,7 +32,10 @@ def _history_view(entry: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def job_view(job: JobRecord, delivery: Delivery | None = None) -> dict[str, Any]:
+def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None,
+             blocked_by: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The job record as JOB and LSJOB show it. `max_attempts`, `retry_interval_ms`,
+    `lease_ms` and `backoff` are the values in force (`overrides` lists the job's own)."""
     runtime: dict[str, Any] = {"attempts_so_far": job.attempts_so_far}
     if job.delivery_id is not None:
         runtime["delivery_id"] = job.delivery_id
@@ -51,13 +54,19 @@ def job_view(job: JobRecord, delivery: Delivery | None = None) -> dict[str, Any]
         "payload": None if job.payload is None else decode_value(job.payload),
         "status": job.status.label,
         "execution_start_at": to_rfc3339(job.execution_start_at_ms),
-        "max_attempts": job.max_attempts,
-        "retry_interval_ms": job.retry_interval_ms,
-        "lease_ms": job.lease_ms,
-        "backoff": job.backoff,
+        "max_attempts": policy.max_attempts,
+        "retry_interval_ms": policy.retry_interval_ms,
+        "lease_ms": policy.lease_ms,
+        "backoff": policy.to_wire(),
+        "overrides": {name: value for name, value in (
+            ("max_attempts", job.max_attempts), ("retry_interval_ms", job.retry_interval_ms),
+            ("lease_ms", job.lease_ms)) if value is not None},
         "created_at": to_rfc3339(job.created_at_ms),
         "finished_at": _time(job.finished_at_ms),
         "result": None if job.result is None else decode_value(job.result),
         "history": [_history_view(entry) for entry in job.history],
+        "logs": [{"at": to_rfc3339(at_ms), "line": line} for at_ms, line in job.logs],
+        "logs_dropped": job.logs_dropped,
+        "blocked_by": blocked_by,
         "runtime": runtime,
     }

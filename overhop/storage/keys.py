@@ -9,12 +9,14 @@ Layout version 1. Named databases:
 | `jobs`       | job id (`<queue>:<uuid7>`)                       | job record             |
 | `by_status`  | queue name, 0x00, status (1 byte), uuid7 (16 B)  | empty                  |
 | `by_time`    | queue name, 0x00, start ms (8 B BE), uuid7 (16 B)| empty                  |
+| `by_finish`  | queue name, 0x00, status, finish ms (8 B), uuid7 | empty                  |
 | `counters`   | queue name, 0x00, status (1 byte)                | count (8 B BE)         |
 
 Queue names are ASCII letters, digits, `_` and `-`, so 0x00 ends a name unambiguously.
 Numbers are big-endian so byte order is time order; uuid7 bytes sort by creation time, so
-`by_status` is a FIFO per (queue, status) and `by_time` finds due delayed jobs with one
-range scan per queue. Bumping the layout: see docs/storage.md.
+`by_status` is a FIFO per (queue, status), `by_time` finds due delayed jobs with one
+range scan per queue, and `by_finish` orders completed and failed jobs by finish time for
+retention. Bumping the layout: see docs/storage.md.
 """
 
 import struct
@@ -24,7 +26,7 @@ SEPARATOR = b"\x00"
 U64 = struct.Struct(">Q")
 
 META_LAYOUT_VERSION = b"layout_version"
-DB_NAMES = (b"meta", b"queues", b"jobs", b"by_status", b"by_time", b"counters")
+DB_NAMES = (b"meta", b"queues", b"jobs", b"by_status", b"by_time", b"by_finish", b"counters")
 
 
 def queue_prefix(queue_name: str) -> bytes:
@@ -65,6 +67,16 @@ def time_key_due_bound(queue_name: str, now_ms: int) -> bytes:
 def split_time_key(queue_name: str, key: bytes) -> tuple[int, bytes]:
     offset = len(queue_name) + 1
     return U64.unpack_from(key, offset)[0], key[offset + 8 :]
+
+
+def finish_key(queue_name: str, status: int, finished_ms: int, job_id: str) -> bytes:
+    return status_prefix(queue_name, status) + U64.pack(max(finished_ms, 0)) + job_uuid_bytes(
+        job_id)
+
+
+def split_finish_key(queue_name: str, key: bytes) -> tuple[int, bytes]:
+    offset = len(queue_name) + 2
+    return U64.unpack_from(key, offset)[0], key[offset + 8:]
 
 
 def counter_key(queue_name: str, status: int) -> bytes:

@@ -5,6 +5,7 @@ fields in a fixed order; a new field is appended at the end with a default, so o
 records still decode (see docs/storage.md for the procedure when that is not enough).
 """
 
+from dataclasses import fields
 from typing import Any
 
 import msgpack
@@ -33,8 +34,9 @@ def encode_job(job: JobRecord) -> bytes:
         [
             job.job_id, job.queue_name, int(job.status), job.payload, job.created_at_ms,
             job.execution_start_at_ms, job.max_attempts, job.retry_interval_ms, job.lease_ms,
-            job.backoff, job.attempts_so_far, job.delivery_id, job.worker_id,
-            job.started_at_ms, job.finished_at_ms, job.result, job.history,
+            job.reserved, job.attempts_so_far, job.delivery_id, job.worker_id,
+            job.started_at_ms, job.finished_at_ms, job.result, job.history, job.logs,
+            job.logs_dropped,
         ]
     )
 
@@ -45,30 +47,29 @@ def decode_job(data: bytes) -> JobRecord:
     return JobRecord(*fields)
 
 
+# Queue settings in stored order; a new setting is appended, and records written before it
+# existed decode with the setting's default.
+_QUEUE_SETTINGS = tuple(field.name for field in fields(QueueConfig))
+
+
 def encode_queue(queue: QueueRecord) -> bytes:
     config = queue.config
+    settings = [getattr(config, name) for name in _QUEUE_SETTINGS]
+    settings[_QUEUE_SETTINGS.index("backoff")] = config.backoff.value
     return _FORMAT_BYTE + _pack(
-        [
-            queue.queue_id, queue.name, queue.state.value, queue.created_at_ms,
-            config.concurrency_limit, config.allow_job_overrides, config.max_attempts,
-            config.retry_interval_ms, config.backoff.value, config.backoff_max_ms,
-            config.backoff_jitter, config.lease_ms,
-        ]
+        [queue.queue_id, queue.name, queue.state.value, queue.created_at_ms, *settings]
     )
 
 
 def decode_queue(data: bytes) -> QueueRecord:
-    fields = msgpack.unpackb(_check_format(data), raw=False)
-    (queue_id, name, state, created_at_ms, limit, overrides, attempts, interval, backoff,
-     backoff_max, jitter, lease) = fields
+    queue_id, name, state, created_at_ms, *settings = msgpack.unpackb(
+        _check_format(data), raw=False)
+    values = dict(zip(_QUEUE_SETTINGS, settings, strict=False))
+    values["backoff"] = BackoffKind(values.get("backoff", BackoffKind.FIXED.value))
     return QueueRecord(
         queue_id=queue_id,
         name=name,
         state=QueueState(state),
         created_at_ms=created_at_ms,
-        config=QueueConfig(
-            concurrency_limit=limit, allow_job_overrides=overrides, max_attempts=attempts,
-            retry_interval_ms=interval, backoff=BackoffKind(backoff), backoff_max_ms=backoff_max,
-            backoff_jitter=jitter, lease_ms=lease,
-        ),
+        config=QueueConfig(**values),
     )

@@ -61,6 +61,7 @@ class Store:
         self.jobs_db = self.env.open_db(b"jobs")
         self.by_status = self.env.open_db(b"by_status")
         self.by_time = self.env.open_db(b"by_time")
+        self.by_finish = self.env.open_db(b"by_finish")
         self.counters_db = self.env.open_db(b"counters")
         self._page_size: int = self.env.stat()["psize"]
         self._check_layout()
@@ -127,6 +128,15 @@ class Store:
                     break
         return jobs, False
 
+    def oldest_created_ms(self, queue_name: str, status: JobStatus) -> int | None:
+        """Creation time of the oldest job in a status, from its uuid7 in the FIFO index."""
+        prefix = keys.status_prefix(queue_name, status)
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self.by_status)
+            if cursor.set_range(prefix) and cursor.key().startswith(prefix):
+                return int.from_bytes(cursor.key()[len(prefix):len(prefix) + 6], "big")
+        return None
+
     def first_due_ms(self, queue_name: str) -> int | None:
         """The start time of the queue's earliest delayed job, from the time index."""
         prefix = keys.queue_prefix(queue_name)
@@ -156,6 +166,15 @@ class Store:
 def _count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:
     data = txn.get(keys.counter_key(queue_name, status), db=db)
     return 0 if data is None else keys.U64.unpack(data)[0]
+
+
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
+IndexState = tuple[JobStatus, int, int | None]
+
+
+def index_state(job: JobRecord) -> IndexState:
+    """What a job's index entries are made of: take it before changing the job."""
+    return job.status, job.execution_start_at_ms, job.finished_at_ms
 
 
 class StoreTxn:
@@ -209,21 +228,20 @@ class StoreTxn:
         self._index(job)
         self._bump(job.queue_name, job.status, 1)
 
-    def update_job(self, job: JobRecord, previous_status: JobStatus,
-                   previous_start_ms: int) -> None:
-        """Store `job` after a change; move its index entries if its status changed.
+    def update_job(self, job: JobRecord, before: "IndexState") -> None:
+        """Store `job` after a change; move its index entries if what they hold changed.
 
-        A status change that `TRANSITIONS` does not list is a bug: it raises before writing.
+        `before` is `index_state(job)` taken before the change. A status change that
+        `TRANSITIONS` does not list is a bug: it raises before writing.
         """
+        previous_status = before[0]
         if job.status != previous_status and (previous_status, job.status) not in TRANSITIONS:
             raise RuntimeError(
                 f"{job.job_id}: {previous_status.label} -> {job.status.label} is not a transition"
             )
         self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
-        if job.status != previous_status or (
-            job.status == JobStatus.DELAYED and job.execution_start_at_ms != previous_start_ms
-        ):
-            self._unindex(job.job_id, job.queue_name, previous_status, previous_start_ms)
+        if index_state(job) != before:
+            self._unindex(job.job_id, job.queue_name, before)
             self._index(job)
             if job.status != previous_status:
                 self._bump(job.queue_name, previous_status, -1)
@@ -231,8 +249,23 @@ class StoreTxn:
 
     def delete_job(self, job: JobRecord) -> None:
         self.txn.delete(job.job_id.encode(), db=self._store.jobs_db)
-        self._unindex(job.job_id, job.queue_name, job.status, job.execution_start_at_ms)
+        self._unindex(job.job_id, job.queue_name, index_state(job))
         self._bump(job.queue_name, job.status, -1)
+
+    def finished_job_ids(self, queue_name: str, status: JobStatus, limit: int
+                         ) -> list[tuple[int, str]]:
+        """Up to `limit` (finish ms, job id) of completed or failed jobs, earliest first."""
+        prefix = keys.status_prefix(queue_name, status)
+        cursor = self.txn.cursor(db=self._store.by_finish)
+        found: list[tuple[int, str]] = []
+        if not cursor.set_range(prefix):
+            return found
+        for key in cursor.iternext(values=False):
+            if not key.startswith(prefix) or len(found) >= limit:
+                break
+            finished_ms, uuid_bytes = keys.split_finish_key(queue_name, key)
+            found.append((finished_ms, keys.job_id_from(queue_name, uuid_bytes)))
+        return found
 
     def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int) -> list[str]:
         """Up to `limit` job ids of one status, oldest first (the FIFO index)."""
@@ -277,12 +310,19 @@ class StoreTxn:
         if job.status == JobStatus.DELAYED:
             self.txn.put(keys.time_key(job.queue_name, job.execution_start_at_ms, job.job_id),
                          b"", db=store.by_time)
+        elif job.status in FINISHED_STATUSES:
+            self.txn.put(keys.finish_key(job.queue_name, job.status, job.finished_at_ms or 0,
+                                         job.job_id), b"", db=store.by_finish)
 
-    def _unindex(self, job_id: str, queue_name: str, status: JobStatus, start_ms: int) -> None:
+    def _unindex(self, job_id: str, queue_name: str, before: "IndexState") -> None:
         store = self._store
+        status, start_ms, finished_ms = before
         self.txn.delete(keys.status_key(queue_name, status, job_id), db=store.by_status)
         if status == JobStatus.DELAYED:
             self.txn.delete(keys.time_key(queue_name, start_ms, job_id), db=store.by_time)
+        elif status in FINISHED_STATUSES:
+            self.txn.delete(keys.finish_key(queue_name, status, finished_ms or 0, job_id),
+                            db=store.by_finish)
 
     def _bump(self, queue_name: str, status: JobStatus, delta: int) -> None:
         key = keys.counter_key(queue_name, status)

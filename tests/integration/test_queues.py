@@ -14,7 +14,8 @@ QUEUE, LSQUEUE, ADDQUEUE, RMQUEUE, PAUSE, RESUME = 4, 5, 9, 11, 12, 13
 ENQUEUE, JOB, RMJOB, QSTATS = 14, 15, 16, 18
 OK, ERR = 101, 102
 
-DEFAULT_CONFIG = {"allow_job_overrides": True, "backoff": "fixed", "backoff_jitter": False}
+DEFAULT_CONFIG = {"allow_job_overrides": True, "backoff": "fixed", "backoff_jitter": False,
+                  "rate_window_ms": 1000}
 
 
 def assert_uuid(value: Any) -> None:

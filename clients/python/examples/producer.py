@@ -1,0 +1,55 @@
+"""Enqueue a few jobs to `emails` and follow them to their final status.
+
+    python examples/producer.py --url 127.0.0.1:9876
+
+Uses the blocking `Client`, as a web app would. Run `examples/worker.py` alongside so the
+jobs get done.
+"""
+
+import argparse
+import time
+from datetime import timedelta
+
+from overhop_client import Client, JobStatus, QueueExistsError
+
+FINAL = (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="127.0.0.1:9876", help="server address")
+    parser.add_argument("--count", type=int, default=5, help="jobs to enqueue")
+    parser.add_argument("--wait", type=float, default=60.0,
+                        help="seconds to wait for the jobs to finish")
+    args = parser.parse_args()
+
+    with Client(args.url, name="example-producer") as client:
+        if client.queue("emails") is None:
+            try:
+                client.add_queue("emails", max_attempts=3,
+                                 retry_interval=timedelta(milliseconds=500))
+                print("created queue emails")
+            except QueueExistsError:
+                pass  # another process created it between the two calls
+        jids = [client.enqueue("emails", {"to": f"user{n}@example.com", "subject": "Hello"})
+                for n in range(args.count)]
+        for jid in jids:
+            print("enqueued", jid)
+
+        pending = set(jids)
+        give_up = time.monotonic() + args.wait
+        while pending and time.monotonic() < give_up:
+            for jid in sorted(pending):
+                job = client.job(jid)
+                if job is not None and job.status in FINAL:
+                    pending.discard(jid)
+                    print(f"{jid}: {job.status} after {job.attempts_so_far} attempt(s)"
+                          f" result={job.result!r}")
+            time.sleep(0.2)
+        for jid in sorted(pending):
+            job = client.job(jid)
+            print(f"{jid}: still {job.status if job else 'missing'}")
+
+
+if __name__ == "__main__":
+    main()

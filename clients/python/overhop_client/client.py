@@ -1,0 +1,335 @@
+"""`AsyncClient`: every protocol operation as an awaitable method with Pythonic arguments.
+
+Each method builds the request payload, awaits `request` and shapes the reply into a typed
+result. A new message type is one method calling `request` (and, if it answers with a
+record, one `from_wire` in `results`). Replies may arrive out of order; many requests can
+be in flight at once on one client (`asyncio.gather` them).
+
+Deliveries (QUEST pushes) arrive as `Quest` objects on `quests`, an `asyncio.Queue`, or
+through the `on_quest` callback given to `connect`. IDENT and pushes this client does not
+use are ignored; BYE (the server is shutting down) is kept in `bye` and passed to
+`on_bye`.
+"""
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, TypedDict
+
+from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value
+from overhop_client.connection import Connection, parse_address
+from overhop_client.messages import MessageType
+from overhop_client.results import (
+    Backoff,
+    Bye,
+    FailOutcome,
+    Job,
+    JobPage,
+    JobStatus,
+    Quest,
+    QueueInfo,
+    QueueStats,
+    ServerStatus,
+    parse_time,
+    to_ms,
+)
+
+DEFAULT_URL = "127.0.0.1:9876"
+# Connecting, HELLO and REGISTER are three round trips; 10 s covers a loaded network
+# while a server that does not answer is still noticed quickly.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+def format_time(value: datetime) -> str:
+    """An aware datetime as RFC 3339 in UTC with milliseconds (`...T12:00:00.000Z`)."""
+    if value.tzinfo is None:
+        raise ValueError("times sent to Overhop must be timezone-aware datetimes")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """The keyword options of `AsyncClient.enqueue`, for wrappers that pass them on."""
+
+    run_at: datetime | None
+    delay: timedelta | None
+    max_attempts: int | None
+    retry_interval: timedelta | None
+    lease: timedelta | None
+
+
+def _delivery(quest: Quest) -> dict[str, Any]:
+    return {"did": quest.did, "jid": quest.jid}
+
+
+class AsyncClient:
+    """A registered connection to an Overhop server. Create it with `AsyncClient.connect`."""
+
+    def __init__(self, *, on_quest: Callable[[Quest], None] | None = None,
+                 on_bye: Callable[[Bye], None] | None = None) -> None:
+        self._connection: Connection | None = None
+        self._on_quest = on_quest
+        self._on_bye = on_bye
+        self.quests: asyncio.Queue[Quest] = asyncio.Queue()
+        """Deliveries, when no `on_quest` callback was given."""
+        self.bye: Bye | None = None
+        """The server's BYE, once it said it is shutting down."""
+        self.worker_id = ""
+        """The id the server gave this connection at REGISTER (`wid`)."""
+
+    @classmethod
+    async def connect(cls, url: str = DEFAULT_URL, *, name: str | None = None,
+                      labels: Mapping[str, str] | None = None,
+                      on_quest: Callable[[Quest], None] | None = None,
+                      on_bye: Callable[[Bye], None] | None = None,
+                      timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+                      max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> "AsyncClient":
+        """Connect to `host:port` or `overhop://host:port`, then HELLO and REGISTER.
+
+        `name` and `labels` (short strings) are shown in the server's STATUS with this
+        host's name and process id.
+        """
+        host, port = parse_address(url)
+        register: dict[str, Any] = {"host": socket.gethostname()[:256], "pid": os.getpid()}
+        if name is not None:
+            register["name"] = name
+        if labels is not None:
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+                raise TypeError("labels must map strings to strings")
+            register["labels"] = dict(labels)
+        client = cls(on_quest=on_quest, on_bye=on_bye)
+        async with asyncio.timeout(timeout):
+            client._connection = await Connection.open(host, port, client._on_push,
+                                                       max_frame_size)
+            try:
+                await client.request(MessageType.HELLO)
+                reply = await client.request(MessageType.REGISTER, register)
+            except BaseException:
+                client._connection.close()
+                raise
+        client.worker_id = reply["wid"]
+        return client
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def request(self, message_type: MessageType | int,
+                      payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send any message and return its reply's payload; an ERR raises its exception.
+
+        The building block of every method below, and the way to use a message type this
+        client has no method for yet.
+        """
+        connection = self._require_connection()
+        if not connection.writable:
+            await connection.wait_writable()
+        return await connection.request(message_type, payload if payload is not None else {})
+
+    @property
+    def closed(self) -> bool:
+        return self._connection is None or self._connection.closed
+
+    async def wait_closed(self) -> None:
+        """Return once the connection has closed (for any reason)."""
+        await self._require_connection().wait_closed()
+
+    async def close(self) -> None:
+        """Close the connection without GOODBYE; requests still waiting fail."""
+        if self._connection is not None:
+            self._connection.close()
+            await self._connection.wait_closed()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    def _require_connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("not connected: use `await AsyncClient.connect(url)`")
+        return self._connection
+
+    def _on_push(self, message_type: int, payload: dict[str, Any]) -> None:
+        if message_type == MessageType.QUEST:
+            quest = Quest.from_wire(payload)
+            if self._on_quest is not None:
+                self._on_quest(quest)
+            else:
+                self.quests.put_nowait(quest)
+        elif message_type == MessageType.BYE:
+            self.bye = Bye.from_wire(payload)
+            if self._on_bye is not None:
+                self._on_bye(self.bye)
+
+    # -- server and queues -----------------------------------------------------------
+
+    async def ping(self) -> datetime | None:
+        """Round trip to the server; its clock."""
+        return parse_time((await self.request(MessageType.PING)).get("server_time"))
+
+    async def status(self) -> ServerStatus:
+        return ServerStatus.from_wire(await self.request(MessageType.STATUS))
+
+    async def queue(self, name: str) -> QueueInfo | None:
+        """The queue named `name`, or None when there is none."""
+        reply = await self.request(MessageType.QUEUE, {"q": name})
+        return QueueInfo.from_wire(reply) if reply else None
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every queue, system queues included."""
+        reply = await self.request(MessageType.LSQUEUE)
+        return [QueueInfo.from_wire(queue) for queue in reply.get("queues") or ()]
+
+    async def add_queue(self, name: str, *, concurrency_limit: int | None = None,
+                        allow_job_overrides: bool = True, max_attempts: int | None = None,
+                        retry_interval: timedelta | None = None,
+                        backoff: Backoff | str = Backoff.FIXED,
+                        backoff_max: timedelta | None = None, backoff_jitter: bool = False,
+                        lease: timedelta | None = None) -> str:
+        """Create a queue; its id. Settings left None take the server's defaults.
+
+        `concurrency_limit` caps the queue's jobs in flight across all workers;
+        `allow_job_overrides=False` refuses per-job max_attempts/retry_interval/lease;
+        `backoff` is how the retry interval grows (`fixed` or `exponential`, capped at
+        `backoff_max`), `backoff_jitter` randomises half of each wait; `lease` is how long
+        a worker may hold a job between heartbeats.
+        """
+        config: dict[str, Any] = {"allow_job_overrides": allow_job_overrides,
+                                  "backoff": Backoff(backoff).value,
+                                  "backoff_jitter": backoff_jitter}
+        for key, value in (("concurrency_limit", concurrency_limit),
+                           ("max_attempts", max_attempts)):
+            if value is not None:
+                config[key] = value
+        for key, duration in (("retry_interval_ms", retry_interval),
+                              ("backoff_max_ms", backoff_max), ("lease_ms", lease)):
+            if duration is not None:
+                config[key] = to_ms(duration)
+        reply = await self.request(MessageType.ADDQUEUE, {"name": name, "config": config})
+        return reply["qid"]
+
+    async def remove_queue(self, name: str) -> None:
+        """Remove an empty queue (QUEUE_NOT_EMPTY while it holds jobs)."""
+        await self.request(MessageType.RMQUEUE, {"q": name})
+
+    async def pause(self, name: str) -> None:
+        """Stop delivering the queue's jobs; enqueues are still accepted."""
+        await self.request(MessageType.PAUSE, {"q": name})
+
+    async def resume(self, name: str) -> None:
+        await self.request(MessageType.RESUME, {"q": name})
+
+    async def stats(self, queue: str) -> QueueStats:
+        return QueueStats.from_wire(await self.request(MessageType.QSTATS, {"q": queue}))
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def enqueue(self, queue: str, payload: Any = None, *, run_at: datetime | None = None,
+                      delay: timedelta | None = None, max_attempts: int | None = None,
+                      retry_interval: timedelta | None = None,
+                      lease: timedelta | None = None) -> str:
+        """Add a job; its id (`<queue>:<uuid>`), once the server has it on disk.
+
+        `payload`: any MessagePack-able value (None, bool, int, float, str, bytes, lists,
+        maps with string keys). `run_at` (an aware datetime) or `delay` schedule it; the
+        server has no relative delay, so `delay` is counted from this machine's clock.
+        """
+        p: dict[str, Any] = {"q": queue}
+        if payload is not None:
+            check_value(payload)
+            p["job_payload"] = payload
+        if delay is not None:
+            if run_at is not None:
+                raise ValueError("give run_at or delay, not both")
+            run_at = datetime.now(UTC) + delay
+        if run_at is not None:
+            p["scheduled_at"] = format_time(run_at)
+        if max_attempts is not None:
+            p["max_attempts"] = max_attempts
+        if retry_interval is not None:
+            p["retry_interval_ms"] = to_ms(retry_interval)
+        if lease is not None:
+            p["lease_ms"] = to_ms(lease)
+        return (await self.request(MessageType.ENQUEUE, p))["jid"]
+
+    async def job(self, jid: str) -> Job | None:
+        """The job with this id, or None when there is none."""
+        reply = await self.request(MessageType.JOB, {"jid": jid})
+        return Job.from_wire(reply) if reply else None
+
+    async def jobs(self, queue: str, status: JobStatus | str, *, page: int = 1,
+                   page_size: int | None = None) -> JobPage:
+        """One page of the queue's jobs in `status`, oldest first."""
+        p: dict[str, Any] = {"q": queue, "status": str(status), "page": page}
+        if page_size is not None:
+            p["page_size"] = page_size
+        return JobPage.from_wire(await self.request(MessageType.LSJOB, p))
+
+    async def remove_job(self, jid: str) -> None:
+        """Delete a job that is new, delayed, completed or failed."""
+        await self.request(MessageType.RMJOB, {"jid": jid})
+
+    async def retry_job(self, jid: str) -> JobStatus:
+        """Put a failed job back with a fresh set of attempts; its new status."""
+        return JobStatus((await self.request(MessageType.RETRY, {"jid": jid}))["status"])
+
+    # -- deliveries ------------------------------------------------------------------
+
+    async def subscribe(self, queue: str, credits: int = 0) -> str:
+        """Ask for the queue's jobs, at most `credits` of them until `credit` gives more;
+        the subscription id (`sid`)."""
+        reply = await self.request(MessageType.SUBSCRIBE, {"q": queue, "credits": credits})
+        return reply["sid"]
+
+    async def unsubscribe(self, sid: str) -> None:
+        await self.request(MessageType.UNSUBSCRIBE, {"sid": sid})
+
+    async def credit(self, sid: str, credits: int) -> None:
+        """Allow `credits` more deliveries on the subscription (an increment, > 0)."""
+        await self.request(MessageType.CREDIT, {"sid": sid, "credits": credits})
+
+    async def ack(self, delivery: Quest) -> datetime | None:
+        """Confirm receipt; the lease starts. When the lease expires."""
+        reply = await self.request(MessageType.ACK, _delivery(delivery))
+        return parse_time(reply.get("lease_expires_at"))
+
+    async def heartbeat(self, delivery: Quest, progress: Any = None) -> datetime | None:
+        """Extend the lease (JOBBEAT), optionally recording progress; when it now expires."""
+        p = _delivery(delivery)
+        if progress is not None:
+            check_value(progress)
+            p["progress"] = progress
+        reply = await self.request(MessageType.JOBBEAT, p)
+        return parse_time(reply.get("lease_expires_at"))
+
+    async def complete(self, delivery: Quest, result: Any = None) -> None:
+        """The job succeeded; `result` is stored with it (RESULT_TOO_LARGE above the
+        server's `jobs.max_result_bytes`)."""
+        p = _delivery(delivery)
+        if result is not None:
+            check_value(result)
+            p["result"] = result
+        await self.request(MessageType.COMPLETE, p)
+
+    async def fail(self, delivery: Quest, message: str, details: Any = None) -> FailOutcome:
+        """The attempt failed: the job is retried later (`delayed`) or, with no attempts
+        left, `failed`."""
+        error: dict[str, Any] = {"message": message}
+        if details is not None:
+            check_value(details, depth=3)
+            error["details"] = details
+        reply = await self.request(MessageType.FAIL, {**_delivery(delivery), "error": error})
+        return FailOutcome.from_wire(reply)
+
+    async def release(self, delivery: Quest) -> None:
+        """Give back a job not started: it waits again, no attempt used."""
+        await self.request(MessageType.RELEASE, _delivery(delivery))
+
+    async def goodbye(self, reason: str = "") -> None:
+        """Say goodbye and wait for the server to close the connection. Deliveries still
+        held end as if the connection dropped."""
+        await self.request(MessageType.GOODBYE, {"reason": reason} if reason else {})
+        await self.wait_closed()

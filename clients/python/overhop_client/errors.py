@@ -1,0 +1,204 @@
+"""Exceptions: one class per ERR code the server sends, and `ConnectionLost`.
+
+Every server error is an `OverhopError` carrying `.code` (the wire code), `.message` and
+`.details`. `error_from_wire` turns an ERR payload into the class registered for its code
+in `ERROR_CLASSES`; a code this client does not know yet becomes a plain `OverhopError`
+with that code, so a newer server never breaks an older client.
+"""
+
+from typing import Any, ClassVar
+
+
+class OverhopError(Exception):
+    """The server refused a request (an ERR reply)."""
+
+    code: str = "UNKNOWN"
+    closes_connection: ClassVar[bool] = False
+    """True for the codes after which the server always closes the connection."""
+
+    def __init__(self, message: str, details: Any = None, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class ConnectionLost(ConnectionError):
+    """The connection closed before the reply came, or was already closed.
+
+    `error` holds the server's connection-level ERR (for example REGISTER_TIMEOUT or
+    SHUTTING_DOWN) when it said why it closed the connection.
+    """
+
+    def __init__(self, message: str = "connection lost", error: OverhopError | None = None
+                 ) -> None:
+        super().__init__(message if error is None else f"{message}: {error}")
+        self.error = error
+
+
+class _ClosingError(OverhopError):
+    """Framing, envelope and session errors: the server closes the connection after them."""
+
+    closes_connection = True
+
+
+# -- framing and envelope --------------------------------------------------------------
+class FrameEmptyError(_ClosingError):
+    code = "FRAME_EMPTY"
+
+
+class FrameTooLargeError(_ClosingError):
+    code = "FRAME_TOO_LARGE"
+
+
+class MalformedError(_ClosingError):
+    code = "MALFORMED"
+
+
+class BadEnvelopeError(_ClosingError):
+    code = "BAD_ENVELOPE"
+
+
+class UnsupportedVersionError(_ClosingError):
+    code = "UNSUPPORTED_VERSION"
+
+
+class UnknownTypeError(_ClosingError):
+    code = "UNKNOWN_TYPE"
+
+
+# -- session ---------------------------------------------------------------------------
+class ProtocolViolationError(_ClosingError):
+    code = "PROTOCOL_VIOLATION"
+
+
+class RegisterTimeoutError(_ClosingError):
+    code = "REGISTER_TIMEOUT"
+
+
+class TooManyConnectionsError(_ClosingError):
+    code = "TOO_MANY_CONNECTIONS"
+
+
+class ShuttingDownError(_ClosingError):
+    code = "SHUTTING_DOWN"
+
+
+# -- payloads and queues ---------------------------------------------------------------
+class InvalidPayloadError(OverhopError):
+    code = "INVALID_PAYLOAD"
+
+
+class QueueNameInvalidError(OverhopError):
+    code = "QUEUE_NAME_INVALID"
+
+
+class QueueNotFoundError(OverhopError):
+    code = "QUEUE_NOT_FOUND"
+
+
+class QueueExistsError(OverhopError):
+    code = "QUEUE_EXISTS"
+
+
+class QueueSystemError(OverhopError):
+    code = "QUEUE_SYSTEM"
+
+
+class QueueAlreadyPausedError(OverhopError):
+    code = "QUEUE_ALREADY_PAUSED"
+
+
+class QueueNotPausedError(OverhopError):
+    code = "QUEUE_NOT_PAUSED"
+
+
+class QueueNotEmptyError(OverhopError):
+    code = "QUEUE_NOT_EMPTY"
+
+
+# -- subscriptions ---------------------------------------------------------------------
+class AlreadySubscribedError(OverhopError):
+    code = "ALREADY_SUBSCRIBED"
+
+
+class SubscriptionNotFoundError(OverhopError):
+    code = "SUBSCRIPTION_NOT_FOUND"
+
+
+# -- jobs ------------------------------------------------------------------------------
+class JobNotFoundError(OverhopError):
+    code = "JOB_NOT_FOUND"
+
+
+class JobStatusConflictError(OverhopError):
+    code = "JOB_STATUS_CONFLICT"
+
+
+class OverrideNotAllowedError(OverhopError):
+    code = "OVERRIDE_NOT_ALLOWED"
+
+
+class ResultTooLargeError(OverhopError):
+    code = "RESULT_TOO_LARGE"
+
+
+class PayloadTooLargeError(OverhopError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+# -- deliveries ------------------------------------------------------------------------
+class DeliveryNotFoundError(OverhopError):
+    code = "DELIVERY_NOT_FOUND"
+
+
+class DeliveryStaleError(OverhopError):
+    code = "DELIVERY_STALE"
+
+
+class DeliveryAlreadyAckedError(OverhopError):
+    code = "DELIVERY_ALREADY_ACKED"
+
+
+# -- storage and the server itself -----------------------------------------------------
+class StorageFullError(OverhopError):
+    code = "STORAGE_FULL"
+
+
+class InternalError(OverhopError):
+    code = "INTERNAL"
+
+
+def _codes(*classes: type[OverhopError]) -> dict[str, type[OverhopError]]:
+    return {cls.code: cls for cls in classes}
+
+
+ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
+    FrameEmptyError, FrameTooLargeError, MalformedError, BadEnvelopeError,
+    UnsupportedVersionError, UnknownTypeError, ProtocolViolationError, RegisterTimeoutError,
+    TooManyConnectionsError, ShuttingDownError, InvalidPayloadError, QueueNameInvalidError,
+    QueueNotFoundError, QueueExistsError, QueueSystemError, QueueAlreadyPausedError,
+    QueueNotPausedError, QueueNotEmptyError, AlreadySubscribedError,
+    SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
+    OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError,
+    DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, StorageFullError,
+    InternalError,
+)
+"""ERR code -> exception class. A code missing here becomes a plain `OverhopError`."""
+
+
+def error_from_wire(payload: dict[str, Any]) -> OverhopError:
+    """The exception for an ERR payload `{code, msg?, details?}`."""
+    code = payload.get("code")
+    code = code if isinstance(code, str) and code else "UNKNOWN"
+    message = payload.get("msg")
+    message = message if isinstance(message, str) else ""
+    cls = ERROR_CLASSES.get(code, OverhopError)
+    return cls(message, payload.get("details"), code=code)

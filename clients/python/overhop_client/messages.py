@@ -1,0 +1,48 @@
+"""The message catalogue of Overhop protocol v2: every message type number the client knows.
+
+Client-to-server types are <= 100, server-to-client types are > 100. Adding a message is
+one line here plus one method on `AsyncClient` (see `AsyncClient.request`).
+"""
+
+from enum import IntEnum
+
+PROTOCOL_VERSION = 2
+PUSH_RID = "0"
+"""The request id of a message the server sends on its own (a push), not as a reply."""
+
+
+class MessageType(IntEnum):
+    # Client to server.
+    HELLO = 1
+    REGISTER = 2
+    PING = 3
+    QUEUE = 4
+    LSQUEUE = 5
+    SUBSCRIBE = 6
+    UNSUBSCRIBE = 7
+    CREDIT = 8
+    ADDQUEUE = 9
+    STATUS = 10
+    RMQUEUE = 11
+    PAUSE = 12
+    RESUME = 13
+    ENQUEUE = 14
+    JOB = 15
+    RMJOB = 16
+    LSJOB = 17
+    QSTATS = 18
+    ACK = 19
+    COMPLETE = 20
+    FAIL = 21
+    JOBBEAT = 22
+    GOODBYE = 23
+    RETRY = 24
+    RELEASE = 25
+    # Server to client.
+    OK = 101
+    ERR = 102
+    HI = 103
+    IDENT = 104
+    PONG = 105
+    QUEST = 106
+    BYE = 107
