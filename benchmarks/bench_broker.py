@@ -4,9 +4,11 @@ Reports: enqueue throughput (one connection, windowed), end-to-end throughput (a
 and 4 workers with credits, every job acknowledged and completed, every OK synced),
 enqueue-to-QUEST latency p50/p99 at a steady low rate beside the disk's own fdatasync
 p50/p99 measured during the same run, the same end-to-end run with a 100,000-job backlog
-waiting in the store, and the server's CPU seconds and peak memory.
+waiting in the store, the end-to-end run again while CLEARQUEUE removes that backlog, and
+the server's CPU seconds and peak memory.
 
     python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
+        [--phases enqueue,e2e,latency,backlog,clear]
 
 Clients run in separate processes (producer, workers) so that the client side does not
 share one core; the server runs as `python -m overhop serve`. All loops are bounded.
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_client import connect  # noqa: E402
+from bench_client import connect
 
 # Enough requests in flight to keep the group commit full without unbounded buffering.
 WINDOW = 2048
@@ -253,33 +255,69 @@ async def _fill_backlog(port: int, queue: str, jobs: int) -> None:
     await _produce(port, queue, jobs, False)
 
 
+async def _clear(port: int, queue: str) -> tuple[float, dict[str, int]]:
+    conn = await connect(port, name="clearer")
+    started = time.perf_counter()
+    reply = await conn.request(28, {"q": queue})
+    conn.transport.close()
+    return time.perf_counter() - started, reply["removed"]
+
+
+def end_to_end_while_clearing(port: int, queue: str, backlog_queue: str, jobs: int
+                              ) -> dict[str, Any]:
+    """The end-to-end run, with CLEARQUEUE of the backlog queue started alongside it."""
+    outcome: dict[str, Any] = {}
+
+    def clear_in_thread() -> None:
+        time.sleep(0.2)  # benchmark choreography: start the clear once dispatch is running
+        outcome["clear_seconds"], outcome["cleared"] = asyncio.run(_clear(port, backlog_queue))
+
+    clearer = threading.Thread(target=clear_in_thread)
+    clearer.start()
+    outcome["jobs_per_s"] = round(end_to_end(port, queue, jobs))
+    clearer.join(PHASE_TIMEOUT_S)
+    return outcome
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=50_000)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--phases", default="enqueue,e2e,latency,backlog,clear")
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
     with tempfile.TemporaryDirectory(prefix="overhop-bench-") as tmp:
         storage = Path(tmp) / "data"
         server, port = start_server(storage)
         report: dict[str, Any] = {}
         try:
-            asyncio.run(_admin(port, "enq", "e2e", "lat", "backlog", "e2e_backlog"))
-            cpu0 = cpu_seconds(server.pid)
-            elapsed = asyncio.run(_produce(port, "enq", args.jobs, False))
-            report["enqueue_jobs_per_s"] = round(args.jobs / elapsed)
-            cpu1 = cpu_seconds(server.pid)
-            report["enqueue_server_cpu_us_per_job"] = round((cpu1 - cpu0) / args.jobs * 1e6, 1)
-            report["e2e_jobs_per_s"] = round(end_to_end(port, "e2e", args.jobs))
-            cpu2 = cpu_seconds(server.pid)
-            report["e2e_server_cpu_us_per_job"] = round((cpu2 - cpu1) / args.jobs * 1e6, 1)
-            report["latency"] = {k: round(v, 3) for k, v in latency_run(
-                port, "lat", args.rate, args.latency_seconds, storage).items()}
-            asyncio.run(_fill_backlog(port, "backlog", args.backlog))
-            report["e2e_with_backlog_jobs_per_s"] = round(end_to_end(port, "e2e_backlog",
-                                                                     args.jobs))
-            report["backlog_waiting_jobs"] = args.backlog
+            asyncio.run(_admin(port, "enq", "e2e", "lat", "backlog", "e2e_backlog",
+                               "e2e_clear"))
+            if "enqueue" in phases:
+                cpu0 = cpu_seconds(server.pid)
+                elapsed = asyncio.run(_produce(port, "enq", args.jobs, False))
+                report["enqueue_jobs_per_s"] = round(args.jobs / elapsed)
+                report["enqueue_server_cpu_us_per_job"] = round(
+                    (cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1)
+            if "e2e" in phases:
+                cpu0 = cpu_seconds(server.pid)
+                report["e2e_jobs_per_s"] = round(end_to_end(port, "e2e", args.jobs))
+                report["e2e_server_cpu_us_per_job"] = round(
+                    (cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1)
+            if "latency" in phases:
+                report["latency"] = {k: round(v, 3) for k, v in latency_run(
+                    port, "lat", args.rate, args.latency_seconds, storage).items()}
+            if "backlog" in phases or "clear" in phases:
+                asyncio.run(_fill_backlog(port, "backlog", args.backlog))
+                report["backlog_waiting_jobs"] = args.backlog
+            if "backlog" in phases:
+                report["e2e_with_backlog_jobs_per_s"] = round(
+                    end_to_end(port, "e2e_backlog", args.jobs))
+            if "clear" in phases:
+                report["e2e_while_clearing_backlog"] = end_to_end_while_clearing(
+                    port, "e2e_clear", "backlog", args.jobs)
             report["server_cpu_seconds_total"] = round(cpu_seconds(server.pid), 2)
             report["server_peak_rss_mb"] = round(peak_rss_mb(server.pid), 1)
         finally:
