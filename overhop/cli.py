@@ -13,6 +13,8 @@ from typing import NoReturn
 import click
 
 from overhop import __version__
+from overhop.cli_admin import ADMIN_COMMANDS
+from overhop.cli_worker import worker_command
 from overhop.config.loading import ConfigError, LoadedConfig, dump_config_toml, load_config
 from overhop.logs import configure_logging
 
@@ -26,10 +28,25 @@ _config_option = click.option(
          "/etc/overhop/config.toml).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             invoke_without_command=True)
 @click.version_option(__version__, prog_name="overhop", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.option("--self-debug", is_flag=True,
+              help="Start a throwaway server in this process, walk every message type of "
+                   "the protocol against it, print every frame; exit 0 if all steps pass.")
+@click.option("--self-debug-keep-artifacts", is_flag=True,
+              help="With --self-debug: keep its storage directory afterwards.")
+@click.pass_context
+def cli(ctx: click.Context, self_debug: bool, self_debug_keep_artifacts: bool) -> None:
     """Overhop: a standalone, durable job-queue broker."""
+    if self_debug_keep_artifacts and not self_debug:
+        _fail("--self-debug-keep-artifacts needs --self-debug")
+    if self_debug:
+        from selfdebug.run import run_self_debug  # loads the server: only when asked
+
+        sys.exit(run_self_debug(keep_artifacts=self_debug_keep_artifacts))
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 def _load(config_file: str | None, overrides: list[str]) -> LoadedConfig:
@@ -68,6 +85,10 @@ def config(ctx: click.Context, config_file: str | None) -> None:
     loaded = _load(config_file, ctx.args)
     click.echo(f"# source: {loaded.source}")
     click.echo(dump_config_toml(loaded.config), nl=False)
+
+
+for _command in (*ADMIN_COMMANDS, worker_command):  # admin commands and `overhop worker`
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -128,8 +128,12 @@ class Broker:
         if name.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "queue names starting with '_' are "
                                "reserved for system queues")
-        if name in self.queues or name in self.obliterating:
+        if name in self.queues:
             raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
+        if name in self.obliterating:
+            raise RequestError(ErrorCode.QUEUE_EXISTS,
+                               f"queue {name!r} is still being obliterated; add it again "
+                               "once OBLITERATE has answered")
         record = self._new_queue_record(name, config)
         runtime = QueueRuntime(record)
         self.queues[name] = runtime
@@ -152,8 +156,7 @@ class Broker:
             if future.exception() is not None:
                 self.queues.setdefault(name, runtime)
                 return
-            for subscription in list(runtime.subscriptions):
-                self._drop_subscription(subscription)
+            self.detach_queue(runtime)
             log.info("queue_removed", queue=name)
 
         future = self.writer.submit(job_ops.remove_queue(name))
@@ -508,12 +511,20 @@ class Broker:
     def detach_queue(self, runtime: QueueRuntime) -> None:
         """The queue leaves the broker's view: no enqueue, dispatch or maintenance for it,
         and its subscriptions end."""
-        self.queues.pop(runtime.record.name, None)
-        timer = self._rate_timers.pop(runtime.record.name, None)
-        if timer is not None:
-            timer.cancel()
+        if self.queues.get(runtime.record.name) is runtime:
+            del self.queues[runtime.record.name]
+        self.cancel_rate_timer(runtime.record.name)
         for subscription in list(runtime.subscriptions):
             self._drop_subscription(subscription)
+
+    def cancel_rate_timer(self, name: str) -> None:
+        timer = self._rate_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def job_id_boundary(self) -> bytes:
+        """Uuid bytes above every job id made so far and below every later one."""
+        return self._job_ids.new_uuid(self.clock()).bytes
 
     def fence_queue_deliveries(self, queue_name: str, runtime: QueueRuntime) -> int:
         """Forced OBLITERATE: the queue's deliveries stop being current, without a write

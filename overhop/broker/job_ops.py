@@ -329,11 +329,13 @@ CLEARABLE_STATUSES = (JobStatus.NEW, JobStatus.WAITING, JobStatus.DELAYED)
 
 
 def _remove_batch(txn: StoreTxn, queue_name: str, statuses: tuple[JobStatus, ...],
-                  limit: int) -> Removed:
+                  limit: int, before: bytes | None = None) -> Removed:
+    """Remove up to `limit` jobs of these statuses, oldest first; with `before`, only jobs
+    whose uuid sorts below it (jobs that existed when the request was handled)."""
     removed: dict[JobStatus, int] = {}
     budget = limit
     for status in statuses:
-        job_ids = txn.oldest_job_ids(queue_name, status, budget)
+        job_ids = txn.oldest_job_ids(queue_name, status, budget, before=before)
         for job_id in job_ids:
             job = txn.get_job(job_id)
             if job is None:
@@ -343,16 +345,17 @@ def _remove_batch(txn: StoreTxn, queue_name: str, statuses: tuple[JobStatus, ...
         budget -= len(job_ids)
         if budget <= 0:
             break
-    more = any(txn.count(queue_name, status) for status in statuses)
+    more = any(txn.oldest_job_ids(queue_name, status, 1, before=before) for status in statuses)
     return Removed(limit - budget, more, removed)
 
 
-def clear_queue_batch(queue_name: str, limit: int) -> Op:
-    """Remove up to `limit` new, waiting and delayed jobs (a bounded step of CLEARQUEUE)."""
+def clear_queue_batch(queue_name: str, limit: int, before: bytes) -> Op:
+    """Remove up to `limit` new, waiting and delayed jobs created before the boundary uuid
+    `before` (a bounded step of CLEARQUEUE)."""
 
     def run(txn: StoreTxn) -> Removed:
         _queue_or_raise(txn, queue_name)
-        return _remove_batch(txn, queue_name, CLEARABLE_STATUSES, limit)
+        return _remove_batch(txn, queue_name, CLEARABLE_STATUSES, limit, before)
 
     return run
 

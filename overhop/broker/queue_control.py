@@ -1,10 +1,15 @@
 """Queue control over live work: settings changed on a running queue, clearing a queue's
 pending jobs, and obliterating a queue with everything in it.
 
-Clearing and obliterating run as a sequence of bounded transactions (`CONTROL_BATCH` jobs
-each), so a queue of a million jobs is removed without holding the writer: other commits,
-dispatch included, go between the steps.
+Like every queue change, each takes effect for the requests handled after it at once
+(before its commit): SETQUEUE's settings are in force, CLEARQUEUE removes only the jobs
+that existed when it was handled, OBLITERATE's queue is gone. Clearing and obliterating run
+as a sequence of bounded transactions (`CONTROL_BATCH` jobs each), so a queue of a million
+jobs is removed without holding the writer: other commits, dispatch included, go between
+the steps.
 """
+
+import asyncio
 
 import structlog
 
@@ -12,7 +17,7 @@ from overhop.broker import job_ops
 from overhop.broker.broker import Broker
 from overhop.broker.dispatch import QueueRuntime
 from overhop.broker.jobs import JobStatus
-from overhop.broker.queues import QueueConfig, QueueRecord, parse_queue_config
+from overhop.broker.queues import QueueRecord, parse_queue_config
 from overhop.wire.errors import ErrorCode, RequestError
 
 log = structlog.get_logger("overhop.queue_control")
@@ -22,24 +27,28 @@ log = structlog.get_logger("overhop.queue_control")
 CONTROL_BATCH = 500
 
 
-async def change_settings(broker: Broker, name: str, changes: dict[str, object]
-                          ) -> QueueRecord:
+def change_settings(broker: Broker, name: str, changes: dict[str, object]
+                    ) -> "asyncio.Future[QueueRecord]":
     """SETQUEUE: merge `changes` into the queue's settings, persist, apply at once."""
     runtime = broker.user_queue(name)
     previous = runtime.record
     config = parse_queue_config(changes, base=previous.config)
     optimistic = QueueRecord(previous.queue_id, previous.name, previous.state,
                              previous.created_at_ms, config)
-    runtime.record = optimistic  # requests behind this one see the new settings
-    try:
-        stored = await broker.writer.submit(job_ops.set_queue_config(name, config))
-    except Exception:
-        if runtime.record is optimistic:
-            runtime.record = previous
-        raise
-    log.info("queue_settings_changed", queue=name, settings=sorted(changes))
+    runtime.record = optimistic
+
+    def settle(future: "asyncio.Future[QueueRecord]") -> None:
+        if future.exception() is not None:
+            if runtime.record is optimistic:
+                runtime.record = previous
+            return
+        log.info("queue_settings_changed", queue=name, settings=sorted(changes))
+
+    future = broker.writer.submit(job_ops.set_queue_config(name, config))
+    future.add_done_callback(settle)
+    broker.cancel_rate_timer(name)  # the window may have changed: plan it afresh
     broker.pump(runtime)  # a raised concurrency or rate limit dispatches at once
-    return stored
+    return future
 
 
 def _waiting_after(broker: Broker, runtime: QueueRuntime, added_before: int) -> int:
@@ -47,27 +56,45 @@ def _waiting_after(broker: Broker, runtime: QueueRuntime, added_before: int) -> 
     return committed + (runtime.waiting_added - added_before)
 
 
-async def clear_queue(broker: Broker, name: str) -> dict[JobStatus, int]:
-    """CLEARQUEUE: remove the queue's new, waiting and delayed jobs, in bounded steps."""
+def clear_queue(broker: Broker, name: str) -> "asyncio.Future[dict[JobStatus, int]]":
+    """CLEARQUEUE: remove the queue's new, waiting and delayed jobs that exist now.
+
+    Jobs enqueued after this request was handled stay: every step removes only jobs whose
+    id sorts before a boundary id taken now (ids grow with creation)."""
     runtime = broker.user_queue(name)
+    boundary = broker.job_id_boundary()
     removed = {status: 0 for status in job_ops.CLEARABLE_STATUSES}
-    while True:
-        added_before = runtime.waiting_added
-        step = await broker.writer.submit(job_ops.clear_queue_batch(name, CONTROL_BATCH))
+    done: asyncio.Future[dict[JobStatus, int]] = asyncio.get_running_loop().create_future()
+    added_before = runtime.waiting_added
+
+    def step_done(future: "asyncio.Future[job_ops.Removed]") -> None:
+        if future.exception() is not None:
+            done.set_exception(future.exception())  # type: ignore[arg-type]
+            return
+        step = future.result()
         for status, count in step.counts.items():
             removed[status] += count
-        if not step.more:
-            break
-    runtime.waiting_estimate = _waiting_after(broker, runtime, added_before)
-    runtime.next_due_ms = broker.store.first_due_ms(name)
-    runtime.new_pending = False
-    log.info("queue_cleared", queue=name, jobs=sum(removed.values()))
-    return removed
+        if step.more:
+            submit_step()
+            return
+        runtime.waiting_estimate = _waiting_after(broker, runtime, added_before)
+        runtime.next_due_ms = broker.store.first_due_ms(name)
+        log.info("queue_cleared", queue=name, jobs=sum(removed.values()))
+        done.set_result(removed)
+
+    def submit_step() -> None:
+        broker.writer.submit(job_ops.clear_queue_batch(name, CONTROL_BATCH, boundary)
+                             ).add_done_callback(step_done)
+
+    submit_step()
+    return done
 
 
-async def obliterate_queue(broker: Broker, name: str, force: bool) -> int:
+def obliterate_queue(broker: Broker, name: str, force: bool) -> "asyncio.Future[int]":
     """OBLITERATE: the queue and every job of it. Refused while jobs are active unless
-    forced; forced, the outstanding deliveries are fenced (their outcomes are refused)."""
+    forced; forced, the outstanding deliveries are fenced (their outcomes are refused).
+    The queue is gone for every request handled after this one; its name can be added
+    again once the removal has finished (until then ADDQUEUE answers QUEUE_EXISTS)."""
     runtime = broker.user_queue(name)
     active = broker.store.counts(name)[JobStatus.ACTIVE]
     if (active or runtime.active) and not force:
@@ -77,19 +104,36 @@ async def obliterate_queue(broker: Broker, name: str, force: bool) -> int:
     broker.obliterating.add(name)
     broker.detach_queue(runtime)
     fenced = broker.fence_queue_deliveries(name, runtime)
-    removed = 0
-    try:
-        while True:
-            step = await broker.writer.submit(job_ops.obliterate_batch(name, CONTROL_BATCH))
-            removed += step.removed
-            if not step.more:
-                break
-        await broker.writer.submit(job_ops.delete_empty_queue(name))
-    finally:
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    removed = [0]
+
+    def fail(exc: BaseException) -> None:
         broker.obliterating.discard(name)
-    log.info("queue_obliterated", queue=name, jobs=removed, fenced_deliveries=fenced)
-    return removed
+        done.set_exception(exc)
 
+    def queue_deleted(future: "asyncio.Future[None]") -> None:
+        if future.exception() is not None:
+            fail(future.exception())  # type: ignore[arg-type]
+            return
+        broker.obliterating.discard(name)
+        log.info("queue_obliterated", queue=name, jobs=removed[0], fenced_deliveries=fenced)
+        done.set_result(removed[0])
 
-def describe_settings(config: QueueConfig) -> dict[str, object]:
-    return config.to_wire()
+    def step_done(future: "asyncio.Future[job_ops.Removed]") -> None:
+        if future.exception() is not None:
+            fail(future.exception())  # type: ignore[arg-type]
+            return
+        step = future.result()
+        removed[0] += step.removed
+        if step.more:
+            submit_step()
+        else:
+            broker.writer.submit(job_ops.delete_empty_queue(name)).add_done_callback(
+                queue_deleted)
+
+    def submit_step() -> None:
+        broker.writer.submit(job_ops.obliterate_batch(name, CONTROL_BATCH)).add_done_callback(
+            step_done)
+
+    submit_step()
+    return done

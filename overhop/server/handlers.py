@@ -322,7 +322,9 @@ def handle_clearqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any])
 
 def handle_obliterate(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     name = parse_queue_name(p.get("q"))
-    force = p.get("force", False)
+    force = p.get("force")
+    if force is None:
+        force = False
     if type(force) is not bool:
         raise RequestError(ErrorCode.INVALID_PAYLOAD, "'force' must be a bool")
     return (queue_control.obliterate_queue(ctx.broker, name, force),

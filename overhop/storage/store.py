@@ -267,15 +267,20 @@ class StoreTxn:
             found.append((finished_ms, keys.job_id_from(queue_name, uuid_bytes)))
         return found
 
-    def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int) -> list[str]:
-        """Up to `limit` job ids of one status, oldest first (the FIFO index)."""
+    def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int,
+                       before: bytes | None = None) -> list[str]:
+        """Up to `limit` job ids of one status, oldest first (the FIFO index); with
+        `before`, only those whose uuid bytes sort below it."""
         prefix = keys.status_prefix(queue_name, status)
+        bound = None if before is None else prefix + before
         cursor = self.txn.cursor(db=self._store.by_status)
         found: list[str] = []
         if not cursor.set_range(prefix):
             return found
         for key in cursor.iternext(values=False):
             if not key.startswith(prefix) or len(found) >= limit:
+                break
+            if bound is not None and key >= bound:
                 break
             found.append(keys.job_id_from(queue_name, key[len(prefix):]))
         return found

@@ -1,0 +1,92 @@
+"""`overhop worker MODULE:ATTRIBUTE`: run a worker defined in the user's code.
+
+The module is imported with the current directory first on `sys.path`; ATTRIBUTE (dotted
+for nested objects) names an `overhop_client.Worker`, or a function that returns one when
+called without arguments. `--url` (or `$OVERHOP_URL`) replaces the worker's own address.
+The worker runs until SIGINT or SIGTERM and stops gracefully (a second signal hurries it):
+exit 0. A target that cannot be loaded is one line on stderr and exit 2; a worker that
+stops on a server error (a queue that does not exist, say) is one line and exit 1.
+"""
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+from overhop_client import OverhopError, Worker
+from overhop_client.connection import parse_address
+
+from overhop.cli_admin import ERROR_EXIT, URL_ENV, USAGE_EXIT, fail
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class WorkerLoadError(Exception):
+    """The target does not name a Worker that can be loaded; str() is one line."""
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def load_worker(target: str) -> Worker:
+    """The Worker that `module:attribute` names (calling it if it is a factory)."""
+    module_name, colon, attribute = target.partition(":")
+    if not colon or not module_name or not attribute or ":" in attribute:
+        raise WorkerLoadError(f"{target!r} is not MODULE:ATTRIBUTE (e.g. tasks:app)")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        found: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise WorkerLoadError(f"no module named {exc.name!r}") from None
+        raise WorkerLoadError(f"importing {module_name!r} failed: {_describe(exc)}") from None
+    except Exception as exc:  # the user's module raised while being imported
+        raise WorkerLoadError(f"importing {module_name!r} failed: {_describe(exc)}") from None
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise WorkerLoadError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if isinstance(found, Worker):
+        return found
+    if not callable(found):
+        raise WorkerLoadError(f"{target} is a {type(found).__name__}, not an "
+                              "overhop_client.Worker or a function returning one")
+    try:
+        made = found()
+    except Exception as exc:
+        raise WorkerLoadError(f"{target}() failed: {_describe(exc)}") from None
+    if not isinstance(made, Worker):
+        raise WorkerLoadError(f"{target}() returned a {type(made).__name__}, not an "
+                              "overhop_client.Worker")
+    return made
+
+
+@click.command("worker")
+@click.argument("target", metavar="MODULE:ATTRIBUTE")
+@click.option("--url", default=None, envvar=URL_ENV, metavar="HOST:PORT",
+              help=f"Server address, replacing the worker's own (or ${URL_ENV}).")
+def worker_command(target: str, url: str | None) -> None:
+    """Run the overhop_client Worker at MODULE:ATTRIBUTE until SIGINT or SIGTERM."""
+    try:
+        app = load_worker(target)
+    except WorkerLoadError as exc:
+        fail(str(exc), USAGE_EXIT)
+    if url is not None:
+        try:
+            parse_address(url)
+        except ValueError as exc:
+            fail(str(exc), USAGE_EXIT)
+        app.url = url
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        app.run()
+    except OverhopError as exc:
+        fail(f"{exc.code}: {exc.message}", ERROR_EXIT)
+    except RuntimeError as exc:  # no handlers registered, already running
+        fail(str(exc), ERROR_EXIT)
