@@ -13,8 +13,6 @@ from typing import NoReturn
 import click
 
 from overhop import __version__
-from overhop.cli_admin import ADMIN_COMMANDS
-from overhop.cli_worker import worker_command
 from overhop.config.loading import ConfigError, LoadedConfig, dump_config_toml, load_config
 from overhop.logs import configure_logging
 
@@ -28,7 +26,41 @@ _config_option = click.option(
          "/etc/overhop/config.toml).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+# Commands that talk to a running server through the Python SDK (`clients/python`). They
+# are loaded on first use: `overhop serve` and `overhop config` need only the server.
+SDK_COMMANDS = ("queues", "queue", "enqueue", "job", "jobs", "status", "worker")
+SDK_MISSING = "needs the Python SDK: pip install ./clients/python (the overhop-client package)"
+
+
+def _sdk_missing_command(name: str) -> click.Command:
+    def report() -> None:
+        _fail(f"'overhop {name}' {SDK_MISSING}")
+
+    return click.Command(name, callback=report, help=f"(unavailable: {SDK_MISSING})",
+                         context_settings=_OVERRIDES)
+
+
+class OverhopGroup(click.Group):
+    """The `overhop` group, loading the SDK-backed commands when one is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SDK_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in SDK_COMMANDS and name not in self.commands:
+            try:
+                from overhop.cli_admin import ADMIN_COMMANDS
+                from overhop.cli_worker import worker_command
+            except ModuleNotFoundError as exc:
+                if not (exc.name or "").startswith("overhop_client"):
+                    raise
+                return _sdk_missing_command(name)
+            for command in (*ADMIN_COMMANDS, worker_command):
+                self.add_command(command)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=OverhopGroup, context_settings={"help_option_names": ["-h", "--help"]},
              invoke_without_command=True)
 @click.version_option(__version__, prog_name="overhop", message="%(prog)s %(version)s")
 @click.option("--self-debug", is_flag=True,
@@ -42,8 +74,12 @@ def cli(ctx: click.Context, self_debug: bool, self_debug_keep_artifacts: bool) -
     if self_debug_keep_artifacts and not self_debug:
         _fail("--self-debug-keep-artifacts needs --self-debug")
     if self_debug:
-        from selfdebug.run import run_self_debug  # loads the server: only when asked
-
+        try:
+            from selfdebug.run import run_self_debug  # loads the server: only when asked
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("overhop_client"):
+                raise
+            _fail(f"--self-debug {SDK_MISSING}")
         sys.exit(run_self_debug(keep_artifacts=self_debug_keep_artifacts))
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
@@ -85,10 +121,6 @@ def config(ctx: click.Context, config_file: str | None) -> None:
     loaded = _load(config_file, ctx.args)
     click.echo(f"# source: {loaded.source}")
     click.echo(dump_config_toml(loaded.config), nl=False)
-
-
-for _command in (*ADMIN_COMMANDS, worker_command):  # admin commands and `overhop worker`
-    cli.add_command(_command)
 
 
 def main() -> None:

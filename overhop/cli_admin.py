@@ -40,13 +40,13 @@ from overhop_client import (
     QueueStats,
     ServerStatus,
 )
+from overhop_client.client import DEFAULT_URL
 from overhop_client.codec import check_value
 from overhop_client.connection import parse_address
 from overhop_client.times import format_time
 
 T = TypeVar("T")
 
-DEFAULT_URL = "127.0.0.1:9876"
 URL_ENV = "OVERHOP_URL"
 CLIENT_NAME = "overhop-cli"
 ERROR_EXIT = 1
@@ -101,7 +101,10 @@ async def _session(url: str, action: Callable[[AsyncClient], Awaitable[T]]) -> T
     except TimeoutError:
         raise CliFailure(f"cannot connect to {url}: no answer within "
                          f"{CONNECT_TIMEOUT_S:g} s", ERROR_EXIT) from None
-    except OSError as exc:  # refused, unreachable, unknown host, dropped during HELLO
+    except ConnectionRefusedError:
+        raise CliFailure(f"cannot connect to {url}: connection refused (is the server "
+                         "running?)", ERROR_EXIT) from None
+    except OSError as exc:  # unreachable, unknown host, dropped during HELLO
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise CliFailure(f"cannot connect to {url}: {reason}", ERROR_EXIT) from None
     async with client:

@@ -3,13 +3,25 @@
 The spec's message table must list exactly the members of `MessageType` (number, name and
 direction) and give each its own section; its ERR table must list exactly the members of
 `ErrorCode`; its job status section must list exactly the moves of `jobs.TRANSITIONS`, each
-with its reason, and draw each of them in the diagram.
+with its reason, and draw each of them in the diagram. Its queue settings table must list
+exactly the fields of `QueueConfig` with the ranges the parser enforces, REGISTER's
+`limits` table exactly the fields of the reply, and the `blocked_by` table exactly the
+reasons `explain_job` gives.
 """
 
+import inspect
 import re
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+from overhop.broker.explain import explain_job
 from overhop.broker.jobs import TRANSITIONS
+from overhop.broker.queues import _INT_SETTINGS as INT_SETTINGS
+from overhop.broker.queues import BackoffKind, QueueConfig
+from overhop.config.schema import Config
+from overhop.server.handlers import handle_register
 from overhop.wire.errors import ErrorCode
 from overhop.wire.messages import MessageType
 
@@ -117,3 +129,62 @@ def test_status_diagram_draws_every_transition() -> None:
              if (match := DIAGRAM_EDGE.match(line))}
     for old, new in TRANSITIONS:
         assert (old.label, new.label) in edges, f"diagram lacks {old.label} --> {new.label}"
+
+
+# -- (d) queue settings, REGISTER limits, blocked_by reasons, client type range ----------
+
+SETTING_ROW = re.compile(r"^\|\s*`([a-z_]+)`\s*\|\s*([a-z]+)\s*\|\s*([^|]*?)\s*\|")
+TABLE_KEY_ROW = re.compile(r"^\s*\|\s*`([a-z_]+)`\s*\|")
+SETTING_TYPES = {int: "integer", bool: "boolean", str: "string"}
+
+
+def test_queue_settings_table_lists_exactly_the_settings_with_their_ranges() -> None:
+    rows = {match.group(1): (match.group(2), match.group(3))
+            for line in section(r"^Queue settings$") if (match := SETTING_ROW.match(line))}
+    names = [field.name for field in fields(QueueConfig)]
+    assert sorted(rows) == sorted(names), (
+        f"missing: {sorted(set(names) - set(rows))}; not settings: "
+        f"{sorted(set(rows) - set(names))}")
+    for name, (kind, limits) in rows.items():
+        if name in INT_SETTINGS:
+            low, high = INT_SETTINGS[name]
+            assert (kind, limits) == ("integer", f"{low}..{high}"), name
+        elif name == "backoff":
+            assert kind == "string", name
+            assert all(f'`"{member.value}"`' in limits for member in BackoffKind), name
+        else:
+            assert kind == SETTING_TYPES[type(getattr(QueueConfig(), name))], name
+
+
+def test_register_limits_table_lists_exactly_the_reply_fields() -> None:
+    class Conn:
+        def become_worker(self, metadata: dict[str, Any]) -> SimpleNamespace:
+            return SimpleNamespace(worker_id="w")
+
+    reply = handle_register(SimpleNamespace(config=Config()), Conn(), {})  # type: ignore[arg-type]
+    assert isinstance(reply, dict)
+    body = section(r"^2 REGISTER$")
+    start = next(i for i, line in enumerate(body) if "`limits`" in line)
+    listed = {match.group(1) for line in body[start:] if (match := TABLE_KEY_ROW.match(line))}
+    assert listed == set(reply["limits"])
+
+
+def test_blocked_by_table_lists_exactly_the_reasons() -> None:
+    source = inspect.getsource(explain_job)
+    reasons = set(re.findall(r'"reason": "([a-z_]+)"', source))
+    for line in source.splitlines():
+        if line.strip().startswith("reason ="):  # reason = "a" if ... else "b"
+            reasons.update(re.findall(r'"([a-z_]+)"', line))
+    table: list[str] = []
+    for line in SPEC[SPEC.index("`blocked_by` answers"):].splitlines():
+        if table and not line.startswith("|"):
+            break
+        if line.startswith("|"):
+            table.append(line)
+    listed = {match.group(1) for line in table[2:] if (match := TABLE_KEY_ROW.match(line))}
+    assert listed == reasons
+
+
+def test_envelope_table_names_the_client_type_range() -> None:
+    highest = max(int(t) for t in MessageType if t.is_client_type)
+    assert f"(1..{highest} today;" in SPEC

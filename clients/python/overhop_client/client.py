@@ -15,39 +15,34 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypedDict
+from typing import Any, TypedDict, Unpack
 
 from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value
 from overhop_client.connection import Connection, parse_address
+from overhop_client.jobs import Job, JobPage, JobStatus
 from overhop_client.messages import MessageType
+from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings, settings_to_wire
 from overhop_client.results import (
-    Backoff,
     Bye,
+    ClearedJobs,
     FailOutcome,
-    Job,
-    JobPage,
-    JobStatus,
+    LogTotals,
     Quest,
     QueueInfo,
     QueueStats,
+    ServerLimits,
     ServerStatus,
-    parse_time,
-    to_ms,
 )
+from overhop_client.times import format_time, parse_time, to_ms
 
 DEFAULT_URL = "127.0.0.1:9876"
 # Connecting, HELLO and REGISTER are three round trips; 10 s covers a loaded network
 # while a server that does not answer is still noticed quickly.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-
-
-def format_time(value: datetime) -> str:
-    """An aware datetime as RFC 3339 in UTC with milliseconds (`...T12:00:00.000Z`)."""
-    if value.tzinfo is None:
-        raise ValueError("times sent to Overhop must be timezone-aware datetimes")
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# The server's bound on the lines one JOBLOG may carry; `log` splits longer batches.
+MAX_LOG_LINES_PER_MESSAGE = 100
 
 
 class EnqueueOptions(TypedDict, total=False):
@@ -78,6 +73,9 @@ class AsyncClient:
         """The server's BYE, once it said it is shutting down."""
         self.worker_id = ""
         """The id the server gave this connection at REGISTER (`wid`)."""
+        self.limits: ServerLimits | None = None
+        """The server's timings and size limits from REGISTER (None from a server that
+        does not send them)."""
 
     @classmethod
     async def connect(cls, url: str = DEFAULT_URL, *, name: str | None = None,
@@ -110,6 +108,8 @@ class AsyncClient:
                 client._connection.close()
                 raise
         client.worker_id = reply["wid"]
+        if reply.get("limits"):
+            client.limits = ServerLimits.from_wire(reply["limits"])
         return client
 
     # -- plumbing --------------------------------------------------------------------
@@ -188,28 +188,67 @@ class AsyncClient:
                         retry_interval: timedelta | None = None,
                         backoff: Backoff | str = Backoff.FIXED,
                         backoff_max: timedelta | None = None, backoff_jitter: bool = False,
-                        lease: timedelta | None = None) -> str:
+                        lease: timedelta | None = None, rate_limit: int | None = None,
+                        rate_window: timedelta | None = None,
+                        keep_completed: int | None = None,
+                        keep_completed_for: timedelta | None = None,
+                        keep_failed: int | None = None,
+                        keep_failed_for: timedelta | None = None) -> str:
         """Create a queue; its id. Settings left None take the server's defaults.
 
         `concurrency_limit` caps the queue's jobs in flight across all workers;
         `allow_job_overrides=False` refuses per-job max_attempts/retry_interval/lease;
         `backoff` is how the retry interval grows (`fixed` or `exponential`, capped at
         `backoff_max`), `backoff_jitter` randomises half of each wait; `lease` is how long
-        a worker may hold a job between heartbeats.
+        a worker may hold a job between heartbeats. `rate_limit` jobs at most start per
+        `rate_window` (default one second). Retention: `keep_completed` /
+        `keep_failed` keep at most that many finished jobs (the oldest are removed),
+        `keep_completed_for` / `keep_failed_for` remove them once finished that long ago.
         """
-        config: dict[str, Any] = {"allow_job_overrides": allow_job_overrides,
-                                  "backoff": Backoff(backoff).value,
-                                  "backoff_jitter": backoff_jitter}
+        settings: dict[str, Any] = {
+            "allow_job_overrides": allow_job_overrides, "backoff": backoff,
+            "backoff_jitter": backoff_jitter}
         for key, value in (("concurrency_limit", concurrency_limit),
-                           ("max_attempts", max_attempts)):
+                           ("max_attempts", max_attempts), ("retry_interval", retry_interval),
+                           ("backoff_max", backoff_max), ("lease", lease),
+                           ("rate_limit", rate_limit), ("rate_window", rate_window),
+                           ("keep_completed", keep_completed),
+                           ("keep_completed_for", keep_completed_for),
+                           ("keep_failed", keep_failed), ("keep_failed_for", keep_failed_for)):
             if value is not None:
-                config[key] = value
-        for key, duration in (("retry_interval_ms", retry_interval),
-                              ("backoff_max_ms", backoff_max), ("lease_ms", lease)):
-            if duration is not None:
-                config[key] = to_ms(duration)
-        reply = await self.request(MessageType.ADDQUEUE, {"name": name, "config": config})
+                settings[key] = value
+        reply = await self.request(MessageType.ADDQUEUE,
+                                   {"name": name, "config": settings_to_wire(settings)})
         return reply["qid"]
+
+    async def set_queue(self, name: str, **settings: Unpack[QueueSettings]) -> QueueConfig:
+        """Change settings of a live queue; its whole configuration afterwards.
+
+        Takes the keyword arguments of `add_queue`; only those given change, and `None`
+        clears a setting (no limit, keep everything, or the server's default). Raised
+        concurrency or rate limits dispatch at once; jobs follow the queue's new
+        max_attempts, retry_interval and lease unless they were enqueued with their own.
+        """
+        if not settings:
+            raise ValueError("set_queue needs at least one setting to change")
+        reply = await self.request(MessageType.SETQUEUE,
+                                   {"q": name, "config": settings_to_wire(settings)})
+        return QueueConfig.from_wire(reply.get("config") or {})
+
+    async def clear_queue(self, name: str) -> ClearedJobs:
+        """Remove the queue's jobs that have not started (new, waiting and delayed); active
+        and finished ones stay. What was removed, per status."""
+        reply = await self.request(MessageType.CLEARQUEUE, {"q": name})
+        return ClearedJobs.from_wire(reply.get("removed") or {})
+
+    async def obliterate_queue(self, name: str, force: bool = False) -> int:
+        """Remove the queue and every job in it; how many jobs were removed.
+
+        Refused with `QueueHasActiveJobsError` while some of its jobs are out with workers,
+        unless `force`: then their outcomes are refused when they come.
+        """
+        reply = await self.request(MessageType.OBLITERATE, {"q": name, "force": force})
+        return int(reply.get("removed", 0))
 
     async def remove_queue(self, name: str) -> None:
         """Remove an empty queue (QUEUE_NOT_EMPTY while it holds jobs)."""
@@ -234,8 +273,8 @@ class AsyncClient:
         """Add a job; its id (`<queue>:<uuid>`), once the server has it on disk.
 
         `payload`: any MessagePack-able value (None, bool, int, float, str, bytes, lists,
-        maps with string keys). `run_at` (an aware datetime) or `delay` schedule it; the
-        server has no relative delay, so `delay` is counted from this machine's clock.
+        maps with string keys). `run_at` (an aware datetime) or `delay` (counted by the
+        server's clock from when it stores the job) schedule it.
         """
         p: dict[str, Any] = {"q": queue}
         if payload is not None:
@@ -244,7 +283,9 @@ class AsyncClient:
         if delay is not None:
             if run_at is not None:
                 raise ValueError("give run_at or delay, not both")
-            run_at = datetime.now(UTC) + delay
+            if delay < timedelta(0):
+                raise ValueError("delay must not be negative")
+            p["delay_ms"] = to_ms(delay)
         if run_at is not None:
             p["scheduled_at"] = format_time(run_at)
         if max_attempts is not None:
@@ -304,6 +345,27 @@ class AsyncClient:
             p["progress"] = progress
         reply = await self.request(MessageType.JOBBEAT, p)
         return parse_time(reply.get("lease_expires_at"))
+
+    async def log(self, delivery: Quest, *lines: str) -> LogTotals:
+        """Append lines to the job's log on the server (JOBLOG; shown in `Job.logs`); the
+        log's totals afterwards. Batches above the server's 100 lines per message are
+        split. A line longer than the server's `max_log_line_bytes` raises ValueError."""
+        if not lines:
+            raise ValueError("log needs at least one line")
+        limit = self.limits.max_log_line_bytes if self.limits is not None else None
+        for line in lines:
+            if not isinstance(line, str):
+                raise TypeError(f"log lines must be str, not {type(line).__name__}")
+            if limit is not None and len(line.encode()) > limit:
+                raise ValueError(f"a log line is longer than the server's {limit} bytes")
+        batches = [list(lines[start:start + MAX_LOG_LINES_PER_MESSAGE])
+                   for start in range(0, len(lines), MAX_LOG_LINES_PER_MESSAGE)]
+        # Pipelined: the server handles and commits them in the order they are sent.
+        replies = await asyncio.gather(*(
+            self.request(MessageType.JOBLOG, {**_delivery(delivery), "lines": batch})
+            for batch in batches))
+        last = replies[-1]
+        return LogTotals(last.get("logs", 0), last.get("logs_dropped", 0))
 
     async def complete(self, delivery: Quest, result: Any = None) -> None:
         """The job succeeded; `result` is stored with it (RESULT_TOO_LARGE above the

@@ -2,18 +2,27 @@
 
 Handlers run either on the event loop (async functions) or in a thread (plain functions),
 so every method says which of the two it may be called from.
+
+Log lines go to the server in batches (JOBLOG): lines logged within `LOG_FLUSH_DELAY_S` of
+the first one of a batch travel together, and the runner sends what is left, and waits for
+it to be stored, before it reports the job's outcome, so a job's log is complete by the
+time the job is.
 """
 
 import asyncio
 import logging
 from typing import Any, Unpack
 
-from overhop_client.client import AsyncClient, EnqueueOptions
+from overhop_client.client import MAX_LOG_LINES_PER_MESSAGE, AsyncClient, EnqueueOptions
 from overhop_client.codec import check_value
 from overhop_client.errors import OverhopError
 from overhop_client.results import Quest
 
 log = logging.getLogger("overhop_client.worker")
+
+# Lines logged within this of the first of a batch go to the server in one JOBLOG: a busy
+# handler's lines cost one message, and a slow handler's log is still visible within it.
+LOG_FLUSH_DELAY_S = 0.2
 
 
 class JobContext:
@@ -27,6 +36,10 @@ class JobContext:
         self._client = client
         self._loop = loop
         self._progress_sends: set[asyncio.Task[Any]] = set()
+        self._unsent_lines: list[str] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._log_sends: set[asyncio.Task[Any]] = set()
+        self._log_closed = False
 
     @property
     def payload(self) -> Any:
@@ -64,13 +77,35 @@ class JobContext:
         self._loop.call_soon_threadsafe(self._send_progress, value)
 
     def log(self, line: str) -> None:
-        """Keep a log line for this job, in `logs`, and write it to the Python log.
-
-        Local only for now: the protocol has no message for job logs yet, so the lines are
-        not sent to the server and are gone when the handler's context is.
+        """Add a line to this job's log on the server (shown in `Job.logs`), keep it in
+        `logs` and write it to the Python log. From the loop or a handler thread; returns
+        at once (lines are sent in batches). A line longer than the server's
+        `max_log_line_bytes` is cut to it. Lines logged after the handler ended stay local.
         """
+        if not isinstance(line, str):
+            raise TypeError(f"log lines must be str, not {type(line).__name__}")
         self.logs.append(line)
         log.info("job_log jid=%s %s", self.quest.jid, line)
+        if _on_loop(self._loop):
+            self._queue_line(line)
+        elif not self._loop.is_closed():  # a handler thread outliving the runner keeps it
+            self._loop.call_soon_threadsafe(self._queue_line, line)
+
+    async def flush_logs(self) -> None:
+        """Send the lines not sent yet and wait until every line is stored; later lines
+        stay local. The runner calls this before it reports the outcome."""
+        self._cancel_flush_timer()
+        if self._unsent_lines:
+            self._send_lines()
+        self._log_closed = True
+        if self._log_sends:
+            await asyncio.gather(*self._log_sends, return_exceptions=True)
+
+    def close_logs(self) -> None:
+        """The delivery is over: drop lines not sent, send no more."""
+        self._log_closed = True
+        self._cancel_flush_timer()
+        self._unsent_lines.clear()
 
     async def enqueue(self, queue: str, payload: Any = None,
                       **options: Unpack[EnqueueOptions]) -> str:
@@ -87,6 +122,39 @@ class JobContext:
             self._client.enqueue(queue, payload, **options), self._loop)
         return future.result()
 
+    def _queue_line(self, line: str) -> None:
+        if self._log_closed:
+            return
+        limits = self._client.limits
+        if limits is not None and len(line.encode()) > limits.max_log_line_bytes:
+            line = line.encode()[:limits.max_log_line_bytes].decode(errors="ignore")
+        self._unsent_lines.append(line)
+        if len(self._unsent_lines) >= MAX_LOG_LINES_PER_MESSAGE:
+            self._cancel_flush_timer()
+            self._send_lines()
+        elif self._flush_timer is None:
+            self._flush_timer = self._loop.call_later(LOG_FLUSH_DELAY_S, self._on_flush_timer)
+
+    def _on_flush_timer(self) -> None:
+        self._flush_timer = None
+        if self._unsent_lines and not self._log_closed:
+            self._send_lines()
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _send_lines(self) -> None:
+        lines, self._unsent_lines = self._unsent_lines, []
+        task = self._loop.create_task(self._client.log(self.quest, *lines))
+        self._log_sends.add(task)
+        task.add_done_callback(self._lines_sent)
+
+    def _lines_sent(self, task: "asyncio.Task[Any]") -> None:
+        self._log_sends.discard(task)
+        self._report_send_error(task, "log_not_recorded")
+
     def _send_progress(self, value: Any) -> None:
         task = self._loop.create_task(self._client.heartbeat(self.quest, value))
         self._progress_sends.add(task)
@@ -94,15 +162,18 @@ class JobContext:
 
     def _progress_sent(self, task: "asyncio.Task[Any]") -> None:
         self._progress_sends.discard(task)
+        self._report_send_error(task, "progress_not_recorded")
+
+    def _report_send_error(self, task: "asyncio.Task[Any]", event: str) -> None:
         if task.cancelled():
             return
         error = task.exception()
         if error is not None:
             # The delivery ended (lease lost, connection dropped): the runner sees that
-            # when it reports the outcome; progress has nothing left to update.
+            # when it reports the outcome; there is nothing left to update.
             level = logging.DEBUG if isinstance(error, OverhopError | ConnectionError) \
                 else logging.ERROR
-            log.log(level, "progress_not_recorded jid=%s: %r", self.quest.jid, error)
+            log.log(level, "%s jid=%s: %r", event, self.quest.jid, error)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

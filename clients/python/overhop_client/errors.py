@@ -124,6 +124,12 @@ class QueueNotEmptyError(OverhopError):
     code = "QUEUE_NOT_EMPTY"
 
 
+class QueueHasActiveJobsError(OverhopError):
+    """OBLITERATE without `force` of a queue whose jobs are out with workers."""
+
+    code = "QUEUE_HAS_ACTIVE_JOBS"
+
+
 # -- subscriptions ---------------------------------------------------------------------
 class AlreadySubscribedError(OverhopError):
     code = "ALREADY_SUBSCRIBED"
@@ -185,7 +191,7 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     UnsupportedVersionError, UnknownTypeError, ProtocolViolationError, RegisterTimeoutError,
     TooManyConnectionsError, ShuttingDownError, InvalidPayloadError, QueueNameInvalidError,
     QueueNotFoundError, QueueExistsError, QueueSystemError, QueueAlreadyPausedError,
-    QueueNotPausedError, QueueNotEmptyError, AlreadySubscribedError,
+    QueueNotPausedError, QueueNotEmptyError, QueueHasActiveJobsError, AlreadySubscribedError,
     SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, StorageFullError,

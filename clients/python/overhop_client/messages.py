@@ -38,6 +38,10 @@ class MessageType(IntEnum):
     GOODBYE = 23
     RETRY = 24
     RELEASE = 25
+    SETQUEUE = 26
+    JOBLOG = 27
+    CLEARQUEUE = 28
+    OBLITERATE = 29
     # Server to client.
     OK = 101
     ERR = 102

@@ -2,74 +2,23 @@
 
 Each `from_wire` reads the fields it knows and ignores any others, so a server that adds
 fields does not break this client. Durations the server gives in milliseconds are
-`timedelta`s here, except on `Quest`, which mirrors the push field for field.
+`timedelta`s here, except on `Quest`, which mirrors the push field for field. Job records
+are in `overhop_client.jobs`, queue settings in `overhop_client.queue_settings`.
 """
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-
-class JobStatus(StrEnum):
-    NEW = "new"
-    WAITING = "waiting"
-    DELAYED = "delayed"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    FAILED = "failed"
+from overhop_client.jobs import JobStatus
+from overhop_client.queue_settings import QueueConfig
+from overhop_client.times import parse_ms, parse_time
 
 
 class QueueState(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
-
-
-class Backoff(StrEnum):
-    FIXED = "fixed"
-    EXPONENTIAL = "exponential"
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 string from the server as an aware datetime; None stays None."""
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def parse_ms(value: Any) -> timedelta | None:
-    return None if value is None else timedelta(milliseconds=value)
-
-
-def to_ms(value: timedelta) -> int:
-    """Whole milliseconds of a duration, as the wire wants them."""
-    return round(value / timedelta(milliseconds=1))
-
-
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    """A queue's settings; None means the server's default from its `[jobs]` config."""
-
-    concurrency_limit: int | None = None
-    allow_job_overrides: bool = True
-    max_attempts: int | None = None
-    retry_interval: timedelta | None = None
-    backoff: Backoff = Backoff.FIXED
-    backoff_max: timedelta | None = None
-    backoff_jitter: bool = False
-    lease: timedelta | None = None
-
-    @classmethod
-    def from_wire(cls, p: dict[str, Any]) -> "QueueConfig":
-        return cls(
-            concurrency_limit=p.get("concurrency_limit"),
-            allow_job_overrides=p.get("allow_job_overrides", True),
-            max_attempts=p.get("max_attempts"),
-            retry_interval=parse_ms(p.get("retry_interval_ms")),
-            backoff=Backoff(p.get("backoff", Backoff.FIXED)),
-            backoff_max=parse_ms(p.get("backoff_max_ms")),
-            backoff_jitter=p.get("backoff_jitter", False),
-            lease=parse_ms(p.get("lease_ms")),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,138 +47,6 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class JobAttempt:
-    """One ended attempt from a job's history."""
-
-    attempt: int
-    outcome: str
-    """completed, failed, lease_expired, disconnected, stale_worker, server_restart,
-    withdrawn, released or server_shutdown."""
-    worker_id: str | None
-    delivery_id: str | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    error: dict[str, Any] | None
-    """What the worker sent with FAIL: `{message, details?}`."""
-
-    @property
-    def error_message(self) -> str | None:
-        return None if self.error is None else self.error.get("message")
-
-    @classmethod
-    def from_wire(cls, p: dict[str, Any]) -> "JobAttempt":
-        return cls(
-            attempt=p.get("attempt", 0),
-            outcome=p.get("outcome", ""),
-            worker_id=p.get("worker_id"),
-            delivery_id=p.get("delivery_id"),
-            started_at=parse_time(p.get("started_at")),
-            ended_at=parse_time(p.get("ended_at")),
-            error=p.get("error"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class JobDelivery:
-    """The delivery an active job is out on."""
-
-    delivery_id: str
-    worker_id: str | None
-    started_at: datetime | None
-    acked: bool | None
-    lease_expires_at: datetime | None
-    progress: Any
-
-
-@dataclass(frozen=True, slots=True)
-class JobBackoff:
-    kind: Backoff
-    max: timedelta | None
-    jitter: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    jid: str
-    uuid: str
-    queue: str
-    payload: Any
-    status: JobStatus
-    execution_start_at: datetime | None
-    max_attempts: int
-    retry_interval: timedelta | None
-    lease: timedelta | None
-    backoff: JobBackoff | None
-    created_at: datetime | None
-    finished_at: datetime | None
-    result: Any
-    attempts_so_far: int
-    delivery: JobDelivery | None
-    history: list[JobAttempt] = field(default_factory=list)
-
-    @classmethod
-    def from_wire(cls, p: dict[str, Any]) -> "Job":
-        runtime = p.get("runtime") or {}
-        delivery = None
-        if runtime.get("delivery_id") is not None:
-            delivery = JobDelivery(
-                delivery_id=runtime["delivery_id"],
-                worker_id=runtime.get("worker_id"),
-                started_at=parse_time(runtime.get("started_at")),
-                acked=runtime.get("acked"),
-                lease_expires_at=parse_time(runtime.get("lease_expires_at")),
-                progress=runtime.get("progress"),
-            )
-        backoff = p.get("backoff")
-        return cls(
-            jid=p["jid"],
-            uuid=p.get("uuid", p["jid"].rsplit(":", 1)[-1]),
-            queue=p["queue_name"],
-            payload=p.get("payload"),
-            status=JobStatus(p["status"]),
-            execution_start_at=parse_time(p.get("execution_start_at")),
-            max_attempts=p.get("max_attempts", 0),
-            retry_interval=parse_ms(p.get("retry_interval_ms")),
-            lease=parse_ms(p.get("lease_ms")),
-            backoff=None if not backoff else JobBackoff(
-                Backoff(backoff.get("kind", Backoff.FIXED)), parse_ms(backoff.get("max_ms")),
-                bool(backoff.get("jitter"))),
-            created_at=parse_time(p.get("created_at")),
-            finished_at=parse_time(p.get("finished_at")),
-            result=p.get("result"),
-            attempts_so_far=runtime.get("attempts_so_far", 0),
-            delivery=delivery,
-            history=[JobAttempt.from_wire(entry) for entry in p.get("history") or ()],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    """One page of LSJOB. Iterating it iterates its jobs."""
-
-    queue: str
-    status: JobStatus
-    page: int
-    page_size: int
-    jobs: list[Job]
-    truncated: bool = False
-    """The server stopped the page early (its records reached half the largest envelope):
-    ask with a smaller `page_size` to see the rest."""
-
-    def __iter__(self) -> Iterator[Job]:
-        return iter(self.jobs)
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    @classmethod
-    def from_wire(cls, p: dict[str, Any]) -> "JobPage":
-        return cls(p["q"], JobStatus(p["status"]), p["page"], p["page_size"],
-                   [Job.from_wire(job) for job in p.get("jobs") or ()],
-                   bool(p.get("truncated", False)))
-
-
-@dataclass(frozen=True, slots=True)
 class JobCounts:
     """How many jobs of a queue are in each status."""
 
@@ -251,7 +68,24 @@ class JobCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class RateStats:
+    """A queue's rate limit and how much of the current window is used."""
+
+    limit: int
+    window: timedelta
+    started_in_window: int
+    """Jobs started in the last `window`."""
+
+    @classmethod
+    def from_wire(cls, p: dict[str, Any]) -> "RateStats":
+        return cls(p.get("limit", 0), timedelta(milliseconds=p.get("window_ms", 0)),
+                   p.get("started_in_window", 0))
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
+    """QSTATS: a queue's job counts and its dispatch picture."""
+
     queue: str
     counts: JobCounts
     in_flight: int
@@ -260,10 +94,16 @@ class QueueStats:
     subscriptions: int
     credits: int
     """Credits all subscriptions of the queue hold together."""
+    rate: RateStats | None = None
+    """None when the queue has no rate limit."""
+    oldest_waiting_age: timedelta | None = None
+    """How long the oldest waiting job has been waiting; None when none waits."""
+    state: QueueState = QueueState.ACTIVE
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "QueueStats":
         concurrency = p.get("concurrency") or {}
+        rate = p.get("rate")
         return cls(
             queue=p["q"],
             counts=JobCounts.from_wire(p.get("stats") or {}),
@@ -271,6 +111,61 @@ class QueueStats:
             concurrency_limit=concurrency.get("limit"),
             subscriptions=p.get("subscriptions", 0),
             credits=p.get("credits", 0),
+            rate=None if not rate else RateStats.from_wire(rate),
+            oldest_waiting_age=parse_ms(p.get("oldest_waiting_age_ms")),
+            state=QueueState(p.get("state", QueueState.ACTIVE)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedJobs:
+    """What CLEARQUEUE removed, per status."""
+
+    new: int = 0
+    waiting: int = 0
+    delayed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.new + self.waiting + self.delayed
+
+    @classmethod
+    def from_wire(cls, p: dict[str, Any]) -> "ClearedJobs":
+        return cls(p.get("new", 0), p.get("waiting", 0), p.get("delayed", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class LogTotals:
+    """A job's log after a JOBLOG: lines kept, and lines dropped over its life."""
+
+    kept: int
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What the server told this connection at REGISTER, for pacing and sizing."""
+
+    heartbeat_interval: timedelta
+    """The server's timer tick: leases and stale workers are checked this often."""
+    stale_after: timedelta
+    """A worker holding jobs that stays silent this long is dropped."""
+    ack_timeout: timedelta
+    max_envelope_size_bytes: int
+    max_job_payload_bytes: int
+    max_result_bytes: int
+    max_log_line_bytes: int
+
+    @classmethod
+    def from_wire(cls, p: dict[str, Any]) -> "ServerLimits":
+        return cls(
+            heartbeat_interval=timedelta(milliseconds=p["heartbeat_interval_ms"]),
+            stale_after=timedelta(milliseconds=p["stale_after_ms"]),
+            ack_timeout=timedelta(milliseconds=p["ack_timeout_ms"]),
+            max_envelope_size_bytes=p["max_envelope_size_bytes"],
+            max_job_payload_bytes=p["max_job_payload_bytes"],
+            max_result_bytes=p["max_result_bytes"],
+            max_log_line_bytes=p["max_log_line_bytes"],
         )
 
 
@@ -361,7 +256,7 @@ class FailOutcome:
 @dataclass(frozen=True, slots=True)
 class Quest:
     """A job pushed to this worker (QUEST). `did` names this delivery of the job: every
-    outcome (ACK, JOBBEAT, COMPLETE, FAIL, RELEASE) quotes it with `jid`."""
+    outcome (ACK, JOBBEAT, JOBLOG, COMPLETE, FAIL, RELEASE) quotes it with `jid`."""
 
     did: str
     sid: str

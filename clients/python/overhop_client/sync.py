@@ -39,7 +39,8 @@ def _blocking(method: Callable[Concatenate[AsyncClient, P], Awaitable[T]]
 
 
 class Client:
-    """A thread-safe, blocking Overhop client: enqueue, look up jobs, administer queues.
+    """A thread-safe, blocking Overhop client: enqueue, look up jobs, administer queues
+    (create, change settings, pause, clear, obliterate).
 
     >>> with Client("127.0.0.1:9876") as client:
     ...     jid = client.enqueue("emails", {"to": "a@example.com"})
@@ -99,6 +100,9 @@ class Client:
     remove_queue = _blocking(AsyncClient.remove_queue)
     pause = _blocking(AsyncClient.pause)
     resume = _blocking(AsyncClient.resume)
+    set_queue = _blocking(AsyncClient.set_queue)
+    clear_queue = _blocking(AsyncClient.clear_queue)
+    obliterate_queue = _blocking(AsyncClient.obliterate_queue)
     stats = _blocking(AsyncClient.stats)
     enqueue = _blocking(AsyncClient.enqueue)
     job = _blocking(AsyncClient.job)

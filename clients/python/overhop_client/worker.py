@@ -9,12 +9,15 @@
     app.run()
 
 How a job goes: the QUEST arrives; it is acknowledged at once (ACK) and heartbeats
-(JOBBEAT) keep its lease every lease/3 (at most `max_heartbeat_interval` apart, since the
-server also declares a worker stale when it is silent too long) until its outcome is
+(JOBBEAT) keep its lease every lease/3 (and at most a third of the server's
+`stale_after`, which it announced at REGISTER, and `max_heartbeat_interval` apart, since
+the server also declares a worker stale when it is silent too long) until its outcome is
 sent. It starts when one of the queue's `concurrency` slots is free: async handlers run
 on the loop, plain functions in a thread pool. A return value is sent with COMPLETE; an
 exception with FAIL (its message, and the formatted traceback as details); a handler
-still running after its `timeout` is FAILed with the message "timeout".
+still running after its `timeout` is FAILed with the message "timeout". Lines the
+handler gives `ctx.log` go to the server in batches; the rest are sent and stored before
+the outcome.
 
 Credits: each subscription holds at most `concurrency + prefetch` jobs (the server's
 credits plus jobs in hand); a CREDIT tops it up as jobs finish. With `prefetch` 0 (the
@@ -55,7 +58,7 @@ from overhop_client.errors import (
     TooManyConnectionsError,
 )
 from overhop_client.reconnect import ReconnectBackoff
-from overhop_client.results import Bye, Quest
+from overhop_client.results import Bye, Quest, ServerLimits
 
 log = logging.getLogger("overhop_client.worker")
 
@@ -396,12 +399,14 @@ class Worker:
         try:
             outcome = await self._invoke(held)
             if await held.ack:
+                await held.context.flush_logs()  # the log is complete before the outcome
                 await self._report(held, outcome)
         except ConnectionLost:
             log.info("outcome_not_sent jid=%s: connection lost", held.quest.jid)
         except OverhopError as exc:
             log.warning("outcome_refused jid=%s: %s", held.quest.jid, exc)
         finally:
+            held.context.close_logs()
             route.running -= 1
             self._finish(held)
             self._start_waiting(route)
@@ -447,8 +452,17 @@ class Worker:
             return False
         return True
 
+    def heartbeat_interval(self, quest: Quest, limits: ServerLimits | None) -> float:
+        """Seconds between JOBBEATs for this job: a third of its lease and of the server's
+        `stale_after` (so two lost beats in a row lose neither), and at most
+        `max_heartbeat_interval`."""
+        interval = min(quest.lease_ms / 3000, self.max_heartbeat_interval)
+        if limits is not None:
+            interval = min(interval, limits.stale_after.total_seconds() / 3)
+        return interval
+
     async def _beat(self, held: _Held) -> None:
-        interval = min(held.quest.lease_ms / 3000, self.max_heartbeat_interval)
+        interval = self.heartbeat_interval(held.quest, held.client.limits)
         while True:
             await asyncio.sleep(interval)
             try:

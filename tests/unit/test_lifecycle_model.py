@@ -1,0 +1,768 @@
+"""A stateful model test of the job lifecycle, driving the real broker in-process.
+
+Real `Store` (LMDB in a temporary directory), real `Writer` thread, real `Broker`, with a
+manual clock and `ModelPeer`, a small implementation of the broker's `Peer` protocol (its
+documented seam to connections) that keeps the frames sent to it. Hypothesis runs random
+sequences of: adding queues, enqueuing (now or later), subscribing, credits, ACK, JOBBEAT,
+COMPLETE, FAIL, RELEASE, RETRY, outcomes for stale and foreign deliveries, time passing
+(acknowledgement timeouts, leases, stale workers, backoffs), disconnects, PAUSE/RESUME and
+restarts. A plain model (job id -> status and attempts) predicts every step from
+PROTOCOL.md sections 6 and 7.
+
+After every step, once the writer has drained: the counters equal the job records of each
+status and the `by_status` index entries; `by_time` holds exactly one entry per delayed job
+and `by_finish` one per finished job; the in-memory deliveries are exactly the active
+records; no queue has more jobs out than its concurrency limit; credits add up; no queue
+with waiting jobs has an idle subscription with credit and a free slot; and the model's
+statuses, attempts and outcome histories agree with the records (no job lost).
+"""
+
+import asyncio
+import dataclasses
+import shutil
+import struct
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from overhop.broker.broker import Broker, EnqueueRequest
+from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.broker.queues import QueueConfig, QueueState
+from overhop.broker.workers import Worker
+from overhop.config.schema import Config
+from overhop.storage.records import decode_job
+from overhop.storage.store import Store
+from overhop.storage.writer import Writer
+from overhop.wire.errors import ErrorCode, RequestError
+
+START_MS = 1_700_000_000_000
+ACK_TIMEOUT_MS = 1000
+LEASE_MS = 2000
+RETRY_MS = 500
+STALE_MS = 5000
+DEFAULT_MAX_ATTEMPTS = 3
+QUEST = 106
+MAX_QUEUES = 3
+MAX_WORKERS = 4
+MAX_JOBS = 40
+MAX_RESTARTS = 2
+U64 = struct.Struct(">Q")
+# Clock steps: below every timeout, past the ack timeout, past a lease, past staleness.
+CLOCK_STEPS = (100, 600, 1100, 2100, 5100)
+
+
+def model_config() -> Config:
+    config = Config()
+    return dataclasses.replace(
+        config,
+        dispatch=dataclasses.replace(config.dispatch, ack_timeout_ms=ACK_TIMEOUT_MS),
+        jobs=dataclasses.replace(config.jobs, default_lease_ms=LEASE_MS,
+                                 default_retry_interval_ms=RETRY_MS,
+                                 default_max_attempts=DEFAULT_MAX_ATTEMPTS,
+                                 max_error_history=1000),
+        worker=dataclasses.replace(config.worker, stale_after_ms=STALE_MS),
+    )
+
+
+class ModelPeer:
+    """The broker's view of a connection: frames are kept, QUESTs decoded on demand."""
+
+    def __init__(self, conn_id: str) -> None:
+        self.conn_id = conn_id
+        self.frames: list[bytes] = []
+        self.closed = False
+
+    def send(self, frame: bytes) -> None:
+        assert not self.closed, "a frame was sent to a closed peer"
+        self.frames.append(frame)
+
+    @property
+    def writable(self) -> bool:
+        return not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take_quests(self) -> list[dict[str, Any]]:
+        quests = []
+        for frame in self.frames:
+            (length,) = struct.unpack(">I", frame[:4])
+            assert len(frame) == 4 + length
+            envelope = msgpack.unpackb(frame[4:], raw=False)
+            assert envelope["v"] == 2 and envelope["rid"] == "0", envelope
+            assert envelope["t"] == QUEST, envelope
+            quests.append(envelope["p"])
+        self.frames.clear()
+        return quests
+
+
+@dataclass
+class MQueue:
+    limit: int | None
+    max_attempts: int
+    paused: bool = False
+
+
+@dataclass
+class MJob:
+    jid: str
+    queue: str
+    payload: int
+    status: str
+    start_ms: int
+    attempts: int = 0
+    outcomes: list[str] = field(default_factory=list)  # every ended delivery but withdrawn
+
+
+@dataclass
+class MWorker:
+    key: int
+    worker: Worker
+    peer: ModelPeer
+    last_seen_ms: int
+    sids: dict[str, str] = field(default_factory=dict)  # queue -> sid (live)
+    credits: dict[str, int] = field(default_factory=dict)  # queue -> credits left
+
+
+@dataclass
+class MDelivery:
+    did: str
+    jid: str
+    queue: str
+    worker_key: int
+    ack_deadline_ms: int
+    acked: bool = False
+    lease_deadline_ms: int = 0
+
+
+def pick(items: list[Any], index: int) -> Any:
+    return items[index % len(items)]
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.path = Path(tempfile.mkdtemp(prefix="overhop-model-"))
+        self.now = START_MS
+        self.config = model_config()
+        self.queues: dict[str, MQueue] = {}
+        self.jobs: dict[str, MJob] = {}
+        self.workers: dict[int, MWorker] = {}
+        self.deliveries: dict[str, MDelivery] = {}
+        self.ended: list[tuple[str, str]] = []  # (did, jid) of deliveries that are over
+        self.next_worker = 0
+        self.restarts = 0
+        self._open()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self.store = Store(self.path, map_size=32 * 1024 * 1024, sync=False)
+        self.writer = Writer(self.store, self.loop, sync=False, max_batch=1024,
+                             max_map_size=1024 * 1024 * 1024, reserved_headroom=0)
+        self.writer.start()
+        self.broker = Broker(self.config, self.store, self.writer, lambda: self.now)
+        self.loop.run_until_complete(self._settled(self.broker.boot()))
+
+    def teardown(self) -> None:
+        try:
+            self.loop.run_until_complete(self.writer.stop())
+            self.store.close()
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    async def _drain(self) -> None:
+        """Until a no-op write commits alone: nothing else was pending, and every callback
+        of earlier commits (which may submit more) has run."""
+        for _ in range(200):
+            before = self.writer.operations
+            await self.writer.submit(lambda txn: None)
+            if self.writer.operations == before + 1 and self.broker.quiet():
+                return
+        raise AssertionError("the writer never went quiet")
+
+    async def _settle(self) -> None:
+        """Drain, then do what the heartbeat's wake-up for due jobs would do at `now`."""
+        await self._drain()
+        for _ in range(20):
+            due = self.broker.next_due_ms()
+            if due is None or due > self.now:
+                return
+            self.broker.promote_due_queues(self.now)
+            await self._drain()
+        raise AssertionError(f"a queue stays due at {self.broker.next_due_ms()}")
+
+    async def _settled(self, awaitable: Any) -> Any:
+        result = await awaitable
+        await self._settle()
+        return result
+
+    def call(self, action: Callable[[], Any]) -> Any:
+        """Run one broker call (awaiting what it returns) in the loop, then settle."""
+
+        async def go() -> Any:
+            result = action()
+            if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                result = await result
+            await self._settle()
+            return result
+
+        return self.loop.run_until_complete(go())
+
+    def refused(self, code: ErrorCode, action: Callable[[], Any]) -> None:
+        async def go() -> None:
+            try:
+                result = action()
+                if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                    await result
+            except RequestError as exc:
+                assert exc.code == code, (exc.code, code, exc.message)
+            else:
+                raise AssertionError(f"expected {code}")
+            await self._settle()
+
+        self.loop.run_until_complete(go())
+
+    def seen(self, mw: MWorker) -> None:
+        """A message from this worker: what the connection records for staleness."""
+        mw.worker.last_seen_ms = self.now
+        mw.last_seen_ms = self.now
+
+    # -- model transitions ---------------------------------------------------------------
+
+    def end(self, delivery: MDelivery, outcome: str) -> None:
+        """An attempt ended without COMPLETE: the job retries, waits again or fails."""
+        del self.deliveries[delivery.did]
+        self.ended.append((delivery.did, delivery.jid))
+        job = self.jobs[delivery.jid]
+        assert job.status == "active"
+        if outcome in ("withdrawn", "released", "server_shutdown"):
+            job.status = "waiting"
+        else:
+            job.attempts += 1
+            if job.attempts >= self.queues[job.queue].max_attempts:
+                job.status = "failed"
+            else:
+                job.status = "delayed"
+                job.start_ms = self.now + RETRY_MS
+        if outcome != "withdrawn":
+            job.outcomes.append(outcome)
+
+    def worker_left(self, mw: MWorker, outcome: str) -> None:
+        assert not mw.peer.frames, "a QUEST went to a worker that was leaving"
+        del self.workers[mw.key]
+        for delivery in [d for d in self.deliveries.values() if d.worker_key == mw.key]:
+            self.end(delivery, outcome if delivery.acked else "withdrawn")
+
+    def promote(self) -> None:
+        for job in self.jobs.values():
+            if (job.status == "delayed" and job.start_ms <= self.now
+                    and not self.queues[job.queue].paused):
+                job.status = "waiting"
+
+    def take_quests(self, fifo: bool = False) -> None:
+        """Record the QUESTs the step produced; each must be for a waiting job."""
+        dispatched: dict[str, list[str]] = {}
+        waiting_before = {name: sorted(j.jid for j in self.jobs.values()
+                                       if j.queue == name and j.status == "waiting")
+                          for name in self.queues}
+        for mw in self.workers.values():
+            for quest in mw.peer.take_quests():
+                job = self.jobs[quest["jid"]]
+                assert job.status == "waiting", (quest, job)
+                assert quest["q"] == job.queue
+                assert quest["sid"] == mw.sids[job.queue], (quest, mw.sids)
+                assert quest["attempt"] == job.attempts + 1
+                assert quest["max_attempts"] == self.queues[job.queue].max_attempts
+                assert quest["lease_ms"] == LEASE_MS
+                assert quest["ack_timeout_ms"] == ACK_TIMEOUT_MS
+                assert quest["job_payload"] == job.payload
+                assert quest["did"] not in self.deliveries
+                assert all(quest["did"] != did for did, _ in self.ended)
+                job.status = "active"
+                mw.credits[job.queue] -= 1
+                assert mw.credits[job.queue] >= 0
+                self.deliveries[quest["did"]] = MDelivery(
+                    quest["did"], job.jid, job.queue, mw.key, self.now + ACK_TIMEOUT_MS)
+                dispatched.setdefault(job.queue, []).append(job.jid)
+        for workers in self.workers.values():
+            assert not workers.peer.frames
+        if fifo:
+            # Nothing became waiting during the step: the oldest waiting jobs went out.
+            for name, jids in dispatched.items():
+                assert sorted(jids) == waiting_before[name][:len(jids)], (jids, waiting_before)
+
+    def after_step(self, fifo: bool = False) -> None:
+        self.promote()
+        self.take_quests(fifo)
+
+    # -- rules: queues -------------------------------------------------------------------
+
+    @initialize(limit=st.sampled_from([None, 1, 2]), max_attempts=st.sampled_from([None, 2]),
+                workers=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+                jobs=st.integers(1, 6))
+    def start(self, limit: int | None, max_attempts: int | None, workers: list[int],
+              jobs: int) -> None:
+        """A queue, workers subscribed to it with these credits, and a few jobs: most
+        sequences then have deliveries to work on from their first step."""
+        self._add_queue(limit, max_attempts)
+        for credits in workers:
+            self.new_worker(0, credits)
+        for n in range(jobs):
+            self.enqueue(0, None, n, 1)
+
+    def _add_queue(self, limit: int | None, max_attempts: int | None) -> None:
+        name = f"q{len(self.queues)}"
+        config = QueueConfig(concurrency_limit=limit, max_attempts=max_attempts)
+        record = self.call(lambda: self.broker.add_queue(name, config))
+        assert record.name == name and record.state == QueueState.ACTIVE
+        self.queues[name] = MQueue(limit, max_attempts or DEFAULT_MAX_ATTEMPTS)
+        self.after_step()
+
+    @rule(limit=st.sampled_from([None, 1, 2, 3]), max_attempts=st.sampled_from([None, 1, 2]),
+          index=st.integers(0, 100))
+    def add_queue(self, limit: int | None, max_attempts: int | None, index: int) -> None:
+        if len(self.queues) < MAX_QUEUES:
+            self._add_queue(limit, max_attempts)
+            return
+        name = pick(sorted(self.queues), index)
+        self.refused(ErrorCode.QUEUE_EXISTS, lambda: self.broker.add_queue(name, QueueConfig()))
+
+    @rule(index=st.integers(0, 100), twice=st.booleans())
+    def pause_or_resume(self, index: int, twice: bool) -> None:
+        """PAUSE an active queue or RESUME a paused one; `twice`: also the same again,
+        which is refused."""
+        name = pick(sorted(self.queues), index)
+        if self.queues[name].paused:
+            self._resume(name)
+            if twice:
+                self.refused(ErrorCode.QUEUE_NOT_PAUSED,
+                             lambda: self.broker.set_queue_state(name, QueueState.ACTIVE))
+            return
+        self.call(lambda: self.broker.set_queue_state(name, QueueState.PAUSED))
+        self.queues[name].paused = True
+        self.after_step()
+        if twice:
+            self.refused(ErrorCode.QUEUE_ALREADY_PAUSED,
+                         lambda: self.broker.set_queue_state(name, QueueState.PAUSED))
+
+    def _resume(self, name: str) -> None:
+        self.call(lambda: self.broker.set_queue_state(name, QueueState.ACTIVE))
+        self.queues[name].paused = False
+        for job in self.jobs.values():
+            if job.queue == name and job.status == "new":
+                job.status = "waiting" if job.start_ms <= self.now else "delayed"
+        self.after_step()
+
+    # -- rules: jobs ---------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.jobs) < MAX_JOBS)
+    @rule(index=st.integers(0, 100), delay=st.sampled_from([None, 0, 300, 1500]),
+          payload=st.integers(-(2**40), 2**40), count=st.integers(1, 3))
+    def enqueue(self, index: int, delay: int | None, payload: int, count: int) -> None:
+        """`count` ENQUEUEs submitted together (one commit, like pipelined requests)."""
+        name = pick(sorted(self.queues), index)
+        scheduled = None if delay is None else self.now + delay
+        requests = [EnqueueRequest(name, msgpack.packb(payload + n), scheduled, None, None,
+                                   None) for n in range(count)]
+
+        async def submit() -> list[JobRecord]:
+            return list(await asyncio.gather(*[self.broker.enqueue(r) for r in requests]))
+
+        records: list[JobRecord] = self.call(submit)
+        start = self.now if scheduled is None else scheduled
+        if self.queues[name].paused:
+            status = "new"
+        else:
+            status = "waiting" if start <= self.now else "delayed"
+        for n, record in enumerate(records):
+            assert record.job_id not in self.jobs
+            self.jobs[record.job_id] = MJob(record.job_id, name, payload + n, status, start)
+        self.after_step()
+
+    @precondition(lambda self: any(j.status == "failed" for j in self.jobs.values()))
+    @rule(index=st.integers(0, 1000))
+    def retry(self, index: int) -> None:
+        """RETRY a failed job; RETRY of a job in any other status is refused."""
+        others = sorted(jid for jid, j in self.jobs.items() if j.status != "failed")
+        if others:
+            self.refused(ErrorCode.JOB_STATUS_CONFLICT,
+                         lambda: self.broker.retry_job(pick(others, index)))
+        job = self.jobs[pick(sorted(j.jid for j in self.jobs.values()
+                                    if j.status == "failed"), index)]
+        record = self.call(lambda: self.broker.retry_job(job.jid))
+        job.status = "new" if self.queues[job.queue].paused else "waiting"
+        assert record.status.label == job.status
+        job.attempts = 0
+        job.start_ms = self.now
+        self.after_step()
+
+    # -- rules: workers and subscriptions ------------------------------------------------
+
+    @precondition(lambda self: len(self.workers) < MAX_WORKERS)
+    @rule(index=st.integers(0, 100), credits=st.integers(0, 3))
+    def new_worker(self, index: int, credits: int) -> None:
+        key = self.next_worker
+        self.next_worker += 1
+        peer = ModelPeer(f"peer-{key}")
+        worker = self.call(lambda: self.broker.register_worker(peer, {"key": key}))
+        mw = MWorker(key, worker, peer, self.now)
+        self.workers[key] = mw
+        self._subscribe(mw, pick(sorted(self.queues), index), credits)
+
+    def _subscribe(self, mw: MWorker, name: str, credits: int) -> None:
+        self.seen(mw)
+        subscription = self.call(lambda: self.broker.subscribe(mw.worker, name, credits))
+        mw.sids[name] = subscription.subscription_id
+        mw.credits[name] = credits
+        self.after_step(fifo=True)
+
+    @precondition(lambda self: self.workers)
+    @rule(worker=st.integers(0, 100), index=st.integers(0, 100), credits=st.integers(0, 3))
+    def subscribe(self, worker: int, index: int, credits: int) -> None:
+        mw = self.workers[pick(sorted(self.workers), worker)]
+        name = pick(sorted(self.queues), index)
+        if name in mw.sids:
+            self.refused(ErrorCode.ALREADY_SUBSCRIBED,
+                         lambda: self.broker.subscribe(mw.worker, name, credits))
+            return
+        self._subscribe(mw, name, credits)
+
+    @precondition(lambda self: self.workers)
+    @rule(worker=st.integers(0, 100), index=st.integers(0, 100), credits=st.integers(1, 3))
+    def credit(self, worker: int, index: int, credits: int) -> None:
+        mw = self.workers[pick(sorted(self.workers), worker)]
+        if not mw.sids:
+            # Another worker's sid is not found on this one, like an unknown one.
+            others = [sid for w in self.workers.values() if w is not mw
+                      for sid in w.sids.values()]
+            sid = others[0] if others else "00000000-0000-4000-8000-000000000000"
+            self.refused(ErrorCode.SUBSCRIPTION_NOT_FOUND,
+                         lambda: self.broker.credit(mw.worker, sid, credits))
+            return
+        name = pick(sorted(mw.sids), index)
+        self.seen(mw)
+        self.call(lambda: self.broker.credit(mw.worker, mw.sids[name], credits))
+        mw.credits[name] += credits
+        self.after_step(fifo=True)
+
+    @precondition(lambda self: any(mw.sids for mw in self.workers.values()))
+    @rule(worker=st.integers(0, 100), index=st.integers(0, 100))
+    def unsubscribe(self, worker: int, index: int) -> None:
+        mw = pick([w for _, w in sorted(self.workers.items()) if w.sids], worker)
+        name = pick(sorted(mw.sids), index)
+        self.seen(mw)
+        self.call(lambda: self.broker.unsubscribe(mw.worker, mw.sids[name]))
+        del mw.sids[name]
+        del mw.credits[name]
+        self.after_step()
+
+    @precondition(lambda self: self.workers)
+    @rule(worker=st.integers(0, 100))
+    def disconnect(self, worker: int) -> None:
+        mw = self.workers[pick(sorted(self.workers), worker)]
+        self.call(lambda: self.broker.worker_gone(mw.worker, AttemptOutcome.DISCONNECTED))
+        mw.peer.close()
+        self.worker_left(mw, "disconnected")
+        self.after_step()
+
+    # -- rules: deliveries ---------------------------------------------------------------
+
+    def _held(self, index: int) -> tuple[MDelivery, MWorker]:
+        delivery = self.deliveries[pick(sorted(self.deliveries), index)]
+        return delivery, self.workers[delivery.worker_key]
+
+    def _own(self, delivery: MDelivery, mw: MWorker) -> Any:
+        found = self.broker.worker_delivery(mw.worker, delivery.did, delivery.jid)
+        assert found.delivery_id == delivery.did and found.job_id == delivery.jid
+        return found
+
+    @precondition(lambda self: self.deliveries)
+    @rule(index=st.integers(0, 1000))
+    def ack(self, index: int) -> None:
+        delivery, mw = self._held(index)
+        self.seen(mw)
+        found = self._own(delivery, mw)
+        if delivery.acked:
+            self.refused(ErrorCode.DELIVERY_ALREADY_ACKED, lambda: self.broker.ack(found))
+            return
+        self.call(lambda: self.broker.ack(found))
+        delivery.acked = True
+        delivery.lease_deadline_ms = self.now + LEASE_MS
+        assert found.lease_deadline_ms == delivery.lease_deadline_ms
+        self.after_step()
+
+    @precondition(lambda self: self.deliveries)
+    @rule(index=st.integers(0, 1000), progress=st.integers(0, 100))
+    def jobbeat(self, index: int, progress: int) -> None:
+        delivery, mw = self._held(index)
+        self.seen(mw)
+        found = self._own(delivery, mw)
+        deadline = self.call(lambda: self.broker.heartbeat(found, progress))
+        delivery.acked = True
+        delivery.lease_deadline_ms = self.now + LEASE_MS
+        assert deadline == delivery.lease_deadline_ms and found.progress == progress
+        self.after_step()
+
+    @precondition(lambda self: self.deliveries)
+    @rule(index=st.integers(0, 1000), result=st.integers(0, 100))
+    def complete(self, index: int, result: int) -> None:
+        delivery, mw = self._held(index)
+        self.seen(mw)
+        found = self._own(delivery, mw)
+        record = self.call(lambda: self.broker.complete(found, msgpack.packb(result)))
+        del self.deliveries[delivery.did]
+        self.ended.append((delivery.did, delivery.jid))
+        job = self.jobs[delivery.jid]
+        job.status = "completed"
+        job.attempts += 1
+        job.outcomes.append("completed")
+        assert record.status == JobStatus.COMPLETED
+        assert msgpack.unpackb(record.result) == result
+        assert record.finished_at_ms == self.now
+        self.after_step()
+
+    @precondition(lambda self: self.deliveries)
+    @rule(index=st.integers(0, 1000), message=st.text(max_size=5))
+    def fail(self, index: int, message: str) -> None:
+        delivery, mw = self._held(index)
+        self.seen(mw)
+        found = self._own(delivery, mw)
+        error = {"message": message, "details": {"at": self.now}}
+        record = self.call(lambda: self.broker.fail(found, error))
+        self.end(delivery, "failed")
+        job = self.jobs[delivery.jid]
+        assert record.status.label == job.status
+        assert record.history[-1]["outcome"] == "failed"
+        assert record.history[-1]["error"] == error
+        if job.status == "delayed":
+            assert record.execution_start_at_ms == job.start_ms
+        else:
+            assert record.finished_at_ms == self.now
+        self.after_step()
+
+    @precondition(lambda self: self.deliveries)
+    @rule(index=st.integers(0, 1000))
+    def release(self, index: int) -> None:
+        delivery, mw = self._held(index)
+        self.seen(mw)
+        found = self._own(delivery, mw)
+        record = self.call(lambda: self.broker.release(found))
+        self.end(delivery, "released")
+        assert record.status == JobStatus.WAITING
+        self.after_step()
+
+    @precondition(lambda self: (self.ended or self.deliveries) and self.workers)
+    @rule(index=st.integers(0, 1000), worker=st.integers(0, 100))
+    def refused_outcome(self, index: int, worker: int) -> None:
+        """Outcomes that must not reach a job: for a delivery that is over (any worker,
+        even after a restart: DELIVERY_STALE), for another worker's current delivery
+        (DELIVERY_NOT_FOUND), for a held delivery quoted with another job (INVALID_PAYLOAD)."""
+        mw = self.workers[pick(sorted(self.workers), worker)]
+        if self.ended:
+            did, jid = pick(self.ended, index)
+            self.refused(ErrorCode.DELIVERY_STALE,
+                         lambda: self.broker.worker_delivery(mw.worker, did, jid))
+        if not self.deliveries:
+            return
+        delivery, holder = self._held(index)
+        others = [w for k, w in sorted(self.workers.items()) if k != holder.key]
+        if others:
+            other = pick(others, worker)
+            self.refused(ErrorCode.DELIVERY_NOT_FOUND,
+                         lambda: self.broker.worker_delivery(other.worker, delivery.did,
+                                                             delivery.jid))
+        wrong = [jid for jid in sorted(self.jobs) if jid != delivery.jid]
+        if wrong:
+            self.refused(ErrorCode.INVALID_PAYLOAD,
+                         lambda: self.broker.worker_delivery(holder.worker, delivery.did,
+                                                             pick(wrong, index)))
+
+    # -- rules: time, restarts -----------------------------------------------------------
+
+    @rule(step=st.sampled_from(CLOCK_STEPS))
+    def time_passes(self, step: int) -> None:
+        self.now += step
+        self.call(lambda: self.broker.tick(self.now))
+        for delivery in list(self.deliveries.values()):
+            if not delivery.acked and self.now >= delivery.ack_deadline_ms:
+                self.end(delivery, "withdrawn")
+            elif delivery.acked and self.now >= delivery.lease_deadline_ms:
+                self.end(delivery, "lease_expired")
+        for mw in list(self.workers.values()):
+            holds = any(d.worker_key == mw.key for d in self.deliveries.values())
+            if holds and self.now - mw.last_seen_ms >= STALE_MS:
+                self.worker_left(mw, "stale_worker")
+                assert mw.peer.closed and mw.worker.gone
+        for mw in self.workers.values():
+            assert not mw.peer.closed
+        self.after_step()
+
+    @precondition(lambda self: self.restarts < MAX_RESTARTS)
+    @rule()
+    def restart(self) -> None:
+        active_before = {d.jid for d in self.deliveries.values()}
+        self.loop.run_until_complete(self.writer.stop())
+        self.store.close()
+        self.restarts += 1
+        self._open()
+        for mw in list(self.workers.values()):
+            del self.workers[mw.key]
+        for delivery in list(self.deliveries.values()):
+            self.end(delivery, "server_restart")
+        # Every job the old process had out was recovered: none is active any more.
+        assert not self.broker.deliveries
+        for jid in active_before:
+            record = self.store.get_job(jid)
+            assert record is not None and record.status != JobStatus.ACTIVE
+            assert record.history[-1]["outcome"] == "server_restart"
+            assert record.history[-1]["counted"] is True
+        self.after_step()
+
+    # -- invariants ----------------------------------------------------------------------
+
+    def _scan(self) -> tuple[dict[str, JobRecord], Counter[tuple[str, int]], set[bytes],
+                             list[tuple[str, int, bytes]], list[tuple[str, int, int, bytes]],
+                             dict[tuple[str, int], int]]:
+        store = self.store
+        records: dict[str, JobRecord] = {}
+        by_status: Counter[tuple[str, int]] = Counter()
+        status_keys: set[bytes] = set()
+        by_time: list[tuple[str, int, bytes]] = []
+        by_finish: list[tuple[str, int, int, bytes]] = []
+        counters: dict[tuple[str, int], int] = {}
+        with store.env.begin() as txn:
+            for key, value in txn.cursor(db=store.jobs_db):
+                record = decode_job(value)
+                assert key.decode() == record.job_id
+                records[record.job_id] = record
+            for key in txn.cursor(db=store.by_status).iternext(values=False):
+                name, rest = key.split(b"\x00", 1)
+                assert len(rest) == 17, key
+                by_status[(name.decode(), rest[0])] += 1
+                status_keys.add(key)
+            for key in txn.cursor(db=store.by_time).iternext(values=False):
+                name, rest = key.split(b"\x00", 1)
+                assert len(rest) == 24, key
+                by_time.append((name.decode(), U64.unpack(rest[:8])[0], rest[8:]))
+            for key in txn.cursor(db=store.by_finish).iternext(values=False):
+                name, rest = key.split(b"\x00", 1)
+                assert len(rest) == 25, key
+                by_finish.append((name.decode(), rest[0], U64.unpack(rest[1:9])[0], rest[9:]))
+            for key, value in txn.cursor(db=store.counters_db):
+                name, rest = key.split(b"\x00", 1)
+                counters[(name.decode(), rest[0])] = U64.unpack(value)[0]
+        return records, by_status, status_keys, by_time, by_finish, counters
+
+    @invariant()
+    def storage_indexes_and_counters_agree(self) -> None:
+        records, by_status, status_keys, by_time, by_finish, counters = self._scan()
+        per_status = Counter((r.queue_name, int(r.status)) for r in records.values())
+        for name in [*self.queues, "_system"]:
+            counts = self.store.counts(name)
+            for status in JobStatus:
+                stored = counters.get((name, int(status)), 0)
+                assert counts[status] == stored
+                assert stored == per_status[(name, int(status))], (name, status)
+                assert stored == by_status[(name, int(status))], (name, status)
+        expected_keys = {r.queue_name.encode() + b"\x00" + bytes((int(r.status),))
+                         + bytes.fromhex(r.uuid.replace("-", "")) for r in records.values()}
+        assert status_keys == expected_keys
+        delayed = sorted((r.queue_name, r.execution_start_at_ms,
+                          bytes.fromhex(r.uuid.replace("-", "")))
+                         for r in records.values() if r.status == JobStatus.DELAYED)
+        assert sorted(by_time) == delayed
+        finished = sorted((r.queue_name, int(r.status), r.finished_at_ms or 0,
+                           bytes.fromhex(r.uuid.replace("-", "")))
+                          for r in records.values()
+                          if r.status in (JobStatus.COMPLETED, JobStatus.FAILED))
+        assert sorted(by_finish) == finished
+
+    @invariant()
+    def model_agrees_with_records(self) -> None:
+        records = self._scan()[0]
+        assert set(records) == set(self.jobs)  # no job lost, none made up
+        for jid, job in self.jobs.items():
+            record = records[jid]
+            assert record.status.label == job.status, (job, record)
+            assert record.queue_name == job.queue
+            assert record.attempts_so_far == job.attempts, (job, record)
+            assert msgpack.unpackb(record.payload) == job.payload
+            kept = [e["outcome"] for e in record.history if e["outcome"] != "withdrawn"]
+            assert kept == job.outcomes, (job, record.history)
+            for entry in record.history:
+                assert entry["counted"] == (entry["outcome"] not in (
+                    "withdrawn", "released", "server_shutdown"))
+            if job.status in ("delayed", "new", "waiting"):
+                assert record.execution_start_at_ms == job.start_ms, (job, record)
+            if job.status == "active":
+                assert record.delivery_id is not None
+            else:
+                assert record.delivery_id is None
+            if job.status in ("completed", "failed"):
+                assert record.finished_at_ms is not None
+            else:
+                assert record.finished_at_ms is None
+
+    @invariant()
+    def deliveries_match_active_jobs(self) -> None:
+        records = self._scan()[0]
+        active = {(r.job_id, r.delivery_id) for r in records.values()
+                  if r.status == JobStatus.ACTIVE}
+        in_memory = {(d.job_id, d.delivery_id) for d in self.broker.deliveries.values()}
+        assert in_memory == active
+        assert {(d.jid, d.did) for d in self.deliveries.values()} == active
+        for delivery in self.broker.deliveries.values():
+            model = self.deliveries[delivery.delivery_id]
+            assert delivery.worker is self.workers[model.worker_key].worker
+            assert delivery.acked == model.acked
+            assert delivery.ack_deadline_ms == model.ack_deadline_ms
+            if model.acked:
+                assert delivery.lease_deadline_ms == model.lease_deadline_ms
+            assert records[delivery.job_id].worker_id == delivery.worker.worker_id
+        for mw in self.workers.values():
+            held = {d.did for d in self.deliveries.values() if d.worker_key == mw.key}
+            assert set(mw.worker.deliveries) == held
+
+    @invariant()
+    def concurrency_and_credits(self) -> None:
+        records = self._scan()[0]
+        for name, queue in self.queues.items():
+            runtime = self.broker.queues[name]
+            out = sum(1 for d in self.broker.deliveries.values() if d.queue_name == name)
+            assert runtime.active == out, (name, runtime.active, out)
+            active_records = sum(1 for r in records.values()
+                                 if r.queue_name == name and r.status == JobStatus.ACTIVE)
+            if queue.limit is not None:
+                assert runtime.active <= queue.limit
+                assert active_records <= queue.limit
+            assert runtime.record.state == (QueueState.PAUSED if queue.paused
+                                            else QueueState.ACTIVE)
+            live = {s.subscription_id: s for s in runtime.subscriptions}
+            expected = {mw.sids[name]: mw.credits[name] for mw in self.workers.values()
+                        if name in mw.sids}
+            assert {sid: s.credits for sid, s in live.items()} == expected
+            # Work is never left waiting next to an idle subscription with credit.
+            waiting = any(j.queue == name and j.status == "waiting"
+                          for j in self.jobs.values())
+            if waiting and not queue.paused:
+                full = queue.limit is not None and out >= queue.limit
+                assert full or not any(expected.values()), (name, expected, out)
+
+
+LifecycleMachine.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=25, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestLifecycle = LifecycleMachine.TestCase
