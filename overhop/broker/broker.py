@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from overhop.broker import job_ops
 from overhop.broker.dispatch import QueueRuntime, plan_dispatch
 from overhop.broker.ids import DeliveryIdGenerator, JobIdGenerator
@@ -27,13 +25,14 @@ from overhop.broker.queues import (
 )
 from overhop.broker.workers import Delivery, Peer, Subscription, Worker
 from overhop.config.schema import Config
+from overhop.logs import get_logger
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 from overhop.wire.codec import encode_frame_with_raw
 from overhop.wire.errors import ErrorCode, RequestError
 from overhop.wire.messages import PUSH_RID, MessageType
 
-log = structlog.get_logger("overhop.broker")
+log = get_logger("overhop.broker")
 
 # Jobs one maintenance transaction moves at most (promotion, recovery, advancing new jobs):
 # bounded so a backlog never holds the writer for long; the rest follow in the next step.
@@ -67,6 +66,8 @@ class Broker:
         self.dispatched_total = 0
         self.dispatch_stopped = False
         self.obliterating: set[str] = set()
+        self._due_timer: asyncio.TimerHandle | None = None
+        self._due_timer_at = 0
         self._rate_timers: dict[str, asyncio.TimerHandle] = {}
         self._job_ids = JobIdGenerator()
         self._delivery_ids = DeliveryIdGenerator()
@@ -269,19 +270,26 @@ class Broker:
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be read")
         return self.store.get_job(job_id)
 
-    async def remove_job(self, job_id: str) -> None:
+    def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
-        await self.writer.submit(job_ops.remove_job(job_id))
+        return self.writer.submit(job_ops.remove_job(job_id))
 
-    async def retry_job(self, job_id: str) -> JobRecord:
+    def retry_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be retried")
-        job = await self.writer.submit(job_ops.retry_failed(job_id, self.clock()))
-        runtime = self.queues.get(job.queue_name)
-        if runtime is not None and job.status == JobStatus.WAITING:
-            self._add_waiting(runtime, 1)
-        return job
+
+        def settle(future: "asyncio.Future[JobRecord]") -> None:
+            if future.exception() is not None:
+                return
+            job = future.result()
+            runtime = self.queues.get(job.queue_name)
+            if runtime is not None and job.status == JobStatus.WAITING:
+                self._add_waiting(runtime, 1)
+
+        future = self.writer.submit(job_ops.retry_failed(job_id, self.clock()))
+        future.add_done_callback(settle)
+        return future
 
     # -- workers and subscriptions -----------------------------------------------------
 
@@ -624,6 +632,23 @@ class Broker:
     def _note_due(self, runtime: QueueRuntime, due_ms: int | None) -> None:
         if due_ms is not None and (runtime.next_due_ms is None or due_ms < runtime.next_due_ms):
             runtime.next_due_ms = due_ms
+        self._arm_due_timer()
+
+    def _arm_due_timer(self) -> None:
+        """Wake exactly when the earliest delayed job of any active queue is due, so a
+        backoff or a scheduled start is not late by a heartbeat tick."""
+        due = self.next_due_ms()
+        if due is None or (self._due_timer is not None and self._due_timer_at <= due):
+            return
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        self._due_timer_at = due
+        self._due_timer = asyncio.get_running_loop().call_later(
+            max(0, due - self.clock()) / 1000, self._on_due_timer)
+
+    def _on_due_timer(self) -> None:
+        self._due_timer = None
+        self.promote_due_queues(self.clock())
 
     def _run_maintenance(self, runtime: QueueRuntime, now_ms: int) -> None:
         if (self.dispatch_stopped or runtime.maintenance_in_flight
@@ -652,6 +677,7 @@ class Broker:
         if was_new:
             runtime.new_pending = moved.more
         runtime.next_due_ms = moved.next_due_ms
+        self._arm_due_timer()
         if moved.moved:
             # Advanced new jobs may have gone to delayed rather than waiting: the estimate
             # only sizes dispatch plans, and an over-estimate costs one refund.

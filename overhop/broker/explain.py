@@ -20,9 +20,10 @@ def _credits(runtime: QueueRuntime) -> int:
 def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] | None:
     """What holds a job that is not running, or None for active and finished jobs.
 
-    Reasons, checked in this order: `queue_paused`; for delayed jobs `backing_off` or
-    `scheduled` (with `until`); `queue_missing`; `concurrency_limit`; `rate_limited` (with
-    `until`); `no_worker_credit`; else `in_line` (dispatch is under way, older jobs first).
+    Reasons, checked in this order: `queue_missing`; `queue_paused`; for delayed jobs
+    `backing_off` or `scheduled` (with `until`); for new jobs `being_advanced`;
+    `concurrency_limit`; `rate_limited` (with `until`); `no_worker_credit`; else `in_line`
+    (dispatch is under way, older jobs first).
     """
     if job.status in (JobStatus.ACTIVE, JobStatus.COMPLETED, JobStatus.FAILED):
         return None

@@ -11,16 +11,15 @@ the steps.
 
 import asyncio
 
-import structlog
-
 from overhop.broker import job_ops
 from overhop.broker.broker import Broker
 from overhop.broker.dispatch import QueueRuntime
 from overhop.broker.jobs import JobStatus
 from overhop.broker.queues import QueueRecord, parse_queue_config
+from overhop.logs import get_logger
 from overhop.wire.errors import ErrorCode, RequestError
 
-log = structlog.get_logger("overhop.queue_control")
+log = get_logger("overhop.queue_control")
 
 # Jobs removed per transaction by CLEARQUEUE and OBLITERATE: about a millisecond or two of
 # writer time, so a dispatch commit never waits long behind a removal step.

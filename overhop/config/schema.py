@@ -381,6 +381,9 @@ def validate_config(config: Config) -> None:
         raise ConfigError(
             f"storage.reserved_headroom_bytes ({storage.reserved_headroom_bytes}) must be less"
             f" than storage.max_map_size_bytes ({storage.max_map_size_bytes})")
+    if storage.self_debug_path and storage.self_debug_path == storage.path:
+        raise ConfigError("storage.self_debug_path must differ from storage.path: self-debug "
+                          "wipes its storage")
     if pages.page_size > pages.max_page_size:
         raise ConfigError(
             f"pagination.page_size ({pages.page_size}) must not exceed"

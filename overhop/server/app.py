@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import structlog
 import uvloop
 
 from overhop import __version__
@@ -21,15 +20,16 @@ from overhop.broker.jobs import AttemptOutcome
 from overhop.clock import now_ms
 from overhop.config.loading import LoadedConfig
 from overhop.config.schema import Config
+from overhop.logs import get_logger
 from overhop.server.connection import Connection
 from overhop.server.context import ServerContext
 from overhop.server.heartbeat import run_heartbeat
 from overhop.session.states import SessionLimits
-from overhop.storage.store import Store, StoreLockedError
+from overhop.storage.store import Store, StoreOpenError
 from overhop.storage.writer import Writer
 from overhop.wire.messages import MessageType
 
-log = structlog.get_logger("overhop.server")
+log = get_logger("overhop.server")
 # How often shutdown looks whether the jobs in flight have ended during the grace period.
 GRACE_POLL_S = 0.02
 
@@ -57,7 +57,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     try:
         store = Store(path, map_size=config.storage.initial_map_size_bytes,
                       sync=config.storage.sync)
-    except StoreLockedError as exc:
+    except StoreOpenError as exc:
         print(f"overhop: {exc}", file=sys.stderr)
         return 2
     loop = asyncio.get_running_loop()

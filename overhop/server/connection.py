@@ -12,11 +12,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from overhop.broker.jobs import AttemptOutcome
 from overhop.broker.workers import Worker
 from overhop.clock import now_ms, to_rfc3339
+from overhop.logs import get_logger
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
 from overhop.session.states import Session
@@ -24,7 +23,7 @@ from overhop.wire.codec import FrameDecoder, decode_envelope, encode_frame
 from overhop.wire.errors import ErrorCode, OverhopError, ProtocolError
 from overhop.wire.messages import PUSH_RID, MessageType
 
-log = structlog.get_logger("overhop.connection")
+log = get_logger("overhop.connection")
 
 
 class Connection(asyncio.Protocol):
@@ -131,6 +130,7 @@ class Connection(asyncio.Protocol):
             return
         message_type = envelope.type
         rid = envelope.rid
+        self.log.verbose("frame_received", message=message_type.name, rid=rid)
         try:
             self.session.check(message_type)
             if message_type is MessageType.PING:

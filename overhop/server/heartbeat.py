@@ -2,21 +2,20 @@
 
 Each tick: anonymous connections past their lifetime are closed or sent IDENT, IDENT
 deadlines are enforced, and the broker's maintenance runs (acknowledgement timeouts, leases,
-stale workers, delayed jobs becoming waiting). Between ticks, the loop also wakes at the
-earliest delayed job's start time, so a backoff or a scheduled job is not late by a tick.
+stale workers, delayed jobs becoming waiting, retention). Delayed jobs do not wait for a
+tick: the broker arms a timer for the earliest one (see `Broker._arm_due_timer`).
 """
 
 import asyncio
 
-import structlog
-
 from overhop.clock import now_ms, to_rfc3339
+from overhop.logs import get_logger
 from overhop.server.context import ServerContext
 from overhop.session.states import SessionAction
 from overhop.wire.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import MessageType
 
-log = structlog.get_logger("overhop.heartbeat")
+log = get_logger("overhop.heartbeat")
 
 
 def tick_sessions(ctx: ServerContext, now: int) -> None:
@@ -41,20 +40,12 @@ def tick_sessions(ctx: ServerContext, now: int) -> None:
 
 
 async def run_heartbeat(ctx: ServerContext) -> None:
-    interval_ms = ctx.config.heartbeat.interval_ms
-    next_tick = now_ms() + interval_ms
+    interval_s = ctx.config.heartbeat.interval_ms / 1000
     while True:
-        now = now_ms()
-        due = ctx.broker.next_due_ms()
-        wake_at = next_tick if due is None else min(next_tick, max(due, now + 5))
-        await asyncio.sleep(max(0, wake_at - now) / 1000)
+        await asyncio.sleep(interval_s)
         now = now_ms()
         try:
-            if now >= next_tick:
-                next_tick = now + interval_ms
-                tick_sessions(ctx, now)
-                ctx.broker.tick(now)
-            else:
-                ctx.broker.promote_due_queues(now)
+            tick_sessions(ctx, now)
+            ctx.broker.tick(now)
         except Exception:
             log.exception("heartbeat_failed")

@@ -25,7 +25,11 @@ MAX_DBS = 16
 MAX_READERS = 126
 
 
-class StoreLockedError(Exception):
+class StoreOpenError(Exception):
+    """The data directory cannot be used; str() is one line saying why."""
+
+
+class StoreLockedError(StoreOpenError):
     """Another process owns this data directory."""
 
 
@@ -64,7 +68,11 @@ class Store:
         self.by_finish = self.env.open_db(b"by_finish")
         self.counters_db = self.env.open_db(b"counters")
         self._page_size: int = self.env.stat()["psize"]
-        self._check_layout()
+        try:
+            self._check_layout()
+        except StoreOpenError:
+            self.close()
+            raise
 
     def _check_layout(self) -> None:
         with self.env.begin(write=True) as txn:
@@ -72,9 +80,9 @@ class Store:
             if stored is None:
                 txn.put(keys.META_LAYOUT_VERSION, bytes((keys.LAYOUT_VERSION,)), db=self.meta)
             elif stored[0] != keys.LAYOUT_VERSION:
-                raise RuntimeError(
-                    f"storage layout version {stored[0]} is not {keys.LAYOUT_VERSION}"
-                )
+                raise StoreOpenError(
+                    f"storage path {self.path} has layout version {stored[0]}; this overhop "
+                    f"reads version {keys.LAYOUT_VERSION} (see docs/storage.md)")
 
     def close(self) -> None:
         self.env.close()

@@ -16,6 +16,9 @@ writer asks the event loop thread to enlarge it (LMDB allows that only while thi
 has no transaction open, which on the loop thread is true between callbacks). At the
 maximum size, once less than `reserved_headroom` is free, operations marked `grows` (new
 queues and jobs) are refused with STORAGE_FULL while completing and removing jobs go on.
+LMDB reuses the pages that removals free, but its high-water mark (all we can read) never
+goes down: so once refusing, the writer lets growing operations try again every
+`SPACE_PROBE_INTERVAL_S`, and a commit that runs out of room refuses them again.
 """
 
 import asyncio
@@ -26,19 +29,22 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import lmdb
-import structlog
 
+from overhop.logs import get_logger
 from overhop.storage.store import Store, StoreTxn
 from overhop.wire.errors import ErrorCode, OverhopError, RequestError
 
 T = TypeVar("T")
 Operation = Callable[[StoreTxn], Any]
-log = structlog.get_logger("overhop.storage")
+log = get_logger("overhop.storage")
 
 _STOP = object()
 # In `storage.sync = false` mode the data still reaches the OS at every commit (safe against a
 # process crash); an explicit sync this often bounds what a power loss can take.
 UNSYNCED_FLUSH_INTERVAL_S = 1.0
+# How often new jobs are tried again once the map is full at its maximum size: rare enough
+# that a truly full store is not hammered, soon enough after a clear or retention.
+SPACE_PROBE_INTERVAL_S = 10.0
 
 
 class _Pending:
@@ -63,7 +69,10 @@ class Writer:
         self._staged: list[_Pending] = []
         self._thread = threading.Thread(target=self._run, name="overhop-writer", daemon=True)
         self._last_flush = time.monotonic()
+        self._unsynced = False
         self.space_low = False
+        self._space_low_since = 0.0
+        self._trust_high_water = True
         self.commits = 0
         self.operations = 0
         self.failed = False
@@ -104,8 +113,13 @@ class Writer:
         stopping = False
         while True:
             if not carry:
-                first = inbox.get()
+                try:
+                    first = inbox.get(timeout=None if self._sync else UNSYNCED_FLUSH_INTERVAL_S)
+                except queue.Empty:
+                    self._flush_unsynced()
+                    continue
                 if first is _STOP:
+                    self._flush_unsynced()
                     return
                 carry = first
             batch = carry
@@ -121,6 +135,7 @@ class Writer:
             carry = batch[self._max_batch:]
             self._commit_batch(batch[: self._max_batch])
             if stopping and not carry:
+                self._flush_unsynced()
                 return
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
@@ -138,10 +153,19 @@ class Writer:
             outcomes = [self._run_alone(pending) for pending in batch]
         self.commits += 1
         self.operations += len(batch)
-        if not self._sync and time.monotonic() - self._last_flush > UNSYNCED_FLUSH_INTERVAL_S:
-            self._store.env.sync(True)
-            self._last_flush = time.monotonic()
+        if not self._sync:
+            self._unsynced = True
+            if time.monotonic() - self._last_flush > UNSYNCED_FLUSH_INTERVAL_S:
+                self._flush_unsynced()
         self._deliver(outcomes)
+
+    def _flush_unsynced(self) -> None:
+        """`storage.sync = false`: push commits to disk at most a second after they happen,
+        and when the writer stops."""
+        if self._unsynced:
+            self._store.env.sync(True)
+            self._unsynced = False
+        self._last_flush = time.monotonic()
 
     def _run_in_one_transaction(self, batch: list[_Pending]
                                 ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
@@ -177,8 +201,7 @@ class Writer:
                         ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
         if self._grow():
             return self._run_in_one_transaction(batch)
-        self.space_low = True
-        log.warning("storage_full", max_map_size=self._max_map_size)
+        self._refuse_growth()
         outcomes = []
         for pending in batch:
             if pending.grows:
@@ -190,10 +213,24 @@ class Writer:
     def _ensure_space(self) -> None:
         map_size, used = self._store.map_use()
         free = map_size - used
-        if free < map_size // 4 and not self._grow():
-            self.space_low = free < self._headroom
-        elif free >= self._headroom:
+        if free < map_size // 4 and self._grow():
+            return
+        if free >= self._headroom:
             self.space_low = False
+            self._trust_high_water = True
+        elif self._trust_high_water:
+            self._refuse_growth()
+        elif self.space_low and time.monotonic() - self._space_low_since > SPACE_PROBE_INTERVAL_S:
+            self.space_low = False  # try again: a commit out of room refuses growth anew
+            log.info("storage_space_probe")
+
+    def _refuse_growth(self) -> None:
+        if not self.space_low:
+            log.warning("storage_full", max_map_size=self._max_map_size,
+                        headroom=self._headroom)
+        self.space_low = True
+        self._trust_high_water = False
+        self._space_low_since = time.monotonic()
 
     def _grow(self) -> bool:
         current = self._store.env.info()["map_size"]

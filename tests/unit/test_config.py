@@ -387,6 +387,8 @@ def test_tls_enabled_override_is_refused(cwd: Path, system: Path) -> None:
      " storage.max_map_size_bytes (8388608)"),
     (["--pagination.page_size=20", "--pagination.max_page_size=10"],
      "pagination.page_size (20) must not exceed pagination.max_page_size (10)"),
+    (["--storage.path=/srv/q", "--storage.self_debug_path=/srv/q"],
+     "storage.self_debug_path must differ from storage.path: self-debug wipes its storage"),
 ])
 def test_cross_field_checks(cwd: Path, system: Path, words: list[str], expected: str) -> None:
     assert error_of(cwd, system, words) == expected
@@ -500,6 +502,8 @@ def valid_configs(draw: st.DrawFn) -> Config:
                                                     high - 1)  # type: ignore[type-var]
     small, big = sorted((values["pagination.page_size"], values["pagination.max_page_size"]))
     values["pagination.page_size"], values["pagination.max_page_size"] = small, big
+    if values["storage.self_debug_path"] == values["storage.path"]:
+        values["storage.self_debug_path"] = ""
     config = build_config(values)
     validate_config(config)
     return config

@@ -54,6 +54,7 @@ MAX_QUEUES = 3
 MAX_WORKERS = 4
 MAX_JOBS = 40
 MAX_RESTARTS = 2
+ACTIONS = ("ack", "jobbeat", "complete", "fail", "release")
 U64 = struct.Struct(">Q")
 # Clock steps: below every timeout, past the ack timeout, past a lease, past staleness.
 CLOCK_STEPS = (100, 600, 1100, 2100, 5100)
@@ -329,15 +330,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert record.name == name and record.state == QueueState.ACTIVE
         self.queues[name] = MQueue(limit, max_attempts or DEFAULT_MAX_ATTEMPTS)
         self.after_step()
-
-    @rule(limit=st.sampled_from([None, 1, 2, 3]), max_attempts=st.sampled_from([None, 1, 2]),
-          index=st.integers(0, 100))
-    def add_queue(self, limit: int | None, max_attempts: int | None, index: int) -> None:
-        if len(self.queues) < MAX_QUEUES:
-            self._add_queue(limit, max_attempts)
-            return
-        name = pick(sorted(self.queues), index)
         self.refused(ErrorCode.QUEUE_EXISTS, lambda: self.broker.add_queue(name, QueueConfig()))
+
+    @precondition(lambda self: len(self.queues) < MAX_QUEUES)
+    @rule(limit=st.sampled_from([None, 1, 2, 3]), max_attempts=st.sampled_from([None, 1, 2]))
+    def add_queue(self, limit: int | None, max_attempts: int | None) -> None:
+        self._add_queue(limit, max_attempts)
 
     @rule(index=st.integers(0, 100), twice=st.booleans())
     def pause_or_resume(self, index: int, twice: bool) -> None:
@@ -489,8 +487,17 @@ class LifecycleMachine(RuleBasedStateMachine):
         return found
 
     @precondition(lambda self: self.deliveries)
-    @rule(index=st.integers(0, 1000))
-    def ack(self, index: int) -> None:
+    @rule(steps=st.lists(st.tuples(st.integers(0, 1000), st.sampled_from(ACTIONS),
+                                   st.integers(0, 100)), min_size=1, max_size=6))
+    def work(self, steps: list[tuple[int, str, int]]) -> None:
+        """Workers act on the deliveries they hold: each step is (which delivery, ACK,
+        JOBBEAT, COMPLETE, FAIL or RELEASE, a value for progress, result or message)."""
+        for index, action, value in steps:
+            if not self.deliveries:
+                return
+            getattr(self, f"_{action}")(index, value)
+
+    def _ack(self, index: int, _: int) -> None:
         delivery, mw = self._held(index)
         self.seen(mw)
         found = self._own(delivery, mw)
@@ -503,9 +510,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert found.lease_deadline_ms == delivery.lease_deadline_ms
         self.after_step()
 
-    @precondition(lambda self: self.deliveries)
-    @rule(index=st.integers(0, 1000), progress=st.integers(0, 100))
-    def jobbeat(self, index: int, progress: int) -> None:
+    def _jobbeat(self, index: int, progress: int) -> None:
         delivery, mw = self._held(index)
         self.seen(mw)
         found = self._own(delivery, mw)
@@ -515,9 +520,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert deadline == delivery.lease_deadline_ms and found.progress == progress
         self.after_step()
 
-    @precondition(lambda self: self.deliveries)
-    @rule(index=st.integers(0, 1000), result=st.integers(0, 100))
-    def complete(self, index: int, result: int) -> None:
+    def _complete(self, index: int, result: int) -> None:
         delivery, mw = self._held(index)
         self.seen(mw)
         found = self._own(delivery, mw)
@@ -533,13 +536,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert record.finished_at_ms == self.now
         self.after_step()
 
-    @precondition(lambda self: self.deliveries)
-    @rule(index=st.integers(0, 1000), message=st.text(max_size=5))
-    def fail(self, index: int, message: str) -> None:
+    def _fail(self, index: int, code: int) -> None:
         delivery, mw = self._held(index)
         self.seen(mw)
         found = self._own(delivery, mw)
-        error = {"message": message, "details": {"at": self.now}}
+        error = {"message": f"boom {code}", "details": {"code": code, "ratio": code / 8}}
         record = self.call(lambda: self.broker.fail(found, error))
         self.end(delivery, "failed")
         job = self.jobs[delivery.jid]
@@ -552,9 +553,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert record.finished_at_ms == self.now
         self.after_step()
 
-    @precondition(lambda self: self.deliveries)
-    @rule(index=st.integers(0, 1000))
-    def release(self, index: int) -> None:
+    def _release(self, index: int, _: int) -> None:
         delivery, mw = self._held(index)
         self.seen(mw)
         found = self._own(delivery, mw)
@@ -762,7 +761,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
 
 LifecycleMachine.TestCase.settings = settings(
-    max_examples=30, stateful_step_count=25, deadline=None, database=None,
+    max_examples=50, stateful_step_count=25, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestLifecycle = LifecycleMachine.TestCase
