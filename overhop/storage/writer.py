@@ -11,7 +11,8 @@ it writes anything, so a refused operation leaves the batch's transaction clean.
 exception aborts the batch, which is then retried one operation per transaction so that
 only the culprit fails.
 
-The map grows by itself: before each batch, if less than a quarter of the map is free, the
+The map grows by itself: before each batch, if less than a quarter of the map (or less
+than the reserved headroom) is free, the
 writer asks the event loop thread to enlarge it (LMDB allows that only while this process
 has no transaction open, which on the loop thread is true between callbacks). At the
 maximum size, once less than `reserved_headroom` is free, operations marked `grows` (new
@@ -213,7 +214,7 @@ class Writer:
     def _ensure_space(self) -> None:
         map_size, used = self._store.map_use()
         free = map_size - used
-        if free < map_size // 4 and self._grow():
+        if free < max(map_size // 4, self._headroom) and self._grow():
             return
         if free >= self._headroom:
             self.space_low = False
