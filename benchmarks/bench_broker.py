@@ -11,7 +11,9 @@ the server's CPU seconds and peak memory.
         [--phases enqueue,e2e,latency,backlog,clear]
 
 Clients run in separate processes (producer, workers) so that the client side does not
-share one core; the server runs as `python -m overhop serve`. All loops are bounded.
+share one core; the server runs as `python -m overhop serve`, with any extra arguments from
+the environment variable OVERHOP_BENCH_SERVER_ARGS (e.g. "--storage.sync false" to see what
+the two fdatasyncs of each LMDB commit cost). All loops are bounded.
 """
 
 import argparse
@@ -34,12 +36,14 @@ from bench_client import connect
 # Enough requests in flight to keep the group commit full without unbounded buffering.
 WINDOW = 2048
 PHASE_TIMEOUT_S = 300.0
+EXTRA_SERVER_ARGS: list[str] = os.environ.get("OVERHOP_BENCH_SERVER_ARGS", "").split()
 
 
 def start_server(storage: Path) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "overhop", "serve", "--server.host", "127.0.0.1",
-         "--server.port", "0", "--storage.path", str(storage), "--logging.level", "info"],
+         "--server.port", "0", "--storage.path", str(storage), "--logging.level", "info",
+         *EXTRA_SERVER_ARGS],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
     assert process.stderr is not None
