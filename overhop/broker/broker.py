@@ -83,7 +83,7 @@ class Broker:
             runtime.new_pending = record.state == QueueState.ACTIVE
             self.queues[record.name] = runtime
         if SYSTEM_QUEUE_NAME not in self.queues:
-            record = self._new_queue_record(SYSTEM_QUEUE_NAME, QueueConfig())
+            record = self.new_queue_record(SYSTEM_QUEUE_NAME, QueueConfig())
             await self.writer.submit(job_ops.add_queue(record), grows=True)
             self.queues[record.name] = QueueRuntime(record)
         for name in list(self.queues):
@@ -103,7 +103,7 @@ class Broker:
             runtime.waiting_estimate = self.store.counts(name)[JobStatus.WAITING]
             log.warning("active_jobs_recovered", queue=name, jobs=recovered)
 
-    def _new_queue_record(self, name: str, config: QueueConfig) -> QueueRecord:
+    def new_queue_record(self, name: str, config: QueueConfig) -> QueueRecord:
         return QueueRecord(str(uuid.uuid4()), name, QueueState.ACTIVE, self.clock(), config)
 
     # -- queues ------------------------------------------------------------------------
@@ -119,76 +119,6 @@ class Broker:
             raise RequestError(ErrorCode.QUEUE_SYSTEM,
                                f"{name!r} is a system queue and cannot be used that way")
         return self.queue(name)
-
-    # Queue changes take effect in memory when they are submitted, not when they commit:
-    # the writer runs operations in submission order, so a request pipelined behind them on
-    # any connection must already see them (ADDQUEUE then ENQUEUE, PAUSE then ENQUEUE).
-    # Should the commit fail, the in-memory change is undone.
-
-    def add_queue(self, name: str, config: QueueConfig) -> "asyncio.Future[QueueRecord]":
-        if name.startswith("_"):
-            raise RequestError(ErrorCode.QUEUE_SYSTEM, "queue names starting with '_' are "
-                               "reserved for system queues")
-        if name in self.queues:
-            raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
-        if name in self.obliterating:
-            raise RequestError(ErrorCode.QUEUE_EXISTS,
-                               f"queue {name!r} is still being obliterated; add it again "
-                               "once OBLITERATE has answered")
-        record = self._new_queue_record(name, config)
-        runtime = QueueRuntime(record)
-        self.queues[name] = runtime
-
-        def settle(future: "asyncio.Future[QueueRecord]") -> None:
-            if future.exception() is None:
-                log.info("queue_added", queue=name, qid=record.queue_id)
-            elif self.queues.get(name) is runtime:
-                del self.queues[name]
-
-        future = self.writer.submit(job_ops.add_queue(record), grows=True)
-        future.add_done_callback(settle)
-        return future
-
-    def remove_queue(self, name: str) -> "asyncio.Future[None]":
-        runtime = self.user_queue(name)
-        del self.queues[name]
-
-        def settle(future: "asyncio.Future[None]") -> None:
-            if future.exception() is not None:
-                self.queues.setdefault(name, runtime)
-                return
-            self.detach_queue(runtime)
-            log.info("queue_removed", queue=name)
-
-        future = self.writer.submit(job_ops.remove_queue(name))
-        future.add_done_callback(settle)
-        return future
-
-    def set_queue_state(self, name: str, state: QueueState) -> "asyncio.Future[QueueRecord]":
-        runtime = self.user_queue(name)
-        previous = runtime.record
-        if previous.state == state:
-            code = (ErrorCode.QUEUE_ALREADY_PAUSED if state == QueueState.PAUSED
-                    else ErrorCode.QUEUE_NOT_PAUSED)
-            raise RequestError(code, f"queue {name!r} is already {state.value}")
-        runtime.record = previous.with_state(state)
-        optimistic = runtime.record
-
-        def settle(future: "asyncio.Future[QueueRecord]") -> None:
-            if future.exception() is not None:
-                if runtime.record is optimistic:
-                    runtime.record = previous
-                return
-            log.info("queue_paused" if state == QueueState.PAUSED else "queue_resumed",
-                     queue=name)
-
-        future = self.writer.submit(job_ops.set_queue_state(name, state))
-        future.add_done_callback(settle)
-        if state == QueueState.ACTIVE:
-            runtime.new_pending = True
-            self._run_maintenance(runtime, self.clock())
-            self.pump(runtime)
-        return future
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -613,7 +543,7 @@ class Broker:
 
     def promote_due_queues(self, now_ms: int) -> None:
         for runtime in self.queues.values():
-            self._run_maintenance(runtime, now_ms)
+            self.run_maintenance(runtime, now_ms)
 
     def stop_dispatch(self) -> None:
         """Shutdown: no new QUEST from now on (deliveries already out may still end)."""
@@ -650,7 +580,7 @@ class Broker:
         self._due_timer = None
         self.promote_due_queues(self.clock())
 
-    def _run_maintenance(self, runtime: QueueRuntime, now_ms: int) -> None:
+    def run_maintenance(self, runtime: QueueRuntime, now_ms: int) -> None:
         if (self.dispatch_stopped or runtime.maintenance_in_flight
                 or runtime.record.state != QueueState.ACTIVE):
             return
@@ -683,7 +613,7 @@ class Broker:
             # only sizes dispatch plans, and an over-estimate costs one refund.
             self._add_waiting(runtime, moved.moved)
         if moved.more:
-            self._run_maintenance(runtime, self.clock())
+            self.run_maintenance(runtime, self.clock())
 
     def next_due_ms(self) -> int | None:
         """The earliest delayed job of any active queue, for the precise promotion timer."""

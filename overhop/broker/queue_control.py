@@ -1,9 +1,13 @@
-"""Queue control over live work: settings changed on a running queue, clearing a queue's
-pending jobs, and obliterating a queue with everything in it.
+"""Changes to queues: adding, removing, pausing and resuming them, settings changed on a
+running queue, clearing a queue's pending jobs, and obliterating a queue with everything
+in it.
 
-Like every queue change, each takes effect for the requests handled after it at once
-(before its commit): SETQUEUE's settings are in force, CLEARQUEUE removes only the jobs
-that existed when it was handled, OBLITERATE's queue is gone. Clearing and obliterating run
+Every queue change takes effect in memory when it is submitted, not when it commits: the
+writer runs operations in submission order, so a request pipelined behind one on any
+connection must already see it (ADDQUEUE then ENQUEUE, PAUSE then ENQUEUE); should the
+commit fail, the in-memory change is undone. So SETQUEUE's settings are in force at once,
+CLEARQUEUE removes only the jobs that existed when it was handled, and OBLITERATE's queue
+is gone for every later request. Clearing and obliterating run
 as a sequence of bounded transactions (`CONTROL_BATCH` jobs each), so a queue of a million
 jobs is removed without holding the writer: other commits, dispatch included, go between
 the steps.
@@ -15,7 +19,7 @@ from overhop.broker import job_ops
 from overhop.broker.broker import Broker
 from overhop.broker.dispatch import QueueRuntime
 from overhop.broker.jobs import JobStatus
-from overhop.broker.queues import QueueRecord, parse_queue_config
+from overhop.broker.queues import QueueConfig, QueueRecord, QueueState, parse_queue_config
 from overhop.logs import get_logger
 from overhop.wire.errors import ErrorCode, RequestError
 
@@ -24,6 +28,72 @@ log = get_logger("overhop.queue_control")
 # Jobs removed per transaction by CLEARQUEUE and OBLITERATE: about a millisecond or two of
 # writer time, so a dispatch commit never waits long behind a removal step.
 CONTROL_BATCH = 500
+
+
+def add_queue(broker: Broker, name: str, config: QueueConfig) -> "asyncio.Future[QueueRecord]":
+    if name.startswith("_"):
+        raise RequestError(ErrorCode.QUEUE_SYSTEM, "queue names starting with '_' are "
+                           "reserved for system queues")
+    if name in broker.queues:
+        raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
+    if name in broker.obliterating:
+        raise RequestError(ErrorCode.QUEUE_EXISTS,
+                           f"queue {name!r} is still being obliterated; add it again "
+                           "once OBLITERATE has answered")
+    record = broker.new_queue_record(name, config)
+    runtime = QueueRuntime(record)
+    broker.queues[name] = runtime
+
+    def settle(future: "asyncio.Future[QueueRecord]") -> None:
+        if future.exception() is None:
+            log.info("queue_added", queue=name, qid=record.queue_id)
+        elif broker.queues.get(name) is runtime:
+            del broker.queues[name]
+
+    future = broker.writer.submit(job_ops.add_queue(record), grows=True)
+    future.add_done_callback(settle)
+    return future
+
+def remove_queue(broker: Broker, name: str) -> "asyncio.Future[None]":
+    runtime = broker.user_queue(name)
+    del broker.queues[name]
+
+    def settle(future: "asyncio.Future[None]") -> None:
+        if future.exception() is not None:
+            broker.queues.setdefault(name, runtime)
+            return
+        broker.detach_queue(runtime)
+        log.info("queue_removed", queue=name)
+
+    future = broker.writer.submit(job_ops.remove_queue(name))
+    future.add_done_callback(settle)
+    return future
+
+def set_queue_state(broker: Broker, name: str, state: QueueState) -> "asyncio.Future[QueueRecord]":
+    runtime = broker.user_queue(name)
+    previous = runtime.record
+    if previous.state == state:
+        code = (ErrorCode.QUEUE_ALREADY_PAUSED if state == QueueState.PAUSED
+                else ErrorCode.QUEUE_NOT_PAUSED)
+        raise RequestError(code, f"queue {name!r} is already {state.value}")
+    runtime.record = previous.with_state(state)
+    optimistic = runtime.record
+
+    def settle(future: "asyncio.Future[QueueRecord]") -> None:
+        if future.exception() is not None:
+            if runtime.record is optimistic:
+                runtime.record = previous
+            return
+        log.info("queue_paused" if state == QueueState.PAUSED else "queue_resumed",
+                 queue=name)
+
+    future = broker.writer.submit(job_ops.set_queue_state(name, state))
+    future.add_done_callback(settle)
+    if state == QueueState.ACTIVE:
+        runtime.new_pending = True
+        broker.run_maintenance(runtime, broker.clock())
+        broker.pump(runtime)
+    return future
 
 
 def change_settings(broker: Broker, name: str, changes: dict[str, object]

@@ -116,7 +116,8 @@ def handle_credit(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 def handle_addqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     name = parse_queue_name(p.get("name"), field="name")
     config = parse_queue_config(p.get("config"))
-    return ctx.broker.add_queue(name, config), lambda record: {"qid": record.queue_id}
+    return (queue_control.add_queue(ctx.broker, name, config),
+            lambda record: {"qid": record.queue_id})
 
 
 def handle_status(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -124,15 +125,17 @@ def handle_status(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 
 
 def handle_rmqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return ctx.broker.remove_queue(parse_queue_name(p.get("q"))), _empty
+    return queue_control.remove_queue(ctx.broker, parse_queue_name(p.get("q"))), _empty
 
 
 def handle_pause(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return ctx.broker.set_queue_state(parse_queue_name(p.get("q")), QueueState.PAUSED), _empty
+    return (queue_control.set_queue_state(ctx.broker, parse_queue_name(p.get("q")),
+                                          QueueState.PAUSED), _empty)
 
 
 def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return ctx.broker.set_queue_state(parse_queue_name(p.get("q")), QueueState.ACTIVE), _empty
+    return (queue_control.set_queue_state(ctx.broker, parse_queue_name(p.get("q")),
+                                          QueueState.ACTIVE), _empty)
 
 
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:

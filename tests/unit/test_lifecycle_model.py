@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from overhop.broker import queue_control
 from overhop.broker.broker import Broker, EnqueueRequest
 from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.broker.queues import QueueConfig, QueueState
@@ -326,11 +327,12 @@ class LifecycleMachine(RuleBasedStateMachine):
     def _add_queue(self, limit: int | None, max_attempts: int | None) -> None:
         name = f"q{len(self.queues)}"
         config = QueueConfig(concurrency_limit=limit, max_attempts=max_attempts)
-        record = self.call(lambda: self.broker.add_queue(name, config))
+        record = self.call(lambda: queue_control.add_queue(self.broker, name, config))
         assert record.name == name and record.state == QueueState.ACTIVE
         self.queues[name] = MQueue(limit, max_attempts or DEFAULT_MAX_ATTEMPTS)
         self.after_step()
-        self.refused(ErrorCode.QUEUE_EXISTS, lambda: self.broker.add_queue(name, QueueConfig()))
+        self.refused(ErrorCode.QUEUE_EXISTS,
+                     lambda: queue_control.add_queue(self.broker, name, QueueConfig()))
 
     @precondition(lambda self: len(self.queues) < MAX_QUEUES)
     @rule(limit=st.sampled_from([None, 1, 2, 3]), max_attempts=st.sampled_from([None, 1, 2]))
@@ -345,18 +347,20 @@ class LifecycleMachine(RuleBasedStateMachine):
         if self.queues[name].paused:
             self._resume(name)
             if twice:
-                self.refused(ErrorCode.QUEUE_NOT_PAUSED,
-                             lambda: self.broker.set_queue_state(name, QueueState.ACTIVE))
+                self.refused(ErrorCode.QUEUE_NOT_PAUSED, lambda: self._set_state(name, True))
             return
-        self.call(lambda: self.broker.set_queue_state(name, QueueState.PAUSED))
+        self.call(lambda: self._set_state(name, False))
         self.queues[name].paused = True
         self.after_step()
         if twice:
-            self.refused(ErrorCode.QUEUE_ALREADY_PAUSED,
-                         lambda: self.broker.set_queue_state(name, QueueState.PAUSED))
+            self.refused(ErrorCode.QUEUE_ALREADY_PAUSED, lambda: self._set_state(name, False))
+
+    def _set_state(self, name: str, active: bool) -> Any:
+        state = QueueState.ACTIVE if active else QueueState.PAUSED
+        return queue_control.set_queue_state(self.broker, name, state)
 
     def _resume(self, name: str) -> None:
-        self.call(lambda: self.broker.set_queue_state(name, QueueState.ACTIVE))
+        self.call(lambda: self._set_state(name, True))
         self.queues[name].paused = False
         for job in self.jobs.values():
             if job.queue == name and job.status == "new":
@@ -612,6 +616,9 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         active_before = {d.jid for d in self.deliveries.values()}
+        # The old process is gone: its broker must not act again (its timers may still
+        # be armed on this loop).
+        self.broker.stop_dispatch()
         self.loop.run_until_complete(self.writer.stop())
         self.store.close()
         self.restarts += 1
