@@ -382,10 +382,11 @@ def queue_set(ctx: click.Context, name: str, url: str, as_json: bool, **options:
         click.echo(fields(_config_rows(config)))
 
 
-def _queue_command(verb: str, method: str, done: str, reply: dict[str, Any]) -> click.Command:
+def _queue_command(verb: str, method: str, done: str, reply: dict[str, Any],
+                   summary: str) -> click.Command:
     """A command that calls one `AsyncClient` method with the queue name."""
 
-    @click.command(verb, help=f"{verb.capitalize()} the queue NAME.")
+    @click.command(verb, help=summary)
     @click.argument("name")
     @common
     def command(name: str, url: str, as_json: bool) -> None:
@@ -398,9 +399,12 @@ def _queue_command(verb: str, method: str, done: str, reply: dict[str, Any]) -> 
     return command
 
 
-queue_group.add_command(_queue_command("pause", "pause", "paused", {"state": "paused"}))
-queue_group.add_command(_queue_command("resume", "resume", "resumed", {"state": "active"}))
-queue_group.add_command(_queue_command("rm", "remove_queue", "removed", {"removed": True}))
+queue_group.add_command(_queue_command("pause", "pause", "paused", {"state": "paused"},
+                                       "Pause the queue NAME: no job of it is dispatched."))
+queue_group.add_command(_queue_command("resume", "resume", "resumed", {"state": "active"},
+                                       "Resume the queue NAME."))
+queue_group.add_command(_queue_command("rm", "remove_queue", "removed", {"removed": True},
+                                       "Remove the queue NAME (it must have no jobs)."))
 
 
 @queue_group.command("clear")

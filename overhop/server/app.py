@@ -71,8 +71,15 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     await broker.boot()
     ctx = ServerContext(config, store, writer, broker, session_limits(config), now_ms(),
                         loaded.source)
-    server = await loop.create_server(lambda: Connection(ctx), config.server.host,
-                                      config.server.port, reuse_address=True, backlog=1024)
+    try:
+        server = await loop.create_server(lambda: Connection(ctx), config.server.host,
+                                          config.server.port, reuse_address=True, backlog=1024)
+    except OSError as exc:
+        print(f"overhop: cannot listen on {config.server.host}:{config.server.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        await writer.stop()
+        store.close()
+        return 2
     host, port = server.sockets[0].getsockname()[:2]
     log.info("server_started", version=__version__, host=host, port=port,
              storage_path=str(path), config_source=loaded.source,

@@ -91,6 +91,24 @@ def test_second_server_on_the_same_storage_exits_with_status_2(server: ServerPro
     asyncio.run(still_serving())
 
 
+
+
+def test_second_server_on_a_port_in_use_exits_with_status_2(server: ServerProcess) -> None:
+    home = server.storage_path.parent
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("OVERHOP_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "overhop", "serve", "--server.host", "127.0.0.1",
+         "--server.port", str(server.port), "--storage.path", str(home / "other")],
+        capture_output=True, text=True, env=env, cwd=str(home),
+        timeout=SECOND_SERVER_TIMEOUT_S, check=False,
+    )
+    assert result.returncode == 2, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot listen on 127.0.0.1:{server.port}" in lines[0]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_the_server_gracefully(
         start_server: Callable[..., ServerProcess], signum: signal.Signals) -> None:
