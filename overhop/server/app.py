@@ -53,6 +53,13 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
                 stop: asyncio.Event | None = None,
                 started: "asyncio.Future[tuple[str, int]] | None" = None) -> int:
     config = loaded.config
+    loop = asyncio.get_running_loop()
+    if stop is None:
+        # Installed first: a signal during boot or right after `server_started` must take the
+        # graceful path, not kill the process.
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
     path = storage_path or Path(config.storage.resolved_path())
     try:
         store = Store(path, map_size=config.storage.initial_map_size_bytes,
@@ -60,7 +67,6 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     except StoreOpenError as exc:
         print(f"overhop: {exc}", file=sys.stderr)
         return 2
-    loop = asyncio.get_running_loop()
     writer = Writer(store, loop, sync=config.storage.sync,
                     max_batch=config.storage.max_batch_operations,
                     max_map_size=config.storage.max_map_size_bytes,
@@ -87,10 +93,6 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
              boot_ms=round((time.perf_counter() - boot_started) * 1000, 1))
     if started is not None:
         started.set_result((host, port))
-    if stop is None:
-        stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
     heartbeat = asyncio.create_task(run_heartbeat(ctx), name="heartbeat")
     await stop.wait()
     log.info("server_stopping")
