@@ -17,7 +17,6 @@ The limit is checked three ways:
 """
 
 import asyncio
-import itertools
 import random
 import time
 from collections import Counter
@@ -26,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
+from tests.support.shared_connection import SharedConnection
 
 SUBSCRIBE, CREDIT, ADDQUEUE, ENQUEUE, JOB, QSTATS = 6, 8, 9, 14, 15, 18
 ACK, COMPLETE = 19, 20
@@ -40,71 +39,6 @@ STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed")
 REPLY_TIMEOUT_S = 20.0
 # Bound for a whole run; a healthy run takes a few seconds even on a loaded machine.
 RUN_TIMEOUT_S = 90.0
-
-
-class Conn:
-    """One registered connection: requests matched to replies by rid, QUESTs queued.
-
-    Several tasks may wait for replies on it at once (RawClient's reply_to cannot)."""
-
-    def __init__(self, client: RawClient) -> None:
-        self.client = client
-        self.quests: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.closed = False
-        self._rids = itertools.count(1)
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, port: int, name: str) -> "Conn":
-        client = await RawClient.connect(port)
-        await client.register(name=name)
-        return cls(client)
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                message = await self.client.read_frame(timeout=RUN_TIMEOUT_S)
-                if message is None:
-                    break
-                if message["rid"] == "0":
-                    assert message["t"] == QUEST, message
-                    self.quests.put_nowait(message["p"])
-                    continue
-                waiter = self._waiters.pop(message["rid"], None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(message)
-        except (ConnectionError, OSError, TimeoutError):
-            pass
-        finally:
-            self.closed = True
-            for waiter in self._waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(ConnectionError("connection closed"))
-            self._waiters.clear()
-            self.quests.put_nowait(None)
-
-    async def request(self, message_type: int, payload: dict[str, Any]) -> dict[str, Any]:
-        if self.closed:
-            raise ConnectionError("connection closed")
-        rid = f"r{next(self._rids)}"
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters[rid] = waiter
-        await self.client.send(message_type, payload, rid=rid)
-        return await asyncio.wait_for(waiter, REPLY_TIMEOUT_S)
-
-    async def ok(self, message_type: int, payload: dict[str, Any]) -> dict[str, Any]:
-        reply = await self.request(message_type, payload)
-        assert reply["t"] == OK, reply
-        return reply["p"]
-
-    def abort(self) -> None:
-        """Close abruptly (RST), whatever is in flight."""
-        self.client.writer.transport.abort()
-
-    async def close(self) -> None:
-        self.client.writer.close()
-        await asyncio.gather(self._reader, return_exceptions=True)
 
 
 @dataclass
@@ -129,7 +63,7 @@ class Tally:
         assert self.active >= 0
 
 
-async def enqueue_pipelined(conn: Conn, queue: str, count: int) -> list[str]:
+async def enqueue_pipelined(conn: SharedConnection, queue: str, count: int) -> list[str]:
     """`count` ENQUEUEs sent back to back; their job ids once every OK is in."""
     replies = await asyncio.gather(*(conn.request(ENQUEUE, {"q": queue, "job_payload": n})
                                      for n in range(count)))
@@ -137,7 +71,8 @@ async def enqueue_pipelined(conn: Conn, queue: str, count: int) -> list[str]:
     return [reply["p"]["jid"] for reply in replies]
 
 
-async def sample_until_done(conn: Conn, queue: str, total: int, tally: Tally) -> dict[str, Any]:
+async def sample_until_done(conn: SharedConnection, queue: str, total: int, tally: Tally
+                            ) -> dict[str, Any]:
     """QSTATS, each reply awaited, until `total` jobs are completed; the last reply.
 
     Every reply's dispatch picture must show at most LIMIT slots in use."""
@@ -155,7 +90,7 @@ async def sample_until_done(conn: Conn, queue: str, total: int, tally: Tally) ->
         assert time.monotonic() < deadline, f"run did not finish: {reply}"
 
 
-async def handle(conn: Conn, quest: dict[str, Any], tally: Tally, held: set[str],
+async def handle(conn: SharedConnection, quest: dict[str, Any], tally: Tally, held: set[str],
                  abort: bool = False, ack_then_abort: bool = False) -> None:
     """ACK, simulated work, outcome, one credit back; or close abruptly while holding."""
     did, jid = quest["did"], quest["jid"]
@@ -190,7 +125,7 @@ async def handle(conn: Conn, quest: dict[str, Any], tally: Tally, held: set[str]
             tally.give_back()
 
 
-def give_back_all(conn: Conn, tally: Tally, held: set[str]) -> None:
+def give_back_all(conn: SharedConnection, tally: Tally, held: set[str]) -> None:
     """Count the held jobs as given back, then drop the connection without a word."""
     for _ in held:
         tally.give_back()
@@ -204,7 +139,7 @@ async def run_worker(port: int, queue: str, name: str, tally: Tally, done: async
     """Serve QUESTs until `done`; with `chaos`, sometimes drop the connection mid-job
     ("abort" before the ACK, "ack_abort" after it) and come back on a new one."""
     while not done.is_set():
-        conn = await Conn.open(port, name)
+        conn = await SharedConnection.open(port, name)
         await conn.ok(SUBSCRIBE, {"q": queue, "credits": CREDITS})
         held: set[str] = set()
         tasks: set[asyncio.Task[None]] = set()
@@ -235,11 +170,11 @@ async def run_worker(port: int, queue: str, name: str, tally: Tally, done: async
 async def run_stress(port: int, queue: str, config: dict[str, Any], total: int,
                      chaos: Callable[[], str | None] | None = None,
                      extra: Callable[[asyncio.Event, Tally], Any] | None = None
-                     ) -> tuple[Tally, Conn, list[str], dict[str, Any]]:
+                     ) -> tuple[Tally, SharedConnection, list[str], dict[str, Any]]:
     """Twelve workers (and `extra`, one more subscriber) against `total` jobs enqueued in
     one pipelined burst; returns when QSTATS shows them all completed."""
     tally = Tally()
-    control = await Conn.open(port, "control")
+    control = await SharedConnection.open(port, "control")
     await control.ok(ADDQUEUE, {"name": queue, "config": {"concurrency_limit": LIMIT,
                                                           **config}})
     done = asyncio.Event()
@@ -279,7 +214,7 @@ def max_overlap(records: list[dict[str, Any]]) -> int:
     return peak
 
 
-async def assert_all_completed_once(control: Conn, queue: str, jids: list[str]
+async def assert_all_completed_once(control: SharedConnection, queue: str, jids: list[str]
                                     ) -> list[dict[str, Any]]:
     """Every job completed exactly once, nothing lost, the counters agree, and no more
     than LIMIT deliveries ever overlapped; the job records."""
@@ -357,7 +292,7 @@ def test_concurrency_limit_holds_with_lease_expiries(
 
     async def hoarder(done: asyncio.Event, tally: Tally) -> None:
         """ACKs every job it gets and never finishes one: its leases expire."""
-        conn = await Conn.open(server.port, "hoarder")
+        conn = await SharedConnection.open(server.port, "hoarder")
         await conn.ok(SUBSCRIBE, {"q": "leases", "credits": CREDITS})
         hoarded: list[dict[str, Any]] = []
 

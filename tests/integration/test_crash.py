@@ -7,14 +7,13 @@ restart"); and the counters agree.
 """
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
+from tests.support.shared_connection import SharedConnection
 
 SUBSCRIBE, CREDIT, ADDQUEUE, ENQUEUE, JOB, QSTATS = 6, 8, 9, 14, 15, 18
 ACK, COMPLETE = 19, 20
@@ -26,72 +25,6 @@ CREDITS = 10
 STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed")
 REPLY_TIMEOUT_S = 20.0
 RUN_TIMEOUT_S = 90.0
-
-
-class Conn:
-    """A registered connection: replies matched by rid, QUESTs queued, None once closed."""
-
-    def __init__(self, client: RawClient,
-                 on_quest: Callable[[dict[str, Any]], None] = lambda quest: None) -> None:
-        self.client = client
-        self.on_quest = on_quest
-        self.quests: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.closed = False
-        self._rids = itertools.count(1)
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, port: int, name: str,
-                   on_quest: Callable[[dict[str, Any]], None] = lambda quest: None) -> "Conn":
-        client = await RawClient.connect(port)
-        await client.register(name=name)
-        return cls(client, on_quest)
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                message = await self.client.read_frame(timeout=RUN_TIMEOUT_S)
-                if message is None:
-                    break
-                if message["rid"] == "0":
-                    if message["t"] == QUEST:
-                        self.on_quest(message["p"])
-                        self.quests.put_nowait(message["p"])
-                    continue
-                waiter = self._waiters.pop(message["rid"], None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(message)
-        except (ConnectionError, OSError, TimeoutError):
-            pass
-        finally:
-            self.closed = True
-            for waiter in self._waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(ConnectionError("connection closed"))
-            self._waiters.clear()
-            self.quests.put_nowait(None)
-
-    async def request(self, message_type: int, payload: dict[str, Any]) -> dict[str, Any]:
-        if self.closed:
-            raise ConnectionError("connection closed")
-        rid = f"r{next(self._rids)}"
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters[rid] = waiter
-        try:
-            await self.client.send(message_type, payload, rid=rid)
-        except OSError as exc:
-            raise ConnectionError(str(exc)) from exc
-        return await asyncio.wait_for(waiter, REPLY_TIMEOUT_S)
-
-    async def ok(self, message_type: int, payload: dict[str, Any]) -> dict[str, Any]:
-        reply = await self.request(message_type, payload)
-        assert reply["t"] == OK, reply
-        return reply["p"]
-
-    async def close(self) -> None:
-        self.client.writer.close()
-        await asyncio.gather(self._reader, return_exceptions=True)
 
 
 @dataclass
@@ -110,7 +43,7 @@ async def work(port: int, name: str, run: Run, stop: Callable[[], bool],
                on_complete: Callable[[], None] = lambda: None) -> None:
     """One worker: ACK, COMPLETE, one credit back, job after job, until the connection
     closes or `stop()` says the run is over."""
-    conn = await Conn.open(port, name, run.received)
+    conn = await SharedConnection.open(port, name, run.received)
     await conn.ok(SUBSCRIBE, {"q": "crash", "credits": CREDITS})
     try:
         while not stop():
@@ -136,7 +69,7 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(
     first = start_server()
 
     async def before_crash() -> tuple[list[str], Run]:
-        producer = await Conn.open(first.port, "producer")
+        producer = await SharedConnection.open(first.port, "producer")
         await producer.ok(ADDQUEUE, {"name": "crash", "config": {"retry_interval_ms": 50}})
         replies = await asyncio.gather(*(
             producer.request(ENQUEUE, {"q": "crash", "job_payload": n}) for n in range(JOBS)))
@@ -171,7 +104,7 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(
 
     async def after_restart() -> None:
         run = Run()
-        control = await Conn.open(second.port, "control")
+        control = await SharedConnection.open(second.port, "control")
         finished = asyncio.Event()
         workers = [asyncio.create_task(work(second.port, f"v{n}", run, finished.is_set))
                    for n in range(WORKERS)]

@@ -11,10 +11,9 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-from tests.support.raw_client import RawClient
+from tests.support.raw_client import RawClient, enqueue, ms, server_now
 from tests.support.server_process import ServerProcess
 
 PING, SUBSCRIBE, CREDIT, ADDQUEUE, PAUSE, RESUME = 3, 6, 8, 9, 12, 13
@@ -30,26 +29,10 @@ QUEST_FIELDS = {"did", "sid", "jid", "q", "attempt", "max_attempts", "lease_ms",
 CHANGE_TIMEOUT_S = 10.0
 
 
-def ms(text: Any) -> int:
-    """Milliseconds since the epoch of an RFC 3339 time as the server writes it."""
-    assert type(text) is str and text.endswith("Z"), text
-    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 async def worker(port: int, name: str = "delivery-test") -> RawClient:
     client = await RawClient.connect(port)
     await client.register(name=name)
     return client
-
-
-async def server_now(client: RawClient) -> int:
-    reply = await client.request(PING)
-    assert reply["t"] == PONG, reply
-    return ms(reply["p"]["server_time"])
-
-
-async def enqueue(client: RawClient, queue: str, **fields: Any) -> str:
-    return (await client.ok(ENQUEUE, {"q": queue, **fields}))["jid"]
 
 
 async def subscribe(client: RawClient, queue: str, credits: int) -> str:

@@ -11,10 +11,9 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
-from tests.support.raw_client import RawClient, frame
+from tests.support.raw_client import RawClient, enqueue, frame, ms, server_now
 from tests.support.server_process import ServerProcess
 
 HELLO, REGISTER, PING, QUEUE, LSQUEUE, SUBSCRIBE, UNSUBSCRIBE, CREDIT = 1, 2, 3, 4, 5, 6, 7, 8
@@ -33,26 +32,10 @@ LONG_ACK = ("--dispatch.ack_timeout_ms", "600000")
 HOUR_MS = 3_600_000
 
 
-def ms(text: Any) -> int:
-    """Milliseconds since the epoch of an RFC 3339 time as the server writes it."""
-    assert type(text) is str and text.endswith("Z"), text
-    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 async def worker(port: int, name: str = "queue-control-test") -> RawClient:
     client = await RawClient.connect(port)
     await client.register(name=name)
     return client
-
-
-async def server_now(client: RawClient) -> int:
-    reply = await client.request(PING)
-    assert reply["t"] == PONG, reply
-    return ms(reply["p"]["server_time"])
-
-
-async def enqueue(client: RawClient, queue: str, **fields: Any) -> str:
-    return (await client.ok(ENQUEUE, {"q": queue, **fields}))["jid"]
 
 
 async def enqueue_many(client: RawClient, queue: str, count: int, **fields: Any) -> list[str]:

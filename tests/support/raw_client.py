@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import struct
+from datetime import datetime
 from typing import Any
 
 import msgpack
@@ -110,3 +111,21 @@ class RawClient:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+def ms(text: Any) -> int:
+    """Milliseconds since the epoch of an RFC 3339 time as the server writes it."""
+    assert type(text) is str and text.endswith("Z"), text
+    return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def server_now(client: RawClient) -> int:
+    """The server's clock, in ms, from a PING."""
+    reply = await client.request(3, {})
+    assert reply["t"] == 105, reply
+    return ms(reply["p"]["server_time"])
+
+
+async def enqueue(client: RawClient, queue: str, **fields: Any) -> str:
+    """ENQUEUE into `queue`; the job id."""
+    return (await client.ok(14, {"q": queue, **fields}))["jid"]
