@@ -356,6 +356,12 @@ class Broker:
         if not subscription.active or subscription.worker.gone or self.dispatch_stopped:
             self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
             return
+        if not subscription.worker.peer.writable:
+            # The peer stopped reading while this dispatch committed: take the job back
+            # (no attempt used) and the credit too, rather than pile QUESTs up in memory.
+            subscription.credits += 1
+            self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
+            return
         subscription.worker.deliveries[delivery_id] = delivery
         subscription.worker.peer.send(
             _quest_frame(delivery, job, subscription, policy, ack_timeout))

@@ -8,7 +8,9 @@ Rules:
 - subscriptions of one queue are served in turn: each round gives at most one job to each
   subscription with credit, starting after the one served first last time;
 - a subscription whose connection is not being read by its peer (write buffer above the
-  high-water mark) is skipped until it drains.
+  high-water mark) is skipped until it drains, and a plan gives one subscription at most
+  `MAX_PER_SUBSCRIPTION` jobs; a job whose peer went over the mark while its dispatch
+  committed is taken back (no attempt used, credit returned).
 A worker subscribed to several queues has one subscription, with its own credits, per queue,
 so no queue of it can starve another.
 """
@@ -22,6 +24,9 @@ from overhop.broker.workers import Subscription
 # Jobs moved to active by one dispatch transaction at most: big enough to amortise a commit
 # over a burst, small enough that one queue's burst does not delay other queues' commits.
 MAX_DISPATCH_BATCH = 256
+# Jobs one plan gives one subscription at most: the QUESTs of a plan reach a peer together,
+# so this bounds what a burst adds to a peer's output before back-pressure can see it.
+MAX_PER_SUBSCRIPTION = 32
 
 
 class RateWindow:
@@ -101,7 +106,7 @@ def plan_dispatch(runtime: QueueRuntime, jobs: int | None = None) -> list[Subscr
     if want <= 0 or count == 0:
         return []
     remaining = {
-        index: sub.credits for index, sub in enumerate(subscriptions)
+        index: min(sub.credits, MAX_PER_SUBSCRIPTION) for index, sub in enumerate(subscriptions)
         if sub.credits > 0 and sub.active and sub.worker.peer.writable
     }
     plan: list[Subscription] = []

@@ -36,6 +36,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.log = log.bind(conn_id=self.conn_id)
         self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._high_water = ctx.config.server.write_buffer_high_bytes
         self._flush_scheduled = False
         self._closing = False
         self._paused = False
@@ -104,12 +106,14 @@ class Connection(asyncio.Protocol):
 
     @property
     def writable(self) -> bool:
-        return not self._paused and not self._closing
+        """Below the high-water mark, counting output gathered but not yet written."""
+        return not self._paused and not self._closing and self._out_bytes < self._high_water
 
     def send(self, frame: bytes) -> None:
         if self._closing and not self._out:
             return
         self._out.append(frame)
+        self._out_bytes += len(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -187,11 +191,17 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        was_over_mark = self._out_bytes >= self._high_water
+        self._out_bytes = 0
         if not self._out or self.transport is None or self.transport.is_closing():
             self._out.clear()
             return
         self.transport.writelines(self._out)
         self._out.clear()
+        if was_over_mark and not self._paused and self.worker is not None:
+            # Gathered output held dispatch back, and the socket took it all: serve again
+            # (the transport calls resume_writing only after a pause_writing).
+            self.ctx.broker.peer_writable(self.worker)
         if self.transport.get_write_buffer_size() > self.ctx.config.server.write_buffer_max_bytes:
             self.log.warning("slow_peer_dropped")
             self._closing = True
