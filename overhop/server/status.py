@@ -53,6 +53,8 @@ def status_report(ctx: ServerContext) -> dict[str, Any]:
             "workers": len(broker.workers),
             "subscriptions": sum(len(w.subscriptions) for w in broker.workers.values()),
             "deliveries": len(broker.deliveries),
+            "deliveries_total": broker.dispatched_total,
+            "connections_refused": ctx.connections_refused,
             "worker_list": [
                 {"wid": w.worker_id, "registered_at": to_rfc3339(w.registered_at_ms),
                  "last_seen_at": to_rfc3339(w.last_seen_ms), "metadata": w.metadata,
@@ -71,6 +73,7 @@ def status_report(ctx: ServerContext) -> dict[str, Any]:
             "commits": ctx.writer.commits,
             "operations": ctx.writer.operations,
             "space_low": ctx.writer.space_low,
+            "write_failed": ctx.writer.failed,
         },
         "queues": queues,
     }

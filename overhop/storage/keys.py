@@ -26,7 +26,6 @@ SEPARATOR = b"\x00"
 U64 = struct.Struct(">Q")
 
 META_LAYOUT_VERSION = b"layout_version"
-DB_NAMES = (b"meta", b"queues", b"jobs", b"by_status", b"by_time", b"by_finish", b"counters")
 
 
 def queue_prefix(queue_name: str) -> bytes:
