@@ -415,8 +415,11 @@ class Broker:
         return future
 
     def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
+        # Log lines grow the store: like new jobs, they are refused when space is low, so
+        # the reserved headroom stays for completions.
         return self.writer.submit(job_ops.append_logs(
-            delivery.job_id, delivery.delivery_id, lines, self.clock(), self.config.jobs))
+            delivery.job_id, delivery.delivery_id, lines, self.clock(), self.config.jobs),
+            grows=True)
 
     def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
         return self._end_delivery(delivery, AttemptOutcome.FAILED, error)
