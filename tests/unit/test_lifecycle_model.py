@@ -4,17 +4,22 @@ Real `Store` (LMDB in a temporary directory), real `Writer` thread, real `Broker
 manual clock and `ModelPeer`, a small implementation of the broker's `Peer` protocol (its
 documented seam to connections) that keeps the frames sent to it. Hypothesis runs random
 sequences of: adding queues, enqueuing (now or later), subscribing, credits, ACK, JOBBEAT,
-COMPLETE, FAIL, RELEASE, RETRY, outcomes for stale and foreign deliveries, time passing
-(acknowledgement timeouts, leases, stale workers, backoffs), disconnects, PAUSE/RESUME and
+COMPLETE, FAIL, RELEASE, RETRY, outcomes for stale, foreign and fenced deliveries, time
+passing (acknowledgement timeouts, leases, stale workers, backoffs, retention), disconnects,
+PAUSE/RESUME, SETQUEUE, CLEARQUEUE, OBLITERATE (forced or not, the name added again) and
 restarts. A plain model (job id -> status and attempts) predicts every step from
-PROTOCOL.md sections 6 and 7.
+PROTOCOL.md sections 5 to 7.
 
 After every step, once the writer has drained: the counters equal the job records of each
 status and the `by_status` index entries; `by_time` holds exactly one entry per delayed job
-and `by_finish` one per finished job; the in-memory deliveries are exactly the active
-records; no queue has more jobs out than its concurrency limit; credits add up; no queue
-with waiting jobs has an idle subscription with credit and a free slot; and the model's
-statuses, attempts and outcome histories agree with the records (no job lost).
+and `by_finish` one per finished job; no index entry names a missing record; nothing of a
+removed queue is left (record, jobs, index entries, counters, subscriptions); the settings
+stored and in force are the model's; the in-memory deliveries are exactly the active
+records; no queue dispatches at or above its concurrency limit (a lowered limit only
+drains); credits add up; no queue with waiting jobs has an idle subscription with credit
+and a free slot; and the model's statuses, attempts, finish times and outcome histories
+agree with the records (no job lost). After every heartbeat tick, each queue's retention
+limits hold.
 """
 
 import asyncio
@@ -39,6 +44,7 @@ from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.broker.queues import QueueConfig, QueueState
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
+from overhop.storage.keys import job_id_from
 from overhop.storage.records import decode_job
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
@@ -51,7 +57,8 @@ RETRY_MS = 500
 STALE_MS = 5000
 DEFAULT_MAX_ATTEMPTS = 3
 QUEST = 106
-MAX_QUEUES = 3
+QUEUE_NAMES = ("q0", "q1", "q2")
+MAX_QUEUES = len(QUEUE_NAMES)
 MAX_WORKERS = 4
 MAX_JOBS = 40
 MAX_RESTARTS = 2
@@ -59,6 +66,19 @@ ACTIONS = ("ack", "jobbeat", "complete", "fail", "release")
 U64 = struct.Struct(">Q")
 # Clock steps: below every timeout, past the ack timeout, past a lease, past staleness.
 CLOCK_STEPS = (100, 600, 1100, 2100, 5100)
+CLEARABLE = ("new", "waiting", "delayed")
+FINISHED = ("completed", "failed")
+# SETQUEUE changes (and ADDQUEUE settings): every key optional, nil clears a setting.
+SETTINGS = st.fixed_dictionaries({}, optional={
+    "concurrency_limit": st.sampled_from([None, 1, 2, 3]),
+    "max_attempts": st.sampled_from([None, 1, 2, 4]),
+    "retry_interval_ms": st.sampled_from([None, 1, 200, 1500]),
+    "lease_ms": st.sampled_from([None, 700, 3000]),
+    "completed_max_count": st.sampled_from([None, 0, 1, 3]),
+    "completed_max_age_ms": st.sampled_from([None, 0, 1000, 4000]),
+    "failed_max_count": st.sampled_from([None, 0, 1, 3]),
+    "failed_max_age_ms": st.sampled_from([None, 0, 1000, 4000]),
+})
 
 
 def model_config() -> Config:
@@ -108,9 +128,23 @@ class ModelPeer:
 
 @dataclass
 class MQueue:
-    limit: int | None
-    max_attempts: int
+    config: QueueConfig
     paused: bool = False
+    # The most jobs the queue may have out now: its limit, or, after SETQUEUE lowered the
+    # limit below the jobs already out, those jobs (never more) until they drain below it.
+    ceiling: int | None = None
+
+    @property
+    def limit(self) -> int | None:
+        return self.config.concurrency_limit
+
+    @property
+    def retry_ms(self) -> int:
+        return self.config.retry_interval_ms or RETRY_MS
+
+    @property
+    def lease_ms(self) -> int:
+        return self.config.lease_ms or LEASE_MS
 
 
 @dataclass
@@ -120,7 +154,9 @@ class MJob:
     payload: int
     status: str
     start_ms: int
+    max_attempts: int | None = None  # the job's own override
     attempts: int = 0
+    finished_ms: int | None = None
     outcomes: list[str] = field(default_factory=list)  # every ended delivery but withdrawn
 
 
@@ -141,6 +177,7 @@ class MDelivery:
     queue: str
     worker_key: int
     ack_deadline_ms: int
+    lease_ms: int
     acked: bool = False
     lease_deadline_ms: int = 0
 
@@ -161,6 +198,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.workers: dict[int, MWorker] = {}
         self.deliveries: dict[str, MDelivery] = {}
         self.ended: list[tuple[str, str]] = []  # (did, jid) of deliveries that are over
+        # (did, jid, holder key or None) of deliveries whose job was deleted (cleared,
+        # pruned, obliterated; fenced by a forced OBLITERATE): outcomes find nothing.
+        self.vanished: list[tuple[str, str, int | None]] = []
         self.next_worker = 0
         self.restarts = 0
         self._open()
@@ -253,13 +293,46 @@ class LifecycleMachine(RuleBasedStateMachine):
             job.status = "waiting"
         else:
             job.attempts += 1
-            if job.attempts >= self.queues[job.queue].max_attempts:
+            if job.attempts >= self.max_attempts(job):
                 job.status = "failed"
+                job.finished_ms = self.now
             else:
                 job.status = "delayed"
-                job.start_ms = self.now + RETRY_MS
+                job.start_ms = self.now + self.queues[job.queue].retry_ms
         if outcome != "withdrawn":
             job.outcomes.append(outcome)
+
+    def max_attempts(self, job: MJob) -> int:
+        """In force now: the job's override, else its queue's setting, else the default."""
+        return job.max_attempts or self.queues[job.queue].config.max_attempts or (
+            DEFAULT_MAX_ATTEMPTS)
+
+    def vanish(self, jids: list[str]) -> None:
+        """These jobs were deleted: outcomes of their old deliveries now find nothing."""
+        gone = set(jids)
+        for jid in gone:
+            job = self.jobs.pop(jid)
+            assert job.status != "active" or all(d.jid != jid for d in self.deliveries.values())
+        self.vanished.extend((did, jid, None) for did, jid in self.ended if jid in gone)
+        self.ended = [(did, jid) for did, jid in self.ended if jid not in gone]
+
+    def prune(self) -> None:
+        """Retention at a tick: per queue and finished status, the earliest finished jobs
+        (by finish time, then id) go while more than the count remain or while they
+        finished at least the age ago."""
+        for name, queue in self.queues.items():
+            for status in FINISHED:
+                max_count = getattr(queue.config, f"{status}_max_count")
+                max_age = getattr(queue.config, f"{status}_max_age_ms")
+                finished = sorted((j.finished_ms or 0, j.jid) for j in self.jobs.values()
+                                  if j.queue == name and j.status == status)
+                excess = 0 if max_count is None else max(0, len(finished) - max_count)
+                old = 0 if max_age is None else sum(
+                    1 for at, _ in finished if at <= self.now - max_age)
+                self.vanish([jid for _, jid in finished[:max(excess, old)]])
+
+    def out(self, name: str) -> int:
+        return sum(1 for d in self.deliveries.values() if d.queue == name)
 
     def worker_left(self, mw: MWorker, outcome: str) -> None:
         assert not mw.peer.frames, "a QUEST went to a worker that was leaving"
@@ -286,8 +359,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert quest["q"] == job.queue
                 assert quest["sid"] == mw.sids[job.queue], (quest, mw.sids)
                 assert quest["attempt"] == job.attempts + 1
-                assert quest["max_attempts"] == self.queues[job.queue].max_attempts
-                assert quest["lease_ms"] == LEASE_MS
+                assert quest["max_attempts"] == self.max_attempts(job)
+                assert quest["lease_ms"] == self.queues[job.queue].lease_ms
                 assert quest["ack_timeout_ms"] == ACK_TIMEOUT_MS
                 assert quest["job_payload"] == job.payload
                 assert quest["did"] not in self.deliveries
@@ -296,10 +369,15 @@ class LifecycleMachine(RuleBasedStateMachine):
                 mw.credits[job.queue] -= 1
                 assert mw.credits[job.queue] >= 0
                 self.deliveries[quest["did"]] = MDelivery(
-                    quest["did"], job.jid, job.queue, mw.key, self.now + ACK_TIMEOUT_MS)
+                    quest["did"], job.jid, job.queue, mw.key, self.now + ACK_TIMEOUT_MS,
+                    quest["lease_ms"])
                 dispatched.setdefault(job.queue, []).append(job.jid)
         for workers in self.workers.values():
             assert not workers.peer.frames
+        for name in dispatched:
+            # A job starts only below the limit in force (also after it was lowered).
+            limit = self.queues[name].limit
+            assert limit is None or self.out(name) <= limit, (name, limit, dispatched)
         if fifo:
             # Nothing became waiting during the step: the oldest waiting jobs went out.
             for name, jids in dispatched.items():
@@ -311,34 +389,148 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     # -- rules: queues -------------------------------------------------------------------
 
-    @initialize(limit=st.sampled_from([None, 1, 2]), max_attempts=st.sampled_from([None, 2]),
-                workers=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    @initialize(settings=SETTINGS, workers=st.lists(st.integers(1, 3), min_size=1, max_size=3),
                 jobs=st.integers(1, 6))
-    def start(self, limit: int | None, max_attempts: int | None, workers: list[int],
-              jobs: int) -> None:
-        """A queue, workers subscribed to it with these credits, and a few jobs: most
-        sequences then have deliveries to work on from their first step."""
-        self._add_queue(limit, max_attempts)
+    def start(self, settings: dict[str, Any], workers: list[int], jobs: int) -> None:
+        """A queue (limits, attempts, retention...), workers subscribed to it with these
+        credits, and a few jobs: most sequences then have deliveries to work on from their
+        first step."""
+        self._add_queue(QUEUE_NAMES[0], settings)
         for credits in workers:
             self.new_worker(0, credits)
         for n in range(jobs):
-            self.enqueue(0, None, n, 1)
+            self.enqueue(0, None, n, 1, None)
 
-    def _add_queue(self, limit: int | None, max_attempts: int | None) -> None:
-        name = f"q{len(self.queues)}"
-        config = QueueConfig(concurrency_limit=limit, max_attempts=max_attempts)
+    def _add_queue(self, name: str, settings: dict[str, Any]) -> None:
+        config = dataclasses.replace(QueueConfig(), **settings)
         record = self.call(lambda: queue_control.add_queue(self.broker, name, config))
         assert record.name == name and record.state == QueueState.ACTIVE
-        self.queues[name] = MQueue(limit, max_attempts or DEFAULT_MAX_ATTEMPTS)
+        assert record.config == config
+        # A new queue is empty, also when the name was obliterated just before.
+        assert set(self.store.counts(name).values()) == {0}
+        self.queues[name] = MQueue(config, ceiling=config.concurrency_limit)
         self.after_step()
         self.refused(ErrorCode.QUEUE_EXISTS,
                      lambda: queue_control.add_queue(self.broker, name, QueueConfig()))
 
     @precondition(lambda self: len(self.queues) < MAX_QUEUES)
-    @rule(limit=st.sampled_from([None, 1, 2, 3]), max_attempts=st.sampled_from([None, 1, 2]))
-    def add_queue(self, limit: int | None, max_attempts: int | None) -> None:
-        self._add_queue(limit, max_attempts)
+    @rule(settings=SETTINGS)
+    def add_queue(self, settings: dict[str, Any]) -> None:
+        self._add_queue(min(set(QUEUE_NAMES) - set(self.queues)), settings)
 
+    @precondition(lambda self: self.queues)
+    @rule(index=st.integers(0, 100), changes=SETTINGS.filter(bool))
+    def change_settings(self, index: int, changes: dict[str, Any]) -> None:
+        """SETQUEUE: in force at once (a raised limit dispatches), stored, merged."""
+        name = pick(sorted(self.queues), index)
+        queue = self.queues[name]
+        out = self.out(name)
+        record = self.call(lambda: queue_control.change_settings(self.broker, name, changes))
+        queue.config = dataclasses.replace(queue.config, **changes)
+        assert record.config == queue.config
+        assert record.state == (QueueState.PAUSED if queue.paused else QueueState.ACTIVE)
+        # Lowered below the jobs out: they keep running, no new one starts.
+        queue.ceiling = None if queue.limit is None else max(queue.limit, out)
+        self.after_step()
+
+    @precondition(lambda self: self.queues)
+    @rule(index=st.integers(0, 100), behind=st.sampled_from([None, 0, 300, 1500]),
+          payload=st.integers(0, 2**20))
+    def clear(self, index: int, behind: int | None, payload: int) -> None:
+        """CLEARQUEUE, with (`behind` not None) an ENQUEUE pipelined right behind it, which
+        must stay: only jobs that existed when CLEARQUEUE was handled go."""
+        name = pick(sorted(self.queues), index)
+        clearable = {status: [j.jid for j in self.jobs.values()
+                              if j.queue == name and j.status == status]
+                     for status in CLEARABLE}
+        scheduled = None if not behind else self.now + behind
+        request = EnqueueRequest(name, msgpack.packb(payload), scheduled, None, None, None)
+
+        async def go() -> tuple[dict[JobStatus, int], JobRecord | None]:
+            cleared = queue_control.clear_queue(self.broker, name)
+            added = None if behind is None else self.broker.enqueue(request)
+            removed = await cleared
+            return removed, None if added is None else await added
+
+        removed, record = self.call(go)
+        assert {status.label: n for status, n in removed.items()} == {
+            status: len(jids) for status, jids in clearable.items()}, (removed, clearable)
+        self.vanish([jid for jids in clearable.values() for jid in jids])
+        if record is not None:
+            start = self.now + (behind or 0)
+            status = ("new" if self.queues[name].paused
+                      else "waiting" if start <= self.now else "delayed")
+            self.jobs[record.job_id] = MJob(record.job_id, name, payload, status, start)
+        self.after_step()
+
+    @precondition(lambda self: self.queues)
+    @rule(index=st.integers(0, 100), force=st.booleans(), again=st.none() | SETTINGS)
+    def obliterate(self, index: int, force: bool, again: dict[str, Any] | None) -> None:
+        """OBLITERATE; refused without force while the queue has jobs out. The queue is
+        gone for every request handled after it; `again`: ADDQUEUE of the name after."""
+        name = pick(sorted(self.queues), index)
+        fenced = [d for d in self.deliveries.values() if d.queue == name]
+        if fenced and not force:
+            self.refused(ErrorCode.QUEUE_HAS_ACTIVE_JOBS,
+                         lambda: queue_control.obliterate_queue(self.broker, name, False))
+            return
+        jids = [j.jid for j in self.jobs.values() if j.queue == name]
+        holders = {d.did: self.workers[d.worker_key].worker for d in fenced}
+        request = EnqueueRequest(name, msgpack.packb(0), None, None, None, None)
+        gone_for: list[tuple[ErrorCode, Callable[[], Any]]] = [
+            (ErrorCode.QUEUE_NOT_FOUND, lambda: self.broker.enqueue(request)),
+            (ErrorCode.QUEUE_EXISTS,
+             lambda: queue_control.add_queue(self.broker, name, QueueConfig())),
+            (ErrorCode.QUEUE_NOT_FOUND, lambda: queue_control.clear_queue(self.broker, name)),
+            (ErrorCode.QUEUE_NOT_FOUND,
+             lambda: queue_control.change_settings(self.broker, name, {"max_attempts": 1})),
+            (ErrorCode.QUEUE_NOT_FOUND,
+             lambda: queue_control.obliterate_queue(self.broker, name, True)),
+        ]
+        gone_for += [(ErrorCode.QUEUE_NOT_FOUND,
+                      lambda mw=mw: self.broker.subscribe(mw.worker, name, 1))
+                     for mw in self.workers.values()]
+
+        async def go() -> int:
+            done = queue_control.obliterate_queue(self.broker, name, force)
+            for code, action in gone_for:
+                try:
+                    action()
+                except RequestError as exc:
+                    assert exc.code == code, (exc.code, code)
+                else:
+                    raise AssertionError(f"expected {code} right after OBLITERATE")
+            for delivery in fenced:
+                # Fenced at once: STALE while its job is still stored, NOT_FOUND after.
+                try:
+                    self.broker.worker_delivery(holders[delivery.did], delivery.did,
+                                                delivery.jid)
+                except RequestError as exc:
+                    assert exc.code in (ErrorCode.DELIVERY_STALE,
+                                        ErrorCode.DELIVERY_NOT_FOUND), exc.code
+                else:
+                    raise AssertionError("a fenced delivery is still current")
+            return await done
+
+        removed = self.call(go)
+        assert removed == len(jids)
+        del self.queues[name]
+        for delivery in fenced:
+            del self.deliveries[delivery.did]
+            self.vanished.append((delivery.did, delivery.jid, delivery.worker_key))
+        self.vanish(jids)
+        for mw in self.workers.values():
+            # Its subscriptions ended silently: the sid is unknown from now on.
+            if name in mw.sids:
+                sid = mw.sids.pop(name)
+                del mw.credits[name]
+                self.refused(ErrorCode.SUBSCRIPTION_NOT_FOUND,
+                             lambda mw=mw, sid=sid: self.broker.credit(mw.worker, sid, 1))
+        self.after_step()
+        if again is not None:
+            self._add_queue(name, again)
+
+    @precondition(lambda self: self.queues)
     @rule(index=st.integers(0, 100), twice=st.booleans())
     def pause_or_resume(self, index: int, twice: bool) -> None:
         """PAUSE an active queue or RESUME a paused one; `twice`: also the same again,
@@ -369,15 +561,18 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     # -- rules: jobs ---------------------------------------------------------------------
 
-    @precondition(lambda self: len(self.jobs) < MAX_JOBS)
+    @precondition(lambda self: len(self.jobs) < MAX_JOBS and self.queues)
     @rule(index=st.integers(0, 100), delay=st.sampled_from([None, 0, 300, 1500]),
-          payload=st.integers(-(2**40), 2**40), count=st.integers(1, 3))
-    def enqueue(self, index: int, delay: int | None, payload: int, count: int) -> None:
-        """`count` ENQUEUEs submitted together (one commit, like pipelined requests)."""
+          payload=st.integers(-(2**40), 2**40), count=st.integers(1, 3),
+          max_attempts=st.sampled_from([None, None, 1, 4]))
+    def enqueue(self, index: int, delay: int | None, payload: int, count: int,
+                max_attempts: int | None) -> None:
+        """`count` ENQUEUEs submitted together (one commit, like pipelined requests), each
+        with `max_attempts` as its own override (None: the queue's in force)."""
         name = pick(sorted(self.queues), index)
         scheduled = None if delay is None else self.now + delay
-        requests = [EnqueueRequest(name, msgpack.packb(payload + n), scheduled, None, None,
-                                   None) for n in range(count)]
+        requests = [EnqueueRequest(name, msgpack.packb(payload + n), scheduled, max_attempts,
+                                   None, None) for n in range(count)]
 
         async def submit() -> list[JobRecord]:
             return list(await asyncio.gather(*[self.broker.enqueue(r) for r in requests]))
@@ -390,7 +585,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             status = "waiting" if start <= self.now else "delayed"
         for n, record in enumerate(records):
             assert record.job_id not in self.jobs
-            self.jobs[record.job_id] = MJob(record.job_id, name, payload + n, status, start)
+            self.jobs[record.job_id] = MJob(record.job_id, name, payload + n, status, start,
+                                            max_attempts)
         self.after_step()
 
     @precondition(lambda self: any(j.status == "failed" for j in self.jobs.values()))
@@ -407,12 +603,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         job.status = "new" if self.queues[job.queue].paused else "waiting"
         assert record.status.label == job.status
         job.attempts = 0
+        job.finished_ms = None
         job.start_ms = self.now
         self.after_step()
 
     # -- rules: workers and subscriptions ------------------------------------------------
 
-    @precondition(lambda self: len(self.workers) < MAX_WORKERS)
+    @precondition(lambda self: len(self.workers) < MAX_WORKERS and self.queues)
     @rule(index=st.integers(0, 100), credits=st.integers(0, 3))
     def new_worker(self, index: int, credits: int) -> None:
         key = self.next_worker
@@ -430,7 +627,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         mw.credits[name] = credits
         self.after_step(fifo=True)
 
-    @precondition(lambda self: self.workers)
+    @precondition(lambda self: self.workers and self.queues)
     @rule(worker=st.integers(0, 100), index=st.integers(0, 100), credits=st.integers(0, 3))
     def subscribe(self, worker: int, index: int, credits: int) -> None:
         mw = self.workers[pick(sorted(self.workers), worker)]
@@ -510,7 +707,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         self.call(lambda: self.broker.ack(found))
         delivery.acked = True
-        delivery.lease_deadline_ms = self.now + LEASE_MS
+        delivery.lease_deadline_ms = self.now + delivery.lease_ms
         assert found.lease_deadline_ms == delivery.lease_deadline_ms
         self.after_step()
 
@@ -520,7 +717,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         found = self._own(delivery, mw)
         deadline = self.call(lambda: self.broker.heartbeat(found, progress))
         delivery.acked = True
-        delivery.lease_deadline_ms = self.now + LEASE_MS
+        delivery.lease_deadline_ms = self.now + delivery.lease_ms
         assert deadline == delivery.lease_deadline_ms and found.progress == progress
         self.after_step()
 
@@ -533,6 +730,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.ended.append((delivery.did, delivery.jid))
         job = self.jobs[delivery.jid]
         job.status = "completed"
+        job.finished_ms = self.now
         job.attempts += 1
         job.outcomes.append("completed")
         assert record.status == JobStatus.COMPLETED
@@ -566,13 +764,21 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert record.status == JobStatus.WAITING
         self.after_step()
 
-    @precondition(lambda self: (self.ended or self.deliveries) and self.workers)
+    @precondition(lambda self: (self.ended or self.deliveries or self.vanished)
+                  and self.workers)
     @rule(index=st.integers(0, 1000), worker=st.integers(0, 100))
     def refused_outcome(self, index: int, worker: int) -> None:
         """Outcomes that must not reach a job: for a delivery that is over (any worker,
-        even after a restart: DELIVERY_STALE), for another worker's current delivery
-        (DELIVERY_NOT_FOUND), for a held delivery quoted with another job (INVALID_PAYLOAD)."""
+        even after a restart: DELIVERY_STALE), for a delivery whose job was deleted or
+        fenced by a forced OBLITERATE (its holder too: DELIVERY_NOT_FOUND), for another
+        worker's current delivery (DELIVERY_NOT_FOUND), for a held delivery quoted with
+        another job (INVALID_PAYLOAD)."""
         mw = self.workers[pick(sorted(self.workers), worker)]
+        if self.vanished:
+            did, jid, key = pick(self.vanished, index)
+            holder = self.workers.get(key, mw) if key is not None else mw
+            self.refused(ErrorCode.DELIVERY_NOT_FOUND,
+                         lambda: self.broker.worker_delivery(holder.worker, did, jid))
         if self.ended:
             did, jid = pick(self.ended, index)
             self.refused(ErrorCode.DELIVERY_STALE,
@@ -596,6 +802,22 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule(step=st.sampled_from(CLOCK_STEPS))
     def time_passes(self, step: int) -> None:
+        self._tick(step)
+
+    @precondition(lambda self: any(q.config.has_retention for q in self.queues.values()))
+    @rule(finish=st.lists(st.tuples(st.integers(0, 1000), st.sampled_from(["complete", "fail"]),
+                                    st.integers(0, 100)), max_size=4),
+          step=st.sampled_from([0, 1, 999, 1000, 4000]))
+    def retention(self, finish: list[tuple[int, str, int]], step: int) -> None:
+        """With retention settings in force: workers COMPLETE or FAIL some jobs they hold,
+        then a heartbeat tick, by a step around the age limits."""
+        for index, action, value in finish:
+            if not self.deliveries:
+                break
+            getattr(self, f"_{action}")(index, value)
+        self._tick(step)
+
+    def _tick(self, step: int) -> None:
         self.now += step
         self.call(lambda: self.broker.tick(self.now))
         for delivery in list(self.deliveries.values()):
@@ -610,7 +832,23 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert mw.peer.closed and mw.worker.gone
         for mw in self.workers.values():
             assert not mw.peer.closed
+        self.prune()  # retention's steps are submitted after the attempts' ends
         self.after_step()
+        self.retention_holds()
+
+    def retention_holds(self) -> None:
+        """Right after a tick (its pruning converged), per queue and finished status: at
+        most the count is kept, and nothing finished the age ago or earlier."""
+        records = self._scan()[0]
+        for name, queue in self.queues.items():
+            for status in FINISHED:
+                max_count = getattr(queue.config, f"{status}_max_count")
+                max_age = getattr(queue.config, f"{status}_max_age_ms")
+                finished = [r.finished_at_ms or 0 for r in records.values()
+                            if r.queue_name == name and r.status.label == status]
+                assert max_count is None or len(finished) <= max_count, (name, status)
+                assert max_age is None or all(self.now - at < max_age for at in finished), (
+                    name, status, self.now, finished)
 
     @precondition(lambda self: self.restarts < MAX_RESTARTS)
     @rule()
@@ -622,6 +860,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.loop.run_until_complete(self.writer.stop())
         self.store.close()
         self.restarts += 1
+        # A restart takes time. (Job ids are ordered by a per-process counter within a
+        # millisecond, so a new process in the same millisecond could make ids, and the
+        # CLEARQUEUE boundary, that sort below the old process's: only a clock that went
+        # back across a restart does that.)
+        self.now += 1
         self._open()
         for mw in list(self.workers.values()):
             del self.workers[mw.key]
@@ -705,6 +948,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert record.queue_name == job.queue
             assert record.attempts_so_far == job.attempts, (job, record)
             assert msgpack.unpackb(record.payload) == job.payload
+            assert record.max_attempts == job.max_attempts
             kept = [e["outcome"] for e in record.history if e["outcome"] != "withdrawn"]
             assert kept == job.outcomes, (job, record.history)
             for entry in record.history:
@@ -716,10 +960,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert record.delivery_id is not None
             else:
                 assert record.delivery_id is None
-            if job.status in ("completed", "failed"):
-                assert record.finished_at_ms is not None
-            else:
-                assert record.finished_at_ms is None
+            assert record.finished_at_ms == job.finished_ms, (job, record)
+            assert (job.finished_ms is not None) == (job.status in FINISHED)
 
     @invariant()
     def deliveries_match_active_jobs(self) -> None:
@@ -750,9 +992,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert runtime.active == out, (name, runtime.active, out)
             active_records = sum(1 for r in records.values()
                                  if r.queue_name == name and r.status == JobStatus.ACTIVE)
+            assert active_records == out
             if queue.limit is not None:
-                assert runtime.active <= queue.limit
-                assert active_records <= queue.limit
+                # At most the limit, or, after SETQUEUE lowered it, what was out then and
+                # has not drained yet: never more than at the previous step.
+                assert queue.ceiling is not None and out <= queue.ceiling, (
+                    name, out, queue.ceiling, queue.limit)
+                queue.ceiling = max(queue.limit, out)
             assert runtime.record.state == (QueueState.PAUSED if queue.paused
                                             else QueueState.ACTIVE)
             live = {s.subscription_id: s for s in runtime.subscriptions}
@@ -767,8 +1013,36 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert full or not any(expected.values()), (name, expected, out)
 
 
+    @invariant()
+    def nothing_dangling_nothing_of_removed_queues(self) -> None:
+        records, _, status_keys, by_time, by_finish, counters = self._scan()
+        live = {*self.queues, "_system"}
+        named = [(key.split(b"\x00", 1)[0].decode(), key[-16:]) for key in status_keys]
+        named += [(name, uuid) for name, _, uuid in by_time]
+        named += [(name, uuid) for name, _, _, uuid in by_finish]
+        for name, uuid in named:
+            assert job_id_from(name, uuid) in records, (name, uuid.hex())
+        assert {r.queue_name for r in records.values()} <= live
+        assert {name for name, _ in named} <= live
+        assert {name for name, _ in counters} <= live
+        stored = {q.name: q for q in self.store.load_queues()}
+        assert set(stored) == live
+        assert set(self.broker.queues) == live
+        assert not self.broker.obliterating
+        for name, queue in self.queues.items():
+            state = QueueState.PAUSED if queue.paused else QueueState.ACTIVE
+            for record in (stored[name], self.broker.queues[name].record):
+                assert record.config == queue.config, (name, record.config, queue.config)
+                assert record.state == state
+        for mw in self.workers.values():
+            assert {s.queue_name: s.subscription_id
+                    for s in mw.worker.subscriptions.values()} == mw.sids
+        for delivery in self.broker.deliveries.values():
+            assert delivery.queue_name in live
+
+
 LifecycleMachine.TestCase.settings = settings(
-    max_examples=50, stateful_step_count=25, deadline=None, database=None,
+    max_examples=100, stateful_step_count=40, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestLifecycle = LifecycleMachine.TestCase
