@@ -190,6 +190,11 @@ class LifecycleMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
+        # An exception in a callback of the broker (a commit's follow-up) would otherwise
+        # only be logged, and leave the step waiting forever for a reply: it fails the step.
+        self.loop_errors: list[dict[str, Any]] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.loop.set_exception_handler(self._loop_error)
         self.path = Path(tempfile.mkdtemp(prefix="overhop-model-"))
         self.now = START_MS
         self.config = model_config()
@@ -213,7 +218,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                              max_map_size=1024 * 1024 * 1024, reserved_headroom=0)
         self.writer.start()
         self.broker = Broker(self.config, self.store, self.writer, lambda: self.now)
-        self.loop.run_until_complete(self._settled(self.broker.boot()))
+        self.run(self._settled(self.broker.boot()))
 
     def teardown(self) -> None:
         try:
@@ -223,6 +228,30 @@ class LifecycleMachine(RuleBasedStateMachine):
         finally:
             self.loop.close()
             shutil.rmtree(self.path, ignore_errors=True)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self.loop_errors.append(context)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(AssertionError(
+                f"error in an event-loop callback: {context.get('message')} "
+                f"{context.get('exception')!r}"))
+
+    def run(self, awaitable: Any) -> Any:
+        """Run to completion in the loop, unless a loop callback fails first."""
+
+        async def guarded() -> Any:
+            self.waiter = self.loop.create_future()
+            task = asyncio.ensure_future(awaitable)
+            try:
+                await asyncio.wait({task, self.waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if self.waiter.done():
+                    task.cancel()
+                    self.waiter.result()
+                return task.result()
+            finally:
+                self.waiter = None
+
+        return self.loop.run_until_complete(guarded())
 
     async def _drain(self) -> None:
         """Until a no-op write commits alone: nothing else was pending, and every callback
@@ -260,7 +289,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             await self._settle()
             return result
 
-        return self.loop.run_until_complete(go())
+        return self.run(go())
 
     def refused(self, code: ErrorCode, action: Callable[[], Any]) -> None:
         async def go() -> None:
@@ -274,7 +303,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 raise AssertionError(f"expected {code}")
             await self._settle()
 
-        self.loop.run_until_complete(go())
+        self.run(go())
 
     def seen(self, mw: MWorker) -> None:
         """A message from this worker: what the connection records for staleness."""
@@ -1012,6 +1041,10 @@ class LifecycleMachine(RuleBasedStateMachine):
                 full = queue.limit is not None and out >= queue.limit
                 assert full or not any(expected.values()), (name, expected, out)
 
+
+    @invariant()
+    def no_loop_errors(self) -> None:
+        assert not self.loop_errors, self.loop_errors
 
     @invariant()
     def nothing_dangling_nothing_of_removed_queues(self) -> None:
