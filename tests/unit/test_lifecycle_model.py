@@ -23,12 +23,13 @@ limits hold.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import struct
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,19 @@ class MDelivery:
 
 def pick(items: list[Any], index: int) -> Any:
     return items[index % len(items)]
+
+
+@contextlib.contextmanager
+def control_batch(size: int) -> Iterator[None]:
+    """CLEARQUEUE and OBLITERATE remove jobs in steps of `size` (the server's is 500):
+    with small steps, other commits (a pipelined ENQUEUE) go between the steps, as they
+    do for a big queue."""
+    saved = queue_control.CONTROL_BATCH
+    queue_control.CONTROL_BATCH = size
+    try:
+        yield
+    finally:
+        queue_control.CONTROL_BATCH = saved
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -418,7 +432,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     # -- rules: queues -------------------------------------------------------------------
 
-    @initialize(settings=SETTINGS, workers=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    @initialize(settings=SETTINGS, workers=st.lists(st.integers(1, 4), min_size=1, max_size=3),
                 jobs=st.integers(1, 6))
     def start(self, settings: dict[str, Any], workers: list[int], jobs: int) -> None:
         """A queue (limits, attempts, retention...), workers subscribed to it with these
@@ -448,12 +462,17 @@ class LifecycleMachine(RuleBasedStateMachine):
         self._add_queue(min(set(QUEUE_NAMES) - set(self.queues)), settings)
 
     @precondition(lambda self: self.queues)
-    @rule(index=st.integers(0, 100), changes=SETTINGS.filter(bool))
-    def change_settings(self, index: int, changes: dict[str, Any]) -> None:
-        """SETQUEUE: in force at once (a raised limit dispatches), stored, merged."""
+    @rule(index=st.integers(0, 100), changes=SETTINGS.filter(bool),
+          around=st.none() | st.integers(-2, 1))
+    def change_settings(self, index: int, changes: dict[str, Any], around: int | None) -> None:
+        """SETQUEUE: in force at once (a raised limit dispatches), stored, merged.
+        `around`: the concurrency limit is set to the jobs out now plus this (lowered
+        below them, or just at or above)."""
         name = pick(sorted(self.queues), index)
         queue = self.queues[name]
         out = self.out(name)
+        if around is not None and out:
+            changes = {**changes, "concurrency_limit": max(1, out + around)}
         record = self.call(lambda: queue_control.change_settings(self.broker, name, changes))
         queue.config = dataclasses.replace(queue.config, **changes)
         assert record.config == queue.config
@@ -464,10 +483,11 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.queues)
     @rule(index=st.integers(0, 100), behind=st.sampled_from([None, 0, 300, 1500]),
-          payload=st.integers(0, 2**20))
-    def clear(self, index: int, behind: int | None, payload: int) -> None:
-        """CLEARQUEUE, with (`behind` not None) an ENQUEUE pipelined right behind it, which
-        must stay: only jobs that existed when CLEARQUEUE was handled go."""
+          payload=st.integers(0, 2**20), batch=st.sampled_from([1, 2, 500]))
+    def clear(self, index: int, behind: int | None, payload: int, batch: int) -> None:
+        """CLEARQUEUE in steps of `batch` jobs, with (`behind` not None) an ENQUEUE
+        pipelined right behind it, which must stay: only jobs that existed when CLEARQUEUE
+        was handled go."""
         name = pick(sorted(self.queues), index)
         clearable = {status: [j.jid for j in self.jobs.values()
                               if j.queue == name and j.status == status]
@@ -481,7 +501,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             removed = await cleared
             return removed, None if added is None else await added
 
-        removed, record = self.call(go)
+        with control_batch(batch):
+            removed, record = self.call(go)
         assert {status.label: n for status, n in removed.items()} == {
             status: len(jids) for status, jids in clearable.items()}, (removed, clearable)
         self.vanish([jid for jids in clearable.values() for jid in jids])
@@ -493,10 +514,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.after_step()
 
     @precondition(lambda self: self.queues)
-    @rule(index=st.integers(0, 100), force=st.booleans(), again=st.none() | SETTINGS)
-    def obliterate(self, index: int, force: bool, again: dict[str, Any] | None) -> None:
-        """OBLITERATE; refused without force while the queue has jobs out. The queue is
-        gone for every request handled after it; `again`: ADDQUEUE of the name after."""
+    @rule(index=st.integers(0, 100), force=st.booleans(), again=st.none() | SETTINGS,
+          batch=st.sampled_from([1, 2, 500]))
+    def obliterate(self, index: int, force: bool, again: dict[str, Any] | None,
+                   batch: int) -> None:
+        """OBLITERATE in steps of `batch` jobs; refused without force while the queue has
+        jobs out. The queue is gone for every request handled after it; `again`: ADDQUEUE
+        of the name after."""
         name = pick(sorted(self.queues), index)
         fenced = [d for d in self.deliveries.values() if d.queue == name]
         if fenced and not force:
@@ -541,7 +565,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                     raise AssertionError("a fenced delivery is still current")
             return await done
 
-        removed = self.call(go)
+        with control_batch(batch):
+            removed = self.call(go)
         assert removed == len(jids)
         del self.queues[name]
         for delivery in fenced:
