@@ -69,17 +69,22 @@ U64 = struct.Struct(">Q")
 CLOCK_STEPS = (100, 600, 1100, 2100, 5100)
 CLEARABLE = ("new", "waiting", "delayed")
 FINISHED = ("completed", "failed")
-# SETQUEUE changes (and ADDQUEUE settings): every key optional, nil clears a setting.
-SETTINGS = st.fixed_dictionaries({}, optional={
+# Queue settings for ADDQUEUE and SETQUEUE (nil clears one).
+SETTING_VALUES = {
     "concurrency_limit": st.sampled_from([None, 1, 2, 3]),
     "max_attempts": st.sampled_from([None, 1, 2, 4]),
     "retry_interval_ms": st.sampled_from([None, 1, 200, 1500]),
     "lease_ms": st.sampled_from([None, 700, 3000]),
-    "completed_max_count": st.sampled_from([None, 0, 1, 3]),
+    "completed_max_count": st.sampled_from([None, 0, 1, 2]),
     "completed_max_age_ms": st.sampled_from([None, 0, 1000, 4000]),
-    "failed_max_count": st.sampled_from([None, 0, 1, 3]),
+    "failed_max_count": st.sampled_from([None, 0, 1, 2]),
     "failed_max_age_ms": st.sampled_from([None, 0, 1000, 4000]),
-})
+}
+SETTINGS = st.fixed_dictionaries({}, optional=SETTING_VALUES)
+# SETQUEUE names at least one setting.
+CHANGES = st.sampled_from(sorted(SETTING_VALUES)).flatmap(
+    lambda key: st.fixed_dictionaries({key: SETTING_VALUES[key]}, optional={
+        k: v for k, v in SETTING_VALUES.items() if k != key}))
 
 
 def model_config() -> Config:
@@ -462,7 +467,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self._add_queue(min(set(QUEUE_NAMES) - set(self.queues)), settings)
 
     @precondition(lambda self: self.queues)
-    @rule(index=st.integers(0, 100), changes=SETTINGS.filter(bool),
+    @rule(index=st.integers(0, 100), changes=CHANGES,
           around=st.none() | st.integers(-2, 1))
     def change_settings(self, index: int, changes: dict[str, Any], around: int | None) -> None:
         """SETQUEUE: in force at once (a raised limit dispatches), stored, merged.
@@ -863,12 +868,20 @@ class LifecycleMachine(RuleBasedStateMachine):
                                     st.integers(0, 100)), max_size=4),
           step=st.sampled_from([0, 1, 999, 1000, 4000]))
     def retention(self, finish: list[tuple[int, str, int]], step: int) -> None:
-        """With retention settings in force: workers COMPLETE or FAIL some jobs they hold,
-        then a heartbeat tick, by a step around the age limits."""
+        """With retention settings in force: workers COMPLETE or FAIL some jobs they hold
+        (each then asking for the next with CREDIT 1), then a heartbeat tick, by a step
+        around the age limits."""
         for index, action, value in finish:
             if not self.deliveries:
                 break
+            delivery, mw = self._held(index)
             getattr(self, f"_{action}")(index, value)
+            if delivery.queue in mw.sids:
+                self.seen(mw)
+                self.call(lambda mw=mw, name=delivery.queue: self.broker.credit(
+                    mw.worker, mw.sids[name], 1))
+                mw.credits[delivery.queue] += 1
+                self.after_step(fifo=True)
         self._tick(step)
 
     def _tick(self, step: int) -> None:
@@ -1100,7 +1113,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
 
 LifecycleMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None, database=None,
+    max_examples=200, stateful_step_count=50, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestLifecycle = LifecycleMachine.TestCase
