@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from overhop.broker import job_ops
@@ -182,17 +183,17 @@ class Broker:
         job.delivery_id = delivery_id
         job.worker_id = subscription.worker.worker_id
         job.started_at_ms = job.created_at_ms
-        future = self.writer.submit(job_ops.enqueue(job), grows=True)
 
-        def settle(f: "asyncio.Future[JobRecord]") -> None:
-            if f.exception() is not None:
+        def on_visible(succeeded: bool, _: object) -> None:
+            # The QUEST goes out once the commit is visible, one sync before the ENQUEUE's
+            # OK (which waits for the commit to be durable): see docs/storage.md.
+            if not succeeded:
                 self._refund(runtime, [subscription])
                 self.pump(runtime)
                 return
             self._deliver(subscription, delivery_id, job, self.clock())
 
-        future.add_done_callback(settle)
-        return future
+        return self.writer.submit(job_ops.enqueue(job), grows=True, on_visible=on_visible)
 
     def job(self, job_id: str) -> JobRecord | None:
         queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
@@ -303,9 +304,11 @@ class Broker:
         runtime.waiting_estimate -= len(plan)
         runtime.dispatch_in_flight = True
         added_before = runtime.waiting_added
-        future = self.writer.submit(job_ops.take_waiting(runtime.record.name, assignments, now))
-        future.add_done_callback(
-            lambda f: self._on_taken(runtime, plan, assignments, added_before, f))
+        # QUESTs go out once the move to active is visible (one sync before it is durable).
+        self.writer.submit(
+            job_ops.take_waiting(runtime.record.name, assignments, now),
+            on_visible=partial(self._on_taken, runtime, plan, assignments, added_before),
+        ).add_done_callback(_retrieve)
 
     def _wake_at_rate_opening(self, runtime: QueueRuntime) -> None:
         """A rate-limited queue dispatches again the moment its window lets a job start."""
@@ -323,14 +326,13 @@ class Broker:
         self._rate_timers[name] = asyncio.get_running_loop().call_later(delay_s, wake)
 
     def _on_taken(self, runtime: QueueRuntime, plan: list[Subscription],
-                  assignments: list[tuple[str, str]], added_before: int,
-                  future: "asyncio.Future[job_ops.Taken]") -> None:
+                  assignments: list[tuple[str, str]], added_before: int, succeeded: bool,
+                  taken: Any) -> None:
         runtime.dispatch_in_flight = False
-        if future.exception() is not None:
-            log.error("dispatch_failed", queue=runtime.record.name, error=str(future.exception()))
+        if not succeeded:
+            log.error("dispatch_failed", queue=runtime.record.name, error=str(taken))
             self._refund(runtime, plan)
             return
-        taken = future.result()
         now = self.clock()
         for subscription, (delivery_id, _), job in zip(plan, assignments, taken.jobs,
                                                         strict=False):
@@ -342,8 +344,11 @@ class Broker:
     def policy(self, job: JobRecord) -> JobPolicy:
         """The settings in force for `job`, from its queue's current settings."""
         runtime = self.queues.get(job.queue_name)
-        config = runtime.record.config if runtime is not None else QueueConfig()
-        return job_ops.job_policy(job, config, self.config.jobs)
+        if runtime is None:
+            return job_ops.job_policy(job, QueueConfig(), self.config.jobs)
+        if job.max_attempts is None and job.retry_interval_ms is None and job.lease_ms is None:
+            return runtime.default_policy(self.config.jobs)
+        return job_ops.job_policy(job, runtime.record.config, self.config.jobs)
 
     def _deliver(self, subscription: Subscription, delivery_id: str, job: JobRecord,
                  now: int) -> None:
@@ -629,6 +634,12 @@ class Broker:
         due = [r.next_due_ms for r in self.queues.values()
                if r.next_due_ms is not None and r.record.state == QueueState.ACTIVE]
         return min(due) if due else None
+
+
+def _retrieve(future: "asyncio.Future[Any]") -> None:
+    """Mark a future's failure as seen (its caller acted on the visible point already)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _quest_frame(delivery: Delivery, job: JobRecord, subscription: Subscription,

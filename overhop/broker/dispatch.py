@@ -18,8 +18,9 @@ so no queue of it can starve another.
 from collections import deque
 from dataclasses import dataclass, field
 
-from overhop.broker.queues import QueueRecord
+from overhop.broker.queues import JobPolicy, QueueRecord, resolve_policy
 from overhop.broker.workers import Subscription
+from overhop.config.schema import JobsConfig
 
 # Jobs moved to active by one dispatch transaction at most: big enough to amortise a commit
 # over a burst, small enough that one queue's burst does not delay other queues' commits.
@@ -81,6 +82,7 @@ class QueueRuntime:
     maintenance_in_flight: bool = False
     retention_in_flight: bool = False
     rate: RateWindow = field(default_factory=RateWindow)
+    policy_cache: tuple[QueueRecord, JobPolicy] | None = None
 
     def rate_allowance(self, now_ms: int) -> int:
         """Jobs the rate limit lets start now (unbounded without a limit)."""
@@ -88,6 +90,15 @@ class QueueRuntime:
         if config.rate_limit is None:
             return MAX_DISPATCH_BATCH
         return self.rate.allowance(config.rate_limit, config.rate_window_ms, now_ms)
+
+    def default_policy(self, jobs: JobsConfig) -> JobPolicy:
+        """The settings in force for a job without overrides (kept until the record changes)."""
+        cached = self.policy_cache
+        if cached is None or cached[0] is not self.record:
+            policy = resolve_policy(None, None, None, self.record.config, jobs.default_max_attempts,
+                                    jobs.default_retry_interval_ms, jobs.default_lease_ms)
+            self.policy_cache = cached = (self.record, policy)
+        return cached[1]
 
     def free_slots(self) -> int:
         limit = self.record.config.concurrency_limit

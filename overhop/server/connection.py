@@ -10,12 +10,13 @@ dropped, so a peer that does not read can never grow the server's memory.
 import asyncio
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from overhop.broker.jobs import AttemptOutcome
 from overhop.broker.workers import Worker
 from overhop.clock import now_ms, to_rfc3339
-from overhop.logs import get_logger
+from overhop.logs import VERBOSE, get_logger
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
 from overhop.session.states import Session
@@ -24,6 +25,10 @@ from overhop.wire.errors import ErrorCode, OverhopError, ProtocolError
 from overhop.wire.messages import PUSH_RID, MessageType
 
 log = get_logger("overhop.connection")
+_PING = MessageType.PING
+_HELLO = MessageType.HELLO
+_GOODBYE = MessageType.GOODBYE
+_OK = MessageType.OK
 
 
 class Connection(asyncio.Protocol):
@@ -42,6 +47,7 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._paused = False
         self._loop = asyncio.get_running_loop()
+        self._verbose = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -71,6 +77,7 @@ class Connection(asyncio.Protocol):
         except ProtocolError as exc:
             self.reply_error(PUSH_RID, exc)
             return
+        self._verbose = self.log.is_enabled_for(VERBOSE)
         for frame in frames:
             self._handle_frame(frame)
             if self._closing:
@@ -134,15 +141,16 @@ class Connection(asyncio.Protocol):
             return
         message_type = envelope.type
         rid = envelope.rid
-        self.log.verbose("frame_received", message=message_type.name, rid=rid)
+        if self._verbose:
+            self.log.verbose("frame_received", message=message_type.name, rid=rid)
         try:
             self.session.check(message_type)
-            if message_type is MessageType.PING:
+            if message_type is _PING:
                 self.send(encode_frame(MessageType.PONG, rid,
                                        {"server_time": to_rfc3339(now_ms())}))
                 self.worker.last_seen_ms = now_ms()  # type: ignore[union-attr]
                 return
-            if message_type is MessageType.HELLO:
+            if message_type is _HELLO:
                 self.session.advance(message_type, now_ms())
                 self.send(encode_frame(MessageType.HI, rid, {}))
                 return
@@ -159,12 +167,11 @@ class Connection(asyncio.Protocol):
             self.reply_error(rid, OverhopError(ErrorCode.INTERNAL, "internal error"))
             return
         if type(reply) is dict:
-            self.send(encode_frame(MessageType.OK, rid, reply))
+            self.send(encode_frame(_OK, rid, reply))
         else:
-            awaitable, shape = reply
-            future = asyncio.ensure_future(awaitable)
-            future.add_done_callback(lambda f: self._reply_later(rid, shape, f))
-        if message_type is MessageType.GOODBYE:
+            future, shape = reply
+            future.add_done_callback(partial(self._reply_later, rid, shape))
+        if message_type is _GOODBYE:
             self.close()
 
     def _reply_later(self, rid: str, shape: Callable[[Any], dict[str, Any]],
@@ -173,7 +180,7 @@ class Connection(asyncio.Protocol):
             return
         exc = future.exception()
         if exc is None:
-            self.send(encode_frame(MessageType.OK, rid, shape(future.result())))
+            self.send(encode_frame(_OK, rid, shape(future.result())))
         elif isinstance(exc, OverhopError):
             self.reply_error(rid, exc)
         else:

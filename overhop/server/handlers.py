@@ -1,12 +1,13 @@
 """The handler table: one function per client message type.
 
 Handlers hold no business logic: parse the payload, make one call into the broker, shape
-the reply. A handler returns the OK payload at once, or a `Pending` (an awaitable and the
+the reply. A handler returns the OK payload at once, or a `Pending` (a future and the
 function that turns its result into the OK payload) when the answer waits for a commit.
 Errors are raised as `OverhopError`; the connection turns them into ERR frames.
 """
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from overhop.broker import queue_control
@@ -33,7 +34,7 @@ from overhop.wire.payloads import (
 if TYPE_CHECKING:
     from overhop.server.connection import Connection
 
-Pending = tuple[Awaitable[Any], Callable[[Any], dict[str, Any]]]
+Pending = tuple["asyncio.Future[Any]", Callable[[Any], dict[str, Any]]]
 Reply = dict[str, Any] | Pending
 Handler = Callable[[ServerContext, "Connection", dict[str, Any]], Reply]
 

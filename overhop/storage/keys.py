@@ -46,8 +46,26 @@ def format_uuid(hex32: str) -> str:
     return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
 
 
+# Index prefixes per queue, made once: every job write needs several. Bounded, since read
+# requests may name queues that do not exist.
+_PREFIX_CACHE_LIMIT = 4096
+_prefix_cache: dict[str, tuple[bytes, ...]] = {}
+
+
+def queue_prefixes(queue_name: str) -> tuple[bytes, ...]:
+    """Item 0: the queue prefix; item n: the prefix of status number n (1 to 7)."""
+    prefixes = _prefix_cache.get(queue_name)
+    if prefixes is None:
+        if len(_prefix_cache) >= _PREFIX_CACHE_LIMIT:
+            _prefix_cache.clear()
+        base = queue_prefix(queue_name)
+        prefixes = (base, *(base + bytes((status,)) for status in range(1, 8)))
+        _prefix_cache[queue_name] = prefixes
+    return prefixes
+
+
 def status_prefix(queue_name: str, status: int) -> bytes:
-    return queue_prefix(queue_name) + bytes((status,))
+    return queue_prefixes(queue_name)[status]
 
 
 def status_key(queue_name: str, status: int, job_id: str) -> bytes:

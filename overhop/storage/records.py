@@ -43,8 +43,11 @@ def encode_job(job: JobRecord) -> bytes:
 
 def decode_job(data: bytes) -> JobRecord:
     fields: list[Any] = msgpack.unpackb(_check_format(data), raw=False, strict_map_key=False)
-    fields[2] = JobStatus(fields[2])
+    fields[2] = _STATUS_BY_NUMBER[fields[2]]
     return JobRecord(*fields)
+
+
+_STATUS_BY_NUMBER = {int(status): status for status in JobStatus}
 
 
 # Queue settings in stored order; a new setting is appended, and records written before it

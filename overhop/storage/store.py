@@ -16,6 +16,7 @@ import lmdb
 from overhop.broker.jobs import TRANSITIONS, JobRecord, JobStatus
 from overhop.broker.queues import QueueRecord
 from overhop.storage import keys
+from overhop.storage.keys import U64
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 
 LOCK_FILE = "overhop.lock"
@@ -57,7 +58,9 @@ class Store:
             ) from None
         self.env = lmdb.open(
             str(path), map_size=map_size, max_dbs=MAX_DBS, max_readers=MAX_READERS,
-            sync=sync, metasync=sync, readahead=False,
+            # One sync per commit: the writer makes each commit's meta page durable with the
+            # next commit's data sync, or with an explicit sync when idle (see writer.py).
+            sync=sync, metasync=False, readahead=False,
         )
         self.stale_readers_cleared = self.env.reader_check()
         self.meta = self.env.open_db(b"meta")
@@ -85,6 +88,7 @@ class Store:
                     f"reads version {keys.LAYOUT_VERSION} (see docs/storage.md)")
 
     def close(self) -> None:
+        self.env.sync(True)
         self.env.close()
         os.close(self._lock_fd)
 
@@ -173,7 +177,7 @@ class Store:
 
 def _count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:
     data = txn.get(keys.counter_key(queue_name, status), db=db)
-    return 0 if data is None else keys.U64.unpack(data)[0]
+    return 0 if data is None else U64.unpack(data)[0]
 
 
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
@@ -233,8 +237,9 @@ class StoreTxn:
 
     def insert_job(self, job: JobRecord) -> None:
         self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
-        self._index(job)
-        self._bump(job.queue_name, job.status, 1)
+        prefixes = keys.queue_prefixes(job.queue_name)
+        self._index(job, prefixes, keys.job_uuid_bytes(job.job_id))
+        self._bump(prefixes[job.status], 1)
 
     def update_job(self, job: JobRecord, before: "IndexState") -> None:
         """Store `job` after a change; move its index entries if what they hold changed.
@@ -243,22 +248,26 @@ class StoreTxn:
         `TRANSITIONS` does not list is a bug: it raises before writing.
         """
         previous_status = before[0]
-        if job.status != previous_status and (previous_status, job.status) not in TRANSITIONS:
+        status = job.status
+        if status != previous_status and (previous_status, status) not in TRANSITIONS:
             raise RuntimeError(
-                f"{job.job_id}: {previous_status.label} -> {job.status.label} is not a transition"
+                f"{job.job_id}: {previous_status.label} -> {status.label} is not a transition"
             )
         self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
         if index_state(job) != before:
-            self._unindex(job.job_id, job.queue_name, before)
-            self._index(job)
-            if job.status != previous_status:
-                self._bump(job.queue_name, previous_status, -1)
-                self._bump(job.queue_name, job.status, 1)
+            prefixes = keys.queue_prefixes(job.queue_name)
+            uuid_bytes = keys.job_uuid_bytes(job.job_id)
+            self._unindex(prefixes, uuid_bytes, before)
+            self._index(job, prefixes, uuid_bytes)
+            if status != previous_status:
+                self._bump(prefixes[previous_status], -1)
+                self._bump(prefixes[status], 1)
 
     def delete_job(self, job: JobRecord) -> None:
         self.txn.delete(job.job_id.encode(), db=self._store.jobs_db)
-        self._unindex(job.job_id, job.queue_name, index_state(job))
-        self._bump(job.queue_name, job.status, -1)
+        prefixes = keys.queue_prefixes(job.queue_name)
+        self._unindex(prefixes, keys.job_uuid_bytes(job.job_id), index_state(job))
+        self._bump(prefixes[job.status], -1)
 
     def finished_job_ids(self, queue_name: str, status: JobStatus, limit: int
                          ) -> list[tuple[int, str]]:
@@ -316,31 +325,32 @@ class StoreTxn:
 
     # -- index and counter upkeep ------------------------------------------------------
 
-    def _index(self, job: JobRecord) -> None:
+    def _index(self, job: JobRecord, prefixes: tuple[bytes, ...], uuid_bytes: bytes) -> None:
         store = self._store
-        self.txn.put(keys.status_key(job.queue_name, job.status, job.job_id), b"",
-                     db=store.by_status)
-        if job.status == JobStatus.DELAYED:
-            self.txn.put(keys.time_key(job.queue_name, job.execution_start_at_ms, job.job_id),
+        status = job.status
+        self.txn.put(prefixes[status] + uuid_bytes, b"", db=store.by_status)
+        if status == JobStatus.DELAYED:
+            self.txn.put(prefixes[0] + U64.pack(max(job.execution_start_at_ms, 0)) + uuid_bytes,
                          b"", db=store.by_time)
-        elif job.status in FINISHED_STATUSES:
-            self.txn.put(keys.finish_key(job.queue_name, job.status, job.finished_at_ms or 0,
-                                         job.job_id), b"", db=store.by_finish)
+        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
+            self.txn.put(prefixes[status] + U64.pack(max(job.finished_at_ms or 0, 0)) + uuid_bytes,
+                         b"", db=store.by_finish)
 
-    def _unindex(self, job_id: str, queue_name: str, before: "IndexState") -> None:
+    def _unindex(self, prefixes: tuple[bytes, ...], uuid_bytes: bytes,
+                 before: "IndexState") -> None:
         store = self._store
         status, start_ms, finished_ms = before
-        self.txn.delete(keys.status_key(queue_name, status, job_id), db=store.by_status)
+        self.txn.delete(prefixes[status] + uuid_bytes, db=store.by_status)
         if status == JobStatus.DELAYED:
-            self.txn.delete(keys.time_key(queue_name, start_ms, job_id), db=store.by_time)
-        elif status in FINISHED_STATUSES:
-            self.txn.delete(keys.finish_key(queue_name, status, finished_ms or 0, job_id),
+            self.txn.delete(prefixes[0] + U64.pack(max(start_ms, 0)) + uuid_bytes,
+                            db=store.by_time)
+        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
+            self.txn.delete(prefixes[status] + U64.pack(max(finished_ms or 0, 0)) + uuid_bytes,
                             db=store.by_finish)
 
-    def _bump(self, queue_name: str, status: JobStatus, delta: int) -> None:
-        key = keys.counter_key(queue_name, status)
+    def _bump(self, counter_key: bytes, delta: int) -> None:
         deltas = self._counter_deltas
-        deltas[key] = deltas.get(key, 0) + delta
+        deltas[counter_key] = deltas.get(counter_key, 0) + delta
 
     def flush_counters(self) -> None:
         """Write the summed counter changes; the writer calls this right before commit."""
@@ -349,9 +359,9 @@ class StoreTxn:
             if not delta:
                 continue
             current = self.txn.get(key, db=db)
-            value = (0 if current is None else keys.U64.unpack(current)[0]) + delta
+            value = (0 if current is None else U64.unpack(current)[0]) + delta
             if value < 0:
                 raise RuntimeError(f"counter {key!r} would go negative")
-            self.txn.put(key, keys.U64.pack(value), db=db)
+            self.txn.put(key, U64.pack(value), db=db)
         self._counter_deltas.clear()
 

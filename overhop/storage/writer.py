@@ -6,6 +6,17 @@ operation waiting in its queue (up to `max_batch`), runs them in one transaction
 (the sync happens here, off the event loop), and only then resolves their futures on the
 loop. Writes that arrive while a commit is in flight form the next batch.
 
+One disk sync per commit: the environment is opened with LMDB's NOMETASYNC, so a commit
+syncs its data pages and then writes its meta page (the page that makes it current)
+without syncing it. The meta page reaches the disk with the next commit's data sync, or
+with an explicit sync as soon as the writer has nothing else to do. A commit is therefore
+*visible* when `commit()` returns (readers see it, and it survives the process being
+killed, since the OS holds every page) and *durable* one sync later. Futures resolve at the
+durable point: no OK ever depends on a commit that a power loss could undo. An operation may
+also carry an `on_visible` callback, called on the loop at the visible point: dispatch uses
+it to send a QUEST one sync earlier (see docs/storage.md for what a power loss in between
+means).
+
 An operation is a function of a `StoreTxn`. Contract: it raises `OverhopError` only before
 it writes anything, so a refused operation leaves the batch's transaction clean. Any other
 exception aborts the batch, which is then retried one operation per transaction so that
@@ -48,13 +59,20 @@ UNSYNCED_FLUSH_INTERVAL_S = 1.0
 SPACE_PROBE_INTERVAL_S = 10.0
 
 
-class _Pending:
-    __slots__ = ("future", "grows", "operation")
+VisibleCallback = Callable[[bool, Any], None]
+# (future, succeeded, result or exception)
+Outcome = tuple[asyncio.Future[Any], bool, Any]
 
-    def __init__(self, operation: Operation, future: asyncio.Future[Any], grows: bool) -> None:
+
+class _Pending:
+    __slots__ = ("future", "grows", "on_visible", "operation")
+
+    def __init__(self, operation: Operation, future: asyncio.Future[Any], grows: bool,
+                 on_visible: VisibleCallback | None) -> None:
         self.operation = operation
         self.future = future
         self.grows = grows
+        self.on_visible = on_visible
 
 
 class Writer:
@@ -74,6 +92,8 @@ class Writer:
         self.space_low = False
         self._space_low_since = 0.0
         self._trust_high_water = True
+        # Outcomes of the last commit, visible but waiting for its meta page to be synced.
+        self._not_durable: list[Outcome] = []
         self.commits = 0
         self.operations = 0
         self.failed = False
@@ -81,9 +101,12 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, operation: Callable[[StoreTxn], T], *, grows: bool = False
-               ) -> asyncio.Future[T]:
-        """Queue an operation; its future resolves after the commit holding it is on disk.
+    def submit(self, operation: Callable[[StoreTxn], T], *, grows: bool = False,
+               on_visible: VisibleCallback | None = None) -> asyncio.Future[T]:
+        """Queue an operation; its future resolves after the commit holding it is durable.
+
+        `on_visible(succeeded, result_or_exception)`, if given, is called on the loop as
+        soon as the commit is visible (one disk sync earlier), or when the operation fails.
 
         Operations submitted during one turn of the event loop are handed to the writer
         thread together at the end of that turn: one wake-up of the thread per turn rather
@@ -92,7 +115,7 @@ class Writer:
         future: asyncio.Future[T] = self._loop.create_future()
         if not self._staged:
             self._loop.call_soon(self._hand_over)
-        self._staged.append(_Pending(operation, future, grows))
+        self._staged.append(_Pending(operation, future, grows, on_visible))
         return future
 
     def _hand_over(self) -> None:
@@ -114,12 +137,9 @@ class Writer:
         stopping = False
         while True:
             if not carry:
-                try:
-                    first = inbox.get(timeout=None if self._sync else UNSYNCED_FLUSH_INTERVAL_S)
-                except queue.Empty:
-                    self._flush_unsynced()
-                    continue
+                first = self._next_work()
                 if first is _STOP:
+                    self._make_durable()
                     self._flush_unsynced()
                     return
                 carry = first
@@ -136,11 +156,28 @@ class Writer:
             carry = batch[self._max_batch:]
             self._commit_batch(batch[: self._max_batch])
             if stopping and not carry:
+                self._make_durable()
                 self._flush_unsynced()
                 return
 
+    def _next_work(self) -> Any:
+        """The next operations; while there are none, make the last commit durable."""
+        inbox = self._inbox
+        if self._not_durable:
+            try:
+                return inbox.get_nowait()
+            except queue.Empty:
+                self._make_durable()
+        while True:
+            try:
+                return inbox.get(timeout=None if self._sync else UNSYNCED_FLUSH_INTERVAL_S)
+            except queue.Empty:
+                self._flush_unsynced()
+
     def _commit_batch(self, batch: list[_Pending]) -> None:
         self._ensure_space()
+        env = self._store.env
+        last_txn = env.info()["last_txnid"]
         try:
             outcomes = self._run_in_one_transaction(batch)
         except lmdb.MapFullError:
@@ -154,11 +191,36 @@ class Writer:
             outcomes = [self._run_alone(pending) for pending in batch]
         self.commits += 1
         self.operations += len(batch)
+        visible = [(pending.on_visible, outcome[1], outcome[2])
+                   for pending, outcome in zip(batch, outcomes, strict=True)
+                   if pending.on_visible is not None]
         if not self._sync:
             self._unsynced = True
             if time.monotonic() - self._last_flush > UNSYNCED_FLUSH_INTERVAL_S:
                 self._flush_unsynced()
-        self._deliver(outcomes)
+            self._deliver(visible, outcomes)
+            return
+        # A commit that wrote pages synced the file, and with it the previous commit's
+        # meta page: that commit is durable now. (A commit that wrote nothing syncs nothing.)
+        durable: list[Outcome] = []
+        if self._not_durable and env.info()["last_txnid"] != last_txn:
+            durable, self._not_durable = self._not_durable, []
+        self._not_durable.extend(outcomes)
+        self._deliver(visible, durable)
+
+    def _make_durable(self) -> None:
+        """Sync the last commit's meta page and resolve the futures waiting for it."""
+        if not self._not_durable:
+            return
+        try:
+            self._store.env.sync(True)
+        except lmdb.Error as exc:
+            log.critical("storage_sync_failed", error=str(exc))
+            self.failed = True
+            failure = RequestError(ErrorCode.INTERNAL, "storage sync failed")
+            self._not_durable = [(future, False, failure) for future, _, _ in self._not_durable]
+        durable, self._not_durable = self._not_durable, []
+        self._deliver([], durable)
 
     def _flush_unsynced(self) -> None:
         """`storage.sync = false`: push commits to disk at most a second after they happen,
@@ -169,8 +231,8 @@ class Writer:
         self._last_flush = time.monotonic()
 
     def _run_in_one_transaction(self, batch: list[_Pending]
-                                ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+                                ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         txn = self._store.env.begin(write=True)
         try:
             store_txn = StoreTxn(self._store, txn)
@@ -189,7 +251,7 @@ class Writer:
             raise
         return outcomes
 
-    def _run_alone(self, pending: _Pending) -> tuple[asyncio.Future[Any], bool, Any]:
+    def _run_alone(self, pending: _Pending) -> Outcome:
         try:
             return self._run_in_one_transaction([pending])[0]
         except lmdb.MapFullError:
@@ -199,7 +261,7 @@ class Writer:
             return pending.future, False, RequestError(ErrorCode.INTERNAL, "operation failed")
 
     def _after_map_full(self, batch: list[_Pending]
-                        ) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+                        ) -> list[Outcome]:
         if self._grow():
             return self._run_in_one_transaction(batch)
         self._refuse_growth()
@@ -254,21 +316,27 @@ class Writer:
         log.info("storage_map_grown", map_size=target)
         return True
 
-    def _deliver(self, outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+    def _deliver(self, visible: list[tuple[VisibleCallback, bool, Any]],
+                 durable: list[Outcome]) -> None:
+        if (visible or durable) and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_resolve_all, visible, durable)
 
 
 def _storage_full() -> RequestError:
     return RequestError(ErrorCode.STORAGE_FULL, "storage is full: new jobs and queues are refused")
 
 
-def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, succeeded, value in outcomes:
+def _resolve_all(visible: list[tuple[VisibleCallback, bool, Any]],
+                 durable: list[Outcome]) -> None:
+    for future, succeeded, value in durable:
         if future.cancelled():
             continue
         if succeeded:
             future.set_result(value)
         else:
             future.set_exception(value)
+    for callback, succeeded, value in visible:
+        try:
+            callback(succeeded, value)
+        except Exception:
+            log.exception("visible_callback_failed")

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 from overhop.wire.errors import ErrorCode, ProtocolError
-from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, MessageType
+from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, PUSH_RID, MessageType
 
 FRAME_HEADER = struct.Struct(">I")
 # Deep enough for any realistic job payload, shallow enough that walking it is cheap and a
@@ -39,7 +39,7 @@ OPAQUE_FIELDS: dict[int, frozenset[str]] = {
 _NO_OPAQUE: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
     """One decoded client message."""
 
@@ -161,21 +161,26 @@ def decode_envelope(frame: bytes) -> Envelope:
 
 def _decode_document(document: dict[Any, Any], rid: str | None) -> Envelope:
     payload = document.get("p")
-    for key, value in document.items():
-        if type(key) is not str:
-            raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
-        if key != "p":
-            _check_value(value, 1, False)
+    version = document.get("v")
+    type_number = document.get("t")
+    if not (document.keys() == _ENVELOPE_KEYS and rid is not None
+            and type(version) is int and INT64_MIN <= version <= INT64_MAX
+            and type(type_number) is int and INT64_MIN <= type_number <= INT64_MAX):
+        # Not the usual envelope: check every value first, so what is wrong is reported
+        # the same way whatever else the envelope holds.
+        for key, value in document.items():
+            if type(key) is not str:
+                raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+            if key != "p":
+                _check_value(value, 1, False)
     if type(payload) is msgpack.Timestamp:
         raise ProtocolError(ErrorCode.MALFORMED, "extension types are not allowed")
-    version = document.get("v")
     if type(version) is not int:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'v' must be an integer")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version} is not supported (2)"
         )
-    type_number = document.get("t")
     if type(type_number) is not int:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'t' must be an integer")
     if rid is None:
@@ -185,18 +190,21 @@ def _decode_document(document: dict[Any, Any], rid: str | None) -> Envelope:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'rid' must be a non-empty string")
     if type(payload) is not dict:
         raise ProtocolError(ErrorCode.BAD_ENVELOPE, "'p' must be a map")
-    if type_number not in _CLIENT_TYPE_NUMBERS:
+    message_type = _CLIENT_TYPES_BY_NUMBER.get(type_number)
+    if message_type is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown client message type {type_number}")
-    message_type = MessageType(type_number)
     opaque = OPAQUE_FIELDS.get(message_type, _NO_OPAQUE)
     for key, item in payload.items():
         if type(key) is not str:
             raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
-        _check_value(item, 2, key in opaque)
+        if type(item) is not str:  # a string is always valid: no walk needed
+            _check_value(item, 2, key in opaque)
     return Envelope(message_type, rid, payload)
 
 
-_CLIENT_TYPE_NUMBERS = frozenset(int(t) for t in CLIENT_TYPES)
+_ENVELOPE_KEYS = frozenset({"v", "t", "rid", "p"})
+_CLIENT_TYPES_BY_NUMBER: dict[int, MessageType] = {int(t): t for t in CLIENT_TYPES}
+
 
 
 # One Packer per thread that packs (creating one per call costs more than the packing):
@@ -218,21 +226,33 @@ def encode_frame_with_raw(
     """A frame whose payload map also holds already-encoded MessagePack values.
 
     Stored job payloads are kept as the bytes the client sent; this splices them into the
-    outgoing map without decoding them again: the envelope is packed with `p` holding the
-    ordinary fields, then the map header of `p` (its last map) is widened and the raw
-    fields are appended after it, since `p` is the envelope's last key.
+    outgoing map without decoding them again: `p` is the envelope's last key, so the
+    envelope is the packed `{v, t, rid}` part, then the packed ordinary fields with their
+    map header widened to count the raw fields too, then the raw fields.
     """
-    size = len(payload) + len(raw_fields)
-    head = _pack({"v": PROTOCOL_VERSION, "t": message_type, "rid": rid, "p": None})
-    parts = [head[:-1], _map_header(size)]  # drop the nil placeholder of `p`
-    for key, value in payload.items():
-        parts.append(_pack(key))
-        parts.append(_pack(value))
+    head = _envelope_head(message_type, rid)
+    fields = _pack(payload)
+    count = len(payload)
+    skip = 1 if count < 16 else 3 if count < 0x10000 else 5  # the packed map's header
+    parts = [head, _map_header(count + len(raw_fields)), fields[skip:]]
     for key, encoded in raw_fields.items():
         parts.append(_pack(key))
         parts.append(encoded)
     body = b"".join(parts)
     return FRAME_HEADER.pack(len(body)) + body
+
+
+_envelope_heads: dict[tuple[int, str], bytes] = {}
+
+
+def _envelope_head(message_type: int, rid: str) -> bytes:
+    """The packed envelope up to the value of `p` (cached for pushes, whose rid is fixed)."""
+    head = _envelope_heads.get((message_type, rid))
+    if head is None:
+        head = _pack({"v": PROTOCOL_VERSION, "t": message_type, "rid": rid, "p": None})[:-1]
+        if rid == PUSH_RID:
+            _envelope_heads[(message_type, rid)] = head
+    return head
 
 
 def _map_header(size: int) -> bytes:

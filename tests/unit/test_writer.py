@@ -1,0 +1,114 @@
+"""The writer thread on a real LMDB store: visible and durable points, refusals, stop."""
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from overhop.broker import job_ops
+from overhop.broker.jobs import JobRecord, JobStatus
+from overhop.broker.queues import QueueConfig, QueueRecord, QueueState
+from overhop.storage.store import Store, StoreTxn
+from overhop.storage.writer import Writer
+from overhop.wire.errors import ErrorCode, RequestError
+
+
+def _job(job_id: str) -> JobRecord:
+    return JobRecord(f"q:{job_id}", "q", JobStatus.WAITING, b"\x80", 1, 1, None, None, None)
+
+
+async def _with_writer(tmp_path: Path, sync: bool, body: Any) -> None:
+    store = Store(tmp_path / "data", map_size=1 << 24, sync=sync)
+    writer = Writer(store, asyncio.get_running_loop(), sync=sync, max_batch=64,
+                    max_map_size=1 << 26, reserved_headroom=1 << 20)
+    writer.start()
+    try:
+        await writer.submit(job_ops.add_queue(
+            QueueRecord("qid", "q", QueueState.ACTIVE, 0, QueueConfig())))
+        await body(store, writer)
+    finally:
+        await writer.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_visible_comes_first_then_the_future_with_the_same_result(tmp_path: Path,
+                                                                  sync: bool) -> None:
+    async def body(store: Store, writer: Writer) -> None:
+        events: list[tuple[str, Any]] = []
+        job = _job("01234567-89ab-7def-8123-456789abcdef")
+        future = writer.submit(job_ops.enqueue(job), grows=True,
+                               on_visible=lambda ok, value: events.append(("visible", ok)))
+        future.add_done_callback(lambda f: events.append(("durable", f.result().job_id)))
+        await future
+        await asyncio.sleep(0)
+        assert events == [("visible", True), ("durable", job.job_id)]
+        # Visible means committed: a reader on the loop sees it.
+        stored = store.get_job(job.job_id)
+        assert stored is not None and stored.status == JobStatus.WAITING
+
+    asyncio.run(_with_writer(tmp_path, sync, body))
+
+
+def test_a_refused_operation_reports_failure_at_both_points(tmp_path: Path) -> None:
+    async def body(store: Store, writer: Writer) -> None:
+        seen: list[tuple[bool, Any]] = []
+        job = JobRecord("nope:01234567-89ab-7def-8123-456789abcdef", "nope", JobStatus.WAITING,
+                        None, 1, 1, None, None, None)
+        future = writer.submit(job_ops.enqueue(job), on_visible=lambda ok, v: seen.append((ok, v)))
+        with pytest.raises(RequestError) as caught:
+            await future
+        assert caught.value.code == ErrorCode.QUEUE_NOT_FOUND
+        await asyncio.sleep(0)
+        assert len(seen) == 1 and seen[0][0] is False
+        assert isinstance(seen[0][1], RequestError)
+
+    asyncio.run(_with_writer(tmp_path, True, body))
+
+
+def test_an_idle_writer_makes_its_last_commit_durable_at_once(tmp_path: Path) -> None:
+    """Nothing follows the commit: the explicit meta sync resolves the future promptly."""
+
+    async def body(store: Store, writer: Writer) -> None:
+        started = time.monotonic()
+        await writer.submit(job_ops.enqueue(_job("01234567-89ab-7def-8123-456789abcde0")))
+        assert time.monotonic() - started < 5.0
+
+    asyncio.run(_with_writer(tmp_path, True, body))
+
+
+def test_refusals_after_a_commit_resolve_with_it(tmp_path: Path) -> None:
+    """Refused operations write nothing (their commit syncs nothing): every future still
+    resolves, with its own result or error."""
+
+    async def body(store: Store, writer: Writer) -> None:
+        job = _job("01234567-89ab-7def-8123-456789abcde1")
+        first = writer.submit(job_ops.enqueue(job))
+        refused = [writer.submit(job_ops.remove_job(f"q:missing-{n}")) for n in range(3)]
+        results = await asyncio.gather(first, *refused, return_exceptions=True)
+        assert isinstance(results[0], JobRecord)
+        assert all(isinstance(r, RequestError) and r.code == ErrorCode.JOB_NOT_FOUND
+                   for r in results[1:])
+        assert writer.commits >= 1
+
+    asyncio.run(_with_writer(tmp_path, True, body))
+
+
+def test_stop_resolves_everything_submitted_and_it_is_on_disk(tmp_path: Path) -> None:
+    ids = [f"01234567-89ab-7def-8123-4567890000{n:02d}" for n in range(20)]
+
+    async def body(store: Store, writer: Writer) -> None:
+        futures = [writer.submit(job_ops.enqueue(_job(i))) for i in ids]
+        await writer.stop()
+        assert all(f.done() and not f.exception() for f in futures)
+
+    asyncio.run(_with_writer(tmp_path, True, body))
+    reopened = Store(tmp_path / "data", map_size=1 << 24, sync=True)
+    try:
+        assert all(reopened.get_job(f"q:{i}") is not None for i in ids)
+        with reopened.env.begin(write=True) as txn:
+            assert StoreTxn(reopened, txn).count("q", JobStatus.WAITING) == len(ids)
+    finally:
+        reopened.close()
