@@ -7,6 +7,7 @@ store; exit 0.
 """
 
 import asyncio
+import gc
 import signal
 import sys
 import time
@@ -44,8 +45,20 @@ def session_limits(config: Config) -> SessionLimits:
     )
 
 
+# The collector's young-generation threshold for the server process (CPython's default is
+# 700). Every request allocates a few short-lived objects that reference counting frees;
+# collecting the young generation after every 700 of them took about 14% of the event
+# loop's time under load (with 50,000: 8-10% less server CPU per job end to end, measured
+# with benchmarks/bench_broker.py).
+GC_YOUNG_THRESHOLD = 50_000
+
+
 def run_server(loaded: LoadedConfig, storage_path: Path | None = None) -> int:
     """Serve until SIGINT or SIGTERM; the process exit status."""
+    # What is loaded by now (modules, configuration) lives as long as the process: keep
+    # it out of every collection.
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
     return uvloop.run(serve(loaded, storage_path))
 
 
