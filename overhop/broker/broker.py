@@ -44,7 +44,7 @@ RETENTION_BATCH = 500
 _NIL = b"\xc0"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EnqueueRequest:
     queue_name: str
     payload: bytes | None

@@ -145,6 +145,12 @@ def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
     if payload is not None and len(payload) > limit:
         raise RequestError(ErrorCode.PAYLOAD_TOO_LARGE,
                            f"the job payload is {len(payload)} bytes encoded; the limit is {limit}")
+    queue_name = p.get("q")
+    if type(queue_name) is not str or queue_name not in ctx.broker.queues:
+        queue_name = parse_queue_name(queue_name)  # existing queues have valid names
+    if p.keys() <= _QUEUE_AND_PAYLOAD:  # the usual ENQUEUE: no options to parse
+        request = EnqueueRequest(queue_name, payload, None, None, None, None)
+        return ctx.broker.enqueue(request), _jid_reply
     scheduled_at = parse_optional_time(p, "scheduled_at")
     delay_ms = parse_optional_int(p, "delay_ms", low=0, high=MAX_TIME_MS)
     if delay_ms is not None:
@@ -153,7 +159,7 @@ def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
                                "give 'scheduled_at' or 'delay_ms', not both")
         scheduled_at = min(now_ms() + delay_ms, MAX_TIME_MS)
     request = EnqueueRequest(
-        queue_name=parse_queue_name(p.get("q")),
+        queue_name=queue_name,
         payload=payload,
         scheduled_at_ms=scheduled_at,
         max_attempts=parse_optional_int(p, "max_attempts", low=1, high=1000),
@@ -161,6 +167,9 @@ def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
         lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
     )
     return ctx.broker.enqueue(request), _jid_reply
+
+
+_QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload"})
 
 
 def _jid_reply(job: Any) -> dict[str, Any]:
