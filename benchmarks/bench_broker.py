@@ -8,7 +8,7 @@ waiting in the store, the end-to-end run again while CLEARQUEUE removes that bac
 the server's CPU seconds and peak memory.
 
     python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
-        [--phases enqueue,e2e,latency,backlog,clear]
+        [--phases enqueue,e2e,latency,backlog,clear] [--repeat 3]
 
 Clients run in separate processes (producer, workers) so that the client side does not
 share one core; the server runs as `python -m overhop serve`, with any extra arguments from
@@ -290,6 +290,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--phases", default="enqueue,e2e,latency,backlog,clear")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the e2e and latency phases this many times; report medians "
+                             "(and every run): this host's disk and CPU vary from run to run")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
     with tempfile.TemporaryDirectory(prefix="overhop-bench-") as tmp:
@@ -306,13 +309,24 @@ def main() -> None:
                 report["enqueue_server_cpu_us_per_job"] = round(
                     (cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1)
             if "e2e" in phases:
-                cpu0 = cpu_seconds(server.pid)
-                report["e2e_jobs_per_s"] = round(end_to_end(port, "e2e", args.jobs))
-                report["e2e_server_cpu_us_per_job"] = round(
-                    (cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1)
+                rates: list[int] = []
+                cpus: list[float] = []
+                for _ in range(args.repeat):
+                    cpu0 = cpu_seconds(server.pid)
+                    rates.append(round(end_to_end(port, "e2e", args.jobs)))
+                    cpus.append(round((cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1))
+                report["e2e_jobs_per_s"] = round(statistics.median(rates))
+                report["e2e_server_cpu_us_per_job"] = round(statistics.median(cpus), 1)
+                if args.repeat > 1:
+                    report["e2e_runs"] = {"jobs_per_s": rates, "server_cpu_us_per_job": cpus}
             if "latency" in phases:
-                report["latency"] = {k: round(v, 3) for k, v in latency_run(
-                    port, "lat", args.rate, args.latency_seconds, storage).items()}
+                runs = [latency_run(port, "lat", args.rate, args.latency_seconds, storage)
+                        for _ in range(args.repeat)]
+                report["latency"] = {key: round(statistics.median(run[key] for run in runs), 3)
+                                     for key in runs[0]}
+                if args.repeat > 1:
+                    report["latency_runs"] = [{k: round(v, 3) for k, v in run.items()}
+                                              for run in runs]
             if "backlog" in phases or "clear" in phases:
                 asyncio.run(_fill_backlog(port, "backlog", args.backlog))
                 report["backlog_waiting_jobs"] = args.backlog
