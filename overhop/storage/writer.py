@@ -8,8 +8,9 @@ loop. Writes that arrive while a commit is in flight form the next batch.
 
 One disk sync per commit: the environment is opened with LMDB's NOMETASYNC, so a commit
 syncs its data pages and then writes its meta page (the page that makes it current)
-without syncing it. The meta page reaches the disk with the next commit's data sync, or
-with an explicit sync as soon as the writer has nothing else to do. A commit is therefore
+without syncing it. The meta page reaches the disk with the next commit's data sync, or,
+when the writer has nothing else to do, with an explicit sync run by a second thread (the
+syncer), so that work arriving meanwhile never waits behind that sync. A commit is therefore
 *visible* when `commit()` returns (readers see it, and it survives the process being
 killed, since the OS holds every page) and *durable* one sync later. Futures resolve at the
 durable point: no OK ever depends on a commit that a power loss could undo. An operation may
@@ -92,13 +93,23 @@ class Writer:
         self.space_low = False
         self._space_low_since = 0.0
         self._trust_high_water = True
-        # Outcomes of the last commit, visible but waiting for its meta page to be synced.
+        # Outcomes of visible commits waiting for their meta pages to be synced, oldest
+        # first; `_appended` counts every outcome ever added, `_claimed` every one removed.
+        # Shared with the syncer thread: only under `_durable_lock`.
         self._not_durable: list[Outcome] = []
+        self._appended = 0
+        self._claimed = 0
+        self._durable_lock = threading.Lock()
+        self._sync_requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._syncer = threading.Thread(target=self._run_syncer, name="overhop-syncer",
+                                        daemon=True)
         self.commits = 0
         self.operations = 0
         self.failed = False
 
     def start(self) -> None:
+        if self._sync:
+            self._syncer.start()
         self._thread.start()
 
     def submit(self, operation: Callable[[StoreTxn], T], *, grows: bool = False,
@@ -139,8 +150,7 @@ class Writer:
             if not carry:
                 first = self._next_work()
                 if first is _STOP:
-                    self._make_durable()
-                    self._flush_unsynced()
+                    self._finish()
                     return
                 carry = first
             batch = carry
@@ -156,18 +166,22 @@ class Writer:
             carry = batch[self._max_batch:]
             self._commit_batch(batch[: self._max_batch])
             if stopping and not carry:
-                self._make_durable()
-                self._flush_unsynced()
+                self._finish()
                 return
 
     def _next_work(self) -> Any:
-        """The next operations; while there are none, make the last commit durable."""
+        """The next operations. With none waiting and a commit not yet durable, the syncer
+        thread syncs it meanwhile, so that new work never waits behind that sync."""
         inbox = self._inbox
-        if self._not_durable:
-            try:
-                return inbox.get_nowait()
-            except queue.Empty:
-                self._make_durable()
+        if self._sync:
+            with self._durable_lock:
+                not_durable = self._appended > self._claimed
+            if not_durable:
+                try:
+                    return inbox.get_nowait()
+                except queue.Empty:
+                    self._sync_requests.put(True)
+            return inbox.get()
         while True:
             try:
                 return inbox.get(timeout=None if self._sync else UNSYNCED_FLUSH_INTERVAL_S)
@@ -200,27 +214,65 @@ class Writer:
                 self._flush_unsynced()
             self._deliver(visible, outcomes)
             return
-        # A commit that wrote pages synced the file, and with it the previous commit's
-        # meta page: that commit is durable now. (A commit that wrote nothing syncs nothing.)
-        durable: list[Outcome] = []
-        if self._not_durable and env.info()["last_txnid"] != last_txn:
-            durable, self._not_durable = self._not_durable, []
-        self._not_durable.extend(outcomes)
+        # A commit that wrote pages synced the file, and with it the meta pages of the
+        # commits before it: those are durable now. (A commit that wrote nothing synced
+        # nothing.)
+        wrote = env.info()["last_txnid"] != last_txn
+        with self._durable_lock:
+            self._claim(self._appended if wrote else self._claimed, visible)
+            self._not_durable.extend(outcomes)
+            self._appended += len(outcomes)
+
+    def _claim(self, upto: int, visible: list[tuple[VisibleCallback, bool, Any]],
+               failure: RequestError | None = None) -> None:
+        """Resolve the outcomes appended before `upto` that are still waiting, in order
+        (callers hold `_durable_lock`, so the writer and the syncer deliver in order)."""
+        count = max(0, upto - self._claimed)
+        durable = self._not_durable[:count]
+        del self._not_durable[:count]
+        self._claimed += count
+        if failure is not None:
+            durable = [(future, False, failure) for future, _, _ in durable]
         self._deliver(visible, durable)
 
     def _make_durable(self) -> None:
-        """Sync the last commit's meta page and resolve the futures waiting for it."""
-        if not self._not_durable:
-            return
+        """Sync the meta pages of the commits made so far, then resolve their futures."""
+        with self._durable_lock:
+            upto = self._appended
+            if upto == self._claimed:
+                return
+        failure = None
         try:
             self._store.env.sync(True)
         except lmdb.Error as exc:
             log.critical("storage_sync_failed", error=str(exc))
             self.failed = True
             failure = RequestError(ErrorCode.INTERNAL, "storage sync failed")
-            self._not_durable = [(future, False, failure) for future, _, _ in self._not_durable]
-        durable, self._not_durable = self._not_durable, []
-        self._deliver([], durable)
+        with self._durable_lock:
+            self._claim(upto, [], failure)
+
+    def _run_syncer(self) -> None:
+        """The syncer thread: on request, sync what is committed but not yet durable.
+
+        LMDB's sync is one `fdatasync` of the data file, safe while the writer thread runs
+        its next transaction; it covers every meta page written before it starts.
+        """
+        while True:
+            if self._sync_requests.get() is _STOP:
+                return
+            while not self._sync_requests.empty():  # requests made meanwhile: one sync
+                if self._sync_requests.get() is _STOP:
+                    self._make_durable()
+                    return
+            self._make_durable()
+
+    def _finish(self) -> None:
+        """The writer stops: everything committed becomes durable, the syncer ends."""
+        self._make_durable()
+        self._flush_unsynced()
+        if self._syncer.is_alive():
+            self._sync_requests.put(_STOP)
+            self._syncer.join()
 
     def _flush_unsynced(self) -> None:
         """`storage.sync = false`: push commits to disk at most a second after they happen,
