@@ -68,12 +68,10 @@ def status_prefix(queue_name: str, status: int) -> bytes:
     return queue_prefixes(queue_name)[status]
 
 
-def status_key(queue_name: str, status: int, job_id: str) -> bytes:
-    return status_prefix(queue_name, status) + job_uuid_bytes(job_id)
-
-
-def time_key(queue_name: str, at_ms: int, job_id: str) -> bytes:
-    return queue_prefix(queue_name) + U64.pack(max(at_ms, 0)) + job_uuid_bytes(job_id)
+def timed_key(prefix: bytes, at_ms: int, uuid_bytes: bytes) -> bytes:
+    """A `by_time` key (prefix: the queue's) or a `by_finish` key (prefix: the queue's and
+    the status): time order, then creation order."""
+    return prefix + U64.pack(max(at_ms, 0)) + uuid_bytes
 
 
 def time_key_due_bound(queue_name: str, now_ms: int) -> bytes:
@@ -84,11 +82,6 @@ def time_key_due_bound(queue_name: str, now_ms: int) -> bytes:
 def split_time_key(queue_name: str, key: bytes) -> tuple[int, bytes]:
     offset = len(queue_name) + 1
     return U64.unpack_from(key, offset)[0], key[offset + 8 :]
-
-
-def finish_key(queue_name: str, status: int, finished_ms: int, job_id: str) -> bytes:
-    return status_prefix(queue_name, status) + U64.pack(max(finished_ms, 0)) + job_uuid_bytes(
-        job_id)
 
 
 def split_finish_key(queue_name: str, key: bytes) -> tuple[int, bytes]:

@@ -330,10 +330,10 @@ class StoreTxn:
         status = job.status
         self.txn.put(prefixes[status] + uuid_bytes, b"", db=store.by_status)
         if status == JobStatus.DELAYED:
-            self.txn.put(prefixes[0] + U64.pack(max(job.execution_start_at_ms, 0)) + uuid_bytes,
+            self.txn.put(keys.timed_key(prefixes[0], job.execution_start_at_ms, uuid_bytes),
                          b"", db=store.by_time)
         elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
-            self.txn.put(prefixes[status] + U64.pack(max(job.finished_at_ms or 0, 0)) + uuid_bytes,
+            self.txn.put(keys.timed_key(prefixes[status], job.finished_at_ms or 0, uuid_bytes),
                          b"", db=store.by_finish)
 
     def _unindex(self, prefixes: tuple[bytes, ...], uuid_bytes: bytes,
@@ -342,10 +342,9 @@ class StoreTxn:
         status, start_ms, finished_ms = before
         self.txn.delete(prefixes[status] + uuid_bytes, db=store.by_status)
         if status == JobStatus.DELAYED:
-            self.txn.delete(prefixes[0] + U64.pack(max(start_ms, 0)) + uuid_bytes,
-                            db=store.by_time)
+            self.txn.delete(keys.timed_key(prefixes[0], start_ms, uuid_bytes), db=store.by_time)
         elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
-            self.txn.delete(prefixes[status] + U64.pack(max(finished_ms or 0, 0)) + uuid_bytes,
+            self.txn.delete(keys.timed_key(prefixes[status], finished_ms or 0, uuid_bytes),
                             db=store.by_finish)
 
     def _bump(self, counter_key: bytes, delta: int) -> None:

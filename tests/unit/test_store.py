@@ -48,13 +48,17 @@ def test_job_ids_sort_by_creation_even_within_one_millisecond() -> None:
 
 def test_time_keys_sort_by_start_time_then_creation() -> None:
     generator = JobIdGenerator()
-    a, b = generator.new_job_id("q", 1), generator.new_job_id("q", 2)
-    assert keys.time_key("q", 500, b) < keys.time_key("q", 600, a)
-    assert keys.time_key("q", 500, a) < keys.time_key("q", 500, b)
-    assert keys.time_key("q", 500, a) < keys.time_key_due_bound("q", 500)
-    assert keys.time_key("q", 501, a) >= keys.time_key_due_bound("q", 500)
+    a, b = (keys.job_uuid_bytes(generator.new_job_id("q", ms)) for ms in (1, 2))
+
+    def time_key(queue_name: str, at_ms: int, uuid_bytes: bytes) -> bytes:
+        return keys.timed_key(keys.queue_prefixes(queue_name)[0], at_ms, uuid_bytes)
+
+    assert time_key("q", 500, b) < time_key("q", 600, a)
+    assert time_key("q", 500, a) < time_key("q", 500, b)
+    assert time_key("q", 500, a) < keys.time_key_due_bound("q", 500)
+    assert time_key("q", 501, a) >= keys.time_key_due_bound("q", 500)
     # A queue whose name is a prefix of another's never shares its key range.
-    assert not keys.time_key("qq", 0, a).startswith(keys.queue_prefix("q"))
+    assert not time_key("qq", 0, a).startswith(keys.queue_prefix("q"))
 
 
 def test_records_round_trip() -> None:
