@@ -58,8 +58,8 @@ class Store:
             ) from None
         self.env = lmdb.open(
             str(path), map_size=map_size, max_dbs=MAX_DBS, max_readers=MAX_READERS,
-            # One sync per commit: the writer makes each commit's meta page durable with the
-            # next commit's data sync, or with an explicit sync when idle (see writer.py).
+            # One sync per commit: each commit's meta page becomes durable with the next
+            # commit's data sync, or with the syncer thread's sync when idle (see writer.py).
             sync=sync, metasync=False, readahead=False,
         )
         self.stale_readers_cleared = self.env.reader_check()

@@ -184,7 +184,7 @@ class Writer:
             return inbox.get()
         while True:
             try:
-                return inbox.get(timeout=None if self._sync else UNSYNCED_FLUSH_INTERVAL_S)
+                return inbox.get(timeout=UNSYNCED_FLUSH_INTERVAL_S)
             except queue.Empty:
                 self._flush_unsynced()
 
