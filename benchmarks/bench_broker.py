@@ -283,6 +283,54 @@ def end_to_end_while_clearing(port: int, queue: str, backlog_queue: str, jobs: i
     return outcome
 
 
+def _timed_e2e(pid: int, port: int, queue: str, jobs: int) -> tuple[int, float]:
+    cpu0 = cpu_seconds(pid)
+    rate = round(end_to_end(port, queue, jobs))
+    return rate, round((cpu_seconds(pid) - cpu0) / jobs * 1e6, 1)
+
+
+def backlog_pairs(empty_storage: Path, backlog_pid: int, backlog_port: int, jobs: int,
+                  rounds: int) -> dict[str, Any]:
+    """The e2e run on the server holding the backlog, paired with the same run on a second
+    server whose store holds no backlog, alternating which goes first (ABBA), so that both
+    see the same host conditions (the idle server of a pair uses no CPU meanwhile).
+
+    Two pairs per round: `other_queue` runs on a queue of its own beside the backlog queue;
+    `same_queue` runs on the backlog queue itself, so workers take the oldest of 100,000+
+    waiting jobs while the producer adds more (the backlog stays the same size).
+    """
+    empty_server, empty_port = start_server(empty_storage)
+    runs: dict[str, dict[str, list[tuple[int, float]]]] = {
+        variant: {"empty": [], "with_backlog": []} for variant in ("other_queue", "same_queue")}
+    try:
+        asyncio.run(_admin(empty_port, "e2e_backlog", "backlog"))
+        for index in range(max(rounds, 1)):
+            for variant, queue in (("other_queue", "e2e_backlog"), ("same_queue", "backlog")):
+                order = [("empty", empty_server.pid, empty_port),
+                         ("with_backlog", backlog_pid, backlog_port)]
+                if index % 2:
+                    order.reverse()
+                for side, pid, port in order:
+                    runs[variant][side].append(_timed_e2e(pid, port, queue, jobs))
+    finally:
+        empty_server.terminate()
+        empty_server.wait(60)
+    report: dict[str, Any] = {}
+    for variant, sides in runs.items():
+        empty_rate = statistics.median(rate for rate, _ in sides["empty"])
+        backlog_rate = statistics.median(rate for rate, _ in sides["with_backlog"])
+        report[variant] = {
+            "empty_jobs_per_s": round(empty_rate),
+            "with_backlog_jobs_per_s": round(backlog_rate),
+            "with_backlog_vs_empty": round(backlog_rate / empty_rate, 3),
+            "empty_server_cpu_us_per_job": statistics.median(c for _, c in sides["empty"]),
+            "with_backlog_server_cpu_us_per_job": statistics.median(
+                c for _, c in sides["with_backlog"]),
+            "runs": sides,
+        }
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=50_000)
@@ -291,8 +339,9 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--phases", default="enqueue,e2e,latency,backlog,clear")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="run the e2e and latency phases this many times; report medians "
-                             "(and every run): this host's disk and CPU vary from run to run")
+                        help="run the e2e and latency phases, and the backlog pairs, this many "
+                             "times; report medians (and every run): this host's disk and "
+                             "CPU vary from run to run")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
     with tempfile.TemporaryDirectory(prefix="overhop-bench-") as tmp:
@@ -331,8 +380,8 @@ def main() -> None:
                 asyncio.run(_fill_backlog(port, "backlog", args.backlog))
                 report["backlog_waiting_jobs"] = args.backlog
             if "backlog" in phases:
-                report["e2e_with_backlog_jobs_per_s"] = round(
-                    end_to_end(port, "e2e_backlog", args.jobs))
+                report["backlog_pairs"] = backlog_pairs(Path(tmp) / "empty", server.pid, port,
+                                                        args.jobs, args.repeat)
             if "clear" in phases:
                 report["e2e_while_clearing_backlog"] = end_to_end_while_clearing(
                     port, "e2e_clear", "backlog", args.jobs)

@@ -4,7 +4,8 @@ client would use them, each answer checked against what `protocol/PROTOCOL.md` s
 Two queues are used: the main one goes through pause, settings, enqueues of four jobs,
 a delivery that completes (with ACK, JOBBEAT, JOBLOG), one that fails, is retried by the
 server (a second QUEST, attempt 2), released, failed for good and RETRYed, then a removal,
-a clear and an obliteration; the scratch one is removed with RMQUEUE. One request is
+a clear and an obliteration; the scratch one is subscribed to and removed with RMQUEUE,
+which ends that subscription with a SUBEND push. One request is
 wrong on purpose (an ENQUEUE into a queue that does not exist) to see an ERR.
 """
 
@@ -332,8 +333,16 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
              lambda state, p: checks.equal(p, {"removed": 1}, "payload")),
         Step("QUEUE (obliterated: OK {})", MessageType.QUEUE, ok,
              "4 QUEUE: OK {} when no such queue", q, empty),
+        Step("SUBSCRIBE (scratch queue, no credits)", MessageType.SUBSCRIBE, ok,
+             "6 SUBSCRIBE: OK {sid}", lambda state: {"q": scratch, "credits": 0},
+             lambda state, p: state.update(scratch_sid=checks.text(p, "sid"))),
         Step("RMQUEUE", MessageType.RMQUEUE, ok, "11 RMQUEUE: OK {}",
              lambda state: {"q": scratch}, empty),
+        Step("SUBEND (its queue was removed)", None, MessageType.SUBEND,
+             "108 SUBEND push {sid, q, reason: queue_removed}",
+             check=lambda state, p: checks.equal(p, {
+                 "sid": state["scratch_sid"], "q": scratch, "reason": "queue_removed"},
+                 "payload")),
         Step("STATUS", MessageType.STATUS, ok,
              "10 STATUS: OK {application, memory, pools, storage, queues}",
              check=status_report),

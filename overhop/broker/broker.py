@@ -24,12 +24,12 @@ from overhop.broker.queues import (
     QueueRecord,
     QueueState,
 )
-from overhop.broker.workers import Delivery, Peer, Subscription, Worker
+from overhop.broker.workers import Delivery, Peer, Subscription, SubscriptionEnd, Worker
 from overhop.config.schema import Config
 from overhop.logs import get_logger
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
-from overhop.wire.codec import encode_frame_with_raw
+from overhop.wire.codec import encode_frame, encode_frame_with_raw
 from overhop.wire.errors import ErrorCode, RequestError
 from overhop.wire.messages import PUSH_RID, MessageType
 
@@ -460,14 +460,19 @@ class Broker:
         elif job.status == JobStatus.DELAYED:
             self._note_due(runtime, job.execution_start_at_ms)
 
-    def detach_queue(self, runtime: QueueRuntime) -> None:
+    def detach_queue(self, runtime: QueueRuntime, reason: SubscriptionEnd) -> None:
         """The queue leaves the broker's view: no enqueue, dispatch or maintenance for it,
-        and its subscriptions end."""
-        if self.queues.get(runtime.record.name) is runtime:
-            del self.queues[runtime.record.name]
-        self.cancel_rate_timer(runtime.record.name)
+        and its subscriptions end, each worker told with a SUBEND push."""
+        name = runtime.record.name
+        if self.queues.get(name) is runtime:
+            del self.queues[name]
+        self.cancel_rate_timer(name)
         for subscription in list(runtime.subscriptions):
             self._drop_subscription(subscription)
+            subscription.worker.peer.send(encode_frame(MessageType.SUBEND, PUSH_RID, {
+                "sid": subscription.subscription_id, "q": name, "reason": reason.value}))
+            log.info("subscription_ended", wid=subscription.worker.worker_id,
+                     sid=subscription.subscription_id, queue=name, reason=reason.value)
 
     def cancel_rate_timer(self, name: str) -> None:
         timer = self._rate_timers.pop(name, None)

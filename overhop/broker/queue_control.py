@@ -20,6 +20,7 @@ from overhop.broker.broker import Broker
 from overhop.broker.dispatch import QueueRuntime
 from overhop.broker.jobs import JobStatus
 from overhop.broker.queues import QueueConfig, QueueRecord, QueueState, parse_queue_config
+from overhop.broker.workers import SubscriptionEnd
 from overhop.logs import get_logger
 from overhop.wire.errors import ErrorCode, RequestError
 
@@ -62,7 +63,7 @@ def remove_queue(broker: Broker, name: str) -> "asyncio.Future[None]":
         if future.exception() is not None:
             broker.queues.setdefault(name, runtime)
             return
-        broker.detach_queue(runtime)
+        broker.detach_queue(runtime, SubscriptionEnd.QUEUE_REMOVED)
         log.info("queue_removed", queue=name)
 
     future = broker.writer.submit(job_ops.remove_queue(name))
@@ -171,7 +172,7 @@ def obliterate_queue(broker: Broker, name: str, force: bool) -> "asyncio.Future[
                            f"queue {name!r} has {max(active, runtime.active)} active jobs; "
                            "wait for them or obliterate with force")
     broker.obliterating.add(name)
-    broker.detach_queue(runtime)
+    broker.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
     fenced = broker.fence_queue_deliveries(name, runtime)
     done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     removed = [0]

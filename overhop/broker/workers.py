@@ -5,6 +5,7 @@ never a socket.
 """
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 
@@ -19,6 +20,13 @@ class Peer(Protocol):
     def writable(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+class SubscriptionEnd(StrEnum):
+    """Why the server ended a subscription on its own (the `reason` of a SUBEND push)."""
+
+    QUEUE_REMOVED = "queue_removed"
+    QUEUE_OBLITERATED = "queue_obliterated"
 
 
 @dataclass(slots=True, eq=False)

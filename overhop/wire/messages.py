@@ -51,6 +51,7 @@ class MessageType(IntEnum):
     PONG = 105
     QUEST = 106
     BYE = 107
+    SUBEND = 108
 
     @property
     def is_client_type(self) -> bool:

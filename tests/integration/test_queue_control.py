@@ -21,7 +21,7 @@ ADDQUEUE, RMQUEUE, PAUSE, RESUME, ENQUEUE, JOB, RMJOB, LSJOB, QSTATS = (
     9, 11, 12, 13, 14, 15, 16, 17, 18)
 ACK, COMPLETE, FAIL = 19, 20, 21
 SETQUEUE, JOBLOG, CLEARQUEUE, OBLITERATE = 26, 27, 28, 29
-OK, ERR, PONG, QUEST = 101, 102, 105, 106
+OK, ERR, PONG, QUEST, SUBEND = 101, 102, 105, 106, 108
 
 STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed")
 # Bound for a server-driven change (retention, promotion, a timer) to show; never waited
@@ -574,6 +574,8 @@ def test_obliterate(start_server: Callable[..., ServerProcess]) -> None:
         assert await admin.ok(QUEUE, {"q": "full"}) == {}
         for jid in finished + pending:
             assert await job(admin, jid) == {}, jid
+        assert (await consumer.next_push(SUBEND))["p"] == {
+            "sid": full_sid, "q": "full", "reason": "queue_obliterated"}
         assert await consumer.err(CREDIT, {"sid": full_sid, "credits": 1}
                                   ) == "SUBSCRIPTION_NOT_FOUND"
 
@@ -602,6 +604,8 @@ def test_obliterate(start_server: Callable[..., ServerProcess]) -> None:
         assert await consumer.err(JOBLOG, {**delivery(quest), "lines": ["late"]}
                                   ) == "DELIVERY_NOT_FOUND"
         assert await consumer.err(COMPLETE, delivery(quest)) == "DELIVERY_NOT_FOUND"
+        assert (await consumer.next_push(SUBEND))["p"] == {
+            "sid": busy_sid, "q": "busy", "reason": "queue_obliterated"}
         assert await consumer.err(CREDIT, {"sid": busy_sid, "credits": 1}
                                   ) == "SUBSCRIPTION_NOT_FOUND"
         assert (await consumer.request(PING))["t"] == PONG
@@ -621,6 +625,46 @@ def test_obliterate(start_server: Callable[..., ServerProcess]) -> None:
         assert await admin.err(OBLITERATE, {"q": "_system"}) == "QUEUE_SYSTEM"
         assert await admin.err(OBLITERATE, {}) == "INVALID_PAYLOAD"
         assert "_system" in await queue_names(admin)
+
+    asyncio.run(scenario())
+
+
+def test_removed_queue_ends_its_subscriptions_with_subend(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(*LONG_ACK)
+
+    async def scenario() -> None:
+        admin = await worker(server.port)
+        consumer = await worker(server.port)
+        quitter = await worker(server.port)
+        for name in ("gone", "kept"):
+            await admin.ok(ADDQUEUE, {"name": name})
+        own_sid = (await admin.ok(SUBSCRIBE, {"q": "gone", "credits": 0}))["sid"]
+        gone_sid = (await consumer.ok(SUBSCRIBE, {"q": "gone", "credits": 5}))["sid"]
+        kept_sid = (await consumer.ok(SUBSCRIBE, {"q": "kept", "credits": 5}))["sid"]
+        quit_sid = (await quitter.ok(SUBSCRIBE, {"q": "gone", "credits": 5}))["sid"]
+        await quitter.ok(UNSUBSCRIBE, {"sid": quit_sid})
+
+        assert await admin.ok(RMQUEUE, {"q": "gone"}) == {}
+        # On the remover's own connection the SUBEND came before the OK.
+        assert [m["p"] for m in admin.pushes if m["t"] == SUBEND] == [
+            {"sid": own_sid, "q": "gone", "reason": "queue_removed"}]
+        assert (await consumer.next_push(SUBEND))["p"] == {
+            "sid": gone_sid, "q": "gone", "reason": "queue_removed"}
+        assert await consumer.err(CREDIT, {"sid": gone_sid, "credits": 1}
+                                  ) == "SUBSCRIPTION_NOT_FOUND"
+        # The worker's other subscription goes on.
+        jid = await enqueue(admin, "kept")
+        quest = (await consumer.next_push(QUEST))["p"]
+        assert (quest["jid"], quest["sid"]) == (jid, kept_sid)
+        # A subscription ended by UNSUBSCRIBE is not told again; a failed RMQUEUE ends
+        # nothing.
+        assert (await quitter.request(PING))["t"] == PONG
+        assert not [m for m in quitter.pushes if m["t"] == SUBEND]
+        assert await admin.err(RMQUEUE, {"q": "kept"}) == "QUEUE_NOT_EMPTY"
+        assert (await consumer.request(PING))["t"] == PONG
+        assert not [m for m in consumer.pushes if m["t"] == SUBEND]
+        assert await consumer.ok(CREDIT, {"sid": kept_sid, "credits": 1}) == {}
 
     asyncio.run(scenario())
 

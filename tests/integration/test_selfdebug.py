@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 60.0
 # Every type the walk sends or must receive: IDENT and BYE are timer and shutdown pushes.
 WALKED = [t for t in MessageType if t.is_client_type] + [
-    MessageType.OK, MessageType.ERR, MessageType.HI, MessageType.PONG, MessageType.QUEST]
+    MessageType.OK, MessageType.ERR, MessageType.HI, MessageType.PONG, MessageType.QUEST,
+    MessageType.SUBEND]
 ANSI = re.compile(r"\x1b\[")
 
 

@@ -13,6 +13,7 @@ from overhop_client import (
     JobStatus,
     QueueNotFoundError,
     QueueStats,
+    SubscriptionEnded,
     Worker,
 )
 
@@ -185,3 +186,54 @@ def test_run_stops_gracefully_on_sigterm(url: str) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_subscription_end_is_passed_to_the_client(url: str) -> None:
+    async def main() -> None:
+        ended: list[SubscriptionEnded] = []
+        async with await AsyncClient.connect(url) as admin, await AsyncClient.connect(
+                url, on_subscription_end=ended.append) as consumer:
+            await admin.add_queue("short-lived")
+            sid = await consumer.subscribe("short-lived", 1)
+            assert await admin.obliterate_queue("short-lived") == 0
+            await wait_until(lambda: asyncio.sleep(0, ended), bool, "SUBEND received")
+            assert ended == [SubscriptionEnded(sid, "short-lived", "queue_obliterated")]
+
+    asyncio.run(main())
+
+
+def test_worker_subscribes_again_when_its_removed_queue_is_back(url: str) -> None:
+    async def main() -> None:
+        # create_queues is on, yet the removed queue is not created again by the worker.
+        app = Worker(url, create_queues=True, reconnect_initial=0.05, reconnect_max=0.2)
+        done: list[str] = []
+
+        @app.handler("fickle")
+        async def fickle(ctx: JobContext) -> None:
+            done.append(ctx.jid)
+
+        @app.handler("steady")
+        async def steady(ctx: JobContext) -> None:
+            done.append(ctx.jid)
+
+        async with await AsyncClient.connect(url) as client, running(app):
+            await client.remove_queue("fickle")
+
+            async def subscribed() -> bool:
+                return app.connected
+
+            await wait_until(subscribed, lambda value: not value, "subscription ended")
+            # The other queue goes on meanwhile.
+            steady_jid = await client.enqueue("steady", "still here")
+            await wait_for_status(client, steady_jid, "completed")
+            await asyncio.sleep(0.5)  # several of the runner's checks, at most 0.2 s apart
+            assert await client.queue("fickle") is None
+            assert not app.connected
+
+            await client.add_queue("fickle")
+            await wait_until(subscribed, bool, "subscribed again")
+            back_jid = await client.enqueue("fickle", "back")
+            await wait_for_status(client, back_jid, "completed")
+            assert done == [steady_jid, back_jid]
+
+    asyncio.run(main())

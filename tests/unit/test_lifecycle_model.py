@@ -58,6 +58,7 @@ RETRY_MS = 500
 STALE_MS = 5000
 DEFAULT_MAX_ATTEMPTS = 3
 QUEST = 106
+SUBEND = 108
 QUEUE_NAMES = ("q0", "q1", "q2")
 MAX_QUEUES = len(QUEUE_NAMES)
 MAX_WORKERS = 4
@@ -119,17 +120,18 @@ class ModelPeer:
     def close(self) -> None:
         self.closed = True
 
-    def take_quests(self) -> list[dict[str, Any]]:
-        quests = []
+    def take_pushes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The payloads of the QUESTs and of the SUBENDs sent since the last call."""
+        quests, subends = [], []
         for frame in self.frames:
             (length,) = struct.unpack(">I", frame[:4])
             assert len(frame) == 4 + length
             envelope = msgpack.unpackb(frame[4:], raw=False)
             assert envelope["v"] == 2 and envelope["rid"] == "0", envelope
-            assert envelope["t"] == QUEST, envelope
-            quests.append(envelope["p"])
+            assert envelope["t"] in (QUEST, SUBEND), envelope
+            (quests if envelope["t"] == QUEST else subends).append(envelope["p"])
         self.frames.clear()
-        return quests
+        return quests, subends
 
 
 @dataclass
@@ -225,6 +227,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         # (did, jid, holder key or None) of deliveries whose job was deleted (cleared,
         # pruned, obliterated; fenced by a forced OBLITERATE): outcomes find nothing.
         self.vanished: list[tuple[str, str, int | None]] = []
+        # Worker key -> the SUBEND payloads its peer must have received by the next check.
+        self.subends_due: dict[int, list[dict[str, Any]]] = {}
         self.next_worker = 0
         self.restarts = 0
         self._open()
@@ -401,7 +405,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                                        if j.queue == name and j.status == "waiting")
                           for name in self.queues}
         for mw in self.workers.values():
-            for quest in mw.peer.take_quests():
+            quests, subends = mw.peer.take_pushes()
+            assert subends == self.subends_due.pop(mw.key, []), (subends, mw.sids)
+            for quest in quests:
                 job = self.jobs[quest["jid"]]
                 assert job.status == "waiting", (quest, job)
                 assert quest["q"] == job.queue
@@ -579,9 +585,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.vanished.append((delivery.did, delivery.jid, delivery.worker_key))
         self.vanish(jids)
         for mw in self.workers.values():
-            # Its subscriptions ended silently: the sid is unknown from now on.
+            # Its subscriptions ended, each worker told with a SUBEND: the sid is unknown
+            # from now on.
             if name in mw.sids:
                 sid = mw.sids.pop(name)
+                self.subends_due.setdefault(mw.key, []).append(
+                    {"sid": sid, "q": name, "reason": "queue_obliterated"})
                 del mw.credits[name]
                 self.refused(ErrorCode.SUBSCRIPTION_NOT_FOUND,
                              lambda mw=mw, sid=sid: self.broker.credit(mw.worker, sid, 1))

@@ -72,6 +72,7 @@ from overhop_client.results import (
     RateStats,
     ServerLimits,
     ServerStatus,
+    SubscriptionEnded,
     WorkerInfo,
 )
 from overhop_client.sync import Client
@@ -141,6 +142,7 @@ __all__ = [
     "ServerStatus",
     "ShuttingDownError",
     "StorageFullError",
+    "SubscriptionEnded",
     "SubscriptionNotFoundError",
     "TooManyConnectionsError",
     "UnknownTypeError",

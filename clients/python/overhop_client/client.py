@@ -8,7 +8,8 @@ be in flight at once on one client (`asyncio.gather` them).
 Deliveries (QUEST pushes) arrive as `Quest` objects on `quests`, an `asyncio.Queue`, or
 through the `on_quest` callback given to `connect`. IDENT and pushes this client does not
 use are ignored; BYE (the server is shutting down) is kept in `bye` and passed to
-`on_bye`.
+`on_bye`; SUBEND (a subscription ended because its queue was removed) is passed to
+`on_subscription_end`.
 """
 
 import asyncio
@@ -34,6 +35,7 @@ from overhop_client.results import (
     QueueStats,
     ServerLimits,
     ServerStatus,
+    SubscriptionEnded,
 )
 from overhop_client.times import format_time, parse_time, to_ms
 
@@ -63,10 +65,13 @@ class AsyncClient:
     """A registered connection to an Overhop server. Create it with `AsyncClient.connect`."""
 
     def __init__(self, *, on_quest: Callable[[Quest], None] | None = None,
-                 on_bye: Callable[[Bye], None] | None = None) -> None:
+                 on_bye: Callable[[Bye], None] | None = None,
+                 on_subscription_end: Callable[[SubscriptionEnded], None] | None = None
+                 ) -> None:
         self._connection: Connection | None = None
         self._on_quest = on_quest
         self._on_bye = on_bye
+        self._on_subscription_end = on_subscription_end
         self.quests: asyncio.Queue[Quest] = asyncio.Queue()
         """Deliveries, when no `on_quest` callback was given."""
         self.bye: Bye | None = None
@@ -82,6 +87,7 @@ class AsyncClient:
                       labels: Mapping[str, str] | None = None,
                       on_quest: Callable[[Quest], None] | None = None,
                       on_bye: Callable[[Bye], None] | None = None,
+                      on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
                       timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
                       max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> "AsyncClient":
         """Connect to `host:port` or `overhop://host:port`, then HELLO and REGISTER.
@@ -97,7 +103,8 @@ class AsyncClient:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
                 raise TypeError("labels must map strings to strings")
             register["labels"] = dict(labels)
-        client = cls(on_quest=on_quest, on_bye=on_bye)
+        client = cls(on_quest=on_quest, on_bye=on_bye,
+                     on_subscription_end=on_subscription_end)
         async with asyncio.timeout(timeout):
             client._connection = await Connection.open(host, port, client._on_push,
                                                        max_frame_size)
@@ -163,6 +170,8 @@ class AsyncClient:
             self.bye = Bye.from_wire(payload)
             if self._on_bye is not None:
                 self._on_bye(self.bye)
+        elif message_type == MessageType.SUBEND and self._on_subscription_end is not None:
+            self._on_subscription_end(SubscriptionEnded.from_wire(payload))
 
     # -- server and queues -----------------------------------------------------------
 

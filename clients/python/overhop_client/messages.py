@@ -50,3 +50,4 @@ class MessageType(IntEnum):
     PONG = 105
     QUEST = 106
     BYE = 107
+    SUBEND = 108

@@ -284,3 +284,17 @@ class Bye:
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Bye":
         return cls(p.get("reason", ""), p.get("grace_ms", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionEnded:
+    """The server ended subscription `sid` on its own: its queue was removed
+    (`reason` "queue_removed") or obliterated ("queue_obliterated")."""
+
+    sid: str
+    queue: str
+    reason: str
+
+    @classmethod
+    def from_wire(cls, p: dict[str, Any]) -> "SubscriptionEnded":
+        return cls(p["sid"], p["q"], p.get("reason", ""))

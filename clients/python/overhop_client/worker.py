@@ -31,6 +31,12 @@ connection drops, its jobs are void (the server has ended those deliveries): asy
 handlers are cancelled, and the runner reconnects with capped exponential backoff and
 subscribes again. A plain function cannot be stopped from outside its thread: after a
 timeout or a lost connection it runs on, and what it returns is dropped.
+
+When the server ends a subscription because its queue was removed or obliterated (SUBEND),
+the runner gives back the jobs of that queue not yet started, and checks with capped
+exponential backoff (`reconnect_initial` to `reconnect_max`) whether the queue exists
+again; once it does, it subscribes again. It never creates a queue that was removed
+(`create_queues` applies when connecting); other queues go on meanwhile.
 """
 
 import asyncio
@@ -53,12 +59,13 @@ from overhop_client.errors import (
     ConnectionLost,
     OverhopError,
     QueueExistsError,
+    QueueNotFoundError,
     ResultTooLargeError,
     ShuttingDownError,
     TooManyConnectionsError,
 )
 from overhop_client.reconnect import ReconnectBackoff
-from overhop_client.results import Bye, Quest, ServerLimits
+from overhop_client.results import Bye, Quest, ServerLimits, SubscriptionEnded
 
 log = logging.getLogger("overhop_client.worker")
 
@@ -280,7 +287,8 @@ class Worker:
         assert self._stop_requested is not None
         url = self.url() if callable(self.url) else self.url
         client = await AsyncClient.connect(url, name=self.name, labels=self.labels,
-                                           on_quest=self._on_quest, on_bye=self._on_bye)
+                                           on_quest=self._on_quest, on_bye=self._on_bye,
+                                           on_subscription_end=self._on_subscription_end)
         self._client = client
         try:
             for route in self._routes.values():
@@ -299,8 +307,9 @@ class Worker:
             self._abandon(client)
             await client.close()
 
-    async def _subscribe(self, client: AsyncClient, route: _Route) -> None:
-        if self.create_queues and await client.queue(route.queue) is None:
+    async def _subscribe(self, client: AsyncClient, route: _Route, *, create: bool = True
+                         ) -> None:
+        if create and self.create_queues and await client.queue(route.queue) is None:
             try:
                 await client.add_queue(route.queue)
             except QueueExistsError:
@@ -353,6 +362,40 @@ class Worker:
         log.info("server_bye reason=%s grace_ms=%d", bye.reason, bye.grace_ms)
         if client is not None:
             self._spawn(self._quiesce(client))
+
+    def _on_subscription_end(self, ended: SubscriptionEnded) -> None:
+        route = self._routes.get(ended.queue)
+        client = self._client
+        if route is None or client is None or route.sid != ended.sid:
+            return
+        log.warning("subscription_ended queue=%s reason=%s", ended.queue, ended.reason)
+        route.sid = None
+        route.granted = 0
+        unstarted = list(route.waiting)
+        route.waiting.clear()
+        for held in unstarted:
+            held.task = self._spawn(self._release(held))
+        self._spawn(self._subscribe_when_back(client, route))
+
+    async def _subscribe_when_back(self, client: AsyncClient, route: _Route) -> None:
+        """After SUBEND: subscribe again once the queue exists again (never creating it)."""
+        assert self._stop_requested is not None
+        backoff = ReconnectBackoff(self.reconnect_initial, self.reconnect_max)
+        while True:
+            await self._wait_for_stop(backoff.next_delay())
+            if (self._stop_requested.is_set() or client.closed or self._client is not client
+                    or route.sid is not None):
+                return
+            try:
+                if await client.queue(route.queue) is None:
+                    continue
+                await self._subscribe(client, route, create=False)
+            except QueueNotFoundError:
+                continue  # removed again between the two requests
+            except ConnectionLost:
+                return  # the reconnect subscribes
+            log.info("subscribed_again queue=%s", route.queue)
+            return
 
     def _abandon(self, client: AsyncClient) -> None:
         """The connection is gone and with it every delivery it carried."""
