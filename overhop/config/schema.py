@@ -92,6 +92,13 @@ class ServerConfig:
     write_buffer_max_bytes: int = setting(
         64 * MIB, minimum=64 * KIB, maximum=4 * GIB,
         doc="Per-peer output above which the peer is dropped; must exceed the high mark.")
+    # Idle workers send nothing, so only TCP notices a peer whose host died or whose network
+    # went away: probed after 30 s of silence, it is dropped about a minute later (and
+    # output left unacknowledged as long drops it too), freeing its credits.
+    tcp_keepalive_seconds: int = setting(
+        30, minimum=0, maximum=7200,
+        doc="Seconds of silence before TCP probes a peer; unanswered, it is dropped about "
+            "twice this long after it last answered. 0 turns the probes off.")
 
 
 @dataclass(frozen=True)

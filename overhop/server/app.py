@@ -1,9 +1,9 @@
 """Boot and shutdown: open the store, start the writer, load the broker, serve, stop.
 
-Shutdown order (SIGINT or SIGTERM): stop accepting; send BYE to every connection; wait up
-to `shutdown.grace_ms` for the outcomes of jobs in flight; give back what is still out;
-close the connections; let the writer finish every write already submitted; close the
-store; exit 0.
+Shutdown order (SIGINT, SIGTERM, or SIGHUP: the terminal went away): stop accepting; send
+BYE to every connection; wait up to `shutdown.grace_ms` for the outcomes of jobs in flight;
+give back what is still out; close the connections; let the writer finish every write
+already submitted; close the store; exit 0.
 """
 
 import asyncio
@@ -33,6 +33,10 @@ from overhop.wire.messages import MessageType
 log = get_logger("overhop.server")
 # How often shutdown looks whether the jobs in flight have ended during the grace period.
 GRACE_POLL_S = 0.02
+# Each starts the graceful shutdown. SIGHUP too: a server started from a terminal that
+# closes (an ssh session ending) stops as with Ctrl-C rather than dying mid-write; there is
+# no configuration reload to give it instead.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def session_limits(config: Config) -> SessionLimits:
@@ -54,7 +58,7 @@ GC_YOUNG_THRESHOLD = 50_000
 
 
 def run_server(loaded: LoadedConfig, storage_path: Path | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; the process exit status."""
+    """Serve until SIGINT, SIGTERM or SIGHUP; the process exit status."""
     # What is loaded by now (modules, configuration) lives as long as the process: keep
     # it out of every collection.
     gc.freeze()
@@ -71,7 +75,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         # Installed first: a signal during boot or right after `server_started` must take the
         # graceful path, not kill the process.
         stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
     path = storage_path or Path(config.storage.resolved_path())
     try:

@@ -8,6 +8,7 @@ dropped, so a peer that does not read can never grow the server's memory.
 """
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -66,6 +67,8 @@ class Connection(asyncio.Protocol):
             return
         transport.set_write_buffer_limits(high=server.write_buffer_high_bytes,
                                           low=server.write_buffer_high_bytes // 4)
+        if server.tcp_keepalive_seconds:
+            enable_keepalive(transport.get_extra_info("socket"), server.tcp_keepalive_seconds)
         self.ctx.connections.add(self)
         self.log.debug("connection_opened", peer=str(transport.get_extra_info("peername")))
 
@@ -236,3 +239,20 @@ class Connection(asyncio.Protocol):
     def push(self, message_type: MessageType, payload: dict[str, Any]) -> None:
         self.send(encode_frame(message_type, PUSH_RID, payload))
 
+
+# Unanswered keepalive probes after which the kernel drops a peer (Redis uses the same).
+KEEPALIVE_PROBES = 3
+
+
+def enable_keepalive(sock: socket.socket, idle_s: int) -> None:
+    """Probe a peer silent for `idle_s`, then every third of that; after KEEPALIVE_PROBES
+    unanswered probes the kernel closes the connection (`connection_lost` follows). Output
+    left unacknowledged as long closes it too (TCP_USER_TIMEOUT): without it, a QUEST sent
+    to a dead peer would hold the connection for the kernel's ~15 minutes of retransmits."""
+    interval = max(1, idle_s // 3)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", idle_s), ("TCP_KEEPINTVL", interval),
+                          ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+                          ("TCP_USER_TIMEOUT", (idle_s + interval * KEEPALIVE_PROBES) * 1000)):
+        if hasattr(socket, option):  # Linux has all four; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

@@ -109,7 +109,8 @@ def test_second_server_on_a_port_in_use_exits_with_status_2(server: ServerProces
     assert f"cannot listen on 127.0.0.1:{server.port}" in lines[0]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_stops_the_server_gracefully(
         start_server: Callable[..., ServerProcess], signum: signal.Signals) -> None:
     server = start_server()
