@@ -361,9 +361,9 @@ def main() -> None:
                 rates: list[int] = []
                 cpus: list[float] = []
                 for _ in range(args.repeat):
-                    cpu0 = cpu_seconds(server.pid)
-                    rates.append(round(end_to_end(port, "e2e", args.jobs)))
-                    cpus.append(round((cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1))
+                    rate, cpu = _timed_e2e(server.pid, port, "e2e", args.jobs)
+                    rates.append(rate)
+                    cpus.append(cpu)
                 report["e2e_jobs_per_s"] = round(statistics.median(rates))
                 report["e2e_server_cpu_us_per_job"] = round(statistics.median(cpus), 1)
                 if args.repeat > 1:

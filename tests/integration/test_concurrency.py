@@ -134,6 +134,20 @@ def give_back_all(conn: SharedConnection, tally: Tally, held: set[str]) -> None:
     conn.abort()
 
 
+async def next_quest(conn: SharedConnection, done: asyncio.Event
+                     ) -> tuple[bool, dict[str, Any] | None]:
+    """(True, None) once `done` is set first; else (False, the next QUEST, or None once
+    the connection is gone)."""
+    getter = asyncio.ensure_future(conn.quests.get())
+    stopper = asyncio.ensure_future(done.wait())
+    await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not getter.done():
+        getter.cancel()
+        return True, None
+    return False, getter.result()
+
+
 async def run_worker(port: int, queue: str, name: str, tally: Tally, done: asyncio.Event,
                      chaos: Callable[[], str | None] | None = None) -> None:
     """Serve QUESTs until `done`; with `chaos`, sometimes drop the connection mid-job
@@ -144,16 +158,9 @@ async def run_worker(port: int, queue: str, name: str, tally: Tally, done: async
         held: set[str] = set()
         tasks: set[asyncio.Task[None]] = set()
         while True:
-            getter = asyncio.ensure_future(conn.quests.get())
-            stopper = asyncio.ensure_future(done.wait())
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not getter.done():
-                getter.cancel()
+            stopped, quest = await next_quest(conn, done)
+            if stopped or quest is None:  # done, or this connection is gone
                 break
-            quest = getter.result()
-            if quest is None:
-                break  # this connection is gone
             action = chaos() if chaos is not None else None
             task = asyncio.create_task(handle(conn, quest, tally, held,
                                               abort=action is not None,
@@ -297,14 +304,9 @@ def test_concurrency_limit_holds_with_lease_expiries(
         hoarded: list[dict[str, Any]] = []
 
         for _ in range(CREDITS):
-            getter = asyncio.ensure_future(conn.quests.get())
-            stopper = asyncio.ensure_future(done.wait())
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not getter.done():
-                getter.cancel()
+            stopped, quest = await next_quest(conn, done)
+            if stopped:
                 break
-            quest = getter.result()
             assert quest is not None
             tally.quests[quest["jid"]] += 1
             ref = {"did": quest["did"], "jid": quest["jid"]}

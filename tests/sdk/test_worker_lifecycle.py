@@ -196,7 +196,11 @@ def test_subscription_end_is_passed_to_the_client(url: str) -> None:
             await admin.add_queue("short-lived")
             sid = await consumer.subscribe("short-lived", 1)
             assert await admin.obliterate_queue("short-lived") == 0
-            await wait_until(lambda: asyncio.sleep(0, ended), bool, "SUBEND received")
+
+            async def received() -> list[SubscriptionEnded]:
+                return ended
+
+            await wait_until(received, bool, "SUBEND received")
             assert ended == [SubscriptionEnded(sid, "short-lived", "queue_obliterated")]
 
     asyncio.run(main())
