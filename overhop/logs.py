@@ -90,11 +90,12 @@ def _add_level(logger: WrappedLogger, method_name: str, event_dict: EventDict) -
 
 
 _configured = False
+_settings: tuple[str, bool] = ("info", False)
 
 
 def configure_logging(level: str, human_friendly: bool, stream: TextIO | None = None) -> None:
     """Send log lines at `level` and above to `stream` (default: sys.stderr when written)."""
-    global _configured
+    global _configured, _settings
     if level not in LEVELS:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
     processors: list[Any] = [
@@ -121,8 +122,14 @@ def configure_logging(level: str, human_friendly: bool, stream: TextIO | None = 
         cache_logger_on_first_use=False,
     )
     _configured = True
+    _settings = (level, human_friendly)
     for handle in list(_handles):
         handle._attach()
+
+
+def current_settings() -> tuple[str, bool]:
+    """(level, human_friendly) as last configured: a child process logs the same way."""
+    return _settings
 
 
 class Logger:

@@ -85,7 +85,7 @@ class Broker:
             self.queues[record.name] = runtime
         if SYSTEM_QUEUE_NAME not in self.queues:
             record = self.new_queue_record(SYSTEM_QUEUE_NAME, QueueConfig())
-            await self.writer.submit(job_ops.add_queue(record), grows=True)
+            await self.writer.submit(job_ops.add_queue, record, grows=True)
             self.queues[record.name] = QueueRuntime(record)
         for name in list(self.queues):
             await self._recover_active(name)
@@ -93,8 +93,8 @@ class Broker:
     async def _recover_active(self, name: str) -> None:
         recovered = 0
         while True:
-            moved = await self.writer.submit(job_ops.recover_active(
-                name, self.clock(), MAINTENANCE_BATCH, self.config.jobs))
+            moved = await self.writer.submit(job_ops.recover_active, name, self.clock(),
+                                             MAINTENANCE_BATCH, self.config.jobs)
             recovered += moved.moved
             self._note_due(self.queues[name], moved.next_due_ms)
             if not moved.more:
@@ -123,7 +123,7 @@ class Broker:
 
     # -- jobs --------------------------------------------------------------------------
 
-    def enqueue(self, request: EnqueueRequest) -> "asyncio.Future[JobRecord]":
+    def enqueue(self, request: EnqueueRequest) -> "asyncio.Future[str]":
         runtime = self.user_queue(request.queue_name)
         config = runtime.record.config
         overrides = (request.max_attempts, request.retry_interval_ms, request.lease_ms)
@@ -149,7 +149,7 @@ class Broker:
         )
         if status == JobStatus.WAITING and self._can_hand_over(runtime):
             return self._enqueue_handed_over(runtime, job)
-        future = self.writer.submit(job_ops.enqueue(job), grows=True)
+        future = self.writer.submit(job_ops.enqueue, job, grows=True)
         if status == JobStatus.WAITING:
             self._add_waiting(runtime, 1)
         elif status == JobStatus.DELAYED:
@@ -162,7 +162,7 @@ class Broker:
                 and not self.dispatch_stopped and bool(runtime.subscriptions))
 
     def _enqueue_handed_over(self, runtime: QueueRuntime, job: JobRecord
-                             ) -> "asyncio.Future[JobRecord]":
+                             ) -> "asyncio.Future[str]":
         """Write the new job directly as active, assigned to a subscription with credit.
 
         One commit instead of two (enqueue, then dispatch), so a job reaches an idle worker
@@ -171,7 +171,7 @@ class Broker:
         now = self.clock()
         plan = plan_dispatch(runtime, jobs=min(1, runtime.rate_allowance(now)))
         if not plan:
-            future = self.writer.submit(job_ops.enqueue(job), grows=True)
+            future = self.writer.submit(job_ops.enqueue, job, grows=True)
             self._add_waiting(runtime, 1)
             return future
         (subscription,) = plan
@@ -193,7 +193,7 @@ class Broker:
                 return
             self._deliver(subscription, delivery_id, job, self.clock())
 
-        return self.writer.submit(job_ops.enqueue(job), grows=True, on_visible=on_visible)
+        return self.writer.submit(job_ops.enqueue, job, grows=True, on_visible=on_visible)
 
     def job(self, job_id: str) -> JobRecord | None:
         queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
@@ -204,7 +204,7 @@ class Broker:
     def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
-        return self.writer.submit(job_ops.remove_job(job_id))
+        return self.writer.submit(job_ops.remove_job, job_id)
 
     def retry_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
@@ -218,7 +218,7 @@ class Broker:
             if runtime is not None and job.status == JobStatus.WAITING:
                 self._add_waiting(runtime, 1)
 
-        future = self.writer.submit(job_ops.retry_failed(job_id, self.clock()))
+        future = self.writer.submit(job_ops.retry_failed, job_id, self.clock())
         future.add_done_callback(settle)
         return future
 
@@ -306,7 +306,7 @@ class Broker:
         added_before = runtime.waiting_added
         # QUESTs go out once the move to active is visible (one sync before it is durable).
         self.writer.submit(
-            job_ops.take_waiting(runtime.record.name, assignments, now),
+            job_ops.take_waiting, runtime.record.name, assignments, now,
             on_visible=partial(self._on_taken, runtime, plan, assignments, added_before),
         ).add_done_callback(_retrieve)
 
@@ -411,20 +411,20 @@ class Broker:
             delivery.progress = progress
         return delivery.lease_deadline_ms
 
-    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[JobRecord]":
+    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[None]":
         self._forget(delivery)
-        future = self.writer.submit(job_ops.complete(
-            delivery.job_id, delivery.delivery_id, result, self.clock(),
-            self.config.jobs.max_error_history))
+        future = self.writer.submit(
+            job_ops.complete, delivery.job_id, delivery.delivery_id, result, self.clock(),
+            self.config.jobs.max_error_history)
         self._release_slot(delivery.queue_name)
         return future
 
     def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
         # Log lines grow the store: like new jobs, they are refused when space is low, so
         # the reserved headroom stays for completions.
-        return self.writer.submit(job_ops.append_logs(
-            delivery.job_id, delivery.delivery_id, lines, self.clock(), self.config.jobs),
-            grows=True)
+        return self.writer.submit(
+            job_ops.append_logs, delivery.job_id, delivery.delivery_id, lines, self.clock(),
+            self.config.jobs, grows=True)
 
     def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
         return self._end_delivery(delivery, AttemptOutcome.FAILED, error)
@@ -436,9 +436,9 @@ class Broker:
                       error: dict[str, Any] | None) -> "asyncio.Future[JobRecord]":
         """End an attempt that did not complete; the job retries, waits again or fails."""
         self._forget(delivery)
-        future = self.writer.submit(job_ops.end_attempt(
-            delivery.job_id, delivery.delivery_id, outcome, self.clock(), error,
-            self.config.jobs))
+        future = self.writer.submit(
+            job_ops.end_attempt, delivery.job_id, delivery.delivery_id, outcome, self.clock(),
+            error, self.config.jobs)
         future.add_done_callback(lambda f: self._after_attempt(delivery, outcome, f))
         self._release_slot(delivery.queue_name)
         return future
@@ -544,8 +544,8 @@ class Broker:
         if runtime.retention_in_flight or not config.has_retention or self.dispatch_stopped:
             return
         runtime.retention_in_flight = True
-        future = self.writer.submit(job_ops.prune_finished(
-            runtime.record.name, config, now_ms, RETENTION_BATCH))
+        future = self.writer.submit(job_ops.prune_finished, runtime.record.name, config,
+                                    now_ms, RETENTION_BATCH)
 
         def settle(f: "asyncio.Future[job_ops.Removed]") -> None:
             runtime.retention_in_flight = False
@@ -605,14 +605,14 @@ class Broker:
             return
         name = runtime.record.name
         if runtime.new_pending:
-            operation = job_ops.advance_new(name, now_ms, MAINTENANCE_BATCH)
+            operation = job_ops.advance_new
         elif runtime.next_due_ms is not None and runtime.next_due_ms <= now_ms:
-            operation = job_ops.promote_due(name, now_ms, MAINTENANCE_BATCH)
+            operation = job_ops.promote_due
         else:
             return
         runtime.maintenance_in_flight = True
         was_new = runtime.new_pending
-        future = self.writer.submit(operation)
+        future = self.writer.submit(operation, name, now_ms, MAINTENANCE_BATCH)
         future.add_done_callback(lambda f: self._after_maintenance(runtime, was_new, f))
 
     def _after_maintenance(self, runtime: QueueRuntime, was_new: bool,

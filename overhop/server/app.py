@@ -4,6 +4,9 @@ Shutdown order (SIGINT, SIGTERM, or SIGHUP: the terminal went away): stop accept
 BYE to every connection; wait up to `shutdown.grace_ms` for the outcomes of jobs in flight;
 give back what is still out; close the connections; let the writer finish every write
 already submitted; close the store; exit 0.
+
+If the writer process dies (it crashed or was killed), the server can no longer change
+anything: it takes the same shutdown path at once, and exits 1.
 """
 
 import asyncio
@@ -27,7 +30,7 @@ from overhop.server.context import ServerContext
 from overhop.server.heartbeat import run_heartbeat
 from overhop.session.states import SessionLimits
 from overhop.storage.store import Store, StoreOpenError
-from overhop.storage.writer import Writer
+from overhop.storage.writer import Writer, WriterStartError
 from overhop.wire.messages import MessageType
 
 log = get_logger("overhop.server")
@@ -87,8 +90,14 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     writer = Writer(store, loop, sync=config.storage.sync,
                     max_batch=config.storage.max_batch_operations,
                     max_map_size=config.storage.max_map_size_bytes,
-                    reserved_headroom=config.storage.reserved_headroom_bytes)
-    writer.start()
+                    reserved_headroom=config.storage.reserved_headroom_bytes,
+                    on_lost=stop.set)
+    try:
+        await writer.start()
+    except WriterStartError as exc:
+        print(f"overhop: {exc}", file=sys.stderr)
+        store.close()
+        return 2
     broker = Broker(config, store, writer, now_ms)
     boot_started = time.perf_counter()
     await broker.boot()
@@ -105,7 +114,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         return 2
     host, port = server.sockets[0].getsockname()[:2]
     log.info("server_started", version=__version__, host=host, port=port,
-             storage_path=str(path), config_source=loaded.source,
+             storage_path=str(path), writer_pid=writer.pid, config_source=loaded.source,
              queues=len(broker.queues), stale_readers_cleared=store.stale_readers_cleared,
              boot_ms=round((time.perf_counter() - boot_started) * 1000, 1))
     if started is not None:
@@ -115,7 +124,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     log.info("server_stopping")
     await shutdown(ctx, server, heartbeat)
     log.info("server_stopped")
-    return 0
+    return 1 if writer.lost else 0
 
 
 async def shutdown(ctx: ServerContext, server: asyncio.Server,

@@ -172,8 +172,8 @@ def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
 _QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload"})
 
 
-def _jid_reply(job: Any) -> dict[str, Any]:
-    return {"jid": job.job_id}
+def _jid_reply(job_id: str) -> dict[str, Any]:
+    return {"jid": job_id}
 
 
 def _job_id(p: dict[str, Any]) -> str:

@@ -1,13 +1,19 @@
 """The store: opens the LMDB environment, reads, and the write primitives of one transaction.
 
 Reads run in the caller's thread in short read transactions, never held across an await.
-Writes happen only inside `StoreTxn`, which the single writer thread (`writer.py`) hands to
-each operation; a `StoreTxn` keeps records, both indexes and the counters in step, so they
-can never drift apart.
+Writes happen only inside `StoreTxn`, which the writer process (`writer_process.py`) hands
+to each operation; a `StoreTxn` keeps records, both indexes and the counters in step, so
+they can never drift apart.
+
+Two processes open the environment: the server (the owner: it holds the lock file, checks
+the layout, and only reads after that) and its writer process. When the writer grows the
+map, the server's next read transaction finds the data beyond its own mapping (LMDB's
+MDB_MAP_RESIZED) and adopts the new size before reading.
 """
 
 import fcntl
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +28,11 @@ from overhop.storage.records import decode_job, decode_queue, encode_job, encode
 LOCK_FILE = "overhop.lock"
 # Named databases plus headroom for future ones.
 MAX_DBS = 16
-# Readers: the event loop, the writer thread, and short-lived tools; 126 is LMDB's default.
+# Readers: the event loop, the writer process, and short-lived tools; 126 is LMDB's default.
 MAX_READERS = 126
+# How long opening waits for the lock file, and how often it tries.
+LOCK_WAIT_S = 2.0
+LOCK_POLL_S = 0.02
 
 
 class StoreOpenError(Exception):
@@ -43,19 +52,19 @@ class StorageUsage:
 
 
 class Store:
-    """One LMDB environment owned by this process (an exclusive lock file guards it)."""
+    """One LMDB environment, owned by this server (an exclusive lock file guards it).
 
-    def __init__(self, path: Path, *, map_size: int, sync: bool) -> None:
+    The writer process opens the same environment with `owner=False`: it shares the
+    server's lock through the descriptor it inherits (`lock_fd`), so the lock is free again
+    only once both processes are gone.
+    """
+
+    def __init__(self, path: Path, *, map_size: int, sync: bool, owner: bool = True) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise StoreLockedError(
-                f"storage path {path} is in use by another overhop process"
-            ) from None
+        self.lock_fd = -1
+        if owner:
+            path.mkdir(parents=True, exist_ok=True)
+            self.lock_fd = _take_lock(path)
         self.env = lmdb.open(
             str(path), map_size=map_size, max_dbs=MAX_DBS, max_readers=MAX_READERS,
             # One sync per commit: each commit's meta page becomes durable with the next
@@ -71,6 +80,8 @@ class Store:
         self.by_finish = self.env.open_db(b"by_finish")
         self.counters_db = self.env.open_db(b"counters")
         self._page_size: int = self.env.stat()["psize"]
+        if not owner:
+            return
         try:
             self._check_layout()
         except StoreOpenError:
@@ -90,21 +101,34 @@ class Store:
     def close(self) -> None:
         self.env.sync(True)
         self.env.close()
-        os.close(self._lock_fd)
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
 
     # -- reads -------------------------------------------------------------------------
 
+    def _read(self, db: "lmdb._Database | None" = None) -> lmdb.Transaction:
+        try:
+            return self.env.begin(db=db)
+        except lmdb.MapResizedError:
+            self.adopt_map_size()
+            return self.env.begin(db=db)
+
+    def adopt_map_size(self) -> None:
+        """Map the size the writer process last gave the map (no transaction may be open
+        in this process: true on the event loop between callbacks)."""
+        self.env.set_mapsize(0)
+
     def load_queues(self) -> list[QueueRecord]:
-        with self.env.begin(db=self.queues_db) as txn:
+        with self._read(self.queues_db) as txn:
             return [decode_queue(value) for _, value in txn.cursor()]
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        with self.env.begin() as txn:
+        with self._read() as txn:
             data = txn.get(job_id.encode(), db=self.jobs_db)
         return None if data is None else decode_job(data)
 
     def counts(self, queue_name: str) -> dict[JobStatus, int]:
-        with self.env.begin() as txn:
+        with self._read() as txn:
             return {status: _count(txn, self.counters_db, queue_name, status)
                     for status in JobStatus}
 
@@ -118,7 +142,7 @@ class Store:
         prefix = keys.status_prefix(queue_name, status)
         jobs: list[JobRecord] = []
         held = 0
-        with self.env.begin() as txn:
+        with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
             if not cursor.set_range(prefix):
                 return jobs, False
@@ -143,7 +167,7 @@ class Store:
     def oldest_created_ms(self, queue_name: str, status: JobStatus) -> int | None:
         """Creation time of the oldest job in a status, from its uuid7 in the FIFO index."""
         prefix = keys.status_prefix(queue_name, status)
-        with self.env.begin() as txn:
+        with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
             if cursor.set_range(prefix) and cursor.key().startswith(prefix):
                 return int.from_bytes(cursor.key()[len(prefix):len(prefix) + 6], "big")
@@ -152,7 +176,7 @@ class Store:
     def first_due_ms(self, queue_name: str) -> int | None:
         """The start time of the queue's earliest delayed job, from the time index."""
         prefix = keys.queue_prefix(queue_name)
-        with self.env.begin() as txn:
+        with self._read() as txn:
             cursor = txn.cursor(db=self.by_time)
             if cursor.set_range(prefix) and cursor.key().startswith(prefix):
                 return keys.split_time_key(queue_name, cursor.key())[0]
@@ -173,6 +197,23 @@ class Store:
             used_bytes=(info["last_pgno"] + 1) * page_size,
             file_bytes=data_file.stat().st_size if data_file.exists() else 0,
         )
+
+
+def _take_lock(path: Path) -> int:
+    """The exclusive lock on the data directory, waiting up to `LOCK_WAIT_S` for it: the
+    writer process of a server that was just killed lets go a moment after its server."""
+    lock_fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock_fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(lock_fd)
+                raise StoreLockedError(
+                    f"storage path {path} is in use by another overhop process") from None
+            time.sleep(LOCK_POLL_S)
 
 
 def _count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:

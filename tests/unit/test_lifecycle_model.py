@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from overhop.broker import queue_control
+from overhop.broker import job_ops, queue_control
 from overhop.broker.broker import Broker, EnqueueRequest
 from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.broker.queues import QueueConfig, QueueState
@@ -239,7 +239,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.store = Store(self.path, map_size=32 * 1024 * 1024, sync=False)
         self.writer = Writer(self.store, self.loop, sync=False, max_batch=1024,
                              max_map_size=1024 * 1024 * 1024, reserved_headroom=0)
-        self.writer.start()
+        self.loop.run_until_complete(self.writer.start())
         self.broker = Broker(self.config, self.store, self.writer, lambda: self.now)
         self.run(self._settled(self.broker.boot()))
 
@@ -281,7 +281,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         of earlier commits (which may submit more) has run."""
         for _ in range(200):
             before = self.writer.operations
-            await self.writer.submit(lambda txn: None)
+            await self.writer.submit(job_ops.barrier)
             if self.writer.operations == before + 1 and self.broker.quiet():
                 return
         raise AssertionError("the writer never went quiet")
@@ -506,22 +506,22 @@ class LifecycleMachine(RuleBasedStateMachine):
         scheduled = None if not behind else self.now + behind
         request = EnqueueRequest(name, msgpack.packb(payload), scheduled, None, None, None)
 
-        async def go() -> tuple[dict[JobStatus, int], JobRecord | None]:
+        async def go() -> tuple[dict[JobStatus, int], str | None]:
             cleared = queue_control.clear_queue(self.broker, name)
             added = None if behind is None else self.broker.enqueue(request)
             removed = await cleared
             return removed, None if added is None else await added
 
         with control_batch(batch):
-            removed, record = self.call(go)
+            removed, added_id = self.call(go)
         assert {status.label: n for status, n in removed.items()} == {
             status: len(jids) for status, jids in clearable.items()}, (removed, clearable)
         self.vanish([jid for jids in clearable.values() for jid in jids])
-        if record is not None:
+        if added_id is not None:
             start = self.now + (behind or 0)
             status = ("new" if self.queues[name].paused
                       else "waiting" if start <= self.now else "delayed")
-            self.jobs[record.job_id] = MJob(record.job_id, name, payload, status, start)
+            self.jobs[added_id] = MJob(added_id, name, payload, status, start)
         self.after_step()
 
     @precondition(lambda self: self.queues)
@@ -642,19 +642,18 @@ class LifecycleMachine(RuleBasedStateMachine):
         requests = [EnqueueRequest(name, msgpack.packb(payload + n), scheduled, max_attempts,
                                    None, None) for n in range(count)]
 
-        async def submit() -> list[JobRecord]:
+        async def submit() -> list[str]:
             return list(await asyncio.gather(*[self.broker.enqueue(r) for r in requests]))
 
-        records: list[JobRecord] = self.call(submit)
+        added: list[str] = self.call(submit)
         start = self.now if scheduled is None else scheduled
         if self.queues[name].paused:
             status = "new"
         else:
             status = "waiting" if start <= self.now else "delayed"
-        for n, record in enumerate(records):
-            assert record.job_id not in self.jobs
-            self.jobs[record.job_id] = MJob(record.job_id, name, payload + n, status, start,
-                                            max_attempts)
+        for n, job_id in enumerate(added):
+            assert job_id not in self.jobs
+            self.jobs[job_id] = MJob(job_id, name, payload + n, status, start, max_attempts)
         self.after_step()
 
     @precondition(lambda self: any(j.status == "failed" for j in self.jobs.values()))
@@ -793,7 +792,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         delivery, mw = self._held(index)
         self.seen(mw)
         found = self._own(delivery, mw)
-        record = self.call(lambda: self.broker.complete(found, msgpack.packb(result)))
+        self.call(lambda: self.broker.complete(found, msgpack.packb(result)))
+        record = self.store.get_job(delivery.jid)
+        assert record is not None
         del self.deliveries[delivery.did]
         self.ended.append((delivery.did, delivery.jid))
         job = self.jobs[delivery.jid]
