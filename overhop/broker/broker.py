@@ -157,9 +157,14 @@ class Broker:
         return future
 
     def _can_hand_over(self, runtime: QueueRuntime) -> bool:
-        """Nothing waits ahead of a new job, so it may go to a worker in its own commit."""
-        return (runtime.waiting_estimate <= 0 and not runtime.dispatch_in_flight
-                and not self.dispatch_stopped and bool(runtime.subscriptions))
+        """Nothing waits ahead of a new job, so it may go to a worker in its own commit.
+
+        A dispatch in flight does not prevent it: that dispatch takes every job counted as
+        waiting (the estimate is already down by them), and a job handed over is written as
+        active, never seen by it; its QUEST follows that dispatch's QUESTs, in commit order.
+        """
+        return (runtime.waiting_estimate <= 0 and not self.dispatch_stopped
+                and bool(runtime.subscriptions))
 
     def _enqueue_handed_over(self, runtime: QueueRuntime, job: JobRecord
                              ) -> "asyncio.Future[str]":

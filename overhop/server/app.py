@@ -10,7 +10,6 @@ anything: it takes the same shutdown path at once, and exits 1.
 """
 
 import asyncio
-import gc
 import signal
 import sys
 import time
@@ -24,6 +23,7 @@ from overhop.broker.jobs import AttemptOutcome
 from overhop.clock import now_ms
 from overhop.config.loading import LoadedConfig
 from overhop.config.schema import Config
+from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import get_logger
 from overhop.server.connection import Connection
 from overhop.server.context import ServerContext
@@ -52,20 +52,9 @@ def session_limits(config: Config) -> SessionLimits:
     )
 
 
-# The collector's young-generation threshold for the server process (CPython's default is
-# 700). Every request allocates a few short-lived objects that reference counting frees;
-# collecting the young generation after every 700 of them took about 14% of the event
-# loop's time under load (with 50,000: 8-10% less server CPU per job end to end, measured
-# with benchmarks/bench_broker.py).
-GC_YOUNG_THRESHOLD = 50_000
-
-
 def run_server(loaded: LoadedConfig, storage_path: Path | None = None) -> int:
     """Serve until SIGINT, SIGTERM or SIGHUP; the process exit status."""
-    # What is loaded by now (modules, configuration) lives as long as the process: keep
-    # it out of every collection.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+    tune_gc_for_serving()
     return uvloop.run(serve(loaded, storage_path))
 
 

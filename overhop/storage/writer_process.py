@@ -45,25 +45,30 @@ we can read) never goes down: so once refusing, the writer lets growing operatio
 again every `SPACE_PROBE_INTERVAL_S`, and a commit that runs out of room refuses them again.
 
 The process ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C or a service manager signals the
-whole group; the server then stops it in order), and exits at once, like a process killed,
-if the server goes away without asking it to stop.
+whole group; the server then stops it in order). The writer thread itself reads the
+socket, between commits; when it finds the server gone without asking it to stop, it exits
+at once, like a process killed (at most the commit it was making lands first, as if the
+server had died a moment later).
 """
 
 import json
 import os
 import pickle
 import queue
+import select
 import signal
 import socket
 import struct
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
+from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
 from overhop.storage.store import Store, StoreTxn
 from overhop.wire.errors import ErrorCode, OverhopError
@@ -118,15 +123,17 @@ def _storage_full() -> Refusal:
 
 
 class BatchWriter:
-    def __init__(self, store: Store, send: Any, *, sync: bool, max_batch: int,
+    def __init__(self, store: Store, channel: "_Channel", *, sync: bool, max_batch: int,
                  max_map_size: int, reserved_headroom: int) -> None:
         self._store = store
-        self._send = send
+        self._channel = channel
+        self._send = channel.send
         self._sync = sync
         self._max_batch = max_batch
         self._max_map_size = max_map_size
         self._headroom = reserved_headroom
-        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Requests received and not yet taken into a batch; None is the server's stop.
+        self._requests: deque[list[Request] | None] = deque()
         self._last_flush = time.monotonic()
         self._unsynced = False
         self.space_low = False
@@ -154,23 +161,22 @@ class BatchWriter:
         """Commit batches until the server asks to stop; then make everything durable."""
         if self._sync:
             self._syncer.start()
-        inbox = self.inbox
+        requests = self._requests
         carry: list[Request] = []
         stopping = False
         while True:
             if not carry:
                 first = self._next_work()
-                if first is _STOP:
+                if first is None:
                     self._finish()
                     return
                 carry = first
             batch = carry
-            while len(batch) < self._max_batch and not stopping:
-                try:
-                    item = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
+            if not stopping:
+                requests.extend(self._channel.receive(wait=False))
+            while len(batch) < self._max_batch and requests and not stopping:
+                item = requests.popleft()
+                if item is None:
                     stopping = True
                     break
                 batch = batch + item
@@ -180,24 +186,23 @@ class BatchWriter:
                 self._finish()
                 return
 
-    def _next_work(self) -> Any:
-        """The next operations. With none waiting and a commit not yet durable, the syncer
-        thread syncs it meanwhile, so that new work never waits behind that sync."""
-        inbox = self.inbox
-        if self._sync:
-            with self._durable_lock:
-                not_durable = self._appended > self._claimed
-            if not_durable:
-                try:
-                    return inbox.get_nowait()
-                except queue.Empty:
-                    self._sync_requests.put(True)
-            return inbox.get()
-        while True:
-            try:
-                return inbox.get(timeout=UNSYNCED_FLUSH_INTERVAL_S)
-            except queue.Empty:
+    def _next_work(self) -> list[Request] | None:
+        """The next operations (None: stop). With none waiting and a commit not yet
+        durable, the syncer thread syncs it meanwhile, so that new work never waits behind
+        that sync."""
+        requests = self._requests
+        if not requests and self._sync:
+            requests.extend(self._channel.receive(wait=False))
+            if not requests:
+                with self._durable_lock:
+                    if self._appended > self._claimed:
+                        self._sync_requests.put(True)
+        while not requests:
+            timeout = None if self._sync else UNSYNCED_FLUSH_INTERVAL_S
+            requests.extend(self._channel.receive(wait=True, timeout=timeout))
+            if not requests:
                 self._flush_unsynced()
+        return requests.popleft()
 
     def _commit_batch(self, batch: list[Request]) -> None:
         self._ensure_space()
@@ -367,6 +372,7 @@ class _Channel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._lock = threading.Lock()
+        self._buffer = bytearray()
 
     def send(self, message: Any) -> None:
         frame = encode_frame(message)
@@ -376,29 +382,29 @@ class _Channel:
             except OSError:
                 os._exit(1)  # the server is gone: end as it did
 
-    def receive_into(self, inbox: "queue.SimpleQueue[Any]") -> None:
-        """The reader thread: requests into the writer's inbox until the server says stop."""
-        buffer = bytearray()
-        while True:
-            try:
-                data = self._sock.recv(RECEIVE_BYTES)
-            except OSError:  # ECONNRESET: the server died with our messages unread
-                data = b""
-            if not data:
-                # The server went away without asking us to stop (it was killed): stop at
-                # once too, as if killed with it. Nothing acknowledged depends on us now.
-                os._exit(1)
-            buffer += data
-            try:
-                messages = decode_frames(buffer)
-            except Exception:
-                log.exception("storage_writer_bad_request")
-                os._exit(1)
-            for message in messages:
-                if message is None:
-                    inbox.put(_STOP)
-                    return
-                inbox.put(message)
+    def receive(self, *, wait: bool, timeout: float | None = None) -> list[Any]:
+        """The requests the server has sent: those already arrived, or, with `wait`, the
+        next ones (none if `timeout` seconds pass first). Called by the writer thread only."""
+        if wait and timeout is not None:
+            readable, _, _ = select.select([self._sock], [], [], timeout)
+            if not readable:
+                return []
+        try:
+            data = self._sock.recv(RECEIVE_BYTES, 0 if wait else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return []
+        except OSError:  # ECONNRESET: the server died with our messages unread
+            data = b""
+        if not data:
+            # The server went away without asking us to stop (it was killed): stop at once
+            # too, as if killed with it. Nothing acknowledged depends on us now.
+            os._exit(1)
+        self._buffer += data
+        try:
+            return decode_frames(self._buffer)
+        except Exception:
+            log.exception("storage_writer_bad_request")
+            os._exit(1)
 
 
 def main(argv: list[str]) -> int:
@@ -414,12 +420,11 @@ def main(argv: list[str]) -> int:
     except lmdb.Error as exc:
         print(f"overhop writer: cannot open storage: {exc}", file=sys.stderr)
         return 2
-    writer = BatchWriter(store, channel.send, sync=settings["sync"],
+    writer = BatchWriter(store, channel, sync=settings["sync"],
                          max_batch=settings["max_batch"],
                          max_map_size=settings["max_map_size"],
                          reserved_headroom=settings["reserved_headroom"])
-    threading.Thread(target=channel.receive_into, args=(writer.inbox,),
-                     name="overhop-writer-inbox", daemon=True).start()
+    tune_gc_for_serving()
     channel.send(("ready", writer.stats()))
     writer.run()
     channel.send(("stopped", writer.stats()))
