@@ -52,6 +52,22 @@ async def registered(port: int) -> RawClient:
     return client
 
 
+async def enqueue_one(port: int) -> str:
+    """Add queue `q` and one job in it; the job's id once its ENQUEUE has its OK."""
+    client = await registered(port)
+    await client.ok(ADDQUEUE, {"name": "q"})
+    reply = await client.ok(ENQUEUE, {"q": "q", "job_payload": 1})
+    await client.close()
+    return str(reply["jid"])
+
+
+async def job_status(port: int, jid: str) -> str:
+    client = await registered(port)
+    status = (await client.ok(JOB, {"jid": jid}))["status"]
+    await client.close()
+    return str(status)
+
+
 def test_the_writer_is_a_child_of_the_server(server: ServerProcess) -> None:
     pid = writer_pid(server)
     assert server.process is not None
@@ -64,52 +80,24 @@ def test_a_killed_server_takes_its_writer_with_it(
         start_server: Callable[..., ServerProcess]) -> None:
     first = start_server()
     pid = writer_pid(first)
-
-    async def enqueue() -> str:
-        client = await registered(first.port)
-        await client.ok(ADDQUEUE, {"name": "q"})
-        reply = await client.ok(ENQUEUE, {"q": "q", "job_payload": 1})
-        await client.close()
-        return str(reply["jid"])
-
-    jid = asyncio.run(enqueue())
+    jid = asyncio.run(enqueue_one(first.port))
     first.kill()
     wait_gone(pid)
     second = start_server(storage="data")  # the lock is free: the writer let go too
-
-    async def check() -> None:
-        client = await registered(second.port)
-        assert (await client.ok(JOB, {"jid": jid}))["status"] == "waiting"
-        await client.close()
-
-    asyncio.run(check())
+    assert asyncio.run(job_status(second.port, jid)) == "waiting"
 
 
 def test_a_killed_writer_stops_its_server_with_status_1(
         start_server: Callable[..., ServerProcess]) -> None:
     first = start_server()
-
-    async def enqueue() -> str:
-        client = await registered(first.port)
-        await client.ok(ADDQUEUE, {"name": "q"})
-        reply = await client.ok(ENQUEUE, {"q": "q", "job_payload": 1})
-        await client.close()
-        return str(reply["jid"])
-
-    jid = asyncio.run(enqueue())
+    jid = asyncio.run(enqueue_one(first.port))
     os.kill(writer_pid(first), signal.SIGKILL)
     assert first.process is not None
     assert first.process.wait(GONE_TIMEOUT_S) == 1
     assert len(first.events("storage_writer_lost")) == 1
     assert len(first.events("server_stopped")) == 1  # the graceful path, not a crash
     second = start_server(storage="data")
-
-    async def check() -> None:
-        client = await registered(second.port)
-        assert (await client.ok(JOB, {"jid": jid}))["status"] == "waiting"
-        await client.close()
-
-    asyncio.run(check())
+    assert asyncio.run(job_status(second.port, jid)) == "waiting"
 
 
 def test_group_signals_do_not_stop_the_writer_under_its_server(server: ServerProcess) -> None:
