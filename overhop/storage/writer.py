@@ -19,6 +19,7 @@ in flight and every later one fails with INTERNAL, `failed` and `lost` turn true
 import asyncio
 import json
 import os
+import site
 import socket
 import subprocess
 import sys
@@ -59,8 +60,9 @@ class Writer(asyncio.Protocol):
                  on_lost: Callable[[], None] | None = None) -> None:
         self._store = store
         self._loop = loop
-        self._settings = {"path": str(store.path), "map_size": store.env.info()["map_size"],
-                          "sync": sync, "max_batch": max_batch, "max_map_size": max_map_size,
+        self._settings = {"path": str(store.path.resolve()),
+                          "map_size": store.env.info()["map_size"], "sync": sync,
+                          "max_batch": max_batch, "max_map_size": max_map_size,
                           "reserved_headroom": reserved_headroom}
         self._on_lost = on_lost
         self._process: subprocess.Popen[bytes] | None = None
@@ -89,17 +91,16 @@ class Writer(asyncio.Protocol):
         ours, theirs = socket.socketpair()
         level, human_friendly = current_settings()
         settings = {**self._settings, "log_level": level, "human_friendly": human_friendly}
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ,
-               "PYTHONPATH": _PACKAGE_ROOT if not path else f"{_PACKAGE_ROOT}{os.pathsep}{path}"}
         inherited = [theirs.fileno()]
         if self._store.lock_fd >= 0:
             inherited.append(self._store.lock_fd)  # the lock holds until both processes end
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "overhop.storage.writer_process", str(theirs.fileno()),
-                 json.dumps(settings)],
-                pass_fds=inherited, stdin=subprocess.DEVNULL, env=env)
+                # -P: the current directory is not put on the child's path, so it imports
+                # the code this server runs, whatever directory the server was started in.
+                [sys.executable, "-P", "-m", "overhop.storage.writer_process",
+                 str(theirs.fileno()), json.dumps(settings)],
+                pass_fds=inherited, stdin=subprocess.DEVNULL, env=_child_environment())
         finally:
             theirs.close()
         await self._loop.create_unix_connection(lambda: self, sock=ours)
@@ -233,6 +234,20 @@ class Writer(asyncio.Protocol):
         self._staged = []
         if self._on_lost is not None:
             self._on_lost()
+
+
+def _child_environment() -> dict[str, str]:
+    """The server's environment. When `overhop` is not installed in a site directory (run
+    from a source checkout), its directory goes on PYTHONPATH so that the child imports the
+    same code; an installed one is left alone (a site directory on PYTHONPATH would come
+    before the standard library)."""
+    env = dict(os.environ)
+    site_dirs = {os.path.realpath(path)
+                 for path in (*site.getsitepackages(), site.getusersitepackages())}
+    if os.path.realpath(_PACKAGE_ROOT) not in site_dirs:
+        env["PYTHONPATH"] = os.pathsep.join(
+            path for path in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if path)
+    return env
 
 
 def _error(refusal: Refusal) -> RequestError:
