@@ -82,8 +82,9 @@ UNSYNCED_FLUSH_INTERVAL_S = 1.0
 # How often new jobs are tried again once the map is full at its maximum size: rare enough
 # that a truly full store is not hammered, soon enough after a clear or retention.
 SPACE_PROBE_INTERVAL_S = 10.0
-# What one receive from the server asks for.
-RECEIVE_BYTES = 1 << 16  # below malloc's mmap threshold: no mapping per receive
+# What one receive from the server asks for: below malloc's mmap threshold, so a receive
+# does not map and unmap memory.
+RECEIVE_BYTES = 1 << 16
 
 Request = tuple[Any, tuple[Any, ...], bool]  # (operation, args, grows)
 Refusal = tuple[str, str, Any]  # (error code, message, details)
