@@ -132,6 +132,8 @@ class BatchWriter:
         self._sync = sync
         self._max_batch = max_batch
         self._max_map_size = max_map_size
+        # Changed only by `_grow`: kept here so that a report does not ask LMDB for it.
+        self._map_size: int = store.env.info()["map_size"]
         self._headroom = reserved_headroom
         # Requests received and not yet taken into a batch; None is the server's stop.
         self._requests: deque[list[Request] | None] = deque()
@@ -155,8 +157,7 @@ class BatchWriter:
         self.failed = False
 
     def stats(self) -> Stats:
-        return (self.commits, self.operations, self.space_low, self.failed,
-                self._store.env.info()["map_size"])
+        return self.commits, self.operations, self.space_low, self.failed, self._map_size
 
     def run(self) -> None:
         """Commit batches until the server asks to stop; then make everything durable."""
@@ -357,12 +358,13 @@ class BatchWriter:
 
     def _grow(self) -> bool:
         """Double the map, up to its maximum (this thread has no transaction open here)."""
-        current = self._store.env.info()["map_size"]
+        current = self._map_size
         if current >= self._max_map_size:
             return False
         target = min(current * 2, self._max_map_size)
         with self._env_lock:
             self._store.env.set_mapsize(target)
+        self._map_size = target
         log.info("storage_map_grown", map_size=target)
         return True
 
