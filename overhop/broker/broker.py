@@ -418,11 +418,10 @@ class Broker:
 
     def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[None]":
         self._forget(delivery)
-        future = self.writer.submit(
+        return self.writer.submit(
             job_ops.complete, delivery.job_id, delivery.delivery_id, result, self.clock(),
-            self.config.jobs.max_error_history)
-        self._release_slot(delivery.queue_name)
-        return future
+            self.config.jobs.max_error_history,
+            on_visible=partial(self._outcome_written, delivery, None))
 
     def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
         # Log lines grow the store: like new jobs, they are refused when space is low, so
@@ -432,21 +431,48 @@ class Broker:
             self.config.jobs, grows=True)
 
     def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
-        return self._end_delivery(delivery, AttemptOutcome.FAILED, error)
+        return self._end_delivery(delivery, AttemptOutcome.FAILED, error, by_worker=True)
 
     def release(self, delivery: Delivery) -> "asyncio.Future[JobRecord]":
-        return self._end_delivery(delivery, AttemptOutcome.RELEASED, None)
+        return self._end_delivery(delivery, AttemptOutcome.RELEASED, None, by_worker=True)
 
     def _end_delivery(self, delivery: Delivery, outcome: AttemptOutcome,
-                      error: dict[str, Any] | None) -> "asyncio.Future[JobRecord]":
+                      error: dict[str, Any] | None, *, by_worker: bool = False
+                      ) -> "asyncio.Future[JobRecord]":
         """End an attempt that did not complete; the job retries, waits again or fails."""
         self._forget(delivery)
+        ending = None if by_worker else (outcome, error)
         future = self.writer.submit(
             job_ops.end_attempt, delivery.job_id, delivery.delivery_id, outcome, self.clock(),
-            error, self.config.jobs)
+            error, self.config.jobs, on_visible=partial(self._outcome_written, delivery, ending))
         future.add_done_callback(lambda f: self._after_attempt(delivery, outcome, f))
-        self._release_slot(delivery.queue_name)
         return future
+
+    def _outcome_written(self, delivery: Delivery,
+                         ending: tuple[AttemptOutcome, dict[str, Any] | None] | None,
+                         succeeded: bool, value: Any) -> None:
+        """A delivery's end was committed, refused, or its write failed.
+
+        The job's concurrency slot is freed once its end is committed (or refused: the job
+        had moved on already). When the write failed, nothing changed: the delivery is
+        current again and keeps its slot. A worker's outcome (`ending` None) may then be sent
+        again, and the delivery's ack timeout or lease still apply; the server's own ending
+        (lease expiry, withdrawal, disconnect...) is tried again at the next heartbeat tick.
+        """
+        if succeeded or not _write_failed(value):
+            self._release_slot(delivery.queue_name)
+            return
+        log.error("delivery_end_not_written", jid=delivery.job_id, did=delivery.delivery_id,
+                  wid=delivery.worker.worker_id, error=str(value))
+        self.deliveries[delivery.delivery_id] = delivery
+        if ending is None and not delivery.worker.gone:
+            delivery.worker.deliveries[delivery.delivery_id] = delivery
+            return
+        if ending is None:  # the worker left while its outcome was being written
+            ending = (AttemptOutcome.DISCONNECTED if delivery.acked
+                      else AttemptOutcome.WITHDRAWN, None)
+        delivery.retry_ending = ending
+        delivery.retry_at_ms = self.clock() + self.config.heartbeat.interval_ms
 
     def _after_attempt(self, delivery: Delivery, outcome: AttemptOutcome,
                        future: "asyncio.Future[JobRecord]") -> None:
@@ -524,7 +550,12 @@ class Broker:
 
     def tick(self, now_ms: int) -> None:
         for delivery in list(self.deliveries.values()):
-            if not delivery.acked and now_ms >= delivery.ack_deadline_ms:
+            if delivery.retry_ending is not None:
+                if now_ms >= delivery.retry_at_ms:
+                    outcome, error = delivery.retry_ending
+                    delivery.retry_ending = None
+                    self._end_delivery(delivery, outcome, error)
+            elif not delivery.acked and now_ms >= delivery.ack_deadline_ms:
                 log.info("delivery_withdrawn", did=delivery.delivery_id, jid=delivery.job_id,
                          wid=delivery.worker.worker_id)
                 self._end_delivery(delivery, AttemptOutcome.WITHDRAWN, None)
@@ -644,6 +675,13 @@ class Broker:
         due = [r.next_due_ms for r in self.queues.values()
                if r.next_due_ms is not None and r.record.state == QueueState.ACTIVE]
         return min(due) if due else None
+
+
+def _write_failed(error: Any) -> bool:
+    """The writer could not commit (storage full, a storage error, the writer lost), as
+    opposed to an operation that refused because the job had moved on."""
+    return (isinstance(error, RequestError)
+            and error.code in (ErrorCode.INTERNAL, ErrorCode.STORAGE_FULL))
 
 
 def _retrieve(future: "asyncio.Future[Any]") -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from overhop.broker.jobs import AttemptOutcome
+
 
 class Peer(Protocol):
     """What the broker may do with a worker's connection."""
@@ -52,6 +54,9 @@ class Delivery:
     acked: bool = False
     lease_deadline_ms: int = 0
     progress: Any = None
+    # The server's own ending of this delivery whose write failed, and when to try again.
+    retry_ending: tuple[AttemptOutcome, dict[str, Any] | None] | None = None
+    retry_at_ms: int = 0
 
     @property
     def worker(self) -> "Worker":

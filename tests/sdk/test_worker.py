@@ -264,3 +264,45 @@ def test_heartbeats_keep_the_lease_while_the_handler_runs(
                 assert [a.outcome for a in job.history] == ["completed"]
 
     asyncio.run(main())
+
+
+FULL_STORE = ("--storage.initial_map_size_bytes", "1048576",
+              "--storage.max_map_size_bytes", "1048576",
+              "--storage.reserved_headroom_bytes", "0")
+BIG_RESULT = {"blob": b"r" * 60_000}  # 40 of these cannot fit in the 1 MiB store
+
+
+def test_an_outcome_the_server_could_not_write_is_sent_again(start_server) -> None:
+    server: ServerProcess = start_server(*FULL_STORE)
+    url = f"127.0.0.1:{server.port}"
+
+    async def main() -> None:
+        app = Worker(url, concurrency=4)
+
+        @app.handler("big")
+        async def produce(ctx: JobContext) -> dict[str, bytes]:
+            return BIG_RESULT
+
+        async with await AsyncClient.connect(url) as client:
+            await client.add_queue("big")
+            jids = await asyncio.gather(*(client.enqueue("big", n) for n in range(40)))
+
+            async def store_filled() -> bool:
+                return bool(server.events("delivery_end_not_written"))
+
+            async def clear_completed() -> int:
+                for job in await client.jobs("big", JobStatus.COMPLETED):
+                    await client.remove_job(job.jid)
+                    removed.add(job.jid)
+                return len(removed)
+
+            removed: set[str] = set()
+            async with running(app):
+                await wait_until(store_filled, bool, "a COMPLETE refused for lack of space")
+                # Make room: the runner's next try of the refused outcome goes through.
+                await wait_until(clear_completed, lambda count: count == len(jids),
+                                 "every job completed")
+            counts = (await client.stats("big")).counts
+            assert counts.active == counts.waiting == counts.delayed == counts.failed == 0
+
+    asyncio.run(main())

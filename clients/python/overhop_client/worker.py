@@ -17,7 +17,9 @@ on the loop, plain functions in a thread pool. A return value is sent with COMPL
 exception with FAIL (its message, and the formatted traceback as details); a handler
 still running after its `timeout` is FAILed with the message "timeout". Lines the
 handler gives `ctx.log` go to the server in batches; the rest are sent and stored before
-the outcome.
+the outcome. An outcome the server could not write (STORAGE_FULL, INTERNAL: the delivery
+is still ours) is sent again after 0.25, 0.5, 1, 2 and 4 s, heartbeats going on meanwhile;
+after that the job is left to its lease, whose expiry retries it.
 
 Credits: each subscription holds at most `concurrency + prefetch` jobs (the server's
 credits plus jobs in hand); a CREDIT tops it up as jobs finish. With `prefetch` 0 (the
@@ -57,11 +59,13 @@ from overhop_client.client import DEFAULT_URL, AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.errors import (
     ConnectionLost,
+    InternalError,
     OverhopError,
     QueueExistsError,
     QueueNotFoundError,
     ResultTooLargeError,
     ShuttingDownError,
+    StorageFullError,
     TooManyConnectionsError,
 )
 from overhop_client.reconnect import ReconnectBackoff
@@ -85,6 +89,10 @@ DEFAULT_RECONNECT_INITIAL_S = 0.1
 DEFAULT_RECONNECT_MAX_S = 30.0
 # Errors on connecting that mean "try again later", not "misconfigured".
 _RETRYABLE = (OSError, TimeoutError, ShuttingDownError, TooManyConnectionsError)
+# Pauses before an outcome the server could not write is sent again (the delivery stays
+# the worker's meanwhile): about 8 s in all, so a store freed by retention or an operator
+# within that time loses no result; the lease covers what comes after.
+OUTCOME_RESEND_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def _seconds(value: Seconds | None) -> float | None:
@@ -477,6 +485,19 @@ class Worker:
         return _Outcome(True, result=result)
 
     async def _report(self, held: _Held, outcome: _Outcome) -> None:
+        """Send the outcome; again, after a pause, while the server could not write it."""
+        for delay in (*OUTCOME_RESEND_DELAYS_S, None):
+            try:
+                await self._send_outcome(held, outcome)
+                return
+            except (StorageFullError, InternalError) as exc:
+                if delay is None:
+                    raise
+                log.warning("outcome_not_written jid=%s: %s; sending it again in %ss",
+                            held.quest.jid, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _send_outcome(self, held: _Held, outcome: _Outcome) -> None:
         client, quest = held.client, held.quest
         if outcome.completed:
             try:
