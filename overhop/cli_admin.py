@@ -15,7 +15,7 @@ connection, exit 1; bad input (a payload that is not JSON, a bad time or address
     overhop queue add|set|pause|resume|clear|rm|obliterate|stats NAME ...
     overhop enqueue QUEUE [PAYLOAD_JSON] [--delay-ms MS | --at RFC3339] [--max-attempts N]
     overhop job JID | overhop job retry JID | overhop job rm JID
-    overhop jobs QUEUE --status STATUS [--page N] [--page-size N]
+    overhop jobs QUEUE --status STATUS [--page N | --after JID] [--page-size N]
     overhop status
 """
 
@@ -638,13 +638,17 @@ def job_rm(jid: str, url: str, as_json: bool) -> None:
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--page-size", type=click.IntRange(1), default=None,
               help="Jobs per page (default: the server's).")
+@click.option("--after", metavar="JID", default=None,
+              help="Start after this job (the 'next' a page printed); any depth.")
 @common
-def jobs_command(queue: str, status: str, page: int, page_size: int | None, url: str,
-                 as_json: bool) -> None:
+def jobs_command(queue: str, status: str, page: int, page_size: int | None,
+                 after: str | None, url: str, as_json: bool) -> None:
     """List one page of QUEUE's jobs in one status, oldest first."""
     request: dict[str, Any] = {"q": queue, "status": status, "page": page}
     if page_size is not None:
         request["page_size"] = page_size
+    if after is not None:
+        request["after"] = after
     raw = call(url, lambda client: client.request(MessageType.LSJOB, request))
     if as_json:
         emit_json(raw)
@@ -656,6 +660,8 @@ def jobs_command(queue: str, status: str, page: int, page_size: int | None, url:
                       for job in listing]))
     note = " (truncated: ask with a smaller --page-size)" if listing.truncated else ""
     click.echo(f"page {listing.page}, {len(listing)} jobs, page size {listing.page_size}{note}")
+    if listing.next_after is not None:
+        click.echo(f"more: --after {listing.next_after}")
 
 
 # -- overhop status -----------------------------------------------------------------------

@@ -135,6 +135,10 @@ class PaginationConfig:
     # 1000 rows bounds one reply's size and the time one read transaction is held.
     max_page_size: int = setting(1000, minimum=1, maximum=100_000,
                                  doc="Largest page a listing request may ask for.")
+    # Skipping is a walk of the index on the event loop: 100,000 entries take tens of
+    # milliseconds, a bound on how long one listing can hold every other connection up.
+    max_skip: int = setting(100_000, minimum=0, maximum=100_000_000,
+                            doc="Most jobs a listing page may skip to reach its start.")
 
 
 @dataclass(frozen=True)

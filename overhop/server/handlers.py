@@ -7,6 +7,7 @@ Errors are raised as `OverhopError`; the connection turns them into ERR frames.
 """
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -207,14 +208,39 @@ def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
     page_size = parse_int(p, "page_size", low=1, high=pagination.max_page_size,
                           default=pagination.page_size)
     page = parse_int(p, "page", low=1, high=2**31, default=1)
+    after = _page_after(p, queue_name)
+    if after is not None and page != 1:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "give 'after' or 'page', not both")
+    skip = (page - 1) * page_size
+    if skip > pagination.max_skip:
+        raise RequestError(
+            ErrorCode.INVALID_PAYLOAD,
+            f"page {page} would skip {skip} jobs, more than {pagination.max_skip}: "
+            "page on with 'after' (the previous page's 'next_after')")
     ctx.broker.user_queue(queue_name)
     now = now_ms()
-    jobs, truncated = ctx.store.list_jobs(
-        queue_name, JobStatus.parse(label), (page - 1) * page_size, page_size,
-        ctx.config.wire.max_envelope_size_bytes // 2)
+    jobs, truncated, more = ctx.store.list_jobs(
+        queue_name, JobStatus.parse(label), skip, page_size,
+        ctx.config.wire.max_envelope_size_bytes // 2, after)
     return {"q": queue_name, "status": label, "page": page, "page_size": page_size,
             "truncated": truncated,
+            "next_after": jobs[-1].job_id if more else None,
             "jobs": [_job_view(ctx, job, now) for job in jobs]}
+
+
+def _page_after(p: dict[str, Any], queue_name: str) -> bytes | None:
+    """LSJOB's `after`: the uuid bytes of a job id of this queue, or None."""
+    after = parse_optional_str(p, "after", max_length=200)
+    if after is None:
+        return None
+    queue_part, _, uuid_part = after.rpartition(":")
+    try:
+        if queue_part != queue_name:
+            raise ValueError
+        return uuid.UUID(uuid_part).bytes
+    except ValueError:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'after' must be a job id of queue {queue_name!r}") from None
 
 
 def handle_qstats(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:

@@ -133,36 +133,43 @@ class Store:
                     for status in JobStatus}
 
     def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,
-                  max_bytes: int) -> tuple[list[JobRecord], bool]:
-        """Jobs of one status in creation order, and whether the page was cut short.
+                  max_bytes: int, after: bytes | None = None
+                  ) -> tuple[list[JobRecord], bool, bool]:
+        """Jobs of one status in creation order; whether the page was cut short; whether
+        more jobs of that status follow the last one returned.
 
-        Skipping `offset` costs O(offset). The page stops early (cut short) once the jobs
-        read hold `max_bytes` of records, so one reply stays within the envelope limit.
+        With `after` (a job id's uuid bytes) the page starts at the first job after it,
+        found in O(log n); skipping `offset` jobs costs O(offset). The page stops early
+        (cut short) once the jobs read hold `max_bytes` of records, so one reply stays
+        within the envelope limit.
         """
         prefix = keys.status_prefix(queue_name, status)
         jobs: list[JobRecord] = []
         held = 0
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            if not cursor.set_range(prefix):
-                return jobs, False
+            # Keys are the prefix and 16 uuid bytes: the first key past `after` is at or
+            # above `after` followed by a zero byte.
+            start = prefix if after is None else prefix + after + b"\x00"
+            if not cursor.set_range(start):
+                return jobs, False, False
             skipped = 0
             for key in cursor.iternext(values=False):
                 if not key.startswith(prefix):
-                    break
+                    return jobs, False, False
                 if skipped < offset:
                     skipped += 1
                     continue
+                if len(jobs) >= limit:
+                    return jobs, False, True
                 data = txn.get(keys.job_id_from(queue_name, key[-16:]).encode(), db=self.jobs_db)
                 if data is None:
                     continue
                 held += len(data)
                 if jobs and held > max_bytes:
-                    return jobs, True
+                    return jobs, True, True
                 jobs.append(decode_job(data))
-                if len(jobs) >= limit:
-                    break
-        return jobs, False
+        return jobs, False, False
 
     def oldest_created_ms(self, queue_name: str, status: JobStatus) -> int | None:
         """Creation time of the oldest job in a status, from its uuid7 in the FIFO index."""

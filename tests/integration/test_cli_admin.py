@@ -116,10 +116,19 @@ def test_enqueue_jobs_and_job_commands(url: str) -> None:
     page = run_json(url, "jobs", "work", "--status", "delayed", "--page-size", "1")
     assert (page["page"], page["page_size"]) == (1, 1)
     assert [job["jid"] for job in page["jobs"]] == [delayed_jid]
+    assert page["next_after"] == delayed_jid
     page = run_json(url, "jobs", "work", "--status", "delayed", "--page", "2",
                     "--page-size", "1")
     assert [job["jid"] for job in page["jobs"]] == [scheduled]
     assert page["jobs"][0]["execution_start_at"] == "2099-01-01T00:00:00.000Z"
+    assert page["next_after"] is None
+    lines = run(url, "jobs", "work", "--status", "delayed", "--page-size", "1").stdout
+    assert lines.splitlines()[-1] == f"more: --after {delayed_jid}"
+    page = run_json(url, "jobs", "work", "--status", "delayed", "--after", delayed_jid)
+    assert [job["jid"] for job in page["jobs"]] == [scheduled]
+    refused = run(url, "jobs", "work", "--status", "delayed", "--after", "elsewhere:x")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("overhop: INVALID_PAYLOAD: 'after' must be a job id")
     table = run(url, "jobs", "work", "--status", "waiting").stdout.splitlines()
     assert table[0].split()[:3] == ["JID", "STATUS", "ATTEMPTS"]
     assert table[1].startswith(first) and "no_worker_credit" in table[1]

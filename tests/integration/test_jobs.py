@@ -420,6 +420,55 @@ def test_lsjob_order_and_paging(start_server: Callable[..., ServerProcess]) -> N
     asyncio.run(scenario())
 
 
+def test_lsjob_pages_on_with_after_and_bounds_skipping(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--pagination.page_size", "3", "--pagination.max_skip", "6")
+
+    async def page(client: RawClient, **fields: Any) -> dict[str, Any]:
+        return await client.ok(LSJOB, {"q": "keyset", "status": "waiting", **fields})
+
+    async def scenario() -> None:
+        client = await worker(server.port)
+        await client.ok(ADDQUEUE, {"name": "keyset"})
+        await client.ok(ADDQUEUE, {"name": "other"})
+        waiting: list[str] = []
+        for index in range(8):
+            waiting.append(await enqueue(client, "keyset", job_payload=index))
+            if index == 3:
+                delayed = await enqueue(client, "keyset", delay_ms=3_600_000)
+
+        # Walking with `next_after` visits every job once, in order, whatever the depth.
+        seen: list[str] = []
+        listing = await page(client)
+        while True:
+            seen += [job["jid"] for job in listing["jobs"]]
+            if listing["next_after"] is None:
+                break
+            assert listing["next_after"] == listing["jobs"][-1]["jid"]
+            listing = await page(client, after=listing["next_after"])
+        assert seen == waiting
+        assert (await page(client, page_size=8))["next_after"] is None
+        assert (await page(client, page_size=7))["next_after"] == waiting[6]
+        # `after` is a position: the job it names need not have the status listed.
+        after_delayed = await page(client, after=delayed)
+        assert [job["jid"] for job in after_delayed["jobs"]] == waiting[4:7]
+        assert [job["jid"] for job in (await page(client, after=waiting[-1]))["jobs"]] == []
+        # The page and the after-id both say where to start: only one may be given.
+        assert await client.err(LSJOB, {"q": "keyset", "status": "waiting", "page": 2,
+                                        "after": waiting[0]}) == "INVALID_PAYLOAD"
+        other_job = await enqueue(client, "other")
+        for bad in (other_job, "keyset:not-a-uuid", "keyset", "", 7):
+            assert await client.err(LSJOB, {"q": "keyset", "status": "waiting",
+                                            "after": bad}) == "INVALID_PAYLOAD", bad
+
+        # Page 3 skips 6 jobs, the bound; page 4 would skip 9 and is refused, naming `after`.
+        assert [job["jid"] for job in (await page(client, page=3))["jobs"]] == waiting[6:]
+        reply = await client.request(LSJOB, {"q": "keyset", "status": "waiting", "page": 4})
+        assert reply["p"]["code"] == "INVALID_PAYLOAD" and "'after'" in reply["p"]["msg"]
+
+    asyncio.run(scenario())
+
+
 def test_qstats_agree_with_lsjob(start_server: Callable[..., ServerProcess]) -> None:
     server = start_server(*LONG_ACK)
 

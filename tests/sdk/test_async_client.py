@@ -161,8 +161,11 @@ def test_enqueue_options_and_job_record(url: str) -> None:
             assert (page.queue, page.status, page.page, page.page_size) == (
                 "scheduled", JobStatus.DELAYED, 1, 1)
             assert [j.jid for j in page] == [later]
+            assert page.next_after == later
             second = await client.jobs("scheduled", "delayed", page=2, page_size=1)
-            assert [j.jid for j in second] == [soon]
+            assert [j.jid for j in second] == [soon] and second.next_after is None
+            after = await client.jobs("scheduled", "delayed", after=page.next_after)
+            assert [j.jid for j in after] == [soon]
             waiting = await client.jobs("scheduled", JobStatus.WAITING)
             assert [j.jid for j in waiting] == [now] and len(waiting) == 1
 

@@ -311,11 +311,14 @@ class AsyncClient:
         return Job.from_wire(reply) if reply else None
 
     async def jobs(self, queue: str, status: JobStatus | str, *, page: int = 1,
-                   page_size: int | None = None) -> JobPage:
-        """One page of the queue's jobs in `status`, oldest first."""
+                   page_size: int | None = None, after: str | None = None) -> JobPage:
+        """One page of the queue's jobs in `status`, oldest first: page `page`, or, with
+        `after` (a previous page's `next_after`), the jobs after that one, at any depth."""
         p: dict[str, Any] = {"q": queue, "status": str(status), "page": page}
         if page_size is not None:
             p["page_size"] = page_size
+        if after is not None:
+            p["after"] = after
         return JobPage.from_wire(await self.request(MessageType.LSJOB, p))
 
     async def remove_job(self, jid: str) -> None:

@@ -224,6 +224,8 @@ class JobPage:
     truncated: bool = False
     """The server stopped the page early (its records reached half the largest envelope):
     ask with a smaller `page_size` to see the rest."""
+    next_after: str | None = None
+    """The last job's id when more jobs follow: pass it as `after` for the next page."""
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self.jobs)
@@ -235,4 +237,4 @@ class JobPage:
     def from_wire(cls, p: dict[str, Any]) -> "JobPage":
         return cls(p["q"], JobStatus(p["status"]), p["page"], p["page_size"],
                    [Job.from_wire(job) for job in p.get("jobs") or ()],
-                   bool(p.get("truncated", False)))
+                   bool(p.get("truncated", False)), p.get("next_after"))
