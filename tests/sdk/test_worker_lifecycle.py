@@ -151,6 +151,44 @@ def test_worker_reconnects_and_resubscribes_after_a_server_restart(
     asyncio.run(main())
 
 
+def test_a_queue_missing_at_a_reconnect_is_waited_for_while_others_go_on(
+        start_server: Callable[..., ServerProcess]) -> None:
+    first = start_server()
+    address = {"url": f"127.0.0.1:{first.port}"}
+
+    async def main() -> None:
+        app = Worker(lambda: address["url"], reconnect_initial=0.05, reconnect_max=0.5)
+
+        @app.handler("kept")
+        async def kept(ctx: JobContext) -> str:
+            return "kept"
+
+        @app.handler("later")
+        async def later(ctx: JobContext) -> str:
+            return "later"
+
+        async with await AsyncClient.connect(address["url"]) as client:
+            await client.add_queue("kept")
+            await client.add_queue("later")
+        async with running(app) as task:
+            # The worker reconnects to a server on other storage, where "later" does
+            # not exist yet.
+            await asyncio.to_thread(first.stop)
+            second = await asyncio.to_thread(start_server, storage="elsewhere")
+            async with await AsyncClient.connect(f"127.0.0.1:{second.port}") as again:
+                await again.add_queue("kept")
+                address["url"] = f"127.0.0.1:{second.port}"
+                job = await wait_for_status(again, await again.enqueue("kept"),
+                                            JobStatus.COMPLETED)
+                assert job.result == "kept" and not task.done()
+                await again.add_queue("later")
+                job = await wait_for_status(again, await again.enqueue("later"),
+                                            JobStatus.COMPLETED)
+                assert job.result == "later"
+
+    asyncio.run(main())
+
+
 WORKER_SCRIPT = textwrap.dedent("""
     import sys
     from overhop_client import Worker

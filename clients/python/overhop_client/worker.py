@@ -38,7 +38,9 @@ When the server ends a subscription because its queue was removed or obliterated
 the runner gives back the jobs of that queue not yet started, and checks with capped
 exponential backoff (`reconnect_initial` to `reconnect_max`) whether the queue exists
 again; once it does, it subscribes again. It never creates a queue that was removed
-(`create_queues` applies when connecting); other queues go on meanwhile.
+(`create_queues` applies when connecting); other queues go on meanwhile. A queue missing
+when the runner first subscribes stops it with QueueNotFoundError (most likely a wrong
+name); one missing at a reconnect is waited for in the same way as after SUBEND.
 """
 
 import asyncio
@@ -185,6 +187,7 @@ class Worker:
         self._held: dict[str, _Held] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._client: AsyncClient | None = None
+        self._subscribed_once = False
         self._executor: ThreadPoolExecutor | None = None
         self._stop_requested: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
@@ -260,6 +263,7 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._subscribed_once = False
         threads = self.threads or sum(r.concurrency for r in self._routes.values()
                                       if not r.is_async) or 1
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="overhop-job")
@@ -300,7 +304,15 @@ class Worker:
         self._client = client
         try:
             for route in self._routes.values():
-                await self._subscribe(client, route)
+                try:
+                    await self._subscribe(client, route)
+                except QueueNotFoundError:
+                    if not self._subscribed_once:
+                        raise  # a queue missing from the start: most likely a wrong name
+                    log.warning("queue_missing queue=%s: subscribing once it exists",
+                                route.queue)
+                    self._spawn(self._subscribe_when_back(client, route))
+            self._subscribed_once = True
             backoff.reset()
             log.info("worker_ready wid=%s url=%s", client.worker_id, url)
             closed = asyncio.ensure_future(client.wait_closed())
@@ -386,7 +398,8 @@ class Worker:
         self._spawn(self._subscribe_when_back(client, route))
 
     async def _subscribe_when_back(self, client: AsyncClient, route: _Route) -> None:
-        """After SUBEND: subscribe again once the queue exists again (never creating it)."""
+        """After SUBEND, or a reconnect that found the queue gone: subscribe again once the
+        queue exists again (never creating it)."""
         assert self._stop_requested is not None
         backoff = ReconnectBackoff(self.reconnect_initial, self.reconnect_max)
         while True:
