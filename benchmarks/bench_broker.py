@@ -1,14 +1,16 @@
 """Broker benchmark over real TCP on 127.0.0.1, against a server on temporary storage.
 
 Reports: enqueue throughput (one connection, windowed), end-to-end throughput (a producer
-and 4 workers with credits, every job acknowledged and completed, every OK synced),
+and 4 workers with credits, every job acknowledged and completed, every OK synced), the
+same two with the producer sending ENQUEUEMANY of 100 jobs instead of one ENQUEUE per job
+(phases enqueue_many and e2e_many),
 enqueue-to-QUEST latency p50/p99 at a steady low rate beside the disk's own fdatasync
 p50/p99 measured during the same run, the same end-to-end run with a 100,000-job backlog
 waiting in the store, the end-to-end run again while CLEARQUEUE removes that backlog, and
 the server's CPU seconds and peak memory.
 
     python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
-        [--phases enqueue,e2e,latency,backlog,clear] [--repeat 3]
+        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear] [--repeat 3]
 
 Clients run in separate processes (producer, workers) so that the client side does not
 share one core; the server runs as `python -m overhop serve`, with any extra arguments from
@@ -35,6 +37,8 @@ from bench_client import connect
 
 # Enough requests in flight to keep the group commit full without unbounded buffering.
 WINDOW = 2048
+# Jobs per ENQUEUEMANY in the bulk phases (the window then counts jobs, not requests).
+BULK = 100
 PHASE_TIMEOUT_S = 300.0
 EXTRA_SERVER_ARGS: list[str] = os.environ.get("OVERHOP_BENCH_SERVER_ARGS", "").split()
 
@@ -87,9 +91,10 @@ async def _admin(port: int, *queues: str) -> None:
     conn.transport.close()
 
 
-async def _produce(port: int, queue: str, jobs: int, stamp: bool) -> float:
+async def _produce(port: int, queue: str, jobs: int, stamp: bool, batch: int = 1) -> float:
+    """Enqueue `jobs` jobs: one ENQUEUE each, or, with `batch` > 1, ENQUEUEMANY of `batch`."""
     conn = await connect(port, name="producer")
-    in_flight = asyncio.Semaphore(WINDOW)
+    in_flight = asyncio.Semaphore(max(1, WINDOW // batch))
     done = asyncio.get_running_loop().create_future()
     remaining = [jobs]
 
@@ -97,24 +102,29 @@ async def _produce(port: int, queue: str, jobs: int, stamp: bool) -> float:
         if message["t"] != 101:
             raise RuntimeError(f"enqueue failed: {message['p']}")
         in_flight.release()
-        remaining[0] -= 1
+        remaining[0] -= len(message["p"]["jids"]) if batch > 1 else 1
         if remaining[0] == 0:
             done.set_result(None)
 
     started = time.perf_counter()
-    for index in range(jobs):
+    for start in range(0, jobs, batch):
         await in_flight.acquire()
-        payload = {"n": index, "t": time.monotonic_ns()} if stamp else {"n": index}
-        conn.send(14, {"q": queue, "job_payload": payload}, on_reply=on_ok)
+        if batch == 1:
+            payload = {"n": start, "t": time.monotonic_ns()} if stamp else {"n": start}
+            conn.send(14, {"q": queue, "job_payload": payload}, on_reply=on_ok)
+            continue
+        conn.send(30, {"q": queue, "jobs": [
+            {"job_payload": {"n": index, "t": time.monotonic_ns()} if stamp else {"n": index}}
+            for index in range(start, min(start + batch, jobs))]}, on_reply=on_ok)
     await asyncio.wait_for(done, PHASE_TIMEOUT_S)
     elapsed = time.perf_counter() - started
     conn.transport.close()
     return elapsed
 
 
-def producer_process(port: int, queue: str, jobs: int, stamp: bool,
+def producer_process(port: int, queue: str, jobs: int, stamp: bool, batch: int,
                      results: "multiprocessing.Queue[Any]") -> None:
-    results.put(("producer", asyncio.run(_produce(port, queue, jobs, stamp))))
+    results.put(("producer", asyncio.run(_produce(port, queue, jobs, stamp, batch))))
 
 
 async def _work(port: int, queue: str, jobs: int, workers: int, credits: int,
@@ -185,8 +195,8 @@ def worker_process(port: int, queue: str, jobs: int, workers: int, credits: int,
     results.put(("workers", outcome))
 
 
-def end_to_end(port: int, queue: str, jobs: int, workers: int = 4, credits: int = 256
-               ) -> float:
+def end_to_end(port: int, queue: str, jobs: int, workers: int = 4, credits: int = 256,
+               batch: int = 1) -> float:
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[Any] = ctx.Queue()
     ready = ctx.Event()
@@ -195,7 +205,8 @@ def end_to_end(port: int, queue: str, jobs: int, workers: int = 4, credits: int 
     worker.start()
     ready.wait(PHASE_TIMEOUT_S)
     started = time.perf_counter()
-    producer = ctx.Process(target=producer_process, args=(port, queue, jobs, False, results))
+    producer = ctx.Process(target=producer_process,
+                           args=(port, queue, jobs, False, batch, results))
     producer.start()
     outcome: dict[str, Any] = {}
     for _ in range(2):
@@ -296,9 +307,10 @@ def end_to_end_while_clearing(port: int, queue: str, backlog_queue: str, jobs: i
     return outcome
 
 
-def _timed_e2e(pid: int, port: int, queue: str, jobs: int) -> tuple[int, float]:
+def _timed_e2e(pid: int, port: int, queue: str, jobs: int, batch: int = 1
+               ) -> tuple[int, float]:
     cpu0 = cpu_seconds(pid)
-    rate = round(end_to_end(port, queue, jobs))
+    rate = round(end_to_end(port, queue, jobs, batch=batch))
     return rate, round((cpu_seconds(pid) - cpu0) / jobs * 1e6, 1)
 
 
@@ -364,23 +376,27 @@ def main() -> None:
         try:
             asyncio.run(_admin(port, "enq", "e2e", "lat", "backlog", "e2e_backlog",
                                "e2e_clear"))
-            if "enqueue" in phases:
-                cpu0 = cpu_seconds(server.pid)
-                elapsed = asyncio.run(_produce(port, "enq", args.jobs, False))
-                report["enqueue_jobs_per_s"] = round(args.jobs / elapsed)
-                report["enqueue_server_cpu_us_per_job"] = round(
-                    (cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1)
-            if "e2e" in phases:
+            for phase, batch in (("enqueue", 1), ("enqueue_many", BULK)):
+                if phase in phases:
+                    cpu0 = cpu_seconds(server.pid)
+                    elapsed = asyncio.run(_produce(port, "enq", args.jobs, False, batch))
+                    report[f"{phase}_jobs_per_s"] = round(args.jobs / elapsed)
+                    report[f"{phase}_server_cpu_us_per_job"] = round(
+                        (cpu_seconds(server.pid) - cpu0) / args.jobs * 1e6, 1)
+            for phase, batch in (("e2e", 1), ("e2e_many", BULK)):
+                if phase not in phases:
+                    continue
                 rates: list[int] = []
                 cpus: list[float] = []
                 for _ in range(args.repeat):
-                    rate, cpu = _timed_e2e(server.pid, port, "e2e", args.jobs)
+                    rate, cpu = _timed_e2e(server.pid, port, "e2e", args.jobs, batch)
                     rates.append(rate)
                     cpus.append(cpu)
-                report["e2e_jobs_per_s"] = round(statistics.median(rates))
-                report["e2e_server_cpu_us_per_job"] = round(statistics.median(cpus), 1)
+                report[f"{phase}_jobs_per_s"] = round(statistics.median(rates))
+                report[f"{phase}_server_cpu_us_per_job"] = round(statistics.median(cpus), 1)
                 if args.repeat > 1:
-                    report["e2e_runs"] = {"jobs_per_s": rates, "server_cpu_us_per_job": cpus}
+                    report[f"{phase}_runs"] = {"jobs_per_s": rates,
+                                               "server_cpu_us_per_job": cpus}
             if "latency" in phases:
                 runs = [latency_run(port, "lat", args.rate, args.latency_seconds, storage)
                         for _ in range(args.repeat)]

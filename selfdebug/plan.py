@@ -141,13 +141,21 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
         checks.equal(p.get("status"), "waiting", "status")
         checks.equal(p.get("page"), 1, "page")
         checks.equal(p.get("truncated"), False, "truncated")
+        checks.equal(p.get("next_after"), None, "next_after (no more jobs)")
         checks.integer(p, "page_size", low=1)
         jids = [record["jid"] for record in checks.field(p, "jobs")]
         checks.equal(jids, [state["jid_a"], state["jid_b"]], "jobs (oldest first)")
 
+    def batch_enqueued(state: State, p: dict[str, Any]) -> None:
+        jids = checks.field(p, "jids")
+        checks.equal(type(jids) is list and len(jids) == 2, True, "two jids")
+        checks.equal(jids == sorted(jids) and all(
+            type(jid) is str and jid.startswith(f"{queue}:") for jid in jids), True,
+            "jids of the queue, in creation order")
+
     def counted(state: State, p: dict[str, Any]) -> None:
         checks.equal(p.get("q"), queue, "q")
-        checks.equal(checks.mapping(p, "stats"), {"new": 0, "waiting": 2, "delayed": 2,
+        checks.equal(checks.mapping(p, "stats"), {"new": 0, "waiting": 2, "delayed": 4,
                                                   "active": 0, "completed": 0, "failed": 0},
                      "stats")
         checks.equal(checks.field(p, "concurrency"), {"active": 0, "limit": CONCURRENCY},
@@ -276,8 +284,13 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
         Step("ENQUEUE (into a missing queue: ERR)", MessageType.ENQUEUE, MessageType.ERR,
              "14 ENQUEUE: ERR QUEUE_NOT_FOUND", lambda state: {"q": MISSING_QUEUE},
              missing_queue),
+        Step("ENQUEUEMANY (two delayed jobs, one commit)", MessageType.ENQUEUEMANY, ok,
+             "30 ENQUEUEMANY: OK {jids}, in order",
+             lambda state: {"q": queue, "jobs": [{"delay_ms": DELAY_MS}, {"delay_ms": DELAY_MS}]},
+             batch_enqueued),
         Step("LSJOB", MessageType.LSJOB, ok, "17 LSJOB: OK {q, status, page, page_size, "
-             "truncated, jobs}", lambda state: {"q": queue, "status": "waiting"}, listed),
+             "truncated, next_after, jobs}", lambda state: {"q": queue, "status": "waiting"},
+             listed),
         Step("QSTATS", MessageType.QSTATS, ok, "18 QSTATS: OK {q, stats, concurrency, rate, "
              "subscriptions, credits, oldest_waiting_age_ms, state}", q, counted),
         # Delivery (section 6).
@@ -325,7 +338,7 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
         Step("CLEARQUEUE", MessageType.CLEARQUEUE, ok,
              "28 CLEARQUEUE: OK {removed: {new, waiting, delayed}}", q,
              lambda state, p: checks.equal(p, {"removed": {"new": 0, "waiting": 1,
-                                                           "delayed": 1}}, "payload")),
+                                                           "delayed": 3}}, "payload")),
         Step("UNSUBSCRIBE", MessageType.UNSUBSCRIBE, ok, "7 UNSUBSCRIBE: OK {}",
              lambda state: {"sid": state["sid"]}, empty),
         Step("OBLITERATE", MessageType.OBLITERATE, ok, "29 OBLITERATE: OK {removed}",

@@ -125,18 +125,54 @@ class Broker:
 
     def enqueue(self, request: EnqueueRequest) -> "asyncio.Future[str]":
         runtime = self.user_queue(request.queue_name)
+        job = self._new_job(runtime, request, self.clock())
+        status = job.status
+        if status == JobStatus.WAITING and self._can_hand_over(runtime):
+            return self._enqueue_handed_over(runtime, job)
+        future = self.writer.submit(job_ops.enqueue, job, grows=True)
+        if status == JobStatus.WAITING:
+            self._add_waiting(runtime, 1)
+        elif status == JobStatus.DELAYED:
+            start = job.execution_start_at_ms
+            future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, start))
+        return future
+
+    def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest]
+                     ) -> "asyncio.Future[list[str]]":
+        """Several jobs of one queue in one operation: all are committed, or none.
+
+        They are dispatched from `waiting` like any other jobs, oldest first (no direct
+        hand-over: a batch is not latency-bound)."""
+        runtime = self.user_queue(queue_name)
+        now = self.clock()
+        jobs = []
+        for index, request in enumerate(requests):
+            try:
+                jobs.append(self._new_job(runtime, request, now))
+            except RequestError as exc:
+                raise exc.in_batch(index) from None
+        future = self.writer.submit(job_ops.enqueue_many, queue_name, jobs, grows=True)
+        waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
+        if waiting:
+            self._add_waiting(runtime, waiting)
+        starts = [job.execution_start_at_ms for job in jobs if job.status == JobStatus.DELAYED]
+        if starts:
+            first = min(starts)
+            future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, first))
+        return future
+
+    def _new_job(self, runtime: QueueRuntime, request: EnqueueRequest, now: int) -> JobRecord:
         config = runtime.record.config
         overrides = (request.max_attempts, request.retry_interval_ms, request.lease_ms)
         if not config.allow_job_overrides and any(v is not None for v in overrides):
             raise RequestError(ErrorCode.OVERRIDE_NOT_ALLOWED,
                                f"queue {request.queue_name!r} does not allow per-job overrides")
-        now = self.clock()
         start = now if request.scheduled_at_ms is None else request.scheduled_at_ms
         if runtime.record.state == QueueState.PAUSED:
             status = JobStatus.NEW
         else:
             status = JobStatus.WAITING if start <= now else JobStatus.DELAYED
-        job = JobRecord(
+        return JobRecord(
             job_id=self._job_ids.new_job_id(request.queue_name, now),
             queue_name=request.queue_name,
             status=status,
@@ -147,14 +183,6 @@ class Broker:
             retry_interval_ms=request.retry_interval_ms,
             lease_ms=request.lease_ms,
         )
-        if status == JobStatus.WAITING and self._can_hand_over(runtime):
-            return self._enqueue_handed_over(runtime, job)
-        future = self.writer.submit(job_ops.enqueue, job, grows=True)
-        if status == JobStatus.WAITING:
-            self._add_waiting(runtime, 1)
-        elif status == JobStatus.DELAYED:
-            future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, start))
-        return future
 
     def _can_hand_over(self, runtime: QueueRuntime) -> bool:
         """Nothing waits ahead of a new job, so it may go to a worker in its own commit.

@@ -82,6 +82,15 @@ def enqueue(txn: StoreTxn, job: JobRecord) -> str:
     return job.job_id
 
 
+def enqueue_many(txn: StoreTxn, queue_name: str, jobs: list[JobRecord]) -> list[str]:
+    """New jobs of one queue, all in this transaction; their ids in order."""
+    if not txn.queue_exists(queue_name):
+        raise RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {queue_name!r} does not exist")
+    for job in jobs:
+        txn.insert_job(job)
+    return [job.job_id for job in jobs]
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     """What a dispatch took: the jobs now active (in order) and the waiting jobs left."""

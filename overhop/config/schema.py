@@ -218,6 +218,10 @@ class JobsConfig:
     # One log line longer than 4 KiB is a dump, not a line.
     max_log_line_bytes: int = setting(4 * KIB, minimum=16, maximum=1 * MIB,
                                       doc="Longest single log line accepted.")
+    # 1000 jobs amortise a frame and a commit over many jobs while one batch's commit
+    # still takes only milliseconds, so it does not hold other writes up.
+    max_enqueue_batch: int = setting(1000, minimum=1, maximum=100_000,
+                                     doc="Most jobs one ENQUEUEMANY may add.")
 
 
 @dataclass(frozen=True)

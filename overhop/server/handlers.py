@@ -84,6 +84,7 @@ def handle_register(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
             "max_job_payload_bytes": config.wire.max_envelope_size_bytes - QUEST_OVERHEAD_BYTES,
             "max_result_bytes": config.jobs.max_result_bytes,
             "max_log_line_bytes": config.jobs.max_log_line_bytes,
+            "max_enqueue_batch": config.jobs.max_enqueue_batch,
         },
     }
 
@@ -141,17 +142,48 @@ def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 
 
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.enqueue(_enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
+                              ), _jid_reply
+
+
+def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    queue_name = _enqueue_queue(ctx, p)
+    items = p.get("jobs")
+    most = ctx.config.jobs.max_enqueue_batch
+    if type(items) is not list or not 1 <= len(items) <= most:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'jobs' must be an array of 1 to {most} jobs")
+    requests = []
+    for index, item in enumerate(items):
+        try:
+            if type(item) is not dict:
+                raise RequestError(ErrorCode.INVALID_PAYLOAD, "each job must be a map")
+            if "q" in item:
+                raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                                   "a job of ENQUEUEMANY takes its queue from 'q'")
+            requests.append(_enqueue_request(ctx, queue_name, item, _PAYLOAD_ONLY))
+        except RequestError as exc:
+            raise exc.in_batch(index) from None
+    return ctx.broker.enqueue_many(queue_name, requests), _jids_reply
+
+
+def _enqueue_queue(ctx: ServerContext, p: dict[str, Any]) -> str:
+    queue_name = p.get("q")
+    if type(queue_name) is not str or queue_name not in ctx.broker.queues:
+        queue_name = parse_queue_name(queue_name)  # existing queues have valid names
+    return queue_name
+
+
+def _enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
+                     plain_keys: frozenset[str]) -> EnqueueRequest:
+    """One job's fields (ENQUEUE's payload, or one job of ENQUEUEMANY)."""
     payload = encode_value(p["job_payload"]) if "job_payload" in p else None
     limit = ctx.config.wire.max_envelope_size_bytes - QUEST_OVERHEAD_BYTES
     if payload is not None and len(payload) > limit:
         raise RequestError(ErrorCode.PAYLOAD_TOO_LARGE,
                            f"the job payload is {len(payload)} bytes encoded; the limit is {limit}")
-    queue_name = p.get("q")
-    if type(queue_name) is not str or queue_name not in ctx.broker.queues:
-        queue_name = parse_queue_name(queue_name)  # existing queues have valid names
-    if p.keys() <= _QUEUE_AND_PAYLOAD:  # the usual ENQUEUE: no options to parse
-        request = EnqueueRequest(queue_name, payload, None, None, None, None)
-        return ctx.broker.enqueue(request), _jid_reply
+    if p.keys() <= plain_keys:  # the usual job: no options to parse
+        return EnqueueRequest(queue_name, payload, None, None, None, None)
     scheduled_at = parse_optional_time(p, "scheduled_at")
     delay_ms = parse_optional_int(p, "delay_ms", low=0, high=MAX_TIME_MS)
     if delay_ms is not None:
@@ -159,7 +191,7 @@ def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
             raise RequestError(ErrorCode.INVALID_PAYLOAD,
                                "give 'scheduled_at' or 'delay_ms', not both")
         scheduled_at = min(now_ms() + delay_ms, MAX_TIME_MS)
-    request = EnqueueRequest(
+    return EnqueueRequest(
         queue_name=queue_name,
         payload=payload,
         scheduled_at_ms=scheduled_at,
@@ -167,14 +199,18 @@ def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
         retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
         lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
     )
-    return ctx.broker.enqueue(request), _jid_reply
 
 
 _QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload"})
+_PAYLOAD_ONLY = frozenset({"job_payload"})
 
 
 def _jid_reply(job_id: str) -> dict[str, Any]:
     return {"jid": job_id}
+
+
+def _jids_reply(job_ids: list[str]) -> dict[str, Any]:
+    return {"jids": job_ids}
 
 
 def _job_id(p: dict[str, Any]) -> str:
@@ -383,6 +419,7 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.PAUSE: handle_pause,
     MessageType.RESUME: handle_resume,
     MessageType.ENQUEUE: handle_enqueue,
+    MessageType.ENQUEUEMANY: handle_enqueuemany,
     MessageType.JOB: handle_job,
     MessageType.RMJOB: handle_rmjob,
     MessageType.LSJOB: handle_lsjob,

@@ -32,6 +32,9 @@ INT64_MAX = 2**63 - 1
 # Fields whose values are the application's data: floats allowed, stored as given.
 OPAQUE_FIELDS: dict[int, frozenset[str]] = {
     MessageType.ENQUEUE: frozenset({"job_payload"}),
+    # Each job's fields are checked by the handler (the integers as integers), so floats
+    # are allowed throughout `jobs`, as inside each `job_payload`.
+    MessageType.ENQUEUEMANY: frozenset({"jobs"}),
     MessageType.COMPLETE: frozenset({"result"}),
     MessageType.FAIL: frozenset({"error"}),
     MessageType.JOBBEAT: frozenset({"progress"}),

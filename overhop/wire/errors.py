@@ -82,3 +82,7 @@ class RequestError(OverhopError):
 
     def __init__(self, code: ErrorCode, message: str, details: Any = None) -> None:
         super().__init__(code, message, closes=False, details=details)
+
+    def in_batch(self, index: int) -> "RequestError":
+        """This error as the refusal of job `index` of a batch (ENQUEUEMANY)."""
+        return RequestError(self.code, f"job {index}: {self.message}", {"index": index})

@@ -43,6 +43,8 @@ class MessageType(IntEnum):
     JOBLOG = 27
     CLEARQUEUE = 28
     OBLITERATE = 29
+    # Client to server: bulk enqueue.
+    ENQUEUEMANY = 30
     # Server to client.
     OK = 101
     ERR = 102

@@ -13,6 +13,7 @@ from tests.support.server_process import ServerProcess
 
 HELLO, SUBSCRIBE, ADDQUEUE, STATUS, PAUSE, RESUME = 1, 6, 9, 10, 12, 13
 ENQUEUE, JOB, RMJOB, LSJOB, QSTATS = 14, 15, 16, 17, 18
+ENQUEUEMANY = 30
 ACK, COMPLETE, FAIL = 19, 20, 21
 QUEST = 106
 
@@ -294,6 +295,76 @@ def test_enqueue_and_job_errors(server: ServerProcess) -> None:
         # None of that disturbed the real job or its queue.
         assert (await client.ok(JOB, {"jid": jid}))["status"] == "waiting"
         assert await stats(client, "real") == {**dict.fromkeys(STATUSES, 0), "waiting": 1}
+
+    asyncio.run(scenario())
+
+
+def test_enqueuemany_adds_all_jobs_in_order_or_none(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--jobs.max_enqueue_batch", "5", *LONG_ACK)
+
+    async def many(client: RawClient, queue: str, jobs: Any) -> dict[str, Any]:
+        return await client.request(ENQUEUEMANY, {"q": queue, "jobs": jobs})
+
+    async def scenario() -> None:
+        client = await worker(server.port)
+        await client.ok(ADDQUEUE, {"name": "bulk"})
+        await client.ok(ADDQUEUE, {"name": "strict", "config": {"allow_job_overrides": False}})
+        await client.ok(ADDQUEUE, {"name": "held"})
+        await client.ok(PAUSE, {"q": "held"})
+        later = rfc3339(datetime.now(UTC) + timedelta(hours=1))
+        jobs = [{"job_payload": {"n": 1, "x": 0.5}}, {}, {"scheduled_at": later},
+                {"job_payload": "four", "max_attempts": 7, "lease_ms": 5000},
+                {"delay_ms": 3_600_000}]
+        jids = (await client.ok(ENQUEUEMANY, {"q": "bulk", "jobs": jobs}))["jids"]
+        assert len(jids) == 5 and all(jid.startswith("bulk:") for jid in jids)
+        assert jids == sorted(jids, key=lambda jid: uuid.UUID(jid.split(":")[1]).bytes)
+        records = [await client.ok(JOB, {"jid": jid}) for jid in jids]
+        assert [r["status"] for r in records] == [
+            "waiting", "waiting", "delayed", "waiting", "delayed"]
+        assert records[0]["payload"] == {"n": 1, "x": 0.5} and records[1]["payload"] is None
+        assert records[2]["execution_start_at"] == later
+        assert records[3]["overrides"]["max_attempts"] == 7 and records[3]["max_attempts"] == 7
+        assert await stats(client, "bulk") == {**dict.fromkeys(STATUSES, 0), "waiting": 3,
+                                               "delayed": 2}
+        held = (await client.ok(ENQUEUEMANY, {"q": "held", "jobs": [{}, {}]}))["jids"]
+        assert [await status_of(client, jid) for jid in held] == ["new", "new"]
+
+        # A subscriber receives the waiting ones, oldest first.
+        await client.ok(SUBSCRIBE, {"q": "bulk", "credits": 10})
+        quests = [(await client.next_push(QUEST))["p"]["jid"] for _ in range(3)]
+        assert quests == [jids[0], jids[1], jids[3]]
+
+        # Any refusal adds nothing; an error about one job names its index.
+        before = await stats(client, "bulk")
+        refusals: list[tuple[str, Any, str, int | None]] = [
+            ("bulk", None, "INVALID_PAYLOAD", None),
+            ("bulk", [], "INVALID_PAYLOAD", None),
+            ("bulk", {"job_payload": 1}, "INVALID_PAYLOAD", None),
+            ("bulk", [{}] * 6, "INVALID_PAYLOAD", None),
+            ("bulk", [{}, 3], "INVALID_PAYLOAD", 1),
+            ("bulk", [{}, {}, {"q": "bulk"}], "INVALID_PAYLOAD", 2),
+            ("bulk", [{}, {"max_attempts": 2.0}], "INVALID_PAYLOAD", 1),
+            ("bulk", [{"scheduled_at": later, "delay_ms": 5}], "INVALID_PAYLOAD", 0),
+            ("bulk", [{}, {"job_payload": b"x" * 8_386_000}], "PAYLOAD_TOO_LARGE", 1),
+            ("strict", [{}, {}, {"lease_ms": 1000}], "OVERRIDE_NOT_ALLOWED", 2),
+            ("nope", [{}], "QUEUE_NOT_FOUND", None),
+            ("_system", [{}], "QUEUE_SYSTEM", None),
+            ("Bad Name", [{}], "QUEUE_NAME_INVALID", None),
+        ]
+        for queue, batch, code, index in refusals:
+            payload: dict[str, Any] = {"q": queue}
+            if batch is not None:
+                payload["jobs"] = batch
+            reply = await client.request(ENQUEUEMANY, payload)
+            assert reply["t"] == 102 and reply["p"]["code"] == code, (queue, reply)
+            if index is None:
+                assert "details" not in reply["p"], reply
+            else:
+                assert reply["p"]["details"] == {"index": index}, reply
+                assert reply["p"]["msg"].startswith(f"job {index}: "), reply
+        assert await stats(client, "bulk") == before
+        assert await stats(client, "strict") == dict.fromkeys(STATUSES, 0)
 
     asyncio.run(scenario())
 

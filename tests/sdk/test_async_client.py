@@ -67,6 +67,33 @@ def test_five_hundred_pipelined_enqueues_all_succeed_with_distinct_ids(url: str)
     asyncio.run(main())
 
 
+def test_enqueue_many_in_batches_of_the_server_limit(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--jobs.max_enqueue_batch", "64")
+    url = f"127.0.0.1:{server.port}"
+
+    async def main() -> None:
+        async with await AsyncClient.connect(url) as client:
+            assert client.limits is not None and client.limits.max_enqueue_batch == 64
+            await client.add_queue("many")
+            jids = await client.enqueue_many("many", ({"n": n} for n in range(200)),
+                                             max_attempts=2)
+            assert len(set(jids)) == 200
+            jobs = await asyncio.gather(*(client.job(jid) for jid in jids))
+            assert [job.payload["n"] for job in jobs if job] == list(range(200))
+            assert all(job is not None and job.max_attempts == 2 for job in jobs)
+            # (One request of 200 would have been refused: the server takes 64 at most.)
+            assert (await client.stats("many")).counts.waiting == 200
+            assert await client.enqueue_many("many", []) == []
+            with pytest.raises(QueueNotFoundError):
+                await client.enqueue_many("missing", [1, 2])
+            with pytest.raises(ValueError):
+                await client.enqueue_many("many", [1], run_at=datetime.now(UTC),
+                                          delay=timedelta(seconds=1))
+
+    asyncio.run(main())
+
+
 def test_queue_administration(url: str) -> None:
     async def main() -> None:
         async with await AsyncClient.connect(url) as client:

@@ -51,6 +51,10 @@ def test_admin_calls_through_the_blocking_client(url: str) -> None:
         assert queue is not None and queue.config.max_attempts == 4
         client.pause("admin")
         jid = client.enqueue("admin", "payload")
+        more = client.enqueue_many("admin", ["a", "b", "c"])
+        assert client.stats("admin").counts.new == 4
+        for each in more:
+            client.remove_job(each)
         job = client.job(jid)
         assert job is not None and job.status == JobStatus.NEW and job.max_attempts == 4
         client.remove_job(jid)

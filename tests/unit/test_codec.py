@@ -281,7 +281,7 @@ def test_bad_t(value: Any) -> None:
     assert refused(body_of(t=value)).code is ErrorCode.BAD_ENVELOPE
 
 
-@pytest.mark.parametrize("value", [0, -1, 30, 99, 100, 108, 255, INT64_MAX, INT64_MIN])
+@pytest.mark.parametrize("value", [0, -1, 31, 99, 100, 108, 255, INT64_MAX, INT64_MIN])
 def test_unknown_type(value: int) -> None:
     error = refused(body_of(t=value))
     assert error.code is ErrorCode.UNKNOWN_TYPE
@@ -360,6 +360,7 @@ def test_opaque_fields_are_the_documented_ones() -> None:
     assert sorted((int(t), f) for t, f in OPAQUE_PAIRS) == [
         (MessageType.ENQUEUE, "job_payload"), (MessageType.COMPLETE, "result"),
         (MessageType.FAIL, "error"), (MessageType.JOBBEAT, "progress"),
+        (MessageType.ENQUEUEMANY, "jobs"),
     ]
 
 
@@ -367,6 +368,7 @@ def test_opaque_fields_are_the_documented_ones() -> None:
     (MessageType.ENQUEUE, "result"), (MessageType.COMPLETE, "job_payload"),
     (MessageType.FAIL, "progress"), (MessageType.JOBBEAT, "error"),
     (MessageType.ENQUEUE, "q"), (MessageType.PING, "job_payload"),
+    (MessageType.ENQUEUEMANY, "job_payload"), (MessageType.ENQUEUE, "jobs"),
 ])
 def test_opaque_field_names_of_another_type_keep_floats_out(message: MessageType,
                                                             field: str) -> None:

@@ -84,7 +84,7 @@ def test_defaults_are_valid_and_match_the_spec() -> None:
     assert config.wire.session.ident_register_timeout_seconds == 2
     assert config.storage.max_map_size_bytes == 64 * 1024**3
     assert config.storage.self_debug_path == ""
-    assert len(SETTINGS) == 36
+    assert len(SETTINGS) == 37
 
 
 def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:

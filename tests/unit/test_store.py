@@ -101,8 +101,8 @@ def test_changes_keep_records_indexes_and_counters_in_step(tmp_path: Path) -> No
     assert len(index_entries(store, store.by_status)) == 2
     (finish_key,) = index_entries(store, store.by_finish)
     assert keys.split_finish_key("q", finish_key)[0] == 4242
-    jobs, truncated = store.list_jobs("q", JobStatus.COMPLETED, 0, 10, MAP)
-    assert [job.job_id for job in jobs] == [first] and not truncated
+    jobs, truncated, more = store.list_jobs("q", JobStatus.COMPLETED, 0, 10, MAP)
+    assert [job.job_id for job in jobs] == [first] and not truncated and not more
 
     write(store, lambda t: t.delete_job(t.get_job(second)))  # type: ignore[arg-type]
     assert index_entries(store, store.by_time) == []

@@ -15,7 +15,7 @@ use are ignored; BYE (the server is shutting down) is kept in `bye` and passed t
 import asyncio
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
@@ -26,6 +26,7 @@ from overhop_client.jobs import Job, JobPage, JobStatus
 from overhop_client.messages import MessageType
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings, settings_to_wire
 from overhop_client.results import (
+    DEFAULT_MAX_ENQUEUE_BATCH,
     Bye,
     ClearedJobs,
     FailOutcome,
@@ -285,25 +286,34 @@ class AsyncClient:
         maps with string keys). `run_at` (an aware datetime) or `delay` (counted by the
         server's clock from when it stores the job) schedule it.
         """
-        p: dict[str, Any] = {"q": queue}
-        if payload is not None:
-            check_value(payload)
-            p["job_payload"] = payload
-        if delay is not None:
-            if run_at is not None:
-                raise ValueError("give run_at or delay, not both")
-            if delay < timedelta(0):
-                raise ValueError("delay must not be negative")
-            p["delay_ms"] = to_ms(delay)
-        if run_at is not None:
-            p["scheduled_at"] = format_time(run_at)
-        if max_attempts is not None:
-            p["max_attempts"] = max_attempts
-        if retry_interval is not None:
-            p["retry_interval_ms"] = to_ms(retry_interval)
-        if lease is not None:
-            p["lease_ms"] = to_ms(lease)
+        p = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease)
+        p["q"] = queue
         return (await self.request(MessageType.ENQUEUE, p))["jid"]
+
+    async def enqueue_many(self, queue: str, payloads: Iterable[Any], *,
+                           run_at: datetime | None = None, delay: timedelta | None = None,
+                           max_attempts: int | None = None,
+                           retry_interval: timedelta | None = None,
+                           lease: timedelta | None = None) -> list[str]:
+        """Add one job per payload, all with the same options; their ids, in order.
+
+        Sent as ENQUEUEMANY requests of at most the server's `max_enqueue_batch` jobs,
+        pipelined: each request is committed whole or not at all, so if one fails (its
+        error is raised) the jobs of the others may still have been added.
+        """
+        options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease)
+        jobs = []
+        for payload in payloads:
+            job = dict(options)
+            if payload is not None:
+                check_value(payload)
+                job["job_payload"] = payload
+            jobs.append(job)
+        size = self.limits.max_enqueue_batch if self.limits else DEFAULT_MAX_ENQUEUE_BATCH
+        replies = await asyncio.gather(*(
+            self.request(MessageType.ENQUEUEMANY, {"q": queue, "jobs": jobs[start:start + size]})
+            for start in range(0, len(jobs), size)))
+        return [jid for reply in replies for jid in reply["jids"]]
 
     async def job(self, jid: str) -> Job | None:
         """The job with this id, or None when there is none."""
@@ -407,3 +417,28 @@ class AsyncClient:
         held end as if the connection dropped."""
         await self.request(MessageType.GOODBYE, {"reason": reason} if reason else {})
         await self.wait_closed()
+
+
+def _job_fields(payload: Any, run_at: datetime | None, delay: timedelta | None,
+                max_attempts: int | None, retry_interval: timedelta | None,
+                lease: timedelta | None) -> dict[str, Any]:
+    """One job's ENQUEUE fields (without `q`)."""
+    p: dict[str, Any] = {}
+    if payload is not None:
+        check_value(payload)
+        p["job_payload"] = payload
+    if delay is not None:
+        if run_at is not None:
+            raise ValueError("give run_at or delay, not both")
+        if delay < timedelta(0):
+            raise ValueError("delay must not be negative")
+        p["delay_ms"] = to_ms(delay)
+    if run_at is not None:
+        p["scheduled_at"] = format_time(run_at)
+    if max_attempts is not None:
+        p["max_attempts"] = max_attempts
+    if retry_interval is not None:
+        p["retry_interval_ms"] = to_ms(retry_interval)
+    if lease is not None:
+        p["lease_ms"] = to_ms(lease)
+    return p

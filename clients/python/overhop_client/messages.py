@@ -42,6 +42,7 @@ class MessageType(IntEnum):
     JOBLOG = 27
     CLEARQUEUE = 28
     OBLITERATE = 29
+    ENQUEUEMANY = 30
     # Server to client.
     OK = 101
     ERR = 102

@@ -142,6 +142,10 @@ class LogTotals:
     dropped: int
 
 
+# The server's default `jobs.max_enqueue_batch`, for a server that does not say.
+DEFAULT_MAX_ENQUEUE_BATCH = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     """What the server told this connection at REGISTER, for pacing and sizing."""
@@ -155,6 +159,8 @@ class ServerLimits:
     max_job_payload_bytes: int
     max_result_bytes: int
     max_log_line_bytes: int
+    max_enqueue_batch: int = DEFAULT_MAX_ENQUEUE_BATCH
+    """The most jobs one ENQUEUEMANY may add."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "ServerLimits":
@@ -166,6 +172,7 @@ class ServerLimits:
             max_job_payload_bytes=p["max_job_payload_bytes"],
             max_result_bytes=p["max_result_bytes"],
             max_log_line_bytes=p["max_log_line_bytes"],
+            max_enqueue_batch=p.get("max_enqueue_batch", DEFAULT_MAX_ENQUEUE_BATCH),
         )
 
 

@@ -105,6 +105,7 @@ class Client:
     obliterate_queue = _blocking(AsyncClient.obliterate_queue)
     stats = _blocking(AsyncClient.stats)
     enqueue = _blocking(AsyncClient.enqueue)
+    enqueue_many = _blocking(AsyncClient.enqueue_many)
     job = _blocking(AsyncClient.job)
     jobs = _blocking(AsyncClient.jobs)
     remove_job = _blocking(AsyncClient.remove_job)
