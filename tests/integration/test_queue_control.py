@@ -1000,7 +1000,8 @@ def test_register_reports_the_configured_limits(
     server = start_server(
         "--worker.stale_after_ms", "5000", "--heartbeat.interval_ms", "200",
         "--dispatch.ack_timeout_ms", "7000", "--jobs.max_result_bytes", "1000",
-        "--jobs.max_log_line_bytes", "64", "--wire.max_envelope_size_bytes", "131072")
+        "--jobs.max_log_line_bytes", "64", "--wire.max_envelope_size_bytes", "131072",
+        "--jobs.max_enqueue_batch", "50")
 
     async def scenario() -> None:
         client = await RawClient.connect(server.port)
@@ -1015,6 +1016,7 @@ def test_register_reports_the_configured_limits(
             "max_job_payload_bytes": 131072 - 4096,
             "max_result_bytes": 1000,
             "max_log_line_bytes": 64,
+            "max_enqueue_batch": 50,
         }
 
     asyncio.run(scenario())
