@@ -142,8 +142,8 @@ def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 
 
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return ctx.broker.enqueue(_enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
-                              ), _jid_reply
+    request = _enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
+    return ctx.broker.enqueue(request), _jid_reply
 
 
 def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
