@@ -190,9 +190,11 @@ class Broker:
         A dispatch in flight does not prevent it: that dispatch takes every job counted as
         waiting (the estimate is already down by them), and a job handed over is written as
         active, never seen by it; its QUEST follows that dispatch's QUESTs, in commit order.
+        A slot lent by an end still being written does (with a concurrency limit): only a
+        guarded dispatch (`take_waiting`) may use it.
         """
         return (runtime.waiting_estimate <= 0 and not self.dispatch_stopped
-                and bool(runtime.subscriptions))
+                and bool(runtime.subscriptions) and not runtime.dispatch_guards())
 
     def _enqueue_handed_over(self, runtime: QueueRuntime, job: JobRecord
                              ) -> "asyncio.Future[str]":
@@ -340,6 +342,7 @@ class Broker:
         # QUESTs go out once the move to active is visible (one sync before it is durable).
         self.writer.submit(
             job_ops.take_waiting, runtime.record.name, assignments, now,
+            runtime.dispatch_guards(),
             on_visible=partial(self._on_taken, runtime, plan, assignments, added_before),
         ).add_done_callback(_retrieve)
 
@@ -446,10 +449,12 @@ class Broker:
 
     def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[None]":
         self._forget(delivery)
-        return self.writer.submit(
+        future = self.writer.submit(
             job_ops.complete, delivery.job_id, delivery.delivery_id, result, self.clock(),
             self.config.jobs.max_error_history,
             on_visible=partial(self._outcome_written, delivery, None))
+        self._lend_slot(delivery)
+        return future
 
     def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
         # Log lines grow the store: like new jobs, they are refused when space is low, so
@@ -474,24 +479,39 @@ class Broker:
             job_ops.end_attempt, delivery.job_id, delivery.delivery_id, outcome, self.clock(),
             error, self.config.jobs, on_visible=partial(self._outcome_written, delivery, ending))
         future.add_done_callback(lambda f: self._after_attempt(delivery, outcome, f))
+        self._lend_slot(delivery)
         return future
+
+    def _lend_slot(self, delivery: Delivery) -> None:
+        """The delivery's end is being written: its slot is free for dispatches submitted
+        after it, which (with a concurrency limit) take nothing should that end fail."""
+        runtime = self.queues.get(delivery.queue_name)
+        if runtime is not None:
+            runtime.ending[delivery.delivery_id] = delivery.job_id
+            runtime.active -= 1
+            self.pump(runtime)
 
     def _outcome_written(self, delivery: Delivery,
                          ending: tuple[AttemptOutcome, dict[str, Any] | None] | None,
                          succeeded: bool, value: Any) -> None:
         """A delivery's end was committed, refused, or its write failed.
 
-        The job's concurrency slot is freed once its end is committed (or refused: the job
-        had moved on already). When the write failed, nothing changed: the delivery is
-        current again and keeps its slot. A worker's outcome (`ending` None) may then be sent
-        again, and the delivery's ack timeout or lease still apply; the server's own ending
-        (lease expiry, withdrawal, disconnect...) is tried again at the next heartbeat tick.
+        The job's concurrency slot was lent when the end was submitted (`_lend_slot`).
+        When the write failed, nothing changed: the delivery is current again and takes its
+        slot back (a dispatch that used it meanwhile took nothing: see `take_waiting`). A
+        worker's outcome (`ending` None) may then be sent again, and the delivery's ack
+        timeout or lease still apply; the server's own ending (lease expiry, withdrawal,
+        disconnect...) is tried again at the next heartbeat tick.
         """
+        runtime = self.queues.get(delivery.queue_name)
+        if runtime is not None:
+            runtime.ending.pop(delivery.delivery_id, None)
         if succeeded or not _write_failed(value):
-            self._release_slot(delivery.queue_name)
             return
         log.error("delivery_end_not_written", jid=delivery.job_id, did=delivery.delivery_id,
                   wid=delivery.worker.worker_id, error=str(value))
+        if runtime is not None:
+            runtime.active += 1
         self.deliveries[delivery.delivery_id] = delivery
         if ending is None and not delivery.worker.gone:
             delivery.worker.deliveries[delivery.delivery_id] = delivery
@@ -554,12 +574,6 @@ class Broker:
     def _forget(self, delivery: Delivery) -> None:
         self.deliveries.pop(delivery.delivery_id, None)
         delivery.worker.deliveries.pop(delivery.delivery_id, None)
-
-    def _release_slot(self, queue_name: str) -> None:
-        runtime = self.queues.get(queue_name)
-        if runtime is not None:
-            runtime.active -= 1
-            self.pump(runtime)
 
     def worker_gone(self, worker: Worker, outcome: AttemptOutcome) -> None:
         """The worker's connection closed (or it said GOODBYE, or went stale)."""

@@ -83,6 +83,16 @@ class QueueRuntime:
     retention_in_flight: bool = False
     rate: RateWindow = field(default_factory=RateWindow)
     policy_cache: tuple[QueueRecord, JobPolicy] | None = None
+    # Deliveries whose end is being written, delivery id -> job id. Their slots are free
+    # already; with a concurrency limit, a dispatch may use them only if those ends commit.
+    ending: dict[str, str] = field(default_factory=dict)
+
+    def dispatch_guards(self) -> list[tuple[str, str]]:
+        """(delivery id, job id) of the ends a dispatch planned now depends on: none without
+        a concurrency limit (no slot to double-use)."""
+        if not self.ending or self.record.config.concurrency_limit is None:
+            return []
+        return list(self.ending.items())
 
     def rate_allowance(self, now_ms: int) -> int:
         """Jobs the rate limit lets start now (unbounded without a limit)."""

@@ -100,9 +100,18 @@ class Taken:
 
 
 def take_waiting(txn: StoreTxn, queue_name: str, assignments: list[tuple[str, str]],
-                 now_ms: int) -> Taken:
-    """Move the oldest waiting jobs to active, one per (delivery id, worker id)."""
+                 now_ms: int, guards: list[tuple[str, str]]) -> Taken:
+    """Move the oldest waiting jobs to active, one per (delivery id, worker id).
+
+    `guards` are (delivery id, job id) of deliveries whose ends were written before this
+    (earlier in this transaction or before it) and whose concurrency slots this dispatch
+    uses: if one of those jobs is still active with that delivery, its end failed and the
+    slot is not free, so nothing is taken."""
     taken: list[JobRecord] = []
+    for delivery_id, job_id in guards:
+        job = txn.get_job(job_id)
+        if job is not None and job.status == JobStatus.ACTIVE and job.delivery_id == delivery_id:
+            return Taken(taken, txn.count(queue_name, JobStatus.WAITING))
     job_ids = txn.oldest_job_ids(queue_name, JobStatus.WAITING, len(assignments))
     for job_id, (delivery_id, worker_id) in zip(job_ids, assignments, strict=False):
         job = txn.get_job(job_id)

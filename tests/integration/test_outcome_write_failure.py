@@ -14,6 +14,7 @@ from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
 
 SUBSCRIBE, ADDQUEUE, ENQUEUE, JOB, QSTATS, ACK, COMPLETE = 6, 9, 14, 15, 18, 19, 20
+SETQUEUE = 26
 QUEST = 106
 FULL_STORE = ("--storage.initial_map_size_bytes", "1048576",
               "--storage.max_map_size_bytes", "1048576",
@@ -104,3 +105,40 @@ def test_jobs_of_a_worker_that_left_after_a_refused_outcome_are_retried(start_se
     asyncio.run(scenario())
     # Both refused outcomes were logged; the second delivery was then ended by the server.
     assert len(server.events("delivery_end_not_written")) >= 2
+
+
+def test_a_slot_freed_by_a_refused_outcome_is_not_used(start_server) -> None:
+    """With concurrency_limit 1, the next job is dispatched in the commit after a COMPLETE
+    (the slot is lent at once), but not when that COMPLETE could not be written."""
+    server: ServerProcess = start_server(*FULL_STORE)
+
+    async def scenario() -> None:
+        client = await RawClient.connect(server.port)
+        await client.register(name="limited-worker")
+        await client.ok(ADDQUEUE, {"name": "one", "config": {"concurrency_limit": 1}})
+        first = await client.ok(ENQUEUE, {"q": "one"})
+        second = await client.ok(ENQUEUE, {"q": "one"})
+        await client.ok(SUBSCRIBE, {"q": "one", "credits": 2})
+        quest = (await client.next_push(QUEST))["p"]
+        assert quest["jid"] == first["jid"]
+        held = {"did": quest["did"], "jid": quest["jid"]}
+        await client.ok(ACK, held)
+        deliveries = await _held_deliveries(client)
+        await _complete_until_full(client, deliveries)
+
+        reply = await client.request(COMPLETE, {**held, "result": BIG_RESULT})
+        assert reply["p"]["code"] == "STORAGE_FULL", reply
+        # A write after the dispatch that was to use the lent slot: once it is answered,
+        # that dispatch has been committed (it took nothing).
+        await client.ok(SETQUEUE, {"q": "one", "config": {"concurrency_limit": 1}})
+        assert not [push for push in client.pushes if push["t"] == QUEST]
+        stats = await client.ok(QSTATS, {"q": "one"})
+        assert (stats["stats"]["active"], stats["stats"]["waiting"]) == (1, 1), stats
+        assert stats["concurrency"] == {"active": 1, "limit": 1}, stats
+
+        await client.ok(COMPLETE, held)  # written this time: the slot goes to the next job
+        quest = (await client.next_push(QUEST))["p"]
+        assert quest["jid"] == second["jid"]
+        await client.close()
+
+    asyncio.run(scenario())
