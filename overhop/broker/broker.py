@@ -194,7 +194,7 @@ class Broker:
         guarded dispatch (`take_waiting`) may use it.
         """
         return (runtime.waiting_estimate <= 0 and not self.dispatch_stopped
-                and bool(runtime.subscriptions) and not runtime.dispatch_guards())
+                and bool(runtime.subscriptions) and not runtime.dispatch_guards(1))
 
     def _enqueue_handed_over(self, runtime: QueueRuntime, job: JobRecord
                              ) -> "asyncio.Future[str]":
@@ -333,6 +333,7 @@ class Broker:
             return
         runtime.rate.record(now, len(plan))
         assignments = [(self._delivery_ids.new_id(), sub.worker.worker_id) for sub in plan]
+        guards = runtime.dispatch_guards(len(plan))
         for subscription in plan:
             subscription.credits -= 1
         runtime.active += len(plan)
@@ -341,8 +342,7 @@ class Broker:
         added_before = runtime.waiting_added
         # QUESTs go out once the move to active is visible (one sync before it is durable).
         self.writer.submit(
-            job_ops.take_waiting, runtime.record.name, assignments, now,
-            runtime.dispatch_guards(),
+            job_ops.take_waiting, runtime.record.name, assignments, now, guards,
             on_visible=partial(self._on_taken, runtime, plan, assignments, added_before),
         ).add_done_callback(_retrieve)
 

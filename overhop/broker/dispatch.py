@@ -87,10 +87,14 @@ class QueueRuntime:
     # already; with a concurrency limit, a dispatch may use them only if those ends commit.
     ending: dict[str, str] = field(default_factory=dict)
 
-    def dispatch_guards(self) -> list[tuple[str, str]]:
-        """(delivery id, job id) of the ends a dispatch planned now depends on: none without
-        a concurrency limit (no slot to double-use)."""
-        if not self.ending or self.record.config.concurrency_limit is None:
+    def dispatch_guards(self, slots: int) -> list[tuple[str, str]]:
+        """(delivery id, job id) of the ends a dispatch of `slots` jobs planned now depends
+        on: none without a concurrency limit (no slot to double-use), nor when the slots
+        free without the lent ones are enough."""
+        limit = self.record.config.concurrency_limit
+        if not self.ending or limit is None:
+            return []
+        if slots <= limit - self.active - len(self.ending):
             return []
         return list(self.ending.items())
 
