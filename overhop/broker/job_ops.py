@@ -35,8 +35,18 @@ def job_policy(job: JobRecord, config: QueueConfig, jobs: JobsConfig) -> JobPoli
 def _queue_or_raise(txn: StoreTxn, name: str) -> QueueRecord:
     queue = txn.get_queue(name)
     if queue is None:
-        raise RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
+        raise _queue_not_found(name)
     return queue
+
+
+def _require_queue(txn: StoreTxn, name: str) -> None:
+    """As `_queue_or_raise`, without decoding the record (the enqueue path)."""
+    if not txn.queue_exists(name):
+        raise _queue_not_found(name)
+
+
+def _queue_not_found(name: str) -> RequestError:
+    return RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
 
 
 def barrier(txn: StoreTxn) -> None:
@@ -75,17 +85,14 @@ def set_queue_state(txn: StoreTxn, name: str, state: QueueState) -> QueueRecord:
 
 def enqueue(txn: StoreTxn, job: JobRecord) -> str:
     """A new job; its id (the server holds the record already)."""
-    if not txn.queue_exists(job.queue_name):
-        raise RequestError(ErrorCode.QUEUE_NOT_FOUND,
-                           f"queue {job.queue_name!r} does not exist")
+    _require_queue(txn, job.queue_name)
     txn.insert_job(job)
     return job.job_id
 
 
 def enqueue_many(txn: StoreTxn, queue_name: str, jobs: list[JobRecord]) -> list[str]:
     """New jobs of one queue, all in this transaction; their ids in order."""
-    if not txn.queue_exists(queue_name):
-        raise RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {queue_name!r} does not exist")
+    _require_queue(txn, queue_name)
     for job in jobs:
         txn.insert_job(job)
     return [job.job_id for job in jobs]

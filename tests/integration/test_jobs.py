@@ -69,6 +69,11 @@ async def listed(client: RawClient, queue: str, status: str) -> list[str]:
     return [job["jid"] for job in reply["jobs"]]
 
 
+async def page_of(client: RawClient, queue: str, **fields: Any) -> dict[str, Any]:
+    """One LSJOB page of the queue's waiting jobs (fields override)."""
+    return await client.ok(LSJOB, {"q": queue, "status": "waiting", **fields})
+
+
 async def stats(client: RawClient, queue: str) -> dict[str, int]:
     reply = await client.ok(QSTATS, {"q": queue})
     assert reply["q"] == queue
@@ -434,7 +439,7 @@ def test_lsjob_order_and_paging(start_server: Callable[..., ServerProcess]) -> N
     server = start_server("--pagination.page_size", "3", "--pagination.max_page_size", "10")
 
     async def page(client: RawClient, **fields: Any) -> dict[str, Any]:
-        return await client.ok(LSJOB, {"q": "pages", "status": "waiting", **fields})
+        return await page_of(client, "pages", **fields)
 
     async def scenario() -> None:
         client = await worker(server.port)
@@ -496,7 +501,7 @@ def test_lsjob_pages_on_with_after_and_bounds_skipping(
     server = start_server("--pagination.page_size", "3", "--pagination.max_skip", "6")
 
     async def page(client: RawClient, **fields: Any) -> dict[str, Any]:
-        return await client.ok(LSJOB, {"q": "keyset", "status": "waiting", **fields})
+        return await page_of(client, "keyset", **fields)
 
     async def scenario() -> None:
         client = await worker(server.port)
