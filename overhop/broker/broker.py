@@ -13,24 +13,24 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from overhop.broker import job_ops
 from overhop.broker.dispatch import QueueRuntime, plan_dispatch
 from overhop.broker.ids import DeliveryIdGenerator, JobIdGenerator
-from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
-from overhop.broker.queues import (
+from overhop.broker.workers import Delivery, Peer, Subscription, SubscriptionEnd, Worker
+from overhop.config.schema import Config
+from overhop.errors import ErrorCode, RequestError
+from overhop.logs import get_logger
+from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.model.queues import (
     SYSTEM_QUEUE_NAME,
     JobPolicy,
     QueueConfig,
     QueueRecord,
     QueueState,
 )
-from overhop.broker.workers import Delivery, Peer, Subscription, SubscriptionEnd, Worker
-from overhop.config.schema import Config
-from overhop.logs import get_logger
+from overhop.storage import operations as job_ops
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 from overhop.wire.codec import encode_frame, encode_frame_with_raw
-from overhop.wire.errors import ErrorCode, RequestError
 from overhop.wire.messages import PUSH_RID, MessageType
 
 log = get_logger("overhop.broker")

@@ -18,9 +18,9 @@ so no queue of it can starve another.
 from collections import deque
 from dataclasses import dataclass, field
 
-from overhop.broker.queues import JobPolicy, QueueRecord, resolve_policy
 from overhop.broker.workers import Subscription
 from overhop.config.schema import JobsConfig
+from overhop.model.queues import JobPolicy, QueueRecord, resolve_policy
 
 # Jobs moved to active by one dispatch transaction at most: big enough to amortise a commit
 # over a burst, small enough that one queue's burst does not delay other queues' commits.

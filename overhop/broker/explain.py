@@ -8,9 +8,9 @@ from typing import Any
 
 from overhop.broker.broker import Broker
 from overhop.broker.dispatch import QueueRuntime
-from overhop.broker.jobs import JobRecord, JobStatus
-from overhop.broker.queues import QueueState
 from overhop.clock import to_rfc3339
+from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.queues import QueueState
 
 
 def _credits(runtime: QueueRuntime) -> int:

@@ -15,14 +15,14 @@ the steps.
 
 import asyncio
 
-from overhop.broker import job_ops
 from overhop.broker.broker import Broker
 from overhop.broker.dispatch import QueueRuntime
-from overhop.broker.jobs import JobStatus
-from overhop.broker.queues import QueueConfig, QueueRecord, QueueState, parse_queue_config
 from overhop.broker.workers import SubscriptionEnd
+from overhop.errors import ErrorCode, RequestError
 from overhop.logs import get_logger
-from overhop.wire.errors import ErrorCode, RequestError
+from overhop.model.jobs import JobStatus
+from overhop.model.queues import QueueConfig, QueueRecord, QueueState, parse_queue_config
+from overhop.storage import operations as job_ops
 
 log = get_logger("overhop.queue_control")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from overhop.broker.jobs import AttemptOutcome
+from overhop.model.jobs import AttemptOutcome
 
 
 class Peer(Protocol):

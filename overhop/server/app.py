@@ -19,12 +19,12 @@ import uvloop
 
 from overhop import __version__
 from overhop.broker.broker import Broker
-from overhop.broker.jobs import AttemptOutcome
 from overhop.clock import now_ms
 from overhop.config.loading import LoadedConfig
 from overhop.config.schema import Config
 from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import get_logger
+from overhop.model.jobs import AttemptOutcome
 from overhop.server.connection import Connection
 from overhop.server.context import ServerContext
 from overhop.server.heartbeat import run_heartbeat

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from overhop.broker.jobs import AttemptOutcome
 from overhop.broker.workers import Worker
 from overhop.clock import now_ms, to_rfc3339
+from overhop.errors import ErrorCode, OverhopError, ProtocolError
 from overhop.logs import VERBOSE, get_logger
+from overhop.model.jobs import AttemptOutcome
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
 from overhop.session.states import Session
 from overhop.wire.codec import FrameDecoder, decode_envelope, encode_frame
-from overhop.wire.errors import ErrorCode, OverhopError, ProtocolError
 from overhop.wire.messages import PUSH_RID, MessageType
 
 log = get_logger("overhop.connection")

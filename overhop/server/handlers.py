@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 from overhop.broker import queue_control
 from overhop.broker.broker import EnqueueRequest
 from overhop.broker.explain import explain_job, queue_dispatch_stats
-from overhop.broker.jobs import STATUS_LABELS, JobRecord, JobStatus
-from overhop.broker.queues import QueueState, parse_queue_config, parse_queue_name
 from overhop.clock import MAX_TIME_MS, now_ms, to_rfc3339
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import STATUS_LABELS, JobRecord, JobStatus
+from overhop.model.queues import QueueState, parse_queue_config, parse_queue_name
 from overhop.server.context import ServerContext
 from overhop.server.status import status_report
 from overhop.server.views import job_view, queue_view
 from overhop.wire.codec import encode_value
-from overhop.wire.errors import ErrorCode, RequestError
 from overhop.wire.messages import MessageType
 from overhop.wire.payloads import (
     parse_int,

@@ -9,10 +9,10 @@ tick: the broker arms a timer for the earliest one (see `Broker._arm_due_timer`)
 import asyncio
 
 from overhop.clock import now_ms, to_rfc3339
+from overhop.errors import ErrorCode, ProtocolError
 from overhop.logs import get_logger
 from overhop.server.context import ServerContext
 from overhop.session.states import SessionAction
-from overhop.wire.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import MessageType
 
 log = get_logger("overhop.heartbeat")

@@ -4,8 +4,8 @@ import resource
 from typing import Any
 
 from overhop import __version__
-from overhop.broker.jobs import JobStatus
 from overhop.clock import now_ms, to_rfc3339
+from overhop.model.jobs import JobStatus
 from overhop.server.context import ServerContext
 from overhop.server.views import queue_view
 from overhop.session.states import SessionState

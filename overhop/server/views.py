@@ -2,10 +2,10 @@
 
 from typing import Any
 
-from overhop.broker.jobs import JobRecord
-from overhop.broker.queues import JobPolicy, QueueRecord
 from overhop.broker.workers import Delivery
 from overhop.clock import to_rfc3339
+from overhop.model.jobs import JobRecord
+from overhop.model.queues import JobPolicy, QueueRecord
 from overhop.wire.codec import decode_value
 
 

@@ -10,7 +10,7 @@ Any message a state does not allow: ERR PROTOCOL_VIOLATION, closed.
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
-from overhop.wire.errors import ErrorCode, ProtocolError
+from overhop.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import CLIENT_TYPES, MessageType
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgpack
 
-from overhop.broker.jobs import JobRecord, JobStatus
-from overhop.broker.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
+from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
 
 RECORD_FORMAT = 1
 _FORMAT_BYTE = bytes((RECORD_FORMAT,))

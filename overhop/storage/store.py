@@ -19,8 +19,8 @@ from pathlib import Path
 
 import lmdb
 
-from overhop.broker.jobs import TRANSITIONS, JobRecord, JobStatus
-from overhop.broker.queues import QueueRecord
+from overhop.model.jobs import TRANSITIONS, JobRecord, JobStatus
+from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage.keys import U64
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue

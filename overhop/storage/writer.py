@@ -28,10 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
 from overhop.storage.store import Store
 from overhop.storage.writer_process import Refusal, Stats, decode_frames, encode_frame
-from overhop.wire.errors import ErrorCode, RequestError
 
 T = TypeVar("T")
 VisibleCallback = Callable[[bool, Any], None]

@@ -31,7 +31,7 @@ Messages, each a 4-byte big-endian length and a pickle:
   `("stopped", stats)`. An outcome is `(True, result)` or `(False, (code, message,
   details))`; stats are `(commits, operations, space_low, failed, map_size)`.
 
-An operation is a module-level function `operation(txn, *args)` (see `job_ops.py`).
+An operation is a module-level function `operation(txn, *args)` (see `operations.py`).
 Contract: it raises `OverhopError` only before it writes anything, so a refused operation
 leaves the batch's transaction clean. Any other exception aborts the batch, which is then
 retried one operation per transaction so that only the culprit fails.
@@ -68,10 +68,10 @@ from typing import Any
 
 import lmdb
 
+from overhop.errors import ErrorCode, OverhopError
 from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
 from overhop.storage.store import Store, StoreTxn
-from overhop.wire.errors import ErrorCode, OverhopError
 
 log = get_logger("overhop.storage")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from overhop.wire.errors import ErrorCode, ProtocolError
+from overhop.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, PUSH_RID, MessageType
 
 FRAME_HEADER = struct.Struct(">I")

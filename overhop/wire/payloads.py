@@ -3,7 +3,7 @@
 from typing import Any
 
 from overhop.clock import parse_rfc3339
-from overhop.wire.errors import ErrorCode, RequestError
+from overhop.errors import ErrorCode, RequestError
 
 
 def _invalid(message: str) -> RequestError:

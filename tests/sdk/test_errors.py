@@ -11,7 +11,7 @@ from overhop_client import (
     error_from_wire,
 )
 
-from overhop.wire.errors import ErrorCode
+from overhop.errors import ErrorCode
 from overhop.wire.messages import MessageType as ServerMessageType
 
 

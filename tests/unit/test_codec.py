@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from overhop.errors import ErrorCode, ProtocolError
 from overhop.wire.codec import (
     INT64_MAX,
     INT64_MIN,
@@ -27,7 +28,6 @@ from overhop.wire.codec import (
     encode_frame_with_raw,
     encode_value,
 )
-from overhop.wire.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, MessageType
 
 MAX_FRAME = 65536  # the smallest wire.max_envelope_size_bytes allowed

@@ -39,17 +39,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from overhop.broker import job_ops, queue_control
+from overhop.broker import queue_control
 from overhop.broker.broker import Broker, EnqueueRequest
-from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
-from overhop.broker.queues import QueueConfig, QueueState
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.model.queues import QueueConfig, QueueState
+from overhop.storage import operations as job_ops
 from overhop.storage.keys import job_id_from
 from overhop.storage.records import decode_job
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
-from overhop.wire.errors import ErrorCode, RequestError
 
 START_MS = 1_700_000_000_000
 ACK_TIMEOUT_MS = 1000

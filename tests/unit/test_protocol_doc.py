@@ -17,12 +17,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from overhop.broker.explain import explain_job
-from overhop.broker.jobs import TRANSITIONS
-from overhop.broker.queues import _INT_SETTINGS as INT_SETTINGS
-from overhop.broker.queues import BackoffKind, QueueConfig
 from overhop.config.schema import Config
+from overhop.errors import ErrorCode
+from overhop.model.jobs import TRANSITIONS
+from overhop.model.queues import _INT_SETTINGS as INT_SETTINGS
+from overhop.model.queues import BackoffKind, QueueConfig
 from overhop.server.handlers import handle_register
-from overhop.wire.errors import ErrorCode
 from overhop.wire.messages import MessageType
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "protocol" / "PROTOCOL.md"

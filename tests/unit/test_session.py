@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from overhop.errors import ErrorCode, ProtocolError
 from overhop.session.states import (
     ALLOWED,
     TRANSITIONS,
@@ -14,7 +15,6 @@ from overhop.session.states import (
     SessionLimits,
     SessionState,
 )
-from overhop.wire.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import CLIENT_TYPES, MessageType
 
 # Three different limits, so a test notices when one is used in place of another.

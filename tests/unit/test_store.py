@@ -8,8 +8,8 @@ import lmdb
 import pytest
 
 from overhop.broker.ids import JobIdGenerator
-from overhop.broker.jobs import JobRecord, JobStatus
-from overhop.broker.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
+from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
 from overhop.storage import keys
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 from overhop.storage.store import Store, StoreLockedError, StoreOpenError, StoreTxn, index_state

@@ -12,6 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from overhop.errors import ErrorCode, ProtocolError
 from overhop.wire.codec import (
     FrameDecoder,
     decode_envelope,
@@ -19,7 +20,6 @@ from overhop.wire.codec import (
     encode_frame_with_raw,
     encode_value,
 )
-from overhop.wire.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import PROTOCOL_VERSION, PUSH_RID, MessageType
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "protocol" / "vectors" / "frames.json"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from overhop.broker import job_ops
-from overhop.broker.jobs import JobRecord, JobStatus
-from overhop.broker.queues import QueueConfig, QueueRecord, QueueState
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.queues import QueueConfig, QueueRecord, QueueState
+from overhop.storage import operations as job_ops
 from overhop.storage.store import Store, StoreTxn
 from overhop.storage.writer import Writer
-from overhop.wire.errors import ErrorCode, RequestError
 
 
 def _job(job_id: str) -> JobRecord:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from overhop.wire.errors import ErrorCode, RequestError
+from overhop.errors import ErrorCode, RequestError
 
 # The draft's rule: first character an ASCII letter or digit, then letters, digits, _ or -.
 # System queues start with `_`. 128 characters keep index keys short.

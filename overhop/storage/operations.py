@@ -15,12 +15,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from overhop.broker.jobs import REMOVABLE_STATUSES, AttemptOutcome, JobRecord, JobStatus
-from overhop.broker.queues import JobPolicy, QueueConfig, QueueRecord, QueueState, resolve_policy
-from overhop.broker.retry import plan_after_attempt
 from overhop.config.schema import JobsConfig
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import REMOVABLE_STATUSES, AttemptOutcome, JobRecord, JobStatus
+from overhop.model.queues import JobPolicy, QueueConfig, QueueRecord, QueueState, resolve_policy
+from overhop.model.retry import plan_after_attempt
 from overhop.storage.store import FINISHED_STATUSES, StoreTxn, index_state
-from overhop.wire.errors import ErrorCode, RequestError
 
 _rng = random.Random()
 

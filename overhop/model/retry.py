@@ -2,8 +2,8 @@
 
 import random
 
-from overhop.broker.jobs import AttemptOutcome, JobRecord, JobStatus
-from overhop.broker.queues import BackoffKind, JobPolicy
+from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.model.queues import BackoffKind, JobPolicy
 
 # An exponential backoff with no cap of its own stops growing at one hour (or at the retry
 # interval, if that is longer): longer than any outage worth waiting out automatically,
