@@ -6,8 +6,8 @@ changes state.
 
 from typing import Any
 
-from overhop.broker.broker import Broker
-from overhop.broker.dispatch import QueueRuntime
+from overhop.broker.runtime import QueueRuntime
+from overhop.broker.service import Broker
 from overhop.clock import to_rfc3339
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueState

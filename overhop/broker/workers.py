@@ -5,30 +5,26 @@ never a socket.
 """
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
+from overhop.broker.events import JobAssigned, SubscriptionEnded
 from overhop.model.jobs import AttemptOutcome
 
 
 class Peer(Protocol):
-    """What the broker may do with a worker's connection."""
+    """What the broker may do with a worker's connection: tell it of events, see whether
+    it is reading, close it."""
 
     conn_id: str
 
-    def send(self, frame: bytes) -> None: ...
+    def job_assigned(self, event: JobAssigned) -> None: ...
+
+    def subscription_ended(self, event: SubscriptionEnded) -> None: ...
 
     @property
     def writable(self) -> bool: ...
 
     def close(self) -> None: ...
-
-
-class SubscriptionEnd(StrEnum):
-    """Why the server ended a subscription on its own (the `reason` of a SUBEND push)."""
-
-    QUEUE_REMOVED = "queue_removed"
-    QUEUE_OBLITERATED = "queue_obliterated"
 
 
 @dataclass(slots=True, eq=False)

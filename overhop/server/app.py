@@ -18,7 +18,7 @@ from pathlib import Path
 import uvloop
 
 from overhop import __version__
-from overhop.broker.broker import Broker
+from overhop.broker.service import Broker
 from overhop.clock import now_ms
 from overhop.config.loading import LoadedConfig
 from overhop.config.schema import Config

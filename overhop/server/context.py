@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from overhop.broker.broker import Broker
+from overhop.broker.service import Broker
 from overhop.config.schema import Config
 from overhop.session.states import SessionLimits
 from overhop.storage.store import Store

@@ -11,8 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from overhop.broker import queue_control
-from overhop.broker.broker import EnqueueRequest
+from overhop.broker.enqueue import EnqueueRequest
 from overhop.broker.explain import explain_job, queue_dispatch_stats
 from overhop.clock import MAX_TIME_MS, now_ms, to_rfc3339
 from overhop.errors import ErrorCode, RequestError
@@ -119,7 +118,7 @@ def handle_credit(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 def handle_addqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     name = parse_queue_name(p.get("name"), field="name")
     config = parse_queue_config(p.get("config"))
-    return (queue_control.add_queue(ctx.broker, name, config),
+    return (ctx.broker.add_queue(name, config),
             lambda record: {"qid": record.queue_id})
 
 
@@ -128,16 +127,16 @@ def handle_status(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 
 
 def handle_rmqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return queue_control.remove_queue(ctx.broker, parse_queue_name(p.get("q"))), _empty
+    return ctx.broker.remove_queue(parse_queue_name(p.get("q"))), _empty
 
 
 def handle_pause(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return (queue_control.set_queue_state(ctx.broker, parse_queue_name(p.get("q")),
+    return (ctx.broker.set_queue_state(parse_queue_name(p.get("q")),
                                           QueueState.PAUSED), _empty)
 
 
 def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return (queue_control.set_queue_state(ctx.broker, parse_queue_name(p.get("q")),
+    return (ctx.broker.set_queue_state(parse_queue_name(p.get("q")),
                                           QueueState.ACTIVE), _empty)
 
 
@@ -371,7 +370,7 @@ def handle_setqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
     if not changes:
         raise RequestError(ErrorCode.INVALID_PAYLOAD, "'config' must name settings to change")
     parse_queue_config(changes)  # refuse a bad request before anything changes
-    return (queue_control.change_settings(ctx.broker, name, changes),
+    return (ctx.broker.change_settings(name, changes),
             lambda record: {"config": record.config.to_wire()})
 
 
@@ -391,7 +390,7 @@ def handle_joblog(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 
 def handle_clearqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     name = parse_queue_name(p.get("q"))
-    return (queue_control.clear_queue(ctx.broker, name),
+    return (ctx.broker.clear_queue(name),
             lambda removed: {"removed": {s.label: n for s, n in removed.items()}})
 
 
@@ -402,7 +401,7 @@ def handle_obliterate(ctx: ServerContext, conn: "Connection", p: dict[str, Any])
         force = False
     if type(force) is not bool:
         raise RequestError(ErrorCode.INVALID_PAYLOAD, "'force' must be a bool")
-    return (queue_control.obliterate_queue(ctx.broker, name, force),
+    return (ctx.broker.obliterate_queue(name, force),
             lambda removed: {"removed": removed})
 
 

@@ -39,13 +39,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from overhop.broker import queue_control
-from overhop.broker.broker import Broker, EnqueueRequest
+from overhop.broker import queue_admin
+from overhop.broker.events import JobAssigned, SubscriptionEnded
+from overhop.broker.service import Broker, EnqueueRequest
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueState
+from overhop.server.pushes import encode_quest, encode_subend
 from overhop.storage import operations as job_ops
 from overhop.storage.keys import job_id_from
 from overhop.storage.records import decode_job
@@ -113,6 +115,12 @@ class ModelPeer:
     def send(self, frame: bytes) -> None:
         assert not self.closed, "a frame was sent to a closed peer"
         self.frames.append(frame)
+
+    def job_assigned(self, event: JobAssigned) -> None:
+        self.send(encode_quest(event))
+
+    def subscription_ended(self, event: SubscriptionEnded) -> None:
+        self.send(encode_subend(event))
 
     @property
     def writable(self) -> bool:
@@ -200,12 +208,12 @@ def control_batch(size: int) -> Iterator[None]:
     """CLEARQUEUE and OBLITERATE remove jobs in steps of `size` (the server's is 500):
     with small steps, other commits (a pipelined ENQUEUE) go between the steps, as they
     do for a big queue."""
-    saved = queue_control.CONTROL_BATCH
-    queue_control.CONTROL_BATCH = size
+    saved = queue_admin.CONTROL_BATCH
+    queue_admin.CONTROL_BATCH = size
     try:
         yield
     finally:
-        queue_control.CONTROL_BATCH = saved
+        queue_admin.CONTROL_BATCH = saved
 
 
 class LifecycleMachine(RuleBasedStateMachine):
@@ -458,7 +466,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def _add_queue(self, name: str, settings: dict[str, Any]) -> None:
         config = dataclasses.replace(QueueConfig(), **settings)
-        record = self.call(lambda: queue_control.add_queue(self.broker, name, config))
+        record = self.call(lambda: self.broker.add_queue(name, config))
         assert record.name == name and record.state == QueueState.ACTIVE
         assert record.config == config
         # A new queue is empty, also when the name was obliterated just before.
@@ -466,7 +474,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.queues[name] = MQueue(config, ceiling=config.concurrency_limit)
         self.after_step()
         self.refused(ErrorCode.QUEUE_EXISTS,
-                     lambda: queue_control.add_queue(self.broker, name, QueueConfig()))
+                     lambda: self.broker.add_queue(name, QueueConfig()))
 
     @precondition(lambda self: len(self.queues) < MAX_QUEUES)
     @rule(settings=SETTINGS)
@@ -485,7 +493,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         out = self.out(name)
         if around is not None and out:
             changes = {**changes, "concurrency_limit": max(1, out + around)}
-        record = self.call(lambda: queue_control.change_settings(self.broker, name, changes))
+        record = self.call(lambda: self.broker.change_settings(name, changes))
         queue.config = dataclasses.replace(queue.config, **changes)
         assert record.config == queue.config
         assert record.state == (QueueState.PAUSED if queue.paused else QueueState.ACTIVE)
@@ -508,7 +516,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         request = EnqueueRequest(name, msgpack.packb(payload), scheduled, None, None, None)
 
         async def go() -> tuple[dict[JobStatus, int], str | None]:
-            cleared = queue_control.clear_queue(self.broker, name)
+            cleared = self.broker.clear_queue(name)
             added = None if behind is None else self.broker.enqueue(request)
             removed = await cleared
             return removed, None if added is None else await added
@@ -537,7 +545,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         fenced = [d for d in self.deliveries.values() if d.queue == name]
         if fenced and not force:
             self.refused(ErrorCode.QUEUE_HAS_ACTIVE_JOBS,
-                         lambda: queue_control.obliterate_queue(self.broker, name, False))
+                         lambda: self.broker.obliterate_queue(name, False))
             return
         jids = [j.jid for j in self.jobs.values() if j.queue == name]
         holders = {d.did: self.workers[d.worker_key].worker for d in fenced}
@@ -545,19 +553,19 @@ class LifecycleMachine(RuleBasedStateMachine):
         gone_for: list[tuple[ErrorCode, Callable[[], Any]]] = [
             (ErrorCode.QUEUE_NOT_FOUND, lambda: self.broker.enqueue(request)),
             (ErrorCode.QUEUE_EXISTS,
-             lambda: queue_control.add_queue(self.broker, name, QueueConfig())),
-            (ErrorCode.QUEUE_NOT_FOUND, lambda: queue_control.clear_queue(self.broker, name)),
+             lambda: self.broker.add_queue(name, QueueConfig())),
+            (ErrorCode.QUEUE_NOT_FOUND, lambda: self.broker.clear_queue(name)),
             (ErrorCode.QUEUE_NOT_FOUND,
-             lambda: queue_control.change_settings(self.broker, name, {"max_attempts": 1})),
+             lambda: self.broker.change_settings(name, {"max_attempts": 1})),
             (ErrorCode.QUEUE_NOT_FOUND,
-             lambda: queue_control.obliterate_queue(self.broker, name, True)),
+             lambda: self.broker.obliterate_queue(name, True)),
         ]
         gone_for += [(ErrorCode.QUEUE_NOT_FOUND,
                       lambda mw=mw: self.broker.subscribe(mw.worker, name, 1))
                      for mw in self.workers.values()]
 
         async def go() -> int:
-            done = queue_control.obliterate_queue(self.broker, name, force)
+            done = self.broker.obliterate_queue(name, force)
             for code, action in gone_for:
                 try:
                     action()
@@ -618,7 +626,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def _set_state(self, name: str, active: bool) -> Any:
         state = QueueState.ACTIVE if active else QueueState.PAUSED
-        return queue_control.set_queue_state(self.broker, name, state)
+        return self.broker.set_queue_state(name, state)
 
     def _resume(self, name: str) -> None:
         self.call(lambda: self._set_state(name, True))

@@ -1,0 +1,38 @@
+"""What the broker tells a worker's connection on its own: domain events, not frames.
+
+The broker hands these to the worker's `Peer`; the server alone turns them into QUEST and
+SUBEND frames (`overhop/server/pushes.py`), so the broker never builds wire messages.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from overhop.model.jobs import JobRecord
+from overhop.model.queues import JobPolicy
+
+
+class SubscriptionEnd(StrEnum):
+    """Why the server ended a subscription on its own (the `reason` of a SUBEND push)."""
+
+    QUEUE_REMOVED = "queue_removed"
+    QUEUE_OBLITERATED = "queue_obliterated"
+
+
+@dataclass(frozen=True, slots=True)
+class JobAssigned:
+    """A job's move to active is committed: the worker is to run it (a QUEST)."""
+
+    delivery_id: str
+    subscription_id: str
+    job: JobRecord
+    policy: JobPolicy
+    ack_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionEnded:
+    """A subscription ended because its queue went away (a SUBEND)."""
+
+    subscription_id: str
+    queue_name: str
+    reason: SubscriptionEnd

@@ -1,0 +1,234 @@
+"""The broker's service: the one declared list of verbs the server's handlers call.
+
+The broker keeps queues, workers and deliveries in memory on the event loop, never sees a
+socket (a worker is reached through its `Peer`, told of `events`), and never writes to LMDB
+itself: every change is an operation handed to the writer, and every reply that depends on
+a change resolves only once the writer says it is on disk. The verbs read the clock once
+and pass the time down; the parts behind them are split by lifecycle:
+
+- `enqueue.Enqueuer`: new jobs;
+- `scheduler.Scheduler`: subscriptions, credits, strict concurrency, dispatch;
+- `deliveries.Deliveries`: ack, leases, outcomes, fencing;
+- `maintenance.Maintenance`: the named, bounded steps of the heartbeat tick;
+- `queue_admin.QueueAdmin`: queue changes, as `async` sequences of steps.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from overhop.broker.deliveries import Deliveries
+from overhop.broker.enqueue import Enqueuer, EnqueueRequest
+from overhop.broker.maintenance import Maintenance
+from overhop.broker.queue_admin import QueueAdmin
+from overhop.broker.runtime import QueueRuntime
+from overhop.broker.scheduler import Scheduler
+from overhop.broker.state import BrokerState
+from overhop.broker.workers import Delivery, Peer, Subscription, Worker
+from overhop.config.schema import Config
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.model.queues import SYSTEM_QUEUE_NAME, JobPolicy, QueueConfig, QueueRecord, QueueState
+from overhop.storage import operations as job_ops
+from overhop.storage.store import Store
+from overhop.storage.writer import Writer
+
+__all__ = ["Broker", "EnqueueRequest"]
+
+
+class Broker:
+    def __init__(self, config: Config, store: Store, writer: Writer,
+                 clock: Callable[[], int]) -> None:
+        self.config = config
+        self.store = store
+        self.writer = writer
+        self.clock = clock
+        self._state = state = BrokerState()
+        self._scheduler = scheduler = Scheduler(state, writer, config, clock)
+        self._maintenance = Maintenance(state, store, writer, config, clock, scheduler)
+        self._deliveries = Deliveries(state, store, writer, config, clock, scheduler,
+                                      self._maintenance.note_due)
+        scheduler.withdraw = self._deliveries.withdraw
+        self._enqueuer = Enqueuer(state, writer, scheduler, self._maintenance.note_due)
+        self._queues = QueueAdmin(state, store, writer, clock, scheduler, self._deliveries,
+                                  self._maintenance, self._job_id_boundary)
+
+    # -- what the server reads -----------------------------------------------------------
+
+    @property
+    def queues(self) -> Mapping[str, QueueRuntime]:
+        return self._state.queues
+
+    @property
+    def workers(self) -> Mapping[str, Worker]:
+        return self._state.workers
+
+    @property
+    def deliveries(self) -> Mapping[str, Delivery]:
+        return self._state.deliveries
+
+    @property
+    def obliterating(self) -> frozenset[str]:
+        """Queues being obliterated (their names cannot be added until that ends)."""
+        return frozenset(self._state.obliterating)
+
+    @property
+    def dispatched_total(self) -> int:
+        return self._state.dispatched_total
+
+    def user_queue(self, name: str) -> QueueRuntime:
+        return self._state.user_queue(name)
+
+    def policy(self, job: JobRecord) -> JobPolicy:
+        return self._scheduler.policy(job)
+
+    def quiet(self) -> bool:
+        """No dispatch or maintenance transaction is waiting for its commit."""
+        return not any(r.dispatch_in_flight or r.maintenance_in_flight
+                       for r in self._state.queues.values())
+
+    def next_due_ms(self) -> int | None:
+        return self._maintenance.next_due_ms()
+
+    # -- boot and shutdown ---------------------------------------------------------------
+
+    async def boot(self) -> None:
+        """Load queues (not jobs), create `_system`, and end attempts the old process left."""
+        queues = self._state.queues
+        for record in self.store.load_queues():
+            runtime = QueueRuntime(record)
+            runtime.waiting_estimate = self.store.counts(record.name)[JobStatus.WAITING]
+            runtime.next_due_ms = self.store.first_due_ms(record.name)
+            runtime.new_pending = record.state == QueueState.ACTIVE
+            queues[record.name] = runtime
+        if SYSTEM_QUEUE_NAME not in queues:
+            record = self._queues.new_record(SYSTEM_QUEUE_NAME, QueueConfig(), self.clock())
+            await self.writer.submit(job_ops.add_queue, record, grows=True)
+            queues[record.name] = QueueRuntime(record)
+        for name in list(queues):
+            await self._maintenance.recover_active(name)
+
+    def stop_dispatch(self) -> None:
+        """Shutdown: no new QUEST from now on (deliveries already out may still end)."""
+        self._state.dispatch_stopped = True
+
+    def end_all_deliveries(self, outcome: AttemptOutcome) -> None:
+        """Shutdown: every delivery still out goes back through the attempt path."""
+        self._deliveries.end_all(outcome, self.clock())
+
+    def tick(self, now_ms: int) -> None:
+        """The heartbeat's maintenance: expiries, stale workers, promotion, retention."""
+        self._maintenance.tick(now_ms, self._deliveries)
+
+    def promote_due_queues(self, now_ms: int) -> None:
+        self._maintenance.promote_due_queues(now_ms)
+
+    # -- queues ----------------------------------------------------------------------------
+
+    def add_queue(self, name: str, config: QueueConfig) -> "asyncio.Task[QueueRecord]":
+        return self._queues.add(name, config, self.clock())
+
+    def remove_queue(self, name: str) -> "asyncio.Task[None]":
+        return self._queues.remove(name)
+
+    def set_queue_state(self, name: str, state: QueueState) -> "asyncio.Task[QueueRecord]":
+        return self._queues.set_state(name, state, self.clock())
+
+    def change_settings(self, name: str, changes: dict[str, object]
+                        ) -> "asyncio.Task[QueueRecord]":
+        return self._queues.change_settings(name, changes)
+
+    def clear_queue(self, name: str) -> "asyncio.Task[dict[JobStatus, int]]":
+        return self._queues.clear(name)
+
+    def obliterate_queue(self, name: str, force: bool) -> "asyncio.Task[int]":
+        return self._queues.obliterate(name, force)
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def enqueue(self, request: EnqueueRequest) -> "asyncio.Future[str]":
+        return self._enqueuer.enqueue(request, self.clock())
+
+    def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest]
+                     ) -> "asyncio.Future[list[str]]":
+        return self._enqueuer.enqueue_many(queue_name, requests, self.clock())
+
+    def job(self, job_id: str) -> JobRecord | None:
+        queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
+        if queue_name.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be read")
+        return self.store.get_job(job_id)
+
+    def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
+        if job_id.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
+        return self.writer.submit(job_ops.remove_job, job_id)
+
+    def retry_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
+        if job_id.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be retried")
+
+        def settle(future: "asyncio.Future[JobRecord]") -> None:
+            if future.exception() is not None:
+                return
+            job = future.result()
+            runtime = self._state.queues.get(job.queue_name)
+            if runtime is not None and job.status == JobStatus.WAITING:
+                self._scheduler.add_waiting(runtime, 1)
+
+        future = self.writer.submit(job_ops.retry_failed, job_id, self.clock())
+        future.add_done_callback(settle)
+        return future
+
+    # -- workers and subscriptions ---------------------------------------------------------
+
+    def register_worker(self, peer: Peer, metadata: dict[str, Any]) -> Worker:
+        now = self.clock()
+        worker = Worker(str(uuid.uuid4()), peer, now, now, metadata)
+        self._state.workers[worker.worker_id] = worker
+        return worker
+
+    def subscribe(self, worker: Worker, queue_name: str, credits: int) -> Subscription:
+        return self._scheduler.subscribe(worker, queue_name, credits, str(uuid.uuid4()))
+
+    def unsubscribe(self, worker: Worker, subscription_id: str) -> None:
+        self._scheduler.unsubscribe(worker, subscription_id)
+
+    def credit(self, worker: Worker, subscription_id: str, credits: int) -> None:
+        self._scheduler.credit(worker, subscription_id, credits)
+
+    def peer_writable(self, worker: Worker) -> None:
+        self._scheduler.peer_writable(worker)
+
+    def worker_gone(self, worker: Worker, outcome: AttemptOutcome) -> None:
+        self._deliveries.worker_gone(worker, outcome, self.clock())
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    def worker_delivery(self, worker: Worker, delivery_id: str, job_id: str) -> Delivery:
+        return self._deliveries.worker_delivery(worker, delivery_id, job_id)
+
+    def ack(self, delivery: Delivery) -> None:
+        self._deliveries.ack(delivery, self.clock())
+
+    def heartbeat(self, delivery: Delivery, progress: Any) -> int:
+        return self._deliveries.heartbeat(delivery, progress, self.clock())
+
+    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[None]":
+        return self._deliveries.complete(delivery, result, self.clock())
+
+    def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
+        return self._deliveries.end(delivery, AttemptOutcome.FAILED, error, self.clock(),
+                                    by_worker=True)
+
+    def release(self, delivery: Delivery) -> "asyncio.Future[JobRecord]":
+        return self._deliveries.end(delivery, AttemptOutcome.RELEASED, None, self.clock(),
+                                    by_worker=True)
+
+    def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
+        return self._deliveries.append_logs(delivery, lines, self.clock())
+
+    def _job_id_boundary(self, now_ms: int) -> bytes:
+        """Uuid bytes above every job id made so far and below every later one."""
+        return self._enqueuer.job_ids.new_uuid(now_ms).bytes

@@ -1,0 +1,40 @@
+"""The broker's in-memory state, shared by its parts: queues, workers, deliveries.
+
+Scheduler, deliveries, maintenance and queue administration each change their own part of
+it; this module only holds it and answers the lookups every part needs.
+"""
+
+from dataclasses import dataclass, field
+
+from overhop.broker.runtime import QueueRuntime
+from overhop.broker.workers import Delivery, Worker
+from overhop.errors import ErrorCode, RequestError
+
+
+@dataclass(slots=True, eq=False)
+class BrokerState:
+    queues: dict[str, QueueRuntime] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    # Every delivery out (QUEST sent or being committed), by delivery id.
+    deliveries: dict[str, Delivery] = field(default_factory=dict)
+    # Queues being obliterated: their names cannot be added again until that ends.
+    obliterating: set[str] = field(default_factory=set)
+    dispatch_stopped: bool = False
+    dispatched_total: int = 0
+
+    def queue(self, name: str) -> QueueRuntime:
+        runtime = self.queues.get(name)
+        if runtime is None:
+            raise RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
+        return runtime
+
+    def user_queue(self, name: str) -> QueueRuntime:
+        if name.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM,
+                               f"{name!r} is a system queue and cannot be used that way")
+        return self.queue(name)
+
+    def forget(self, delivery: Delivery) -> None:
+        """The delivery is no longer current: outcomes for it are refused from now on."""
+        self.deliveries.pop(delivery.delivery_id, None)
+        delivery.worker.deliveries.pop(delivery.delivery_id, None)
