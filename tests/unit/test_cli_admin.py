@@ -12,17 +12,12 @@ from click.testing import CliRunner, Result
 from overhop_client import Job, Worker
 
 from overhop.cli import cli
-from overhop.cli_admin import (
-    CliFailure,
-    cell,
-    duration,
-    parse_payload,
-    parse_when,
-    render_job,
-    settings_from_options,
-    table,
-)
-from overhop.cli_worker import WorkerLoadError, load_worker
+from overhop.cli.enqueue import parse_payload, parse_when
+from overhop.cli.exits import CliFailure
+from overhop.cli.jobs import render_job
+from overhop.cli.queue_settings import settings_from_options
+from overhop.cli.render import cell, duration, table
+from overhop.cli.worker import WorkerLoadError, load_worker
 
 
 @pytest.fixture

@@ -1,22 +1,23 @@
-"""The `overhop` command line: the click group and its `serve` and `config` commands.
+"""The `overhop` click group, its `serve` and `config` commands, and `--self-debug`.
 
 Other modules may add commands to the group object `cli`. Both commands take
 `--config FILE` and any number of `--section.key VALUE` overrides (see
 docs/configuration.md); a configuration error is printed as one line,
 `overhop: <message>`, and the exit status is 2. The server package is imported only
 when `serve` runs.
+
+The commands that talk to a server use the Python SDK (`clients/python`) and are loaded
+on first use: without the SDK each of them prints one line and exits 2.
 """
 
 import sys
-from typing import NoReturn
 
 import click
 
 from overhop import __version__
+from overhop.cli.exits import USAGE_EXIT, fail
 from overhop.config.loading import ConfigError, LoadedConfig, dump_config_toml, load_config
 from overhop.logs import configure_logging
-
-CONFIG_ERROR_EXIT = 2  # the conventional status for bad usage, as click uses
 
 # Dotted overrides are not click options: let them through to ctx.args.
 _OVERRIDES = {"ignore_unknown_options": True, "allow_extra_args": True}
@@ -32,9 +33,21 @@ SDK_COMMANDS = ("queues", "queue", "enqueue", "job", "jobs", "status", "worker")
 SDK_MISSING = "needs the Python SDK: pip install ./clients/python (the overhop-client package)"
 
 
+def _sdk_commands() -> tuple[click.Command, ...]:
+    """The commands named in SDK_COMMANDS; ModuleNotFoundError without the SDK."""
+    from overhop.cli.enqueue import enqueue_command
+    from overhop.cli.jobs import job_group, jobs_command
+    from overhop.cli.queues import queue_group, queues_command
+    from overhop.cli.status import status_command
+    from overhop.cli.worker import worker_command
+
+    return (queues_command, queue_group, enqueue_command, job_group, jobs_command,
+            status_command, worker_command)
+
+
 def _sdk_missing_command(name: str) -> click.Command:
     def report() -> None:
-        _fail(f"'overhop {name}' {SDK_MISSING}")
+        fail(f"'overhop {name}' {SDK_MISSING}", USAGE_EXIT)
 
     return click.Command(name, callback=report, help=f"(unavailable: {SDK_MISSING})",
                          context_settings=_OVERRIDES)
@@ -49,13 +62,12 @@ class OverhopGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in SDK_COMMANDS and name not in self.commands:
             try:
-                from overhop.cli_admin import ADMIN_COMMANDS
-                from overhop.cli_worker import worker_command
+                commands = _sdk_commands()
             except ModuleNotFoundError as exc:
                 if not (exc.name or "").startswith("overhop_client"):
                     raise
                 return _sdk_missing_command(name)
-            for command in (*ADMIN_COMMANDS, worker_command):
+            for command in commands:
                 self.add_command(command)
         return super().get_command(ctx, name)
 
@@ -72,14 +84,14 @@ class OverhopGroup(click.Group):
 def cli(ctx: click.Context, self_debug: bool, self_debug_keep_artifacts: bool) -> None:
     """Overhop: a standalone, durable job-queue broker."""
     if self_debug_keep_artifacts and not self_debug:
-        _fail("--self-debug-keep-artifacts needs --self-debug")
+        fail("--self-debug-keep-artifacts needs --self-debug", USAGE_EXIT)
     if self_debug:
         try:
             from selfdebug.run import run_self_debug  # loads the server: only when asked
         except ModuleNotFoundError as exc:
             if not (exc.name or "").startswith("overhop_client"):
                 raise
-            _fail(f"--self-debug {SDK_MISSING}")
+            fail(f"--self-debug {SDK_MISSING}", USAGE_EXIT)
         sys.exit(run_self_debug(keep_artifacts=self_debug_keep_artifacts))
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
@@ -89,12 +101,7 @@ def _load(config_file: str | None, overrides: list[str]) -> LoadedConfig:
     try:
         return load_config(config_file, overrides)
     except ConfigError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"overhop: {message}", err=True)
-    sys.exit(CONFIG_ERROR_EXIT)
+        fail(str(exc), USAGE_EXIT)
 
 
 @cli.command(context_settings=_OVERRIDES)

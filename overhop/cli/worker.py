@@ -17,7 +17,8 @@ import click
 from overhop_client import OverhopError, Worker
 from overhop_client.connection import parse_address
 
-from overhop.cli_admin import ERROR_EXIT, URL_ENV, USAGE_EXIT, fail
+from overhop.cli.exits import ERROR_EXIT, USAGE_EXIT, fail
+from overhop.cli.session import URL_ENV
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 

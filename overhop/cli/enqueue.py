@@ -1,0 +1,77 @@
+"""`overhop enqueue`: add one job, its payload given as JSON.
+
+    overhop enqueue QUEUE [PAYLOAD_JSON] [--delay-ms MS | --at RFC3339] [--max-attempts N]
+
+A payload that is not JSON or cannot be sent, or a bad `--at` time, is exit 2.
+"""
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+from overhop_client.codec import check_value
+
+from overhop.cli.exits import USAGE_EXIT, CliFailure, fail
+from overhop.cli.render import emit_json
+from overhop.cli.session import call, common
+
+
+def parse_payload(text: str | None) -> Any:
+    """The job payload from its JSON text; CliFailure (exit 2) when it is not usable."""
+    if text is None:
+        return None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliFailure(f"the payload is not valid JSON: {exc}", USAGE_EXIT) from None
+    try:
+        check_value(payload)
+    except (TypeError, ValueError) as exc:
+        raise CliFailure(f"the payload cannot be sent: {exc}", USAGE_EXIT) from None
+    return payload
+
+
+def parse_when(text: str) -> datetime:
+    """An RFC 3339 time with an offset or Z; CliFailure (exit 2) otherwise."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliFailure(f"--at: {text!r} is not an RFC 3339 time", USAGE_EXIT) from None
+    if when.tzinfo is None:
+        raise CliFailure(f"--at: {text!r} needs an offset or Z", USAGE_EXIT)
+    return when
+
+
+@click.command("enqueue")
+@click.argument("queue")
+@click.argument("payload_json", required=False, metavar="[PAYLOAD_JSON]")
+@click.option("--delay-ms", type=click.IntRange(0), default=None,
+              help="Start it this long after it is stored.")
+@click.option("--at", "at", default=None, metavar="RFC3339", help="Start it at this time.")
+@click.option("--max-attempts", type=click.IntRange(1, 1000), default=None)
+@click.option("--retry-interval-ms", type=click.IntRange(1, 86_400_000), default=None)
+@click.option("--lease-ms", type=click.IntRange(100, 86_400_000), default=None)
+@common
+def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
+                    at: str | None, max_attempts: int | None, retry_interval_ms: int | None,
+                    lease_ms: int | None, url: str, as_json: bool) -> None:
+    """Add a job to QUEUE; PAYLOAD_JSON is the job's payload as JSON."""
+    try:
+        payload = parse_payload(payload_json)
+        run_at = None if at is None else parse_when(at)
+    except CliFailure as exc:
+        fail(exc.message, exc.exit_code)
+    if run_at is not None and delay_ms is not None:
+        fail("give --delay-ms or --at, not both", USAGE_EXIT)
+    jid = call(url, lambda client: client.enqueue(
+        queue, payload, run_at=run_at,
+        delay=None if delay_ms is None else timedelta(milliseconds=delay_ms),
+        max_attempts=max_attempts,
+        retry_interval=None if retry_interval_ms is None
+        else timedelta(milliseconds=retry_interval_ms),
+        lease=None if lease_ms is None else timedelta(milliseconds=lease_ms)))
+    if as_json:
+        emit_json({"jid": jid})
+    else:
+        click.echo(jid)

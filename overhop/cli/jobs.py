@@ -1,0 +1,150 @@
+"""`overhop job JID`, `overhop job retry|rm JID` and `overhop jobs`: one job, or one page
+of a queue's jobs in one status.
+
+    overhop job JID | overhop job retry JID | overhop job rm JID
+    overhop jobs QUEUE --status STATUS [--page N | --after JID] [--page-size N]
+"""
+
+from typing import Any
+
+import click
+from overhop_client import Job, JobPage, JobStatus, MessageType
+from overhop_client.times import format_time
+
+from overhop.cli.exits import ERROR_EXIT, fail
+from overhop.cli.render import cell, emit_json, fields, table
+from overhop.cli.session import call, common
+
+
+class JobGroup(click.Group):
+    """`overhop job JID` shows the job; `overhop job retry|rm JID` act on it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        plain = [arg for arg in args if arg not in ("-h", "--help")]
+        if plain and not any(arg in self.commands for arg in args):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+def _blocked_text(job: Job) -> str | None:
+    blocked = job.blocked_by
+    if blocked is None:
+        return None
+    text = str(blocked.reason)
+    if blocked.until is not None:
+        text += f" until {format_time(blocked.until)}"
+    if blocked.details:
+        text += " (" + ", ".join(f"{k} {cell(v)}" for k, v in blocked.details.items()) + ")"
+    return text
+
+
+def render_job(job: Job) -> str:
+    """The job's fields, its history, its log and why it waits, as text."""
+    delivery = job.delivery
+    own = [name for name, value in (("max_attempts", job.overrides.max_attempts),
+                                   ("retry_interval", job.overrides.retry_interval),
+                                   ("lease", job.overrides.lease)) if value is not None]
+    pairs: list[tuple[str, Any]] = [
+        ("jid", job.jid), ("queue", job.queue), ("status", job.status.value),
+        ("blocked by", _blocked_text(job)),
+        ("attempts", f"{job.attempts_so_far} of {job.max_attempts}"),
+        ("retry interval", job.retry_interval), ("lease", job.lease),
+        ("backoff", None if job.backoff is None else job.backoff.kind.value),
+        ("own settings", ", ".join(own) or None),
+        ("created", job.created_at), ("starts at", job.execution_start_at),
+        ("finished", job.finished_at), ("payload", job.payload), ("result", job.result),
+    ]
+    if delivery is not None:
+        pairs += [("delivery", delivery.delivery_id), ("worker", delivery.worker_id),
+                  ("lease expires", delivery.lease_expires_at),
+                  ("progress", delivery.progress)]
+    parts = [fields(pairs), ""]
+    if job.history:
+        parts += ["history:", table(
+            ["ATTEMPT", "OUTCOME", "COUNTED", "WORKER", "STARTED", "ENDED", "ERROR"],
+            [[a.attempt, a.outcome, a.counted, a.worker_id, a.started_at, a.ended_at,
+              a.error_message] for a in job.history]), ""]
+    else:
+        parts += ["history: none", ""]
+    if job.logs:
+        dropped = f" ({job.logs_dropped} older lines dropped)" if job.logs_dropped else ""
+        parts += [f"logs{dropped}:", *(f"{cell(entry.at)}  {entry.line}" for entry in job.logs)]
+    else:
+        parts += ["logs: none"]
+    return "\n".join(parts)
+
+
+@click.group("job", cls=JobGroup)
+def job_group() -> None:
+    """Show a job (`overhop job JID`), retry a failed one or remove one."""
+
+
+@job_group.command("show")
+@click.argument("jid")
+@common
+def job_show(jid: str, url: str, as_json: bool) -> None:
+    """Show the job JID with its history, logs and what holds it back."""
+    raw = call(url, lambda client: client.request(MessageType.JOB, {"jid": jid}))
+    if not raw:
+        fail(f"no job {jid}", ERROR_EXIT)
+    if as_json:
+        emit_json(raw)
+    else:
+        click.echo(render_job(Job.from_wire(raw)))
+
+
+@job_group.command("retry")
+@click.argument("jid")
+@common
+def job_retry(jid: str, url: str, as_json: bool) -> None:
+    """Give the failed job JID a fresh set of attempts."""
+    status = call(url, lambda client: client.retry_job(jid))
+    if as_json:
+        emit_json({"jid": jid, "status": status.value})
+    else:
+        click.echo(f"job {jid} is {status.value} again")
+
+
+@job_group.command("rm")
+@click.argument("jid")
+@common
+def job_rm(jid: str, url: str, as_json: bool) -> None:
+    """Remove the job JID (new, delayed, completed or failed)."""
+    call(url, lambda client: client.remove_job(jid))
+    if as_json:
+        emit_json({"jid": jid, "removed": True})
+    else:
+        click.echo(f"job {jid} removed")
+
+
+@click.command("jobs")
+@click.argument("queue")
+@click.option("--status", "status", required=True,
+              type=click.Choice([status.value for status in JobStatus]))
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--page-size", type=click.IntRange(1), default=None,
+              help="Jobs per page (default: the server's).")
+@click.option("--after", metavar="JID", default=None,
+              help="Start after this job (the 'next' a page printed); any depth.")
+@common
+def jobs_command(queue: str, status: str, page: int, page_size: int | None,
+                 after: str | None, url: str, as_json: bool) -> None:
+    """List one page of QUEUE's jobs in one status, oldest first."""
+    request: dict[str, Any] = {"q": queue, "status": status, "page": page}
+    if page_size is not None:
+        request["page_size"] = page_size
+    if after is not None:
+        request["after"] = after
+    raw = call(url, lambda client: client.request(MessageType.LSJOB, request))
+    if as_json:
+        emit_json(raw)
+        return
+    listing = JobPage.from_wire(raw)
+    click.echo(table(["JID", "STATUS", "ATTEMPTS", "CREATED", "STARTS AT", "BLOCKED BY"],
+                     [[job.jid, job.status.value, f"{job.attempts_so_far}/{job.max_attempts}",
+                       job.created_at, job.execution_start_at, _blocked_text(job)]
+                      for job in listing]))
+    note = " (truncated: ask with a smaller --page-size)" if listing.truncated else ""
+    click.echo(f"page {listing.page}, {len(listing)} jobs, page size {listing.page_size}{note}")
+    if listing.next_after is not None:
+        click.echo(f"more: --after {listing.next_after}")
