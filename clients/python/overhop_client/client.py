@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
-from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value
+from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value, parse_reply_str
 from overhop_client.connection import Connection, parse_address
 from overhop_client.jobs import Job, JobPage, JobStatus
 from overhop_client.messages import MessageType
@@ -58,7 +58,28 @@ class EnqueueOptions(TypedDict, total=False):
     lease: timedelta | None
 
 
-def _delivery(quest: Quest) -> dict[str, Any]:
+class _Register(TypedDict, total=False):
+    """The REGISTER payload: who this client is, shown in the server's STATUS."""
+
+    host: str
+    pid: int
+    name: str
+    labels: dict[str, str]
+
+
+class _JobFields(TypedDict, total=False):
+    """One job's fields in ENQUEUE (beside `q`) and in each entry of ENQUEUEMANY."""
+
+    job_payload: object
+    delay_ms: int
+    scheduled_at: str
+    max_attempts: int
+    retry_interval_ms: int
+    lease_ms: int
+
+
+def _delivery(quest: Quest) -> dict[str, object]:
+    """The fields naming a delivery in ACK, JOBBEAT, JOBLOG, COMPLETE, FAIL and RELEASE."""
     return {"did": quest.did, "jid": quest.jid}
 
 
@@ -97,7 +118,7 @@ class AsyncClient:
         host's name and process id.
         """
         host, port = parse_address(url)
-        register: dict[str, Any] = {"host": socket.gethostname()[:256], "pid": os.getpid()}
+        register: _Register = {"host": socket.gethostname()[:256], "pid": os.getpid()}
         if name is not None:
             register["name"] = name
         if labels is not None:
@@ -115,7 +136,7 @@ class AsyncClient:
             except BaseException:
                 client._connection.close()
                 raise
-        client.worker_id = reply["wid"]
+        client.worker_id = parse_reply_str(reply, "wid")
         if reply.get("limits"):
             client.limits = ServerLimits.from_wire(reply["limits"])
         return client
@@ -123,7 +144,7 @@ class AsyncClient:
     # -- plumbing --------------------------------------------------------------------
 
     async def request(self, message_type: MessageType | int,
-                      payload: dict[str, Any] | None = None) -> dict[str, Any]:
+                      payload: Mapping[str, object] | None = None) -> dict[str, Any]:
         """Send any message and return its reply's payload; an ERR raises its exception.
 
         The building block of every method below, and the way to use a message type this
@@ -215,7 +236,7 @@ class AsyncClient:
         `keep_failed` keep at most that many finished jobs (the oldest are removed),
         `keep_completed_for` / `keep_failed_for` remove them once finished that long ago.
         """
-        settings: dict[str, Any] = {
+        settings: dict[str, object] = {
             "allow_job_overrides": allow_job_overrides, "backoff": backoff,
             "backoff_jitter": backoff_jitter}
         for key, value in (("concurrency_limit", concurrency_limit),
@@ -229,7 +250,7 @@ class AsyncClient:
                 settings[key] = value
         reply = await self.request(MessageType.ADDQUEUE,
                                    {"name": name, "config": settings_to_wire(settings)})
-        return reply["qid"]
+        return parse_reply_str(reply, "qid")
 
     async def set_queue(self, name: str, **settings: Unpack[QueueSettings]) -> QueueConfig:
         """Change settings of a live queue; its whole configuration afterwards.
@@ -276,7 +297,8 @@ class AsyncClient:
 
     # -- jobs ------------------------------------------------------------------------
 
-    async def enqueue(self, queue: str, payload: Any = None, *, run_at: datetime | None = None,
+    async def enqueue(self, queue: str, payload: object = None, *,
+                      run_at: datetime | None = None,
                       delay: timedelta | None = None, max_attempts: int | None = None,
                       retry_interval: timedelta | None = None,
                       lease: timedelta | None = None) -> str:
@@ -286,11 +308,11 @@ class AsyncClient:
         maps with string keys). `run_at` (an aware datetime) or `delay` (counted by the
         server's clock from when it stores the job) schedule it.
         """
-        p = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease)
-        p["q"] = queue
-        return (await self.request(MessageType.ENQUEUE, p))["jid"]
+        fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease)
+        reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue})
+        return parse_reply_str(reply, "jid")
 
-    async def enqueue_many(self, queue: str, payloads: Iterable[Any], *,
+    async def enqueue_many(self, queue: str, payloads: Iterable[object], *,
                            run_at: datetime | None = None, delay: timedelta | None = None,
                            max_attempts: int | None = None,
                            retry_interval: timedelta | None = None,
@@ -302,9 +324,9 @@ class AsyncClient:
         error is raised) the jobs of the others may still have been added.
         """
         options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease)
-        jobs = []
+        jobs: list[_JobFields] = []
         for payload in payloads:
-            job = dict(options)
+            job = options.copy()
             if payload is not None:
                 check_value(payload)
                 job["job_payload"] = payload
@@ -324,7 +346,7 @@ class AsyncClient:
                    page_size: int | None = None, after: str | None = None) -> JobPage:
         """One page of the queue's jobs in `status`, oldest first: page `page`, or, with
         `after` (a previous page's `next_after`), the jobs after that one, at any depth."""
-        p: dict[str, Any] = {"q": queue, "status": str(status), "page": page}
+        p: dict[str, object] = {"q": queue, "status": str(status), "page": page}
         if page_size is not None:
             p["page_size"] = page_size
         if after is not None:
@@ -345,7 +367,7 @@ class AsyncClient:
         """Ask for the queue's jobs, at most `credits` of them until `credit` gives more;
         the subscription id (`sid`)."""
         reply = await self.request(MessageType.SUBSCRIBE, {"q": queue, "credits": credits})
-        return reply["sid"]
+        return parse_reply_str(reply, "sid")
 
     async def unsubscribe(self, sid: str) -> None:
         await self.request(MessageType.UNSUBSCRIBE, {"sid": sid})
@@ -359,7 +381,7 @@ class AsyncClient:
         reply = await self.request(MessageType.ACK, _delivery(delivery))
         return parse_time(reply.get("lease_expires_at"))
 
-    async def heartbeat(self, delivery: Quest, progress: Any = None) -> datetime | None:
+    async def heartbeat(self, delivery: Quest, progress: object = None) -> datetime | None:
         """Extend the lease (JOBBEAT), optionally recording progress; when it now expires."""
         p = _delivery(delivery)
         if progress is not None:
@@ -389,7 +411,7 @@ class AsyncClient:
         last = replies[-1]
         return LogTotals(last.get("logs", 0), last.get("logs_dropped", 0))
 
-    async def complete(self, delivery: Quest, result: Any = None) -> None:
+    async def complete(self, delivery: Quest, result: object = None) -> None:
         """The job succeeded; `result` is stored with it (RESULT_TOO_LARGE above the
         server's `jobs.max_result_bytes`)."""
         p = _delivery(delivery)
@@ -398,10 +420,11 @@ class AsyncClient:
             p["result"] = result
         await self.request(MessageType.COMPLETE, p)
 
-    async def fail(self, delivery: Quest, message: str, details: Any = None) -> FailOutcome:
+    async def fail(self, delivery: Quest, message: str, details: object = None
+                   ) -> FailOutcome:
         """The attempt failed: the job is retried later (`delayed`) or, with no attempts
         left, `failed`."""
-        error: dict[str, Any] = {"message": message}
+        error: dict[str, object] = {"message": message}
         if details is not None:
             check_value(details, depth=3)
             error["details"] = details
@@ -419,11 +442,11 @@ class AsyncClient:
         await self.wait_closed()
 
 
-def _job_fields(payload: Any, run_at: datetime | None, delay: timedelta | None,
+def _job_fields(payload: object, run_at: datetime | None, delay: timedelta | None,
                 max_attempts: int | None, retry_interval: timedelta | None,
-                lease: timedelta | None) -> dict[str, Any]:
+                lease: timedelta | None) -> _JobFields:
     """One job's ENQUEUE fields (without `q`)."""
-    p: dict[str, Any] = {}
+    p: _JobFields = {}
     if payload is not None:
         check_value(payload)
         p["job_payload"] = payload

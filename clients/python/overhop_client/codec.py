@@ -10,10 +10,12 @@ cannot carry.
 """
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
+# msgpack ships no type information; its two calls here are typed by what they return.
+import msgpack  # type: ignore[import-untyped]
 
 from overhop_client.messages import PROTOCOL_VERSION
 
@@ -32,7 +34,8 @@ INT64_MAX = 2**63 - 1
 
 
 class WireError(Exception):
-    """The server sent bytes that are not a valid frame or envelope."""
+    """The server sent bytes that are not a valid frame or envelope, or a reply without a
+    field it must have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,8 @@ class Envelope:
     type: int
     rid: str
     payload: dict[str, Any]
+    """The decoded `p` map. Its values are whatever MessagePack held: the code that knows
+    the message reads them (`results`, `jobs`, `parse_reply_str`)."""
 
 
 class FrameDecoder:
@@ -76,9 +81,9 @@ class FrameDecoder:
         return frames
 
 
-def encode_frame(message_type: int, rid: str, payload: dict[str, Any]) -> bytes:
+def encode_frame(message_type: int, rid: str, payload: Mapping[str, object]) -> bytes:
     """One complete frame (length prefix included) for a client message."""
-    body = msgpack.packb(
+    body: bytes = msgpack.packb(
         {"v": PROTOCOL_VERSION, "t": message_type, "rid": rid, "p": payload}, use_bin_type=True
     )
     return FRAME_HEADER.pack(len(body)) + body
@@ -102,7 +107,16 @@ def decode_envelope(frame: bytes) -> Envelope:
     return Envelope(message_type, rid, payload)
 
 
-def check_value(value: Any, *, depth: int = FIELD_DEPTH) -> None:
+def parse_reply_str(reply: Mapping[str, object], key: str) -> str:
+    """The string field `key` of a reply (an id the client returns); WireError when the
+    server left it out or sent something else."""
+    value = reply.get(key)
+    if not isinstance(value, str):
+        raise WireError(f"the reply's {key!r} must be a string, not {type(value).__name__}")
+    return value
+
+
+def check_value(value: object, *, depth: int = FIELD_DEPTH) -> None:
     """Raise TypeError or ValueError unless the server accepts `value` as application data.
 
     Floats are accepted: the server allows them in the application's own data (job

@@ -10,7 +10,7 @@ closes, every request still waiting fails with `ConnectionLost`.
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,7 +77,7 @@ class Connection(asyncio.Protocol):
         """False while the socket's send buffer is above its high-water mark."""
         return self._writable.is_set()
 
-    def request(self, message_type: MessageType | int, payload: dict[str, Any]
+    def request(self, message_type: MessageType | int, payload: Mapping[str, object]
                 ) -> "asyncio.Future[dict[str, Any]]":
         """Send one request; the future resolves with the reply's payload or its ERR."""
         if self._transport is None or self.closed or self._transport.is_closing():
@@ -150,8 +150,10 @@ class Connection(asyncio.Protocol):
             else:
                 self._loop.call_soon(self._on_push, envelope.type, envelope.payload)
             return
-        future = self._pending.pop(envelope.rid, None)
-        if future is None or future.done():
+        if envelope.rid not in self._pending:
+            return  # the caller stopped waiting (cancelled, timed out)
+        future = self._pending.pop(envelope.rid)
+        if future.done():
             return  # the caller stopped waiting (cancelled, timed out)
         if envelope.type == MessageType.ERR:
             future.set_exception(error_from_wire(envelope.payload))

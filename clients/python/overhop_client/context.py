@@ -11,12 +11,13 @@ time the job is.
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import Any, Unpack
 
 from overhop_client.client import MAX_LOG_LINES_PER_MESSAGE, AsyncClient, EnqueueOptions
 from overhop_client.codec import check_value
 from overhop_client.errors import OverhopError
-from overhop_client.results import Quest
+from overhop_client.results import LogTotals, Quest
 
 log = logging.getLogger("overhop_client.worker")
 
@@ -35,14 +36,16 @@ class JobContext:
         """Lines given to `log`, in order."""
         self._client = client
         self._loop = loop
-        self._progress_sends: set[asyncio.Task[Any]] = set()
+        self._progress_sends: set[asyncio.Task[datetime | None]] = set()
         self._unsent_lines: list[str] = []
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._log_sends: set[asyncio.Task[Any]] = set()
+        self._log_sends: set[asyncio.Task[LogTotals]] = set()
         self._log_closed = False
 
     @property
     def payload(self) -> Any:
+        """The job's payload as enqueued: any MessagePack value, whose shape the handler
+        knows."""
         return self.quest.payload
 
     @property
@@ -66,7 +69,7 @@ class JobContext:
     def is_last_attempt(self) -> bool:
         return self.quest.attempt >= self.quest.max_attempts
 
-    def progress(self, value: Any) -> None:
+    def progress(self, value: object) -> None:
         """Record progress on the server (a JOBBEAT, which also extends the lease).
 
         Returns at once, from the loop or from a handler thread; the value must be
@@ -107,12 +110,12 @@ class JobContext:
         self._cancel_flush_timer()
         self._unsent_lines.clear()
 
-    async def enqueue(self, queue: str, payload: Any = None,
+    async def enqueue(self, queue: str, payload: object = None,
                       **options: Unpack[EnqueueOptions]) -> str:
         """Add a follow-up job (from an async handler); its id."""
         return await self._client.enqueue(queue, payload, **options)
 
-    def enqueue_blocking(self, queue: str, payload: Any = None,
+    def enqueue_blocking(self, queue: str, payload: object = None,
                          **options: Unpack[EnqueueOptions]) -> str:
         """Add a follow-up job from a plain (threaded) handler; its id."""
         if _on_loop(self._loop):
@@ -151,20 +154,20 @@ class JobContext:
         self._log_sends.add(task)
         task.add_done_callback(self._lines_sent)
 
-    def _lines_sent(self, task: "asyncio.Task[Any]") -> None:
+    def _lines_sent(self, task: "asyncio.Task[LogTotals]") -> None:
         self._log_sends.discard(task)
         self._report_send_error(task, "log_not_recorded")
 
-    def _send_progress(self, value: Any) -> None:
+    def _send_progress(self, value: object) -> None:
         task = self._loop.create_task(self._client.heartbeat(self.quest, value))
         self._progress_sends.add(task)
         task.add_done_callback(self._progress_sent)
 
-    def _progress_sent(self, task: "asyncio.Task[Any]") -> None:
+    def _progress_sent(self, task: "asyncio.Task[datetime | None]") -> None:
         self._progress_sends.discard(task)
         self._report_send_error(task, "progress_not_recorded")
 
-    def _report_send_error(self, task: "asyncio.Task[Any]", event: str) -> None:
+    def _report_send_error(self, task: "asyncio.Task[object]", event: str) -> None:
         if task.cancelled():
             return
         error = task.exception()

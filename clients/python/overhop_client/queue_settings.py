@@ -85,7 +85,7 @@ SETTINGS: dict[str, _Setting] = {
 """Python name -> its wire key, its kind and whether None (nil) may clear it."""
 
 
-def _to_wire(name: str, setting: _Setting, value: Any) -> Any:
+def _to_wire(name: str, setting: _Setting, value: object) -> object:
     if value is None:
         if not setting.clearable:
             raise ValueError(f"{name} cannot be cleared (it always has a value)")
@@ -102,16 +102,18 @@ def _to_wire(name: str, setting: _Setting, value: Any) -> Any:
         if not isinstance(value, timedelta):
             raise TypeError(f"{name} must be a timedelta, not {type(value).__name__}")
         return to_ms(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a valid {Backoff.__qualname__}")
     return Backoff(value).value
 
 
-def settings_to_wire(settings: Mapping[str, Any]) -> dict[str, Any]:
+def settings_to_wire(settings: Mapping[str, object]) -> dict[str, object]:
     """The wire `config` map for the given settings; None becomes nil (clear).
 
     TypeError for an unknown name or a value of the wrong type, ValueError for a bad
     backoff kind or clearing a setting that cannot be cleared.
     """
-    wire: dict[str, Any] = {}
+    wire: dict[str, object] = {}
     for name, value in settings.items():
         setting = SETTINGS.get(name)
         if setting is None:
@@ -157,7 +159,7 @@ class QueueConfig:
                       for name, setting in SETTINGS.items()
                       if p.get(setting.wire) is not None})
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self) -> dict[str, object]:
         """The settings as the server shows them: the ones not set are left out."""
         return settings_to_wire({name: getattr(self, name) for name in SETTINGS
                                  if getattr(self, name) is not None})

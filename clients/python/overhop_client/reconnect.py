@@ -21,7 +21,7 @@ class ReconnectBackoff:
     def next_delay(self) -> float:
         """Seconds to wait before the next attempt; each call counts one more failure."""
         # The exponent is capped so the power stays a small float however long the outage.
-        planned = min(self.maximum, self.initial * 2 ** min(self.failures, 62))
+        planned = min(self.maximum, self.initial * 2.0 ** min(self.failures, 62))
         self.failures += 1
         return planned / 2 + self._rng.uniform(0, planned / 2)
 

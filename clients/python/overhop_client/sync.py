@@ -29,7 +29,7 @@ def _blocking(method: Callable[Concatenate[AsyncClient, P], Awaitable[T]]
     """The `AsyncClient` method as a blocking `Client` method with the same parameters."""
 
     @functools.wraps(method)
-    def call(self: "Client", *args: P.args, **kwargs: P.kwargs) -> T:
+    def call(self: "Client", /, *args: P.args, **kwargs: P.kwargs) -> T:
         async def on_loop() -> T:
             return await method(await self._connected(), *args, **kwargs)
 

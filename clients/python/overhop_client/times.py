@@ -3,12 +3,15 @@ on the wire, aware `datetime`s and `timedelta`s in this client. Pure.
 """
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 
-def parse_time(value: Any) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
     """An RFC 3339 string from the server as an aware datetime; None stays None."""
-    return None if value is None else datetime.fromisoformat(value)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"fromisoformat: argument must be str, not {type(value).__name__}")
+    return datetime.fromisoformat(value)
 
 
 def format_time(value: datetime) -> str:
@@ -18,9 +21,13 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_ms(value: Any) -> timedelta | None:
+def parse_ms(value: object) -> timedelta | None:
     """Milliseconds from the server as a timedelta; None stays None."""
-    return None if value is None else timedelta(milliseconds=value)
+    if value is None:
+        return None
+    if not isinstance(value, int | float):
+        raise TypeError(f"milliseconds must be a number, not {type(value).__name__}")
+    return timedelta(milliseconds=value)
 
 
 def to_ms(value: timedelta) -> int:

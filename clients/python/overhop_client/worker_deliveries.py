@@ -1,0 +1,152 @@
+"""The jobs a worker holds, from their QUEST to their end, and the credits they free.
+
+A job received is acknowledged at once (ACK) and kept alive by heartbeats (JOBBEAT) while
+it waits for one of its route's `concurrency` slots and while it runs; it ends when its
+outcome is sent, when it is given back (RELEASE), or with its connection. Each job that
+ends tops its subscription's credits up again (CREDIT), so a route holds at most
+`concurrency + prefetch` jobs: the server's credits plus the jobs in hand.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from overhop_client.client import AsyncClient
+from overhop_client.context import JobContext
+from overhop_client.errors import ConnectionLost, OverhopError
+from overhop_client.results import Quest, ServerLimits
+from overhop_client.worker_outcomes import report, run_handler
+from overhop_client.worker_routes import Held, Route, TaskSet
+
+log = logging.getLogger("overhop_client.worker")
+
+HeartbeatInterval = Callable[[Quest, ServerLimits | None], float]
+
+
+class Deliveries:
+    """Every job held, by delivery id, and the connection new ones come on."""
+
+    def __init__(self, routes: Mapping[str, Route], tasks: TaskSet,
+                 heartbeat_interval: HeartbeatInterval) -> None:
+        self.client: AsyncClient | None = None
+        """The current connection; None between connections."""
+        self.executor: ThreadPoolExecutor | None = None
+        """The pool plain-function handlers run in, while the runner runs."""
+        self._routes = routes
+        self._tasks = tasks
+        self._heartbeat_interval = heartbeat_interval
+        self._held: dict[str, Held] = {}
+
+    def running(self) -> "list[asyncio.Task[None]]":
+        """What is being done with the jobs held: handler runs and RELEASEs."""
+        return [held.task for held in self._held.values() if held.task is not None]
+
+    def on_quest(self, quest: Quest) -> None:
+        route = self._routes.get(quest.queue)
+        client = self.client
+        if route is None or client is None:
+            log.warning("quest_without_handler queue=%s jid=%s", quest.queue, quest.jid)
+            return
+        route.granted -= 1
+        route.in_hand += 1
+        context = JobContext(quest, client, asyncio.get_running_loop())
+        held = Held(quest, route, client, context, self._tasks.spawn(self._ack(client, quest)))
+        held.beat = self._tasks.spawn(self._beat(held))
+        self._held[quest.did] = held
+        if route.sid is None:  # stopping, or the server said BYE: not ours to start
+            held.task = self._tasks.spawn(self.release(held))
+            return
+        route.waiting.append(held)
+        self._start_waiting(route)
+
+    def _start_waiting(self, route: Route) -> None:
+        while route.waiting and route.running < route.concurrency and route.sid is not None:
+            held = route.waiting.popleft()
+            route.running += 1
+            held.task = self._tasks.spawn(self._execute(held))
+
+    async def _execute(self, held: Held) -> None:
+        route = held.route
+        try:
+            outcome = await run_handler(route, held.context, self.executor)
+            if await held.ack:
+                await held.context.flush_logs()  # the log is complete before the outcome
+                await report(held.client, held.quest, outcome)
+        except ConnectionLost:
+            log.info("outcome_not_sent jid=%s: connection lost", held.quest.jid)
+        except OverhopError as exc:
+            log.warning("outcome_refused jid=%s: %s", held.quest.jid, exc)
+        finally:
+            held.context.close_logs()
+            route.running -= 1
+            self._finish(held)
+            self._start_waiting(route)
+
+    async def _ack(self, client: AsyncClient, quest: Quest) -> bool:
+        """ACK; False when refused, which means the delivery is void (withdrawn)."""
+        try:
+            await client.ack(quest)
+        except (OverhopError, ConnectionLost) as exc:
+            log.warning("ack_refused jid=%s: %r", quest.jid, exc)
+            return False
+        return True
+
+    async def _beat(self, held: Held) -> None:
+        interval = self._heartbeat_interval(held.quest, held.client.limits)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await held.client.heartbeat(held.quest)
+            except (OverhopError, ConnectionLost) as exc:
+                log.info("heartbeat_stopped jid=%s: %r", held.quest.jid, exc)
+                return
+
+    async def release(self, held: Held) -> None:
+        """Give the job back (RELEASE): it waits again on the server, no attempt used."""
+        try:
+            await held.client.release(held.quest)
+        except (OverhopError, ConnectionLost) as exc:
+            log.info("release_failed jid=%s: %r", held.quest.jid, exc)
+        finally:
+            self._finish(held)
+
+    def _finish(self, held: Held) -> None:
+        if self._held.pop(held.quest.did, None) is None:
+            return
+        if held.beat is not None:
+            held.beat.cancel()
+        held.route.in_hand -= 1
+        self.top_up(held.route)
+
+    def abandon(self, client: AsyncClient) -> None:
+        """The connection is gone and with it every delivery it carried."""
+        for route in self._routes.values():
+            route.sid = None
+            route.granted = 0
+        for held in list(self._held.values()):
+            if held.client is not client:
+                continue
+            if held.task is not None:
+                held.task.cancel()  # its own cleanup does the bookkeeping
+            elif held in held.route.waiting:
+                held.route.waiting.remove(held)
+                self._finish(held)
+
+    # -- credits ---------------------------------------------------------------------
+
+    def top_up(self, route: Route) -> None:
+        """Give the subscription credits back up to `concurrency + prefetch` in all."""
+        client = self.client
+        if route.sid is None or client is None or client.closed:
+            return
+        want = route.capacity - route.in_hand - route.granted
+        if want > 0:
+            route.granted += want
+            self._tasks.spawn(self._credit(client, route.sid, want))
+
+    async def _credit(self, client: AsyncClient, sid: str, credits: int) -> None:
+        try:
+            await client.credit(sid, credits)
+        except (OverhopError, ConnectionLost) as exc:
+            log.warning("credit_failed sid=%s: %r", sid, exc)
