@@ -1,0 +1,162 @@
+"""Job handlers: ENQUEUE, ENQUEUEMANY, JOB, LSJOB, RMJOB, RETRY."""
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from overhop.broker.enqueue import EnqueueRequest
+from overhop.clock import MAX_TIME_MS, now_ms
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import STATUS_LABELS, JobStatus
+from overhop.model.queues import parse_queue_name
+from overhop.server.context import ServerContext
+from overhop.wire.codec import encode_value
+from overhop.wire.payloads import (
+    parse_int,
+    parse_optional_int,
+    parse_optional_str,
+    parse_optional_time,
+    parse_str,
+)
+
+if TYPE_CHECKING:
+    from overhop.server.connection import Connection
+
+from overhop.server.handlers.replies import EMPTY, Reply, describe_job, empty, job_id
+
+# Room a QUEST needs beside the job payload (ids, counters, envelope): a job payload may
+# use the rest of an envelope, so that the QUEST carrying it is never over the limit.
+QUEST_OVERHEAD_BYTES = 4096
+
+
+def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    request = _enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
+    return ctx.broker.enqueue(request), _jid_reply
+
+
+def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    queue_name = _enqueue_queue(ctx, p)
+    items = p.get("jobs")
+    most = ctx.config.jobs.max_enqueue_batch
+    if type(items) is not list or not 1 <= len(items) <= most:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'jobs' must be an array of 1 to {most} jobs")
+    requests = []
+    for index, item in enumerate(items):
+        try:
+            if type(item) is not dict:
+                raise RequestError(ErrorCode.INVALID_PAYLOAD, "each job must be a map")
+            if "q" in item:
+                raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                                   "a job of ENQUEUEMANY takes its queue from 'q'")
+            requests.append(_enqueue_request(ctx, queue_name, item, _PAYLOAD_ONLY))
+        except RequestError as exc:
+            raise exc.in_batch(index) from None
+    return ctx.broker.enqueue_many(queue_name, requests), _jids_reply
+
+
+def _enqueue_queue(ctx: ServerContext, p: dict[str, Any]) -> str:
+    queue_name = p.get("q")
+    if type(queue_name) is not str or queue_name not in ctx.broker.queues:
+        queue_name = parse_queue_name(queue_name)  # existing queues have valid names
+    return queue_name
+
+
+def _enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
+                     plain_keys: frozenset[str]) -> EnqueueRequest:
+    """One job's fields (ENQUEUE's payload, or one job of ENQUEUEMANY)."""
+    payload = encode_value(p["job_payload"]) if "job_payload" in p else None
+    limit = ctx.config.wire.max_envelope_size_bytes - QUEST_OVERHEAD_BYTES
+    if payload is not None and len(payload) > limit:
+        raise RequestError(ErrorCode.PAYLOAD_TOO_LARGE,
+                           f"the job payload is {len(payload)} bytes encoded; the limit is {limit}")
+    if p.keys() <= plain_keys:  # the usual job: no options to parse
+        return EnqueueRequest(queue_name, payload, None, None, None, None)
+    scheduled_at = parse_optional_time(p, "scheduled_at")
+    delay_ms = parse_optional_int(p, "delay_ms", low=0, high=MAX_TIME_MS)
+    if delay_ms is not None:
+        if scheduled_at is not None:
+            raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                               "give 'scheduled_at' or 'delay_ms', not both")
+        scheduled_at = min(now_ms() + delay_ms, MAX_TIME_MS)
+    return EnqueueRequest(
+        queue_name=queue_name,
+        payload=payload,
+        scheduled_at_ms=scheduled_at,
+        max_attempts=parse_optional_int(p, "max_attempts", low=1, high=1000),
+        retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
+        lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
+    )
+
+
+_QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload"})
+
+
+_PAYLOAD_ONLY = frozenset({"job_payload"})
+
+
+def _jid_reply(job_id: str) -> dict[str, Any]:
+    return {"jid": job_id}
+
+
+def _jids_reply(job_ids: list[str]) -> dict[str, Any]:
+    return {"jids": job_ids}
+
+
+def handle_job(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    job = ctx.broker.job(job_id(p))
+    if job is None:
+        return EMPTY
+    return describe_job(ctx, job, now_ms())
+
+
+def handle_rmjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.remove_job(job_id(p)), empty
+
+
+def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    queue_name = parse_queue_name(p.get("q"))
+    label = parse_str(p, "status")
+    if label not in STATUS_LABELS:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'status' must be one of {', '.join(STATUS_LABELS)}")
+    pagination = ctx.config.pagination
+    page_size = parse_int(p, "page_size", low=1, high=pagination.max_page_size,
+                          default=pagination.page_size)
+    page = parse_int(p, "page", low=1, high=2**31, default=1)
+    after = _page_after(p, queue_name)
+    if after is not None and page != 1:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "give 'after' or 'page', not both")
+    skip = (page - 1) * page_size
+    if skip > pagination.max_skip:
+        raise RequestError(
+            ErrorCode.INVALID_PAYLOAD,
+            f"page {page} would skip {skip} jobs, more than {pagination.max_skip}: "
+            "page on with 'after' (the previous page's 'next_after')")
+    ctx.broker.user_queue(queue_name)
+    now = now_ms()
+    jobs, truncated, more = ctx.store.list_jobs(
+        queue_name, JobStatus.parse(label), skip, page_size,
+        ctx.config.wire.max_envelope_size_bytes // 2, after)
+    return {"q": queue_name, "status": label, "page": page, "page_size": page_size,
+            "truncated": truncated,
+            "next_after": jobs[-1].job_id if more else None,
+            "jobs": [describe_job(ctx, job, now) for job in jobs]}
+
+
+def _page_after(p: dict[str, Any], queue_name: str) -> bytes | None:
+    """LSJOB's `after`: the uuid bytes of a job id of this queue, or None."""
+    after = parse_optional_str(p, "after", max_length=200)
+    if after is None:
+        return None
+    queue_part, _, uuid_part = after.rpartition(":")
+    try:
+        if queue_part != queue_name:
+            raise ValueError
+        return uuid.UUID(uuid_part).bytes
+    except ValueError:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'after' must be a job id of queue {queue_name!r}") from None
+
+
+def handle_retry(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.retry_job(job_id(p)), lambda job: {"status": job.status.label}

@@ -1,0 +1,92 @@
+"""Queue handlers: listing, adding, removing, pausing, settings, clearing, stats."""
+
+from typing import TYPE_CHECKING, Any
+
+from overhop.broker.explain import queue_dispatch_stats
+from overhop.clock import now_ms
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import JobStatus
+from overhop.model.queues import QueueState, parse_queue_config, parse_queue_name
+from overhop.server.context import ServerContext
+from overhop.server.status import status_report
+from overhop.server.views import queue_view
+from overhop.wire.payloads import (
+    parse_optional_map,
+)
+
+if TYPE_CHECKING:
+    from overhop.server.connection import Connection
+
+from overhop.server.handlers.replies import EMPTY, Reply, empty
+
+
+def handle_queue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    runtime = ctx.broker.queues.get(parse_queue_name(p.get("q")))
+    return EMPTY if runtime is None else queue_view(runtime.record)
+
+
+def handle_lsqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return {"queues": [queue_view(r.record) for r in ctx.broker.queues.values()]}
+
+
+def handle_addqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("name"), field="name")
+    config = parse_queue_config(p.get("config"))
+    return (ctx.broker.add_queue(name, config),
+            lambda record: {"qid": record.queue_id})
+
+
+def handle_status(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return status_report(ctx)
+
+
+def handle_rmqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return ctx.broker.remove_queue(parse_queue_name(p.get("q"))), empty
+
+
+def handle_pause(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return (ctx.broker.set_queue_state(parse_queue_name(p.get("q")),
+                                          QueueState.PAUSED), empty)
+
+
+def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    return (ctx.broker.set_queue_state(parse_queue_name(p.get("q")),
+                                          QueueState.ACTIVE), empty)
+
+
+def handle_qstats(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    queue_name = parse_queue_name(p.get("q"))
+    runtime = ctx.broker.user_queue(queue_name)
+    counts = ctx.store.counts(queue_name)
+    return {
+        "q": queue_name,
+        "stats": {status.label: counts[status] for status in JobStatus},
+        **queue_dispatch_stats(ctx.broker, runtime, now_ms()),
+    }
+
+
+def handle_setqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("q"))
+    changes = parse_optional_map(p, "config")
+    if not changes:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "'config' must name settings to change")
+    parse_queue_config(changes)  # refuse a bad request before anything changes
+    return (ctx.broker.change_settings(name, changes),
+            lambda record: {"config": record.config.to_wire()})
+
+
+def handle_clearqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("q"))
+    return (ctx.broker.clear_queue(name),
+            lambda removed: {"removed": {s.label: n for s, n in removed.items()}})
+
+
+def handle_obliterate(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    name = parse_queue_name(p.get("q"))
+    force = p.get("force")
+    if force is None:
+        force = False
+    if type(force) is not bool:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "'force' must be a bool")
+    return (ctx.broker.obliterate_queue(name, force),
+            lambda removed: {"removed": removed})

@@ -1,0 +1,42 @@
+"""What every handler shares: the reply types, and job ids and views."""
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from overhop.broker.explain import explain_job
+from overhop.model.jobs import JobRecord
+from overhop.server.context import ServerContext
+from overhop.server.views import job_view
+from overhop.wire.payloads import (
+    parse_str,
+)
+
+if TYPE_CHECKING:
+    from overhop.server.connection import Connection
+
+
+Pending = tuple["asyncio.Future[Any]", Callable[[Any], dict[str, Any]]]
+
+
+Reply = dict[str, Any] | Pending
+
+
+Handler = Callable[[ServerContext, "Connection", dict[str, Any]], Reply]
+
+
+EMPTY: dict[str, Any] = {}
+
+
+def empty(_: Any) -> dict[str, Any]:
+    return {}
+
+
+def job_id(p: dict[str, Any]) -> str:
+    return parse_str(p, "jid", max_length=200)
+
+
+def describe_job(ctx: ServerContext, job: JobRecord, now: int) -> dict[str, Any]:
+    broker = ctx.broker
+    delivery = broker.deliveries.get(job.delivery_id) if job.delivery_id else None
+    return job_view(job, broker.policy(job), delivery, explain_job(broker, job, now))
