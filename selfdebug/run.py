@@ -17,7 +17,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvloop
 
@@ -67,8 +67,8 @@ async def walk_against_new_server(loaded: LoadedConfig, storage: Path,
     stop = asyncio.Event()
     started: asyncio.Future[tuple[str, int]] = loop.create_future()
     server = asyncio.create_task(serve(loaded, storage, stop, started), name="server")
-    await asyncio.wait({server, started}, timeout=START_TIMEOUT_S,
-                       return_when=asyncio.FIRST_COMPLETED)
+    waited: set[asyncio.Future[Any]] = {server, started}
+    await asyncio.wait(waited, timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
     if not started.done():
         stop.set()
         status = await server if server.done() else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # msgpack ships no type information; its two calls here are typed by what they return.
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from overhop_client.messages import PROTOCOL_VERSION
 
