@@ -85,7 +85,7 @@ class Broker:
             self.queues[record.name] = runtime
         if SYSTEM_QUEUE_NAME not in self.queues:
             record = self.new_queue_record(SYSTEM_QUEUE_NAME, QueueConfig())
-            await self.writer.submit(job_ops.add_queue, record, grows=True)
+            await self.writer.submit(job_ops.AddQueue(record)).durable
             self.queues[record.name] = QueueRuntime(record)
         for name in list(self.queues):
             await self._recover_active(name)
@@ -93,8 +93,8 @@ class Broker:
     async def _recover_active(self, name: str) -> None:
         recovered = 0
         while True:
-            moved = await self.writer.submit(job_ops.recover_active, name, self.clock(),
-                                             MAINTENANCE_BATCH, self.config.jobs)
+            moved = await self.writer.submit(job_ops.RecoverActive(
+                name, self.clock(), MAINTENANCE_BATCH)).durable
             recovered += moved.moved
             self._note_due(self.queues[name], moved.next_due_ms)
             if not moved.more:
@@ -129,7 +129,7 @@ class Broker:
         status = job.status
         if status == JobStatus.WAITING and self._can_hand_over(runtime):
             return self._enqueue_handed_over(runtime, job)
-        future = self.writer.submit(job_ops.enqueue, job, grows=True)
+        future = self.writer.submit(job_ops.Enqueue(job)).durable
         if status == JobStatus.WAITING:
             self._add_waiting(runtime, 1)
         elif status == JobStatus.DELAYED:
@@ -151,7 +151,7 @@ class Broker:
                 jobs.append(self._new_job(runtime, request, now))
             except RequestError as exc:
                 raise exc.in_batch(index) from None
-        future = self.writer.submit(job_ops.enqueue_many, queue_name, jobs, grows=True)
+        future = self.writer.submit(job_ops.EnqueueMany(queue_name, jobs)).durable
         waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
         if waiting:
             self._add_waiting(runtime, waiting)
@@ -206,7 +206,7 @@ class Broker:
         now = self.clock()
         plan = plan_dispatch(runtime, jobs=min(1, runtime.rate_allowance(now)))
         if not plan:
-            future = self.writer.submit(job_ops.enqueue, job, grows=True)
+            future = self.writer.submit(job_ops.Enqueue(job)).durable
             self._add_waiting(runtime, 1)
             return future
         (subscription,) = plan
@@ -219,16 +219,18 @@ class Broker:
         job.worker_id = subscription.worker.worker_id
         job.started_at_ms = job.created_at_ms
 
-        def on_visible(succeeded: bool, _: object) -> None:
+        def on_visible(visible: "asyncio.Future[str]") -> None:
             # The QUEST goes out once the commit is visible, one sync before the ENQUEUE's
             # OK (which waits for the commit to be durable): see docs/storage.md.
-            if not succeeded:
+            if visible.exception() is not None:
                 self._refund(runtime, [subscription])
                 self.pump(runtime)
                 return
             self._deliver(subscription, delivery_id, job, self.clock())
 
-        return self.writer.submit(job_ops.enqueue, job, grows=True, on_visible=on_visible)
+        write = self.writer.submit(job_ops.Enqueue(job))
+        write.visible.add_done_callback(on_visible)
+        return write.durable
 
     def job(self, job_id: str) -> JobRecord | None:
         queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
@@ -239,7 +241,7 @@ class Broker:
     def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
-        return self.writer.submit(job_ops.remove_job, job_id)
+        return self.writer.submit(job_ops.RemoveJob(job_id)).durable
 
     def retry_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
@@ -253,7 +255,7 @@ class Broker:
             if runtime is not None and job.status == JobStatus.WAITING:
                 self._add_waiting(runtime, 1)
 
-        future = self.writer.submit(job_ops.retry_failed, job_id, self.clock())
+        future = self.writer.submit(job_ops.RetryFailed(job_id, self.clock())).durable
         future.add_done_callback(settle)
         return future
 
@@ -341,10 +343,10 @@ class Broker:
         runtime.dispatch_in_flight = True
         added_before = runtime.waiting_added
         # QUESTs go out once the move to active is visible (one sync before it is durable).
-        self.writer.submit(
-            job_ops.take_waiting, runtime.record.name, assignments, now, guards,
-            on_visible=partial(self._on_taken, runtime, plan, assignments, added_before),
-        ).add_done_callback(_retrieve)
+        write = self.writer.submit(
+            job_ops.TakeWaiting(runtime.record.name, assignments, now, guards))
+        write.visible.add_done_callback(
+            _as_visible(partial(self._on_taken, runtime, plan, assignments, added_before)))
 
     def _wake_at_rate_opening(self, runtime: QueueRuntime) -> None:
         """A rate-limited queue dispatches again the moment its window lets a job start."""
@@ -449,19 +451,20 @@ class Broker:
 
     def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[None]":
         self._forget(delivery)
-        future = self.writer.submit(
-            job_ops.complete, delivery.job_id, delivery.delivery_id, result, self.clock(),
-            self.config.jobs.max_error_history,
-            on_visible=partial(self._outcome_written, delivery, None))
+        write = self.writer.submit(job_ops.Complete(
+            delivery.job_id, delivery.delivery_id, result, self.clock(),
+            self.config.jobs.max_error_history))
+        write.visible.add_done_callback(
+            _as_visible(partial(self._outcome_written, delivery, None)))
+        future = write.durable
         self._lend_slot(delivery)
         return future
 
     def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
         # Log lines grow the store: like new jobs, they are refused when space is low, so
         # the reserved headroom stays for completions.
-        return self.writer.submit(
-            job_ops.append_logs, delivery.job_id, delivery.delivery_id, lines, self.clock(),
-            self.config.jobs, grows=True)
+        return self.writer.submit(job_ops.AppendLogs(
+            delivery.job_id, delivery.delivery_id, lines, self.clock())).durable
 
     def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
         return self._end_delivery(delivery, AttemptOutcome.FAILED, error, by_worker=True)
@@ -475,9 +478,11 @@ class Broker:
         """End an attempt that did not complete; the job retries, waits again or fails."""
         self._forget(delivery)
         ending = None if by_worker else (outcome, error)
-        future = self.writer.submit(
-            job_ops.end_attempt, delivery.job_id, delivery.delivery_id, outcome, self.clock(),
-            error, self.config.jobs, on_visible=partial(self._outcome_written, delivery, ending))
+        write = self.writer.submit(job_ops.EndAttempt(
+            delivery.job_id, delivery.delivery_id, outcome, self.clock(), error))
+        write.visible.add_done_callback(
+            _as_visible(partial(self._outcome_written, delivery, ending)))
+        future = write.durable
         future.add_done_callback(lambda f: self._after_attempt(delivery, outcome, f))
         self._lend_slot(delivery)
         return future
@@ -622,8 +627,8 @@ class Broker:
         if runtime.retention_in_flight or not config.has_retention or self.dispatch_stopped:
             return
         runtime.retention_in_flight = True
-        future = self.writer.submit(job_ops.prune_finished, runtime.record.name, config,
-                                    now_ms, RETENTION_BATCH)
+        future = self.writer.submit(job_ops.PruneFinished(runtime.record.name, config,
+                                                          now_ms, RETENTION_BATCH)).durable
 
         def settle(f: "asyncio.Future[job_ops.Removed]") -> None:
             runtime.retention_in_flight = False
@@ -682,15 +687,16 @@ class Broker:
                 or runtime.record.state != QueueState.ACTIVE):
             return
         name = runtime.record.name
+        operation: type[job_ops.AdvanceNew] | type[job_ops.PromoteDue]
         if runtime.new_pending:
-            operation = job_ops.advance_new
+            operation = job_ops.AdvanceNew
         elif runtime.next_due_ms is not None and runtime.next_due_ms <= now_ms:
-            operation = job_ops.promote_due
+            operation = job_ops.PromoteDue
         else:
             return
         runtime.maintenance_in_flight = True
         was_new = runtime.new_pending
-        future = self.writer.submit(operation, name, now_ms, MAINTENANCE_BATCH)
+        future = self.writer.submit(operation(name, now_ms, MAINTENANCE_BATCH)).durable
         future.add_done_callback(lambda f: self._after_maintenance(runtime, was_new, f))
 
     def _after_maintenance(self, runtime: QueueRuntime, was_new: bool,
@@ -726,10 +732,13 @@ def _write_failed(error: Any) -> bool:
             and error.code in (ErrorCode.INTERNAL, ErrorCode.STORAGE_FULL))
 
 
-def _retrieve(future: "asyncio.Future[Any]") -> None:
-    """Mark a future's failure as seen (its caller acted on the visible point already)."""
-    if not future.cancelled():
-        future.exception()
+def _as_visible(callback: Callable[[bool, Any], None]
+                ) -> Callable[["asyncio.Future[Any]"], None]:
+    """A `(succeeded, result or error)` callback as a done callback of a visible future."""
+    def done(future: "asyncio.Future[Any]") -> None:
+        error = future.exception()
+        callback(error is None, error if error is not None else future.result())
+    return done
 
 
 def _quest_frame(delivery: Delivery, job: JobRecord, subscription: Subscription,

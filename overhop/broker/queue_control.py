@@ -51,7 +51,7 @@ def add_queue(broker: Broker, name: str, config: QueueConfig) -> "asyncio.Future
         elif broker.queues.get(name) is runtime:
             del broker.queues[name]
 
-    future = broker.writer.submit(job_ops.add_queue, record, grows=True)
+    future = broker.writer.submit(job_ops.AddQueue(record)).durable
     future.add_done_callback(settle)
     return future
 
@@ -66,7 +66,7 @@ def remove_queue(broker: Broker, name: str) -> "asyncio.Future[None]":
         broker.detach_queue(runtime, SubscriptionEnd.QUEUE_REMOVED)
         log.info("queue_removed", queue=name)
 
-    future = broker.writer.submit(job_ops.remove_queue, name)
+    future = broker.writer.submit(job_ops.RemoveQueue(name)).durable
     future.add_done_callback(settle)
     return future
 
@@ -88,7 +88,7 @@ def set_queue_state(broker: Broker, name: str, state: QueueState) -> "asyncio.Fu
         log.info("queue_paused" if state == QueueState.PAUSED else "queue_resumed",
                  queue=name)
 
-    future = broker.writer.submit(job_ops.set_queue_state, name, state)
+    future = broker.writer.submit(job_ops.SetQueueState(name, state)).durable
     future.add_done_callback(settle)
     if state == QueueState.ACTIVE:
         runtime.new_pending = True
@@ -114,7 +114,7 @@ def change_settings(broker: Broker, name: str, changes: dict[str, object]
             return
         log.info("queue_settings_changed", queue=name, settings=sorted(changes))
 
-    future = broker.writer.submit(job_ops.set_queue_config, name, config)
+    future = broker.writer.submit(job_ops.SetQueueConfig(name, config)).durable
     future.add_done_callback(settle)
     broker.cancel_rate_timer(name)  # the window may have changed: plan it afresh
     broker.pump(runtime)  # a raised concurrency or rate limit dispatches at once
@@ -153,8 +153,8 @@ def clear_queue(broker: Broker, name: str) -> "asyncio.Future[dict[JobStatus, in
         done.set_result(removed)
 
     def submit_step() -> None:
-        broker.writer.submit(job_ops.clear_queue_batch, name, CONTROL_BATCH,
-                             boundary).add_done_callback(step_done)
+        broker.writer.submit(job_ops.ClearQueueBatch(
+            name, CONTROL_BATCH, boundary)).durable.add_done_callback(step_done)
 
     submit_step()
     return done
@@ -198,12 +198,12 @@ def obliterate_queue(broker: Broker, name: str, force: bool) -> "asyncio.Future[
         if step.more:
             submit_step()
         else:
-            broker.writer.submit(job_ops.delete_empty_queue, name).add_done_callback(
+            broker.writer.submit(job_ops.DeleteEmptyQueue(name)).durable.add_done_callback(
                 queue_deleted)
 
     def submit_step() -> None:
-        broker.writer.submit(job_ops.obliterate_batch, name, CONTROL_BATCH).add_done_callback(
-            step_done)
+        broker.writer.submit(job_ops.ObliterateBatch(
+            name, CONTROL_BATCH)).durable.add_done_callback(step_done)
 
     submit_step()
     return done
