@@ -20,7 +20,7 @@ from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
-from overhop.storage import operations as job_ops
+from overhop.storage import operations as ops
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
@@ -75,34 +75,32 @@ class Deliveries:
                     ) -> "asyncio.Future[JobRecord]":
         # Log lines grow the store: like new jobs, they are refused when space is low, so
         # the reserved headroom stays for completions.
-        return self._writer.submit(
-            job_ops.append_logs, delivery.job_id, delivery.delivery_id, lines, now,
-            self._config.jobs, grows=True)
+        return self._writer.submit(ops.AppendLogs(
+            delivery.job_id, delivery.delivery_id, lines, now)).durable
 
     # -- outcomes ----------------------------------------------------------------------
 
     def complete(self, delivery: Delivery, result: bytes | None, now: int
                  ) -> "asyncio.Future[None]":
         self._state.forget(delivery)
-        future = self._writer.submit(
-            job_ops.complete, delivery.job_id, delivery.delivery_id, result, now,
-            self._config.jobs.max_error_history,
-            on_visible=partial(self._outcome_written, delivery, None))
+        write = self._writer.submit(ops.Complete(
+            delivery.job_id, delivery.delivery_id, result, now,
+            self._config.jobs.max_error_history))
+        write.visible.add_done_callback(partial(self._outcome_written, delivery, None))
         self._lend_slot(delivery)
-        return future
+        return write.durable
 
     def end(self, delivery: Delivery, outcome: AttemptOutcome, error: dict[str, Any] | None,
             now: int, *, by_worker: bool = False) -> "asyncio.Future[JobRecord]":
         """End an attempt that did not complete; the job retries, waits again or fails."""
         self._state.forget(delivery)
         ending = None if by_worker else (outcome, error)
-        future = self._writer.submit(
-            job_ops.end_attempt, delivery.job_id, delivery.delivery_id, outcome, now,
-            error, self._config.jobs,
-            on_visible=partial(self._outcome_written, delivery, ending))
-        future.add_done_callback(partial(self._after_attempt, delivery, outcome))
+        write = self._writer.submit(ops.EndAttempt(
+            delivery.job_id, delivery.delivery_id, outcome, now, error))
+        write.visible.add_done_callback(partial(self._outcome_written, delivery, ending))
+        write.durable.add_done_callback(partial(self._after_attempt, delivery, outcome))
         self._lend_slot(delivery)
-        return future
+        return write.durable
 
     def withdraw(self, delivery: Delivery) -> None:
         """Take back a delivery its worker never got or never acknowledged (no attempt)."""
@@ -117,8 +115,8 @@ class Deliveries:
             runtime.active -= 1
             self._scheduler.pump(runtime)
 
-    def _outcome_written(self, delivery: Delivery, ending: Ending | None, succeeded: bool,
-                         value: Any) -> None:
+    def _outcome_written(self, delivery: Delivery, ending: Ending | None,
+                         visible: "asyncio.Future[Any]") -> None:
         """A delivery's end was committed, refused, or its write failed.
 
         The job's concurrency slot was lent when the end was submitted (`_lend_slot`).
@@ -131,10 +129,11 @@ class Deliveries:
         runtime = self._state.queues.get(delivery.queue_name)
         if runtime is not None:
             runtime.ending.pop(delivery.delivery_id, None)
-        if succeeded or not _write_failed(value):
+        error = visible.exception()
+        if error is None or not _write_failed(error):
             return
         log.error("delivery_end_not_written", jid=delivery.job_id, did=delivery.delivery_id,
-                  wid=delivery.worker.worker_id, error=str(value))
+                  wid=delivery.worker.worker_id, error=str(error))
         if runtime is not None:
             runtime.active += 1
         self._state.deliveries[delivery.delivery_id] = delivery
@@ -212,7 +211,7 @@ class Deliveries:
         return len(fenced)
 
 
-def _write_failed(error: Any) -> bool:
+def _write_failed(error: BaseException) -> bool:
     """The writer could not commit (storage full, a storage error, the writer lost), as
     opposed to an operation that refused because the job had moved on."""
     return (isinstance(error, RequestError)

@@ -16,7 +16,7 @@ from overhop.broker.state import BrokerState
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueState
-from overhop.storage import operations as job_ops
+from overhop.storage import operations as ops
 from overhop.storage.writer import Writer
 
 
@@ -47,7 +47,7 @@ class Enqueuer:
         status = job.status
         if status == JobStatus.WAITING and self._scheduler.can_hand_over(runtime):
             return self._scheduler.enqueue_handed_over(runtime, job, now)
-        future = self._writer.submit(job_ops.enqueue, job, grows=True)
+        future = self._writer.submit(ops.Enqueue(job)).durable
         if status == JobStatus.WAITING:
             self._scheduler.add_waiting(runtime, 1)
         elif status == JobStatus.DELAYED:
@@ -68,7 +68,7 @@ class Enqueuer:
                 jobs.append(self._new_job(runtime, request, now))
             except RequestError as exc:
                 raise exc.in_batch(index) from None
-        future = self._writer.submit(job_ops.enqueue_many, queue_name, jobs, grows=True)
+        future = self._writer.submit(ops.EnqueueMany(queue_name, jobs)).durable
         waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
         if waiting:
             self._scheduler.add_waiting(runtime, waiting)

@@ -18,7 +18,7 @@ from overhop.config.schema import Config
 from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome, JobStatus
 from overhop.model.queues import QueueState
-from overhop.storage import operations as job_ops
+from overhop.storage import operations as ops
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
@@ -60,8 +60,8 @@ class Maintenance:
         """Boot: end the attempts a previous process left active (`server_restart`)."""
         recovered = 0
         while True:
-            moved = await self._writer.submit(job_ops.recover_active, name, self._clock(),
-                                              MAINTENANCE_BATCH, self._config.jobs)
+            moved = await self._writer.submit(ops.RecoverActive(
+                name, self._clock(), MAINTENANCE_BATCH)).durable
             recovered += moved.moved
             self.note_due(self._state.queues[name], moved.next_due_ms)
             if not moved.more:
@@ -81,10 +81,10 @@ class Maintenance:
                 or self._state.dispatch_stopped):
             return
         runtime.retention_in_flight = True
-        future = self._writer.submit(job_ops.prune_finished, runtime.record.name, config,
-                                     now, RETENTION_BATCH)
+        future = self._writer.submit(ops.PruneFinished(runtime.record.name, config, now,
+                                                       RETENTION_BATCH)).durable
 
-        def settle(f: "asyncio.Future[job_ops.Removed]") -> None:
+        def settle(f: "asyncio.Future[ops.Removed]") -> None:
             runtime.retention_in_flight = False
             if f.exception() is not None:
                 log.error("retention_failed", queue=runtime.record.name,
@@ -110,19 +110,20 @@ class Maintenance:
                 or runtime.record.state != QueueState.ACTIVE):
             return
         name = runtime.record.name
+        operation: type[ops.AdvanceNew] | type[ops.PromoteDue]
         if runtime.new_pending:
-            operation = job_ops.advance_new
+            operation = ops.AdvanceNew
         elif runtime.next_due_ms is not None and runtime.next_due_ms <= now:
-            operation = job_ops.promote_due
+            operation = ops.PromoteDue
         else:
             return
         runtime.maintenance_in_flight = True
         was_new = runtime.new_pending
-        future = self._writer.submit(operation, name, now, MAINTENANCE_BATCH)
+        future = self._writer.submit(operation(name, now, MAINTENANCE_BATCH)).durable
         future.add_done_callback(lambda f: self._after_step(runtime, was_new, f))
 
     def _after_step(self, runtime: QueueRuntime, was_new: bool,
-                    future: "asyncio.Future[job_ops.Moved]") -> None:
+                    future: "asyncio.Future[ops.Moved]") -> None:
         runtime.maintenance_in_flight = False
         if future.exception() is not None:
             log.error("maintenance_failed", queue=runtime.record.name,

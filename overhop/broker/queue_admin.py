@@ -27,7 +27,7 @@ from overhop.errors import ErrorCode, RequestError
 from overhop.logs import get_logger
 from overhop.model.jobs import JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState, parse_queue_config
-from overhop.storage import operations as job_ops
+from overhop.storage import operations as ops
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
@@ -68,7 +68,7 @@ class QueueAdmin:
         record = self.new_record(name, config, now)
         runtime = QueueRuntime(record)
         self._state.queues[name] = runtime
-        write = self._writer.submit(job_ops.add_queue, record, grows=True)
+        write = self._writer.submit(ops.AddQueue(record)).durable
 
         async def settle() -> QueueRecord:
             try:
@@ -85,7 +85,7 @@ class QueueAdmin:
     def remove(self, name: str) -> "asyncio.Task[None]":
         runtime = self._state.user_queue(name)
         del self._state.queues[name]
-        write = self._writer.submit(job_ops.remove_queue, name)
+        write = self._writer.submit(ops.RemoveQueue(name)).durable
 
         async def settle() -> None:
             try:
@@ -108,7 +108,7 @@ class QueueAdmin:
             raise RequestError(code, f"queue {name!r} is already {state.value}")
         runtime.record = previous.with_state(state)
         task = self._settle_record(runtime, previous, self._writer.submit(
-            job_ops.set_queue_state, name, state),
+            ops.SetQueueState(name, state)).durable,
             "queue_paused" if state == QueueState.PAUSED else "queue_resumed")
         if state == QueueState.ACTIVE:
             runtime.new_pending = True
@@ -125,7 +125,7 @@ class QueueAdmin:
         runtime.record = QueueRecord(previous.queue_id, previous.name, previous.state,
                                      previous.created_at_ms, config)
         task = self._settle_record(
-            runtime, previous, self._writer.submit(job_ops.set_queue_config, name, config),
+            runtime, previous, self._writer.submit(ops.SetQueueConfig(name, config)).durable,
             "queue_settings_changed", settings=sorted(changes))
         self._scheduler.cancel_rate_timer(name)  # the window may have changed: plan afresh
         self._scheduler.pump(runtime)  # a raised concurrency or rate limit dispatches at once
@@ -157,18 +157,18 @@ class QueueAdmin:
         runtime = self._state.user_queue(name)
         boundary = self._job_id_boundary(self._clock())
         added_before = runtime.waiting_added
-        first = self._writer.submit(job_ops.clear_queue_batch, name, CONTROL_BATCH, boundary)
+        first = self._writer.submit(ops.ClearQueueBatch(name, CONTROL_BATCH, boundary)).durable
 
         async def steps() -> dict[JobStatus, int]:
-            removed = {status: 0 for status in job_ops.CLEARABLE_STATUSES}
+            removed = {status: 0 for status in ops.CLEARABLE_STATUSES}
             step = await first
             while True:
                 for status, count in step.counts.items():
                     removed[status] += count
                 if not step.more:
                     break
-                step = await self._writer.submit(job_ops.clear_queue_batch, name,
-                                                 CONTROL_BATCH, boundary)
+                step = await self._writer.submit(ops.ClearQueueBatch(
+                    name, CONTROL_BATCH, boundary)).durable
             committed = self._store.counts(name)[JobStatus.WAITING]
             runtime.waiting_estimate = committed + (runtime.waiting_added - added_before)
             runtime.next_due_ms = self._store.first_due_ms(name)
@@ -191,17 +191,17 @@ class QueueAdmin:
         self._state.obliterating.add(name)
         self._scheduler.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
         fenced = self._deliveries.fence_queue(name, runtime)
-        first = self._writer.submit(job_ops.obliterate_batch, name, CONTROL_BATCH)
+        first = self._writer.submit(ops.ObliterateBatch(name, CONTROL_BATCH)).durable
 
         async def steps() -> int:
             try:
                 step = await first
                 removed = step.removed
                 while step.more:
-                    step = await self._writer.submit(job_ops.obliterate_batch, name,
-                                                     CONTROL_BATCH)
+                    step = await self._writer.submit(ops.ObliterateBatch(
+                        name, CONTROL_BATCH)).durable
                     removed += step.removed
-                await self._writer.submit(job_ops.delete_empty_queue, name)
+                await self._writer.submit(ops.DeleteEmptyQueue(name)).durable
             finally:
                 self._state.obliterating.discard(name)
             log.info("queue_obliterated", queue=name, jobs=removed, fenced_deliveries=fenced)

@@ -12,7 +12,6 @@ when that write fails.
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from overhop.broker.events import JobAssigned, SubscriptionEnd, SubscriptionEnded
 from overhop.broker.ids import DeliveryIdGenerator
@@ -25,7 +24,7 @@ from overhop.errors import ErrorCode, RequestError
 from overhop.logs import get_logger
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import JobPolicy, QueueConfig, QueueState
-from overhop.storage import operations as job_ops
+from overhop.storage import operations as ops
 from overhop.storage.writer import Writer
 
 log = get_logger("overhop.broker")
@@ -134,10 +133,10 @@ class Scheduler:
         runtime.dispatch_in_flight = True
         added_before = runtime.waiting_added
         # QUESTs go out once the move to active is visible (one sync before it is durable).
-        self._writer.submit(
-            job_ops.take_waiting, runtime.record.name, assignments, now, guards,
-            on_visible=partial(self._on_taken, runtime, plan, assignments, added_before),
-        ).add_done_callback(_retrieve)
+        write = self._writer.submit(
+            ops.TakeWaiting(runtime.record.name, assignments, now, guards))
+        write.visible.add_done_callback(
+            partial(self._on_taken, runtime, plan, assignments, added_before))
 
     def _wake_at_rate_opening(self, runtime: QueueRuntime) -> None:
         """A rate-limited queue dispatches again the moment its window lets a job start."""
@@ -155,14 +154,16 @@ class Scheduler:
         self._rate_timers[name] = asyncio.get_running_loop().call_later(delay_s, wake)
 
     def _on_taken(self, runtime: QueueRuntime, plan: list[Subscription],
-                  assignments: list[tuple[str, str]], added_before: int, succeeded: bool,
-                  taken: Any) -> None:
+                  assignments: list[tuple[str, str]], added_before: int,
+                  visible: "asyncio.Future[ops.Taken]") -> None:
         runtime.dispatch_in_flight = False
-        if not succeeded:
+        error = visible.exception()
+        if error is not None:
             # Expected while the store refuses for space: the jobs stay waiting.
-            log.warning("dispatch_failed", queue=runtime.record.name, error=str(taken))
+            log.warning("dispatch_failed", queue=runtime.record.name, error=str(error))
             self._refund(runtime, plan)
             return
+        taken = visible.result()
         now = self._clock()
         for subscription, (delivery_id, _), job in zip(plan, assignments, taken.jobs,
                                                         strict=False):
@@ -203,10 +204,10 @@ class Scheduler:
         """The settings in force for `job`, from its queue's current settings."""
         runtime = self._state.queues.get(job.queue_name)
         if runtime is None:
-            return job_ops.job_policy(job, QueueConfig(), self._config.jobs)
+            return ops.job_policy(job, QueueConfig(), self._config.jobs)
         if job.max_attempts is None and job.retry_interval_ms is None and job.lease_ms is None:
             return runtime.default_policy(self._config.jobs)
-        return job_ops.job_policy(job, runtime.record.config, self._config.jobs)
+        return ops.job_policy(job, runtime.record.config, self._config.jobs)
 
     # -- direct hand-over of a new job -------------------------------------------------
 
@@ -231,7 +232,7 @@ class Scheduler:
         """
         plan = plan_dispatch(runtime, jobs=min(1, runtime.rate_allowance(now)))
         if not plan:
-            future = self._writer.submit(job_ops.enqueue, job, grows=True)
+            future = self._writer.submit(ops.Enqueue(job)).durable
             self.add_waiting(runtime, 1)
             return future
         (subscription,) = plan
@@ -244,16 +245,18 @@ class Scheduler:
         job.worker_id = subscription.worker.worker_id
         job.started_at_ms = job.created_at_ms
 
-        def on_visible(succeeded: bool, _: object) -> None:
+        def on_visible(visible: "asyncio.Future[str]") -> None:
             # The QUEST goes out once the commit is visible, one sync before the ENQUEUE's
             # OK (which waits for the commit to be durable): see docs/storage.md.
-            if not succeeded:
+            if visible.exception() is not None:
                 self._refund(runtime, [subscription])
                 self.pump(runtime)
                 return
             self.deliver(subscription, delivery_id, job, self._clock())
 
-        return self._writer.submit(job_ops.enqueue, job, grows=True, on_visible=on_visible)
+        write = self._writer.submit(ops.Enqueue(job))
+        write.visible.add_done_callback(on_visible)
+        return write.durable
 
 
 def _own_subscription(worker: Worker, subscription_id: str) -> Subscription:
@@ -267,8 +270,3 @@ def _own_subscription(worker: Worker, subscription_id: str) -> Subscription:
 def _unset(delivery: Delivery) -> None:
     raise RuntimeError("Scheduler.withdraw was not set")
 
-
-def _retrieve(future: "asyncio.Future[Any]") -> None:
-    """Mark a future's failure as seen (its caller acted on the visible point already)."""
-    if not future.cancelled():
-        future.exception()

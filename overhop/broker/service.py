@@ -30,7 +30,7 @@ from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import SYSTEM_QUEUE_NAME, JobPolicy, QueueConfig, QueueRecord, QueueState
-from overhop.storage import operations as job_ops
+from overhop.storage import operations as ops
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
@@ -104,7 +104,7 @@ class Broker:
             queues[record.name] = runtime
         if SYSTEM_QUEUE_NAME not in queues:
             record = self._queues.new_record(SYSTEM_QUEUE_NAME, QueueConfig(), self.clock())
-            await self.writer.submit(job_ops.add_queue, record, grows=True)
+            await self.writer.submit(ops.AddQueue(record)).durable
             queues[record.name] = QueueRuntime(record)
         for name in list(queues):
             await self._maintenance.recover_active(name)
@@ -163,7 +163,7 @@ class Broker:
     def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
-        return self.writer.submit(job_ops.remove_job, job_id)
+        return self.writer.submit(ops.RemoveJob(job_id)).durable
 
     def retry_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
@@ -177,7 +177,7 @@ class Broker:
             if runtime is not None and job.status == JobStatus.WAITING:
                 self._scheduler.add_waiting(runtime, 1)
 
-        future = self.writer.submit(job_ops.retry_failed, job_id, self.clock())
+        future = self.writer.submit(ops.RetryFailed(job_id, self.clock())).durable
         future.add_done_callback(settle)
         return future
 

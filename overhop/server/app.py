@@ -80,7 +80,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
                     max_batch=config.storage.max_batch_operations,
                     max_map_size=config.storage.max_map_size_bytes,
                     reserved_headroom=config.storage.reserved_headroom_bytes,
-                    on_lost=stop.set)
+                    jobs=config.jobs, on_lost=stop.set)
     try:
         await writer.start()
     except WriterStartError as exc:

@@ -15,7 +15,9 @@ from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueSta
 
 RECORD_FORMAT = 1
 _FORMAT_BYTE = bytes((RECORD_FORMAT,))
-# Records are packed by the writer thread only (reads just unpack): one Packer serves it.
+# One Packer per process serves every encode: records are packed by the writer thread in
+# the writer process, and by the event loop in the server (an operation's records cross to
+# the writer as their stored bytes); neither process packs from two threads.
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -53,26 +55,45 @@ _STATUS_BY_NUMBER = {int(status): status for status in JobStatus}
 # Queue settings in stored order; a new setting is appended, and records written before it
 # existed decode with the setting's default.
 _QUEUE_SETTINGS = tuple(field.name for field in fields(QueueConfig))
+_BACKOFF_POSITION = _QUEUE_SETTINGS.index("backoff")
 
 
 def encode_queue(queue: QueueRecord) -> bytes:
-    config = queue.config
-    settings = [getattr(config, name) for name in _QUEUE_SETTINGS]
-    settings[_QUEUE_SETTINGS.index("backoff")] = config.backoff.value
     return _FORMAT_BYTE + _pack(
-        [queue.queue_id, queue.name, queue.state.value, queue.created_at_ms, *settings]
+        [queue.queue_id, queue.name, queue.state.value, queue.created_at_ms,
+         *_settings(queue.config)]
     )
 
 
 def decode_queue(data: bytes) -> QueueRecord:
     queue_id, name, state, created_at_ms, *settings = msgpack.unpackb(
         _check_format(data), raw=False)
-    values = dict(zip(_QUEUE_SETTINGS, settings, strict=False))
-    values["backoff"] = BackoffKind(values.get("backoff", BackoffKind.FIXED.value))
     return QueueRecord(
         queue_id=queue_id,
         name=name,
         state=QueueState(state),
         created_at_ms=created_at_ms,
-        config=QueueConfig(**values),
+        config=_config(settings),
     )
+
+
+def encode_queue_config(config: QueueConfig) -> bytes:
+    """A queue's settings alone, as a queue record holds them (for SETQUEUE and retention,
+    whose operations carry a config to the writer process)."""
+    return _FORMAT_BYTE + _pack(_settings(config))
+
+
+def decode_queue_config(data: bytes) -> QueueConfig:
+    return _config(msgpack.unpackb(_check_format(data), raw=False))
+
+
+def _settings(config: QueueConfig) -> list[Any]:
+    settings = [getattr(config, name) for name in _QUEUE_SETTINGS]
+    settings[_BACKOFF_POSITION] = config.backoff.value
+    return settings
+
+
+def _config(settings: list[Any]) -> QueueConfig:
+    values = dict(zip(_QUEUE_SETTINGS, settings, strict=False))
+    values["backoff"] = BackoffKind(values.get("backoff", BackoffKind.FIXED.value))
+    return QueueConfig(**values)

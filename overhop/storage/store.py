@@ -16,9 +16,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
+from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import TRANSITIONS, JobRecord, JobStatus
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
@@ -289,8 +291,40 @@ class StoreTxn:
         self._index(job, prefixes, keys.job_uuid_bytes(job.job_id))
         self._bump(prefixes[job.status], 1)
 
-    def update_job(self, job: JobRecord, before: "IndexState") -> None:
+    def indexed_job(self, job_id: str) -> JobRecord:
+        """A job an index just named: its absence is a broken index, a bug."""
+        job = self.get_job(job_id)
+        if job is None:
+            raise RuntimeError(f"an index names missing job {job_id}")
+        return job
+
+    def current_delivery(self, job_id: str, delivery_id: str) -> JobRecord:
+        """The job held by this delivery, or DELIVERY_STALE: it is no longer active with
+        it (its end was written already, or it was removed)."""
+        job = self.get_job(job_id)
+        if job is None or job.status != JobStatus.ACTIVE or job.delivery_id != delivery_id:
+            raise RequestError(
+                ErrorCode.DELIVERY_STALE,
+                f"delivery {delivery_id} of {job_id} is no longer current")
+        return job
+
+    def move_job(self, job: JobRecord, status: JobStatus, **changes: Any) -> bytes:
+        """Give a job read in this transaction its new `status` and field values, move its
+        index entries and counters to match, and write it; the bytes stored.
+
+        Every change to a stored job goes through here (a move to the status it has
+        already, as for appended log lines, just rewrites it). A move that `TRANSITIONS`
+        does not list is a bug: it raises before writing.
+        """
+        before = index_state(job)
+        job.status = status
+        for name, value in changes.items():
+            setattr(job, name, value)
+        return self.update_job(job, before)
+
+    def update_job(self, job: JobRecord, before: "IndexState") -> bytes:
         """Store `job` after a change; move its index entries if what they hold changed.
+        The bytes stored.
 
         `before` is `index_state(job)` taken before the change. A status change that
         `TRANSITIONS` does not list is a bug: it raises before writing.
@@ -301,7 +335,8 @@ class StoreTxn:
             raise RuntimeError(
                 f"{job.job_id}: {previous_status.label} -> {status.label} is not a transition"
             )
-        self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
+        data = encode_job(job)
+        self.txn.put(job.job_id.encode(), data, db=self._store.jobs_db)
         if index_state(job) != before:
             prefixes = keys.queue_prefixes(job.queue_name)
             uuid_bytes = keys.job_uuid_bytes(job.job_id)
@@ -310,6 +345,7 @@ class StoreTxn:
             if status != previous_status:
                 self._bump(prefixes[previous_status], -1)
                 self._bump(prefixes[status], 1)
+        return data
 
     def delete_job(self, job: JobRecord) -> None:
         self.txn.delete(job.job_id.encode(), db=self._store.jobs_db)

@@ -1,22 +1,34 @@
-"""The server's side of the writer process: submit write operations, await their commits.
+"""The server's side of the writer process: submit operations, get their two signals.
 
 All writes run in a child process (`writer_process.py`, which explains batching, group
-commit and the visible and durable points). `submit(operation, *args)` queues one; the
-operations submitted during one turn of the event loop go to the writer together, as one
-message, at the end of that turn. While the writer is busy with a commit, at most one such
-message waits behind it: later operations gather here and go as one message when that
-commit is reported, so each commit costs about one message each way whatever the load.
+commit and the visible and durable points). `submit(op)` queues one operation of the
+closed table (`operations/catalogue.py`) and returns its `Write`. The operations submitted
+during one turn of the event loop go to the writer together, as one message, at the end of
+that turn. While the writer is busy with a commit, at most one such message waits behind
+it: later operations gather here and go as one message when that commit is reported, so
+each commit costs about one message each way whatever the load.
 
-Each operation's future resolves once the commit holding it is durable;
-`on_visible(succeeded, result_or_exception)`, if given, is called on the loop as soon as
-that commit is visible (one disk sync earlier), or when the operation fails.
+A `Write` has two futures, each resolved with the operation's result, or failed with its
+refusal or the reason it was not written:
+- `visible`: as soon as the commit holding it is visible (readers see it, a crash of
+  either process keeps it; one disk sync before durable), or as soon as it is refused;
+- `durable`: once that commit is durable (what an OK waits for).
+The writer resolves them in commit order, and within a commit every visible future before
+any durable one. `visible` is made on first access, so that it costs nothing when nobody
+asks: access it in the same turn of the loop as `submit` (a later access still gets a
+future, resolved already if the outcome is known). When a `visible` future was asked for,
+the failure set on `durable` is marked retrieved: a caller who acts on the visible point
+alone is not told "exception was never retrieved".
 
-If the writer process ends without being asked to (it crashed, or was killed), every write
-in flight and every later one fails with INTERNAL, `failed` and `lost` turn true, and
-`on_lost` is called: the server then shuts down, since it can no longer change anything.
+If the writer process ends without being asked to (it crashed, or was killed), every
+write in flight fails with INTERNAL, saying its outcome is unknown (it may or may not have
+been stored), and every later one with INTERNAL saying nothing was written; `failed` and
+`lost` turn true, and `on_lost` is called: the server then shuts down, since it can no
+longer change anything.
 """
 
 import asyncio
+import dataclasses
 import json
 import os
 import site
@@ -26,57 +38,120 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
+from overhop.config.schema import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
+from overhop.storage.operations.catalogue import Operation
 from overhop.storage.store import Store
-from overhop.storage.writer_process import Refusal, Stats, decode_frames, encode_frame
+from overhop.storage.writer_messages import (
+    COMMIT,
+    DURABLE,
+    READY,
+    STOPPED,
+    Refusal,
+    Stats,
+    packer,
+    unpacker,
+)
+from overhop.storage.writer_space import SPACE_PROBE_INTERVAL_S
 
 T = TypeVar("T")
-VisibleCallback = Callable[[bool, Any], None]
 log = get_logger("overhop.storage")
 # The directory that holds the `overhop` package, for the child's import path.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+LOST_IN_FLIGHT = "the storage writer process stopped; this write may or may not have been stored"
+LOST_BEFORE = "the storage writer process has stopped; nothing was written"
+STOPPING = "the storage writer is stopping with the server; nothing was written"
 
 
 class WriterStartError(Exception):
     """The writer process could not start; str() is one line saying why."""
 
 
-class _Pending:
-    __slots__ = ("future", "on_visible", "succeeded", "value")
+class Write(Generic[T]):
+    """One submitted operation and its two signals (see the module docstring)."""
 
-    def __init__(self, future: asyncio.Future[Any], on_visible: VisibleCallback | None) -> None:
-        self.future = future
-        self.on_visible = on_visible
-        self.succeeded = False
-        self.value: Any = None
+    __slots__ = ("_decode", "_loop", "_outcome", "_visible", "durable")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, decode: Callable[[Any], T]) -> None:
+        self._loop = loop
+        self._decode = decode
+        self._visible: asyncio.Future[T] | None = None
+        # None until known; then (True, result) or (False, RequestError).
+        self._outcome: tuple[bool, Any] | None = None
+        self.durable: asyncio.Future[T] = loop.create_future()
+
+    @property
+    def visible(self) -> "asyncio.Future[T]":
+        if self._visible is None:
+            self._visible = self._loop.create_future()
+            if self._outcome is not None:
+                _settle(self._visible, self._outcome)
+        return self._visible
+
+    def _known(self, outcome: tuple[bool, Any]) -> None:
+        """The visible point: the outcome is known."""
+        self._outcome = outcome
+        if self._visible is not None:
+            _settle(self._visible, outcome)
+
+    def _make_durable(self, failure: RequestError | None) -> None:
+        durable = self.durable
+        if durable.done():  # cancelled by its caller
+            return
+        outcome = self._outcome if failure is None else (False, failure)
+        assert outcome is not None
+        _settle(durable, outcome)
+        if not outcome[0] and self._visible is not None:
+            durable.exception()  # the visible future carries the failure to its caller
+
+    def _fail(self, failure: RequestError) -> None:
+        """No outcome will come: both signals fail."""
+        if self._outcome is None:
+            self._known((False, failure))
+        self._make_durable(failure)
+
+
+def _settle(future: "asyncio.Future[Any]", outcome: tuple[bool, Any]) -> None:
+    if future.done():
+        return
+    if outcome[0]:
+        future.set_result(outcome[1])
+    else:
+        future.set_exception(outcome[1])
 
 
 class Writer(asyncio.Protocol):
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, *, sync: bool,
                  max_batch: int, max_map_size: int, reserved_headroom: int,
-                 on_lost: Callable[[], None] | None = None) -> None:
+                 jobs: JobsConfig, on_lost: Callable[[], None] | None = None,
+                 space_probe_interval_s: float = SPACE_PROBE_INTERVAL_S) -> None:
         self._store = store
         self._loop = loop
         self._settings = {"path": str(store.path.resolve()),
                           "map_size": store.env.info()["map_size"], "sync": sync,
                           "max_batch": max_batch, "max_map_size": max_map_size,
-                          "reserved_headroom": reserved_headroom}
+                          "reserved_headroom": reserved_headroom,
+                          "space_probe_interval_s": space_probe_interval_s,
+                          "jobs": dataclasses.asdict(jobs)}
         self._on_lost = on_lost
         self._process: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._staged: list[tuple[Callable[..., Any], tuple[Any, ...], bool]] = []
-        # Sent, outcome not yet known; then known, not yet durable. Both in submission order.
-        self._awaiting_outcome: deque[_Pending] = deque()
-        self._awaiting_durable: deque[_Pending] = deque()
+        self._unpacker = unpacker()
+        self._pack = packer().pack
+        self._staged: list[list[Any]] = []
+        # Submitted, outcome not yet known (sent or staged); then known, not yet durable.
+        # Both in submission order.
+        self._awaiting_outcome: deque[Write[Any]] = deque()
+        self._awaiting_durable: deque[Write[Any]] = deque()
         self._durable = 0  # operations ever resolved at the durable point
         # Operations sent whose commit is not yet reported, and whether a message was sent
         # while the writer held some (it waits in the writer's inbox).
         self._held = 0
         self._message_waiting = False
+        self._stopping = False  # the stop message is sent: nothing more goes to the writer
         self._ready: asyncio.Future[None] = loop.create_future()
         self._ended: asyncio.Future[None] = loop.create_future()
         self._map_size = self._settings["map_size"]
@@ -115,42 +190,42 @@ class Writer(asyncio.Protocol):
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    def submit(self, operation: Callable[..., T], *args: Any, grows: bool = False,
-               on_visible: VisibleCallback | None = None) -> asyncio.Future[T]:
-        """Queue `operation(txn, *args)`; its future resolves once its commit is durable.
+    def submit(self, op: Operation[T]) -> Write[T]:
+        """Queue `op`; its `Write` signals when it is visible and when it is durable.
 
-        `grows` marks operations that add data (refused with STORAGE_FULL when space is
-        low). Operation, arguments and result cross to the writer process by pickle.
-        """
-        future: asyncio.Future[T] = self._loop.create_future()
-        pending = _Pending(future, on_visible)
-        if self.lost:
-            self._loop.call_soon(_fail, pending, _lost_error())
-            return future
+        Refused with STORAGE_FULL when space is low if the operation `grows` the store."""
+        write: Write[T] = Write(self._loop, op.decode_result)
+        if self.lost or self._stopping:
+            reason = LOST_BEFORE if self.lost else STOPPING
+            self._loop.call_soon(write._fail, _error_lost(reason))
+            return write
         if not self._staged:
             self._loop.call_soon(self._hand_over)
-        self._staged.append((operation, args, grows))
-        self._awaiting_outcome.append(pending)
-        return future
+        self._staged.append(op.to_wire())
+        self._awaiting_outcome.append(write)
+        return write
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, *, force: bool = False) -> None:
         if (not self._staged or self._transport is None or self.lost
-                or (self._held and self._message_waiting)):
+                or (self._held and self._message_waiting and not force)):
             return
         self._message_waiting = self._held > 0
         self._held += len(self._staged)
-        self._transport.write(encode_frame(self._staged))
+        self._transport.write(self._pack(self._staged))
         self._staged = []
 
     async def stop(self) -> None:
-        """Finish every operation already submitted, then end the writer process."""
+        """Have everything submitted so far written, resolve every future, and end the
+        writer process. Operations submitted once stopping fail (nothing written)."""
         if self._process is None:
             return
-        if not self.lost and self._transport is not None:
-            self._hand_over()
-            self._transport.write(encode_frame(None))
+        if not self.lost and not self._stopping and self._transport is not None:
+            self._hand_over(force=True)  # even with a message waiting: the last one
+            self._stopping = True
+            self._transport.write(self._pack(None))
             await self._ended
             self._transport.close()
+        self._fail_all(LOST_IN_FLIGHT)  # none should be left: the writer reports all
         await self._loop.run_in_executor(None, self._process.wait)
 
     # -- messages from the writer ------------------------------------------------------
@@ -160,53 +235,53 @@ class Writer(asyncio.Protocol):
         self._hand_over()
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        for message in decode_frames(self._buffer):
+        self._unpacker.feed(data)
+        for message in self._unpacker:
             self._take_stats(message[-1])
             kind = message[0]
-            if kind == "commit":
-                self._held -= len(message[1])
+            if kind == COMMIT:
+                results = message[1]
+                self._held -= len(results)
                 self._message_waiting = False  # the writer takes it into its next batch
-                self._on_commit(message[1], message[2])
+                self._on_commit(results, message[2], message[3])
                 self._hand_over()
-            elif kind == "durable":
+            elif kind == DURABLE:
                 failure = None if message[2] is None else _error(message[2])
                 self._resolve_durable(message[1], failure)
-            elif kind == "ready":
+            elif kind == READY:
                 self._ready.set_result(None)
-            elif kind == "stopped":
+            elif kind == STOPPED:
                 self._ended.set_result(None)
 
-    def _on_commit(self, outcomes: list[tuple[bool, Any]], durable: int) -> None:
-        visible = []
-        for succeeded, value in outcomes:
-            pending = self._awaiting_outcome.popleft()
-            pending.succeeded = succeeded
-            pending.value = value if succeeded else _error(value)
-            self._awaiting_durable.append(pending)
-            if pending.on_visible is not None:
-                visible.append(pending)
+    def _on_commit(self, results: list[Any], refusals: list[list[Any]], durable: int) -> None:
+        # Earlier commits made durable by this one, then this commit's visible point, then
+        # its durable point if it is durable already.
+        self._resolve_durable(min(durable, self._durable + len(self._awaiting_durable)), None)
+        refused = {entry[0]: entry[1:] for entry in refusals}
+        awaiting_outcome = self._awaiting_outcome
+        awaiting_durable = self._awaiting_durable
+        for index, result in enumerate(results):
+            write = awaiting_outcome.popleft()
+            if refused and index in refused:
+                write._known((False, _error(refused[index])))
+            else:
+                try:
+                    write._known((True, write._decode(result)))
+                except Exception as exc:  # a result this side cannot read: a bug
+                    log.exception("storage_result_unreadable")
+                    write._known((False, RequestError(ErrorCode.INTERNAL, repr(exc))))
+            awaiting_durable.append(write)
         self._resolve_durable(durable, None)
-        for pending in visible:
-            _call_visible(pending, pending.succeeded, pending.value)
 
     def _resolve_durable(self, upto: int, failure: RequestError | None) -> None:
+        awaiting = self._awaiting_durable
         while self._durable < upto:
-            pending = self._awaiting_durable.popleft()
+            awaiting.popleft()._make_durable(failure)
             self._durable += 1
-            future = pending.future
-            if future.cancelled():
-                continue
-            if failure is not None:
-                future.set_exception(failure)
-            elif pending.succeeded:
-                future.set_result(pending.value)
-            else:
-                future.set_exception(pending.value)
 
     def _take_stats(self, stats: Stats) -> None:
         self.commits, self.operations, self.space_low, failed, map_size = stats
-        self.failed = self.failed or failed
+        self.failed = failed or self.lost
         if map_size != self._map_size:
             self._map_size = map_size
             self._store.adopt_map_size()
@@ -218,22 +293,28 @@ class Writer(asyncio.Protocol):
         self.failed = True
         self._ended.set_result(None)
         code = None if self._process is None else self._process.poll()
-        failure = _lost_error()
         if not self._ready.done():
-            self._ready.set_exception(failure)
+            self._ready.set_exception(_error_lost(LOST_BEFORE))
             return
         log.error("storage_writer_lost", exit_code=code,
-                     writes_failed=len(self._awaiting_outcome) + len(self._awaiting_durable))
-        for pending in self._awaiting_durable:  # visible already: only the future is left
-            if not pending.future.done():
-                pending.future.set_exception(failure)
-        for pending in self._awaiting_outcome:
-            _fail(pending, failure)
-        self._awaiting_durable.clear()
-        self._awaiting_outcome.clear()
-        self._staged = []
+                  writes_failed=len(self._awaiting_outcome) + len(self._awaiting_durable))
+        self._fail_all(LOST_IN_FLIGHT)
         if self._on_lost is not None:
             self._on_lost()
+
+    def _fail_all(self, message: str) -> None:
+        """Fail every write still waiting: those sent (or visible, not yet durable) with
+        `message`; those never sent with LOST_BEFORE."""
+        unsent = len(self._staged)
+        self._staged = []
+        in_flight = _error_lost(message)
+        for write in self._awaiting_durable:
+            write._fail(in_flight)
+        sent = len(self._awaiting_outcome) - unsent
+        for index, write in enumerate(self._awaiting_outcome):
+            write._fail(in_flight if index < sent else _error_lost(LOST_BEFORE))
+        self._awaiting_durable.clear()
+        self._awaiting_outcome.clear()
 
 
 def _child_environment() -> dict[str, str]:
@@ -250,25 +331,10 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _error(refusal: Refusal) -> RequestError:
+def _error(refusal: Refusal | list[Any]) -> RequestError:
     code, message, details = refusal
     return RequestError(ErrorCode(code), message, details)
 
 
-def _lost_error() -> RequestError:
-    return RequestError(ErrorCode.INTERNAL, "the storage writer process has stopped")
-
-
-def _fail(pending: _Pending, failure: RequestError) -> None:
-    if not pending.future.done():
-        pending.future.set_exception(failure)
-    if pending.on_visible is not None:
-        _call_visible(pending, False, failure)
-
-
-def _call_visible(pending: _Pending, succeeded: bool, value: Any) -> None:
-    assert pending.on_visible is not None
-    try:
-        pending.on_visible(succeeded, value)
-    except Exception:
-        log.exception("visible_callback_failed")
+def _error_lost(message: str) -> RequestError:
+    return RequestError(ErrorCode.INTERNAL, message)

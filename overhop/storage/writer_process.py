@@ -18,47 +18,34 @@ when there is nothing else to do, with an explicit sync run by a second thread (
 syncer), so that work arriving meanwhile never waits behind that sync. A commit is therefore
 *visible* when `commit()` returns (readers see it, and it survives either process being
 killed, since the OS holds every page) and *durable* one sync later. The server resolves
-its futures at the durable point, so no OK ever depends on a commit that a power loss could
-undo; `on_visible` callbacks run at the visible point (dispatch uses it to send a QUEST one
-sync earlier: see docs/storage.md for what a power loss in between means).
+each write's `visible` signal at the first point and its `durable` one at the second (see
+docs/storage.md for what a power loss in between means).
 
-Messages, each a 4-byte big-endian length and a pickle:
-- server to writer: a list of `(operation, args, grows)`, in submission order, or `None`
-  (finish what was sent, then stop);
-- writer to server: `("ready", stats)`, `("commit", outcomes, durable, stats)` after each
-  commit (an outcome per operation, in order, and how many operations ever sent are durable
-  now), `("durable", durable, failure, stats)` after the syncer's sync, and
-  `("stopped", stats)`. An outcome is `(True, result)` or `(False, (code, message,
-  details))`; stats are `(commits, operations, space_low, failed, map_size)`.
-
-An operation is a module-level function `operation(txn, *args)` (see `operations.py`).
-Contract: it raises `OverhopError` only before it writes anything, so a refused operation
+Messages: MessagePack, no pickle (`writer_messages.py` describes them). An operation is
+`[code, field, ...]` from the closed table in `operations/catalogue.py`, applied through
+`operations/table.py` with the `[jobs]` settings this process got at start. Contract: an
+operation raises `OverhopError` only before it writes anything, so a refused operation
 leaves the batch's transaction clean. Any other exception aborts the batch, which is then
 retried one operation per transaction so that only the culprit fails.
 
-The map grows by itself: before each batch, if less than a quarter of the map (or less than
-the reserved headroom) is free, the writer enlarges it (the server adopts the new size on
-its next read). At the maximum size, once less than `reserved_headroom` is free, operations
-marked `grows` (new queues and jobs) are refused with STORAGE_FULL while completing and
-removing jobs go on. LMDB reuses the pages that removals free, but its high-water mark (all
-we can read) never goes down: so once refusing, the writer lets growing operations try
-again every `SPACE_PROBE_INTERVAL_S`, and a commit that runs out of room refuses them again.
+Space (`space.py`): the map grows by itself; at its maximum size, or when the file system
+is full, operations that grow the store are refused with STORAGE_FULL while completing and
+removing jobs go on while room allows.
 
 The process ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C or a service manager signals the
-whole group; the server then stops it in order). The writer thread itself reads the
-socket, between commits; when it finds the server gone without asking it to stop, it exits
-at once, like a process killed (at most the commit it was making lands first, as if the
+whole group; the server then stops it in order), and SIGXFSZ (a file size limit then shows
+as a full disk instead of killing the writer). The writer thread itself reads the socket,
+between commits; when it finds the server gone without asking it to stop, it exits at
+once, like a process killed (at most the commit it was making lands first, as if the
 server had died a moment later).
 """
 
 import json
 import os
-import pickle
 import queue
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -68,96 +55,77 @@ from typing import Any
 
 import lmdb
 
+from overhop.config.schema import JobsConfig
 from overhop.errors import ErrorCode, OverhopError
 from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
+from overhop.storage.operations.catalogue import OPERATION_BY_CODE
+from overhop.storage.operations.table import APPLY
 from overhop.storage.store import Store, StoreTxn
+from overhop.storage.writer_messages import (
+    COMMIT,
+    DURABLE,
+    READY,
+    STOPPED,
+    Refusal,
+    Stats,
+    packer,
+    unpacker,
+)
+from overhop.storage.writer_space import Space
 
 log = get_logger("overhop.storage")
 
-FRAME_HEADER = struct.Struct(">I")
 # In `storage.sync = false` mode the data still reaches the OS at every commit (safe against a
 # process crash); an explicit sync this often bounds what a power loss can take.
 UNSYNCED_FLUSH_INTERVAL_S = 1.0
-# How often new jobs are tried again once the map is full at its maximum size: rare enough
-# that a truly full store is not hammered, soon enough after a clear or retention.
-SPACE_PROBE_INTERVAL_S = 10.0
 # What one receive from the server asks for: below malloc's mmap threshold, so a receive
 # does not map and unmap memory.
 RECEIVE_BYTES = 1 << 16
 
-Request = tuple[Any, tuple[Any, ...], bool]  # (operation, args, grows)
-Refusal = tuple[str, str, Any]  # (error code, message, details)
-Outcome = tuple[bool, Any]  # (True, result) or (False, Refusal)
-Stats = tuple[int, int, bool, bool, int]
+Request = list[Any]  # an operation on the wire: [code, field, ...]
+Outcome = tuple[bool, Any]  # (True, result in wire form) or (False, Refusal)
 _STOP = object()
-
-
-def encode_frame(message: Any) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return FRAME_HEADER.pack(len(data)) + data
-
-
-def decode_frames(buffer: bytearray) -> list[Any]:
-    """The whole messages at the start of `buffer`, removed from it."""
-    messages = []
-    offset = 0
-    size = len(buffer)
-    while size - offset >= FRAME_HEADER.size:
-        (length,) = FRAME_HEADER.unpack_from(buffer, offset)
-        end = offset + FRAME_HEADER.size + length
-        if end > size:
-            break
-        messages.append(pickle.loads(buffer[offset + FRAME_HEADER.size:end]))
-        offset = end
-    del buffer[:offset]
-    return messages
 
 
 def refusal(exc: OverhopError) -> Refusal:
     return str(exc.code), exc.message, exc.details
 
 
-def _storage_full() -> Refusal:
-    return (str(ErrorCode.STORAGE_FULL),
-            "storage is full: new jobs and queues are refused", None)
+_WRITE_FAILED: Refusal = (str(ErrorCode.INTERNAL), "storage write failed", None)
 
 
 class BatchWriter:
     def __init__(self, store: Store, channel: "_Channel", *, sync: bool, max_batch: int,
-                 max_map_size: int, reserved_headroom: int) -> None:
+                 space: Space, jobs: JobsConfig) -> None:
         self._store = store
         self._channel = channel
         self._send = channel.send
         self._sync = sync
         self._max_batch = max_batch
-        self._max_map_size = max_map_size
-        # Changed only by `_grow`: kept here so that a report does not ask LMDB for it.
-        self._map_size: int = store.env.info()["map_size"]
-        self._headroom = reserved_headroom
+        self._space = space
+        self._jobs = jobs
         # Requests received and not yet taken into a batch; None is the server's stop.
         self._requests: deque[list[Request] | None] = deque()
         self._last_flush = time.monotonic()
         self._unsynced = False
-        self.space_low = False
-        self._space_low_since = 0.0
-        self._trust_high_water = True
         # Operations ever reported (`_appended`) and those durable (`_claimed`); shared with
         # the syncer thread, only under `_durable_lock`, which also keeps messages in order.
         self._appended = 0
         self._claimed = 0
         self._durable_lock = threading.Lock()
-        # The syncer's sync and a map resize never overlap.
-        self._env_lock = threading.Lock()
         self._sync_requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._syncer = threading.Thread(target=self._run_syncer, name="overhop-syncer",
                                         daemon=True)
         self.commits = 0
         self.operations = 0
+        # A write or sync failed for a reason other than space; cleared by the next commit
+        # that succeeds (writes recover by themselves when the cause goes away).
         self.failed = False
 
     def stats(self) -> Stats:
-        return self.commits, self.operations, self.space_low, self.failed, self._map_size
+        space = self._space
+        return self.commits, self.operations, space.low, self.failed, space.map_size
 
     def run(self) -> None:
         """Commit batches until the server asks to stop; then make everything durable."""
@@ -207,20 +175,23 @@ class BatchWriter:
         return requests.popleft()
 
     def _commit_batch(self, batch: list[Request]) -> None:
-        self._ensure_space()
-        env = self._store.env
-        last_txn = env.info()["last_txnid"]
+        space = self._space
+        space.before_batch()
         try:
             outcomes = self._run_in_one_transaction(batch)
         except lmdb.MapFullError:
-            outcomes = self._after_map_full(batch)
+            outcomes = self._after_no_room(batch, grown=space.grow())
         except lmdb.Error as exc:
-            log.error("storage_write_failed", error=str(exc))
-            self.failed = True
-            failure = (str(ErrorCode.INTERNAL), "storage write failed", None)
-            outcomes = [(False, failure)] * len(batch)
+            if space.disk_full(exc):
+                outcomes = self._after_no_room(batch, grown=False)
+            else:
+                log.error("storage_write_failed", error=str(exc))
+                self.failed = True
+                outcomes = [(False, _WRITE_FAILED)] * len(batch)
         except Exception:
             outcomes = [self._run_alone(request) for request in batch]
+        # The one look at LMDB's state per batch: did this batch write, and how full is it.
+        wrote = space.after_batch()
         self.commits += 1
         self.operations += len(batch)
         if not self._sync:
@@ -230,17 +201,23 @@ class BatchWriter:
             with self._durable_lock:
                 self._appended += len(outcomes)
                 self._claimed = self._appended
-                self._send(("commit", outcomes, self._claimed, self.stats()))
+                self._report(outcomes)
             return
         # A commit that wrote pages synced the file, and with it the meta pages of the
         # commits before it: those are durable now. (A commit that wrote nothing synced
         # nothing.)
-        wrote = env.info()["last_txnid"] != last_txn
         with self._durable_lock:
             if wrote:
                 self._claimed = self._appended
             self._appended += len(outcomes)
-            self._send(("commit", outcomes, self._claimed, self.stats()))
+            self._report(outcomes)
+
+    def _report(self, outcomes: list[Outcome]) -> None:
+        """The COMMIT message (under `_durable_lock`, so messages leave in order)."""
+        results = [value if succeeded else None for succeeded, value in outcomes]
+        refusals = [[index, *value] for index, (succeeded, value) in enumerate(outcomes)
+                    if not succeeded]
+        self._send([COMMIT, results, refusals, self._claimed, self.stats()])
 
     def _make_durable(self) -> None:
         """Sync the meta pages of the commits made so far, then report them durable."""
@@ -248,18 +225,22 @@ class BatchWriter:
             upto = self._appended
             if upto == self._claimed:
                 return
-        failure = None
+        failure: Refusal | None = None
         try:
-            with self._env_lock:
-                self._store.env.sync(True)
+            self._space.sync()
         except lmdb.Error as exc:
             log.error("storage_sync_failed", error=str(exc))
-            self.failed = True
-            failure = (str(ErrorCode.INTERNAL), "storage sync failed", None)
+            if self._space.disk_full(exc):
+                failure = (str(ErrorCode.STORAGE_FULL),
+                           "storage is full: the disk could not sync this write; it may or "
+                           "may not have been stored", None)
+            else:
+                self.failed = True
+                failure = (str(ErrorCode.INTERNAL), "storage sync failed", None)
         with self._durable_lock:
             if upto > self._claimed:
                 self._claimed = upto
-                self._send(("durable", upto, failure, self.stats()))
+                self._send([DURABLE, upto, failure, self.stats()])
 
     def _run_syncer(self) -> None:
         """The syncer thread: on request, sync what is committed but not yet durable.
@@ -294,15 +275,19 @@ class BatchWriter:
 
     def _run_in_one_transaction(self, batch: list[Request]) -> list[Outcome]:
         outcomes: list[Outcome] = []
+        refuse_growth = self._space.low
+        jobs = self._jobs
         txn = self._store.env.begin(write=True)
         try:
             store_txn = StoreTxn(self._store, txn)
-            for operation, args, grows in batch:
-                if grows and self.space_low:
-                    outcomes.append((False, _storage_full()))
+            for wire in batch:
+                code = wire[0]
+                kind = OPERATION_BY_CODE[code]
+                if refuse_growth and kind.grows:
+                    outcomes.append((False, self._space.refusal(kind)))
                     continue
                 try:
-                    outcomes.append((True, operation(store_txn, *args)))
+                    outcomes.append((True, APPLY[code](store_txn, kind.from_wire(wire), jobs)))
                 except OverhopError as exc:
                     outcomes.append((False, refusal(exc)))
             store_txn.flush_counters()
@@ -310,63 +295,40 @@ class BatchWriter:
         except BaseException:
             txn.abort()
             raise
+        self.failed = False
         return outcomes
 
     def _run_alone(self, request: Request) -> Outcome:
+        kind = OPERATION_BY_CODE[request[0]]
         try:
             return self._run_in_one_transaction([request])[0]
         except lmdb.MapFullError:
-            return False, _storage_full()
+            self._space.refuse_growth()
+            return False, self._space.refusal(kind)
+        except lmdb.Error as exc:
+            if self._space.disk_full(exc):
+                return False, self._space.refusal(kind)
+            log.error("storage_write_failed", error=str(exc))
+            self.failed = True
+            return False, _WRITE_FAILED
         except Exception as exc:
-            log.error("storage_operation_failed", operation=request[0].__name__,
-                      error=repr(exc))
+            log.error("storage_operation_failed", operation=kind.__name__, error=repr(exc))
             return False, (str(ErrorCode.INTERNAL), "operation failed", None)
 
-    def _after_map_full(self, batch: list[Request]) -> list[Outcome]:
-        if self._grow():
+    def _after_no_room(self, batch: list[Request], *, grown: bool) -> list[Outcome]:
+        """A commit ran out of room. With a grown map, run the batch again; else refuse
+        what grows the store and run the rest one by one, each as room allows."""
+        if grown:
             return self._run_in_one_transaction(batch)
-        self._refuse_growth()
+        self._space.refuse_growth()
         outcomes: list[Outcome] = []
         for request in batch:
-            if request[2]:
-                outcomes.append((False, _storage_full()))
+            kind = OPERATION_BY_CODE[request[0]]
+            if kind.grows:
+                outcomes.append((False, self._space.refusal(kind)))
             else:
                 outcomes.append(self._run_alone(request))
         return outcomes
-
-    def _ensure_space(self) -> None:
-        map_size, used = self._store.map_use()
-        free = map_size - used
-        if free < max(map_size // 4, self._headroom) and self._grow():
-            return
-        if free >= self._headroom:
-            self.space_low = False
-            self._trust_high_water = True
-        elif self._trust_high_water:
-            self._refuse_growth()
-        elif self.space_low and time.monotonic() - self._space_low_since > SPACE_PROBE_INTERVAL_S:
-            self.space_low = False  # try again: a commit out of room refuses growth anew
-            log.info("storage_space_probe")
-
-    def _refuse_growth(self) -> None:
-        if not self.space_low:
-            log.warning("storage_full", max_map_size=self._max_map_size,
-                        headroom=self._headroom)
-        self.space_low = True
-        self._trust_high_water = False
-        self._space_low_since = time.monotonic()
-
-    def _grow(self) -> bool:
-        """Double the map, up to its maximum (this thread has no transaction open here)."""
-        current = self._map_size
-        if current >= self._max_map_size:
-            return False
-        target = min(current * 2, self._max_map_size)
-        with self._env_lock:
-            self._store.env.set_mapsize(target)
-        self._map_size = target
-        log.info("storage_map_grown", map_size=target)
-        return True
 
 
 class _Channel:
@@ -375,13 +337,13 @@ class _Channel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._lock = threading.Lock()
-        self._buffer = bytearray()
+        self._unpacker = unpacker()
+        self._pack = packer().pack  # used under `_lock` only
 
     def send(self, message: Any) -> None:
-        frame = encode_frame(message)
         with self._lock:
             try:
-                self._sock.sendall(frame)
+                self._sock.sendall(self._pack(message))
             except OSError:
                 os._exit(1)  # the server is gone: end as it did
 
@@ -402,9 +364,9 @@ class _Channel:
             # The server went away without asking us to stop (it was killed): stop at once
             # too, as if killed with it. Nothing acknowledged depends on us now.
             os._exit(1)
-        self._buffer += data
+        self._unpacker.feed(data)
         try:
-            return decode_frames(self._buffer)
+            return list(self._unpacker)
         except Exception:
             log.exception("storage_writer_bad_request")
             os._exit(1)
@@ -414,6 +376,7 @@ def main(argv: list[str]) -> int:
     """`python -m overhop.storage.writer_process SOCKET_FD SETTINGS_JSON`."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     channel = _Channel(socket.socket(fileno=int(argv[0])))
     settings = json.loads(argv[1])
     configure_logging(settings["log_level"], settings["human_friendly"])
@@ -423,14 +386,16 @@ def main(argv: list[str]) -> int:
     except lmdb.Error as exc:
         print(f"overhop writer: cannot open storage: {exc}", file=sys.stderr)
         return 2
+    space = Space(store, max_map_size=settings["max_map_size"],
+                  reserved_headroom=settings["reserved_headroom"],
+                  probe_interval_s=settings["space_probe_interval_s"])
     writer = BatchWriter(store, channel, sync=settings["sync"],
-                         max_batch=settings["max_batch"],
-                         max_map_size=settings["max_map_size"],
-                         reserved_headroom=settings["reserved_headroom"])
+                         max_batch=settings["max_batch"], space=space,
+                         jobs=JobsConfig(**settings["jobs"]))
     tune_gc_for_serving()
-    channel.send(("ready", writer.stats()))
+    channel.send([READY, writer.stats()])
     writer.run()
-    channel.send(("stopped", writer.stats()))
+    channel.send([STOPPED, writer.stats()])
     store.env.close()
     return 0
 

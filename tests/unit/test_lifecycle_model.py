@@ -247,7 +247,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     def _open(self) -> None:
         self.store = Store(self.path, map_size=32 * 1024 * 1024, sync=False)
         self.writer = Writer(self.store, self.loop, sync=False, max_batch=1024,
-                             max_map_size=1024 * 1024 * 1024, reserved_headroom=0)
+                             max_map_size=1024 * 1024 * 1024, reserved_headroom=0,
+                             jobs=self.config.jobs)
         self.loop.run_until_complete(self.writer.start())
         self.broker = Broker(self.config, self.store, self.writer, lambda: self.now)
         self.run(self._settled(self.broker.boot()))
@@ -290,7 +291,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         of earlier commits (which may submit more) has run."""
         for _ in range(200):
             before = self.writer.operations
-            await self.writer.submit(job_ops.barrier)
+            await self.writer.submit(job_ops.Barrier()).durable
             if self.writer.operations == before + 1 and self.broker.quiet():
                 return
         raise AssertionError("the writer never went quiet")

@@ -1,0 +1,43 @@
+"""Write operations: the closed table the server submits to the writer (`catalogue.py`),
+and how the writer process applies each one (`apply_jobs.py`, `apply_queues.py`, through
+`table.py`). The server imports from here; only the writer process imports the table."""
+
+from overhop.storage.operations.apply_jobs import job_policy
+from overhop.storage.operations.apply_queues import CLEARABLE_STATUSES
+from overhop.storage.operations.catalogue import (
+    OPERATION_BY_CODE,
+    OPERATIONS,
+    AddQueue,
+    AdvanceNew,
+    AppendLogs,
+    Barrier,
+    ClearQueueBatch,
+    Complete,
+    DeleteEmptyQueue,
+    EndAttempt,
+    Enqueue,
+    EnqueueMany,
+    Moved,
+    ObliterateBatch,
+    Operation,
+    OperationCode,
+    PromoteDue,
+    PruneFinished,
+    RecoverActive,
+    Removed,
+    RemoveJob,
+    RemoveQueue,
+    RetryFailed,
+    SetQueueConfig,
+    SetQueueState,
+    Taken,
+    TakeWaiting,
+)
+
+__all__ = [
+    "CLEARABLE_STATUSES", "OPERATIONS", "OPERATION_BY_CODE", "AddQueue", "AdvanceNew",
+    "AppendLogs", "Barrier", "ClearQueueBatch", "Complete", "DeleteEmptyQueue", "EndAttempt",
+    "Enqueue", "EnqueueMany", "Moved", "ObliterateBatch", "Operation", "OperationCode",
+    "PromoteDue", "PruneFinished", "RecoverActive", "RemoveJob", "RemoveQueue", "Removed",
+    "RetryFailed", "SetQueueConfig", "SetQueueState", "TakeWaiting", "Taken", "job_policy",
+]

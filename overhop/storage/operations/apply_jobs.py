@@ -1,0 +1,182 @@
+"""Applying the job operations, in the writer process, inside the batch's transaction.
+
+Each `apply_*` checks everything it needs before its first write and raises
+`RequestError` only then (the writer's contract), so that a refused operation never leaves
+half a change in the shared transaction. Each returns its result in wire form (a job
+record as the bytes stored: `StoreTxn.move_job` returns them).
+"""
+
+import random
+from typing import Any
+
+from overhop.config.schema import JobsConfig
+from overhop.errors import ErrorCode, RequestError
+from overhop.model.jobs import REMOVABLE_STATUSES, AttemptOutcome, JobRecord, JobStatus
+from overhop.model.queues import JobPolicy, QueueConfig, QueueRecord, QueueState, resolve_policy
+from overhop.model.retry import plan_after_attempt
+from overhop.storage.operations.catalogue import (
+    AppendLogs,
+    Complete,
+    EndAttempt,
+    Enqueue,
+    EnqueueMany,
+    RemoveJob,
+    RetryFailed,
+    TakeWaiting,
+)
+from overhop.storage.records import encode_job
+from overhop.storage.store import StoreTxn
+
+_rng = random.Random()
+
+
+def job_policy(job: JobRecord, config: QueueConfig, jobs: JobsConfig) -> JobPolicy:
+    """The settings in force for `job` now: its overrides, its queue's, the defaults."""
+    return resolve_policy(job.max_attempts, job.retry_interval_ms, job.lease_ms, config,
+                          jobs.default_max_attempts, jobs.default_retry_interval_ms,
+                          jobs.default_lease_ms)
+
+
+def queue_or_raise(txn: StoreTxn, name: str) -> QueueRecord:
+    queue = txn.get_queue(name)
+    if queue is None:
+        raise _queue_not_found(name)
+    return queue
+
+
+def _require_queue(txn: StoreTxn, name: str) -> None:
+    """As `queue_or_raise`, without decoding the record (the enqueue path)."""
+    if not txn.queue_exists(name):
+        raise _queue_not_found(name)
+
+
+def _queue_not_found(name: str) -> RequestError:
+    return RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
+
+
+def _job_or_raise(txn: StoreTxn, job_id: str) -> JobRecord:
+    job = txn.get_job(job_id)
+    if job is None:
+        raise RequestError(ErrorCode.JOB_NOT_FOUND, f"job {job_id!r} does not exist")
+    return job
+
+
+def apply_enqueue(txn: StoreTxn, op: Enqueue, jobs: JobsConfig) -> str:
+    job = op.job
+    _require_queue(txn, job.queue_name)
+    txn.insert_job(job)
+    return job.job_id
+
+
+def apply_enqueue_many(txn: StoreTxn, op: EnqueueMany, jobs: JobsConfig) -> list[str]:
+    _require_queue(txn, op.queue_name)
+    for job in op.jobs:
+        txn.insert_job(job)
+    return [job.job_id for job in op.jobs]
+
+
+def apply_take_waiting(txn: StoreTxn, op: TakeWaiting, jobs: JobsConfig
+                       ) -> tuple[list[bytes], int]:
+    """`guards` are (delivery id, job id) of deliveries whose ends were written before this
+    (earlier in this transaction or before it) and whose concurrency slots this dispatch
+    uses: if one of those jobs is still active with that delivery, its end failed and the
+    slot is not free, so nothing is taken."""
+    queue_name = op.queue_name
+    taken: list[bytes] = []
+    for delivery_id, job_id in op.guards:
+        job = txn.get_job(job_id)
+        if job is not None and job.status == JobStatus.ACTIVE and job.delivery_id == delivery_id:
+            return taken, txn.count(queue_name, JobStatus.WAITING)
+    job_ids = txn.oldest_job_ids(queue_name, JobStatus.WAITING, len(op.assignments))
+    for job_id, (delivery_id, worker_id) in zip(job_ids, op.assignments, strict=False):
+        taken.append(txn.move_job(txn.indexed_job(job_id), JobStatus.ACTIVE,
+                                  delivery_id=delivery_id, worker_id=worker_id,
+                                  started_at_ms=op.now_ms))
+    return taken, txn.count(queue_name, JobStatus.WAITING)
+
+
+def _history_entry(job: JobRecord, outcome: AttemptOutcome, now_ms: int,
+                   error: dict[str, Any] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "attempt": job.attempts_so_far + 1,
+        "counted": outcome.uses_attempt,
+        "outcome": outcome.label,
+        "worker_id": job.worker_id,
+        "delivery_id": job.delivery_id,
+        "started_at_ms": job.started_at_ms,
+        "ended_at_ms": now_ms,
+    }
+    if error is not None:
+        entry["error"] = error
+    return entry
+
+
+def _append_history(job: JobRecord, entry: dict[str, Any], keep: int) -> None:
+    job.history.append(entry)
+    if len(job.history) > keep:
+        del job.history[: len(job.history) - keep]
+
+
+def apply_complete(txn: StoreTxn, op: Complete, jobs: JobsConfig) -> None:
+    job = txn.current_delivery(op.job_id, op.delivery_id)
+    _append_history(job, _history_entry(job, AttemptOutcome.COMPLETED, op.now_ms, None),
+                    op.history_limit)
+    txn.move_job(job, JobStatus.COMPLETED, attempts_so_far=job.attempts_so_far + 1,
+                 result=op.result, finished_at_ms=op.now_ms, delivery_id=None)
+
+
+def end_attempt(txn: StoreTxn, job_id: str, delivery_id: str, outcome: AttemptOutcome,
+                now_ms: int, error: dict[str, Any] | None, jobs: JobsConfig) -> bytes:
+    """Retry or fail the job after an attempt that did not succeed, with the retry policy
+    in force now (the queue's settings as stored); the job's stored bytes."""
+    job = txn.current_delivery(job_id, delivery_id)
+    queue = txn.get_queue(job.queue_name)
+    policy = job_policy(job, queue.config if queue else QueueConfig(), jobs)
+    _append_history(job, _history_entry(job, outcome, now_ms, error), jobs.max_error_history)
+    status, start_ms, attempts = plan_after_attempt(job, policy, outcome, now_ms, _rng)
+    finished = now_ms if status == JobStatus.FAILED else job.finished_at_ms
+    return txn.move_job(job, status, execution_start_at_ms=start_ms,
+                        attempts_so_far=attempts, delivery_id=None, finished_at_ms=finished)
+
+
+def apply_end_attempt(txn: StoreTxn, op: EndAttempt, jobs: JobsConfig) -> bytes:
+    return end_attempt(txn, op.job_id, op.delivery_id, op.outcome, op.now_ms, op.error, jobs)
+
+
+def apply_retry_failed(txn: StoreTxn, op: RetryFailed, jobs: JobsConfig) -> bytes:
+    """RETRY: a failed job waits again with a fresh set of attempts; its history stays."""
+    job = _job_or_raise(txn, op.job_id)
+    if job.status != JobStatus.FAILED:
+        raise RequestError(ErrorCode.JOB_STATUS_CONFLICT,
+                           f"job {op.job_id!r} is {job.status.label}, not failed")
+    queue = queue_or_raise(txn, job.queue_name)
+    status = JobStatus.WAITING if queue.state == QueueState.ACTIVE else JobStatus.NEW
+    return txn.move_job(job, status, attempts_so_far=0, finished_at_ms=None,
+                        execution_start_at_ms=op.now_ms)
+
+
+def apply_remove_job(txn: StoreTxn, op: RemoveJob, jobs: JobsConfig) -> bytes:
+    job = _job_or_raise(txn, op.job_id)
+    if job.status not in REMOVABLE_STATUSES:
+        raise RequestError(
+            ErrorCode.JOB_STATUS_CONFLICT,
+            f"job {op.job_id!r} is {job.status.label}; only new, delayed, failed and "
+            "completed jobs can be removed",
+        )
+    txn.delete_job(job)
+    return encode_job(job)
+
+
+def apply_append_logs(txn: StoreTxn, op: AppendLogs, jobs: JobsConfig) -> bytes:
+    """Add log lines to the job held by this delivery; the oldest lines go past the bounds."""
+    job = txn.current_delivery(op.job_id, op.delivery_id)
+    logs = job.logs
+    logs.extend([op.now_ms, line] for line in op.lines)
+    dropped = max(0, len(logs) - jobs.max_log_lines)
+    total = sum(len(entry[1].encode()) for entry in logs)
+    while dropped < len(logs) and total > jobs.max_log_bytes:
+        total -= len(logs[dropped][1].encode())
+        dropped += 1
+    if dropped:
+        del logs[:dropped]
+    return txn.move_job(job, job.status, logs_dropped=job.logs_dropped + dropped)

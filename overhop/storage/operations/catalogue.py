@@ -1,0 +1,429 @@
+"""The writer seam: every write the server can ask of storage, as a closed set of values.
+
+Each operation is a frozen dataclass whose class declares its `code` (one number per
+operation, all in `OperationCode`), whether it `grows` the store (refused with
+STORAGE_FULL when space is low) and, as its type parameter, its result type. Their fields
+are plain values and records; nothing else crosses the seam.
+
+Between the server and the LMDB writer process an operation travels as a MessagePack
+array, `[code, field, ...]` (`to_wire`, `from_wire`): a job or queue record as the bytes
+it is stored as, a queue config likewise, enums as numbers. A result travels in a wire
+form too (the apply functions return it: a job record as its stored bytes, `Taken`,
+`Moved` and `Removed` as arrays), which `decode_result` turns into the result type.
+docs/storage.md lists the table; a second storage engine implements the same operations.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from operator import attrgetter
+from typing import Any, ClassVar, Generic, TypeVar
+
+from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.model.queues import QueueConfig, QueueRecord, QueueState
+from overhop.storage.records import (
+    decode_job,
+    decode_queue,
+    decode_queue_config,
+    encode_job,
+    encode_queue,
+    encode_queue_config,
+)
+
+T = TypeVar("T")
+
+
+class OperationCode(IntEnum):
+    """Every operation's number on the wire. Never renumber: append."""
+
+    BARRIER = 0
+    ADD_QUEUE = 1
+    REMOVE_QUEUE = 2
+    SET_QUEUE_STATE = 3
+    ENQUEUE = 4
+    ENQUEUE_MANY = 5
+    TAKE_WAITING = 6
+    COMPLETE = 7
+    END_ATTEMPT = 8
+    RETRY_FAILED = 9
+    REMOVE_JOB = 10
+    PROMOTE_DUE = 11
+    ADVANCE_NEW = 12
+    RECOVER_ACTIVE = 13
+    SET_QUEUE_CONFIG = 14
+    CLEAR_QUEUE_BATCH = 15
+    OBLITERATE_BATCH = 16
+    DELETE_EMPTY_QUEUE = 17
+    PRUNE_FINISHED = 18
+    APPEND_LOGS = 19
+
+
+class Operation(Generic[T]):
+    """One write; `T` is its result. Subclasses are frozen slotted dataclasses."""
+
+    __slots__ = ()
+    code: ClassVar[OperationCode]
+    grows: ClassVar[bool] = False
+    # What a refusal for lack of space names, e.g. "new jobs are refused".
+    subject: ClassVar[str]
+    _fields: ClassVar[Any]  # an attrgetter of the fields in order, set by `_register`
+
+    def to_wire(self) -> list[Any]:
+        """`[code, field, ...]`; records as their stored bytes, enums as numbers."""
+        return [self.code, *self._fields(self)]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "Operation[Any]":
+        return cls(*wire[1:])
+
+    @staticmethod
+    def decode_result(wire: Any) -> Any:
+        """The result type from its wire form (as the apply function returned it)."""
+        return wire
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What a dispatch took: the jobs now active (in order) and the waiting jobs left."""
+
+    jobs: list[JobRecord]
+    waiting_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """How many jobs a maintenance step moved, whether more remain, the next due time."""
+
+    moved: int
+    more: bool
+    next_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """Jobs one bounded removal step deleted, and whether any of its kind remain."""
+
+    removed: int
+    more: bool
+    counts: dict[JobStatus, int]
+
+
+# -- queues ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier(Operation[None]):
+    """Writes nothing: it resolves once everything submitted before it has (a way to wait
+    for the writer)."""
+
+    code = OperationCode.BARRIER
+    subject = "a barrier"
+
+
+@dataclass(frozen=True, slots=True)
+class AddQueue(Operation[QueueRecord]):
+    record: QueueRecord
+    code = OperationCode.ADD_QUEUE
+    grows = True
+    subject = "new queues are"
+
+    def to_wire(self) -> list[Any]:
+        return [self.code, encode_queue(self.record)]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "AddQueue":
+        return cls(decode_queue(wire[1]))
+
+    @staticmethod
+    def decode_result(wire: Any) -> QueueRecord:
+        return decode_queue(wire)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveQueue(Operation[None]):
+    name: str
+    code = OperationCode.REMOVE_QUEUE
+    subject = "removing a queue is"
+
+
+_STATE_NUMBERS = {QueueState.ACTIVE: 1, QueueState.PAUSED: 2}
+_STATES = {number: state for state, number in _STATE_NUMBERS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SetQueueState(Operation[QueueRecord]):
+    name: str
+    state: QueueState
+    code = OperationCode.SET_QUEUE_STATE
+    subject = "pausing or resuming a queue is"
+
+    def to_wire(self) -> list[Any]:
+        return [self.code, self.name, _STATE_NUMBERS[self.state]]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "SetQueueState":
+        return cls(wire[1], _STATES[wire[2]])
+
+    @staticmethod
+    def decode_result(wire: Any) -> QueueRecord:
+        return decode_queue(wire)
+
+
+@dataclass(frozen=True, slots=True)
+class SetQueueConfig(Operation[QueueRecord]):
+    name: str
+    config: QueueConfig
+    code = OperationCode.SET_QUEUE_CONFIG
+    subject = "changing a queue's settings is"
+
+    def to_wire(self) -> list[Any]:
+        return [self.code, self.name, encode_queue_config(self.config)]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "SetQueueConfig":
+        return cls(wire[1], decode_queue_config(wire[2]))
+
+    @staticmethod
+    def decode_result(wire: Any) -> QueueRecord:
+        return decode_queue(wire)
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue(Operation[str]):
+    """A new job (the server holds the record already); its id."""
+
+    job: JobRecord
+    code = OperationCode.ENQUEUE
+    grows = True
+    subject = "new jobs are"
+
+    def to_wire(self) -> list[Any]:
+        return [self.code, encode_job(self.job)]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "Enqueue":
+        return cls(decode_job(wire[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueMany(Operation[list[str]]):
+    """New jobs of one queue, all in one transaction; their ids in order."""
+
+    queue_name: str
+    jobs: list[JobRecord]
+    code = OperationCode.ENQUEUE_MANY
+    grows = True
+    subject = "new jobs are"
+
+    def to_wire(self) -> list[Any]:
+        return [self.code, self.queue_name, [encode_job(job) for job in self.jobs]]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "EnqueueMany":
+        return cls(wire[1], [decode_job(data) for data in wire[2]])
+
+
+@dataclass(frozen=True, slots=True)
+class TakeWaiting(Operation[Taken]):
+    """Move the oldest waiting jobs to active, one per (delivery id, worker id), unless a
+    guard's end was not written (see `apply_take_waiting`)."""
+
+    queue_name: str
+    assignments: list[tuple[str, str]]
+    now_ms: int
+    guards: list[tuple[str, str]]
+    code = OperationCode.TAKE_WAITING
+    subject = "dispatching jobs is"
+
+    @staticmethod
+    def decode_result(wire: Any) -> Taken:
+        return Taken([decode_job(data) for data in wire[0]], wire[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Complete(Operation[None]):
+    job_id: str
+    delivery_id: str
+    result: bytes | None
+    now_ms: int
+    history_limit: int
+    code = OperationCode.COMPLETE
+    subject = "completing a job is"
+
+
+@dataclass(frozen=True, slots=True)
+class EndAttempt(Operation[JobRecord]):
+    """An attempt ended without success (FAIL, lease expiry, disconnect...)."""
+
+    job_id: str
+    delivery_id: str
+    outcome: AttemptOutcome
+    now_ms: int
+    error: dict[str, Any] | None
+    code = OperationCode.END_ATTEMPT
+    subject = "ending an attempt is"
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "EndAttempt":
+        return cls(wire[1], wire[2], AttemptOutcome(wire[3]), wire[4], wire[5])
+
+    @staticmethod
+    def decode_result(wire: Any) -> JobRecord:
+        return decode_job(wire)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryFailed(Operation[JobRecord]):
+    job_id: str
+    now_ms: int
+    code = OperationCode.RETRY_FAILED
+    subject = "retrying a job is"
+
+    @staticmethod
+    def decode_result(wire: Any) -> JobRecord:
+        return decode_job(wire)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveJob(Operation[JobRecord]):
+    job_id: str
+    code = OperationCode.REMOVE_JOB
+    subject = "removing a job is"
+
+    @staticmethod
+    def decode_result(wire: Any) -> JobRecord:
+        return decode_job(wire)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendLogs(Operation[JobRecord]):
+    job_id: str
+    delivery_id: str
+    lines: list[str]
+    now_ms: int
+    code = OperationCode.APPEND_LOGS
+    grows = True
+    subject = "job log lines are"
+
+    @staticmethod
+    def decode_result(wire: Any) -> JobRecord:
+        return decode_job(wire)
+
+
+# -- maintenance and removal steps -------------------------------------------------------
+
+
+def _moved(wire: Any) -> Moved:
+    return Moved(wire[0], wire[1], wire[2])
+
+
+def _removed(wire: Any) -> Removed:
+    return Removed(wire[0], wire[1], {JobStatus(k): v for k, v in wire[2].items()})
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteDue(Operation[Moved]):
+    queue_name: str
+    now_ms: int
+    limit: int
+    code = OperationCode.PROMOTE_DUE
+    subject = "promoting due jobs is"
+    decode_result = staticmethod(_moved)
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceNew(Operation[Moved]):
+    queue_name: str
+    now_ms: int
+    limit: int
+    code = OperationCode.ADVANCE_NEW
+    subject = "advancing new jobs is"
+    decode_result = staticmethod(_moved)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverActive(Operation[Moved]):
+    queue_name: str
+    now_ms: int
+    limit: int
+    code = OperationCode.RECOVER_ACTIVE
+    subject = "recovering active jobs is"
+    decode_result = staticmethod(_moved)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearQueueBatch(Operation[Removed]):
+    queue_name: str
+    limit: int
+    before: bytes
+    code = OperationCode.CLEAR_QUEUE_BATCH
+    subject = "clearing a queue is"
+    decode_result = staticmethod(_removed)
+
+
+@dataclass(frozen=True, slots=True)
+class ObliterateBatch(Operation[Removed]):
+    queue_name: str
+    limit: int
+    code = OperationCode.OBLITERATE_BATCH
+    subject = "obliterating a queue is"
+    decode_result = staticmethod(_removed)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteEmptyQueue(Operation[None]):
+    queue_name: str
+    code = OperationCode.DELETE_EMPTY_QUEUE
+    subject = "obliterating a queue is"
+
+
+@dataclass(frozen=True, slots=True)
+class PruneFinished(Operation[Removed]):
+    queue_name: str
+    config: QueueConfig
+    now_ms: int
+    limit: int
+    code = OperationCode.PRUNE_FINISHED
+    subject = "retention is"
+    decode_result = staticmethod(_removed)
+
+    def to_wire(self) -> list[Any]:
+        return [self.code, self.queue_name, encode_queue_config(self.config), self.now_ms,
+                self.limit]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "PruneFinished":
+        return cls(wire[1], decode_queue_config(wire[2]), wire[3], wire[4])
+
+
+OPERATIONS: tuple[type[Operation[Any]], ...] = (
+    Barrier, AddQueue, RemoveQueue, SetQueueState, Enqueue, EnqueueMany, TakeWaiting,
+    Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
+    SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
+    AppendLogs,
+)
+# Indexed by code: the table both sides of the writer decode with.
+OPERATION_BY_CODE: tuple[type[Operation[Any]], ...] = tuple(
+    sorted(OPERATIONS, key=lambda cls: cls.code))
+
+
+def _fields_getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """The fields of an operation, in order, as a tuple."""
+    if not names:
+        return lambda _: ()
+    if len(names) == 1:
+        single = attrgetter(names[0])
+        return lambda op: (single(op),)
+    return attrgetter(*names)
+
+
+def _register() -> None:
+    assert [cls.code for cls in OPERATION_BY_CODE] == list(OperationCode), "one class a code"
+    for cls in OPERATIONS:
+        cls._fields = staticmethod(_fields_getter(list(cls.__dataclass_fields__)))  # type: ignore[attr-defined]
+
+
+_register()

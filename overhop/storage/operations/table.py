@@ -1,0 +1,38 @@
+"""The writer process's dispatch table: an operation's code to the function that applies
+it, `apply(txn, op, jobs_config)`, which returns the result in wire form."""
+
+from collections.abc import Callable
+from typing import Any
+
+from overhop.config.schema import JobsConfig
+from overhop.storage.operations import apply_jobs as jobs
+from overhop.storage.operations import apply_queues as queues
+from overhop.storage.operations.catalogue import OperationCode
+from overhop.storage.store import StoreTxn
+
+Apply = Callable[[StoreTxn, Any, JobsConfig], Any]
+
+_BY_CODE: dict[OperationCode, Apply] = {
+    OperationCode.BARRIER: queues.apply_barrier,
+    OperationCode.ADD_QUEUE: queues.apply_add_queue,
+    OperationCode.REMOVE_QUEUE: queues.apply_remove_queue,
+    OperationCode.SET_QUEUE_STATE: queues.apply_set_queue_state,
+    OperationCode.ENQUEUE: jobs.apply_enqueue,
+    OperationCode.ENQUEUE_MANY: jobs.apply_enqueue_many,
+    OperationCode.TAKE_WAITING: jobs.apply_take_waiting,
+    OperationCode.COMPLETE: jobs.apply_complete,
+    OperationCode.END_ATTEMPT: jobs.apply_end_attempt,
+    OperationCode.RETRY_FAILED: jobs.apply_retry_failed,
+    OperationCode.REMOVE_JOB: jobs.apply_remove_job,
+    OperationCode.PROMOTE_DUE: queues.apply_promote_due,
+    OperationCode.ADVANCE_NEW: queues.apply_advance_new,
+    OperationCode.RECOVER_ACTIVE: queues.apply_recover_active,
+    OperationCode.SET_QUEUE_CONFIG: queues.apply_set_queue_config,
+    OperationCode.CLEAR_QUEUE_BATCH: queues.apply_clear_queue_batch,
+    OperationCode.OBLITERATE_BATCH: queues.apply_obliterate_batch,
+    OperationCode.DELETE_EMPTY_QUEUE: queues.apply_delete_empty_queue,
+    OperationCode.PRUNE_FINISHED: queues.apply_prune_finished,
+    OperationCode.APPEND_LOGS: jobs.apply_append_logs,
+}
+# Indexed by code, for the writer's loop.
+APPLY: tuple[Apply, ...] = tuple(_BY_CODE[code] for code in OperationCode)
