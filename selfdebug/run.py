@@ -85,12 +85,16 @@ async def walk_against_new_server(loaded: LoadedConfig, storage: Path,
 
 
 def run_self_debug(*, keep_artifacts: bool, steps: Sequence[Step] | None = None,
-                   out: TextIO | None = None) -> int:
-    """The exit status of a self-debug run (see the module documentation)."""
+                   out: TextIO | None = None, config_file: str | None = None,
+                   overrides: Sequence[str] = ()) -> int:
+    """The exit status of a self-debug run (see the module documentation).
+
+    `config_file` and `overrides` are read as `overhop serve` reads them; the server then
+    listens on 127.0.0.1 on a port of the system's choice unless they name others."""
     stream = out if out is not None else sys.stdout
     printer = FramePrinter(stream, color=stream.isatty())
     try:
-        loaded = load_config(None, OVERRIDES)
+        loaded = load_config(config_file, [*OVERRIDES, *overrides])
         storage = loaded.config.self_debug_path()
         prepare_storage(storage, loaded.config.storage_path())
     except (ConfigError, SetupError) as exc:

@@ -86,15 +86,32 @@ def cli(ctx: click.Context, self_debug: bool, self_debug_keep_artifacts: bool) -
     if self_debug_keep_artifacts and not self_debug:
         fail("--self-debug-keep-artifacts needs --self-debug", USAGE_EXIT)
     if self_debug:
-        try:
-            from selfdebug.run import run_self_debug  # loads the server: only when asked
-        except ModuleNotFoundError as exc:
-            if not (exc.name or "").startswith("overhop_client"):
-                raise
-            fail(f"--self-debug {SDK_MISSING}", USAGE_EXIT)
-        sys.exit(run_self_debug(keep_artifacts=self_debug_keep_artifacts))
+        _run_self_debug(self_debug_keep_artifacts, None, [])
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
+
+
+@click.command(context_settings=_OVERRIDES)
+@click.option("--self-debug", is_flag=True, required=True)
+@click.option("--self-debug-keep-artifacts", is_flag=True)
+@_config_option
+@click.pass_context
+def self_debug_command(ctx: click.Context, self_debug: bool, self_debug_keep_artifacts: bool,
+                       config_file: str | None) -> None:
+    """`overhop --self-debug` with serve's --config FILE and --section.key VALUE words."""
+    _run_self_debug(self_debug_keep_artifacts, config_file, ctx.args)
+
+
+def _run_self_debug(keep_artifacts: bool, config_file: str | None,
+                    overrides: list[str]) -> None:
+    try:
+        from selfdebug.run import run_self_debug  # loads the server: only when asked
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("overhop_client"):
+            raise
+        fail(f"--self-debug {SDK_MISSING}", USAGE_EXIT)
+    sys.exit(run_self_debug(keep_artifacts=keep_artifacts, config_file=config_file,
+                            overrides=overrides))
 
 
 def _load(config_file: str | None, overrides: list[str]) -> LoadedConfig:
@@ -132,4 +149,9 @@ def config(ctx: click.Context, config_file: str | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    args = sys.argv[1:]
+    if args and args[0] in ("--self-debug", "--self-debug-keep-artifacts"):
+        # A mode of the whole program that takes serve's overrides, which a click group
+        # would read as a command name: it gets a command of its own.
+        self_debug_command(args=args, prog_name="overhop")
     cli(prog_name="overhop")

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,24 @@ def test_storage_preparation_never_takes_the_data_directory(tmp_path: Path) -> N
     (leftover / "data.mdb").write_bytes(b"old run")
     prepare_storage(leftover, data)
     assert not leftover.exists()
+
+
+def test_self_debug_takes_the_dotted_overrides_serve_takes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with socket.socket() as probe:  # a port free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path / "elsewhere" / "data"
+    result = self_debug(home, "--server.port", str(port), "--storage.path", str(data),
+                        "--self-debug-keep-artifacts")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"server listening on 127.0.0.1:{port}" in result.stdout
+    # The self-debug store sits beside the data directory named, and is kept.
+    assert (tmp_path / "elsewhere" / "data-self-debug" / "data.mdb").exists()
+
+
+def test_self_debug_refuses_a_bad_override_in_one_line(tmp_path: Path) -> None:
+    result = self_debug(tmp_path / "home", "--server.port", "nope")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "overhop: server.port: expected an integer, got 'nope'"]
