@@ -1,11 +1,14 @@
 """`overhop enqueue`: add one job, its payload given as JSON.
 
-    overhop enqueue QUEUE [PAYLOAD_JSON] [--delay-ms MS | --at RFC3339] [--max-attempts N]
+    overhop enqueue QUEUE [PAYLOAD_JSON | - | @FILE] [--delay-ms MS | --at RFC3339] ...
 
-A payload that is not JSON or cannot be sent, or a bad `--at` time, is exit 2.
+The payload is the argument itself, or, for `-`, standard input, or, for `@FILE`, that
+file's text. A payload that is not JSON or cannot be sent, a file that cannot be read, or a
+bad `--at` time, is exit 2.
 """
 
 import json
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +18,20 @@ from overhop_client.codec import check_value
 from overhop.cli.exits import USAGE_EXIT, CliFailure, fail
 from overhop.cli.render import emit_json
 from overhop.cli.session import call, common
+
+
+def read_payload_text(argument: str | None) -> str | None:
+    """The payload's JSON text: the argument, standard input for `-`, a file for `@FILE`."""
+    if argument == "-":
+        return sys.stdin.read()
+    if argument is not None and argument.startswith("@"):
+        try:
+            with open(argument[1:], encoding="utf-8") as file:
+                return file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliFailure(f"cannot read the payload file {argument[1:]!r}: "
+                             f"{getattr(exc, 'strerror', None) or exc}", USAGE_EXIT) from None
+    return argument
 
 
 def parse_payload(text: str | None) -> Any:
@@ -45,7 +62,7 @@ def parse_when(text: str) -> datetime:
 
 @click.command("enqueue")
 @click.argument("queue")
-@click.argument("payload_json", required=False, metavar="[PAYLOAD_JSON]")
+@click.argument("payload_json", required=False, metavar="[PAYLOAD_JSON | - | @FILE]")
 @click.option("--delay-ms", type=click.IntRange(0), default=None,
               help="Start it this long after it is stored.")
 @click.option("--at", "at", default=None, metavar="RFC3339", help="Start it at this time.")
@@ -56,9 +73,10 @@ def parse_when(text: str) -> datetime:
 def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
                     at: str | None, max_attempts: int | None, retry_interval_ms: int | None,
                     lease_ms: int | None, url: str, as_json: bool) -> None:
-    """Add a job to QUEUE; PAYLOAD_JSON is the job's payload as JSON."""
+    """Add a job to QUEUE; PAYLOAD_JSON is the job's payload as JSON (`-`: read it from
+    standard input; `@FILE`: from FILE)."""
     try:
-        payload = parse_payload(payload_json)
+        payload = parse_payload(read_payload_text(payload_json))
         run_at = None if at is None else parse_when(at)
     except CliFailure as exc:
         fail(exc.message, exc.exit_code)

@@ -5,13 +5,14 @@ of a queue's jobs in one status.
     overhop jobs QUEUE --status STATUS [--page N | --after JID] [--page-size N]
 """
 
+import uuid
 from typing import Any
 
 import click
-from overhop_client import Job, JobPage, JobStatus, MessageType
+from overhop_client import AsyncClient, Job, JobPage, JobStatus, MessageType, OverhopError
 from overhop_client.times import format_time
 
-from overhop.cli.exits import ERROR_EXIT, fail
+from overhop.cli.exits import ERROR_EXIT, USAGE_EXIT, CliFailure, fail
 from overhop.cli.render import cell, emit_json, fields, table
 from overhop.cli.session import call, common
 
@@ -117,6 +118,28 @@ def job_rm(jid: str, url: str, as_json: bool) -> None:
         click.echo(f"job {jid} removed")
 
 
+# LSJOB's fields as the CLI's flags, for the server's refusals of a page.
+_FLAGS = (("page on with 'after' (the previous page's 'next_after')",
+           "page on with --after JID (the 'more: --after JID' line of the previous page)"),
+          ("'page_size'", "--page-size"), ("'after'", "--after"), ("page ", "--page "))
+
+
+def _in_flags(message: str) -> str:
+    """The server's words about LSJOB's fields, naming the CLI's flags instead."""
+    for field, flag in _FLAGS:
+        message = message.replace(field, flag, 1)
+    return message
+
+
+def _is_job_id_of(text: str, queue: str) -> bool:
+    queue_part, _, uuid_part = text.rpartition(":")
+    try:
+        uuid.UUID(uuid_part)
+    except ValueError:
+        return False
+    return queue_part == queue
+
+
 @click.command("jobs")
 @click.argument("queue")
 @click.option("--status", "status", required=True,
@@ -134,8 +157,21 @@ def jobs_command(queue: str, status: str, page: int, page_size: int | None,
     if page_size is not None:
         request["page_size"] = page_size
     if after is not None:
+        if page != 1:
+            fail("give --after or --page, not both", USAGE_EXIT)
+        if not _is_job_id_of(after, queue):
+            fail(f"--after: {after!r} is not a job id of queue {queue!r}", USAGE_EXIT)
         request["after"] = after
-    raw = call(url, lambda client: client.request(MessageType.LSJOB, request))
+
+    async def list_page(client: AsyncClient) -> dict[str, Any]:
+        try:
+            return await client.request(MessageType.LSJOB, request)
+        except OverhopError as exc:
+            if exc.code == "INVALID_PAYLOAD":
+                raise CliFailure(_in_flags(exc.message), USAGE_EXIT) from None
+            raise
+
+    raw = call(url, list_page)
     if as_json:
         emit_json(raw)
         return

@@ -18,8 +18,9 @@ def render_status(status: ServerStatus) -> str:
         ("memory (rss)", f"{status.rss_bytes} bytes"), ("connections", status.connections),
         ("workers", len(status.workers)), ("deliveries", status.deliveries),
         ("queues", len(status.queues)), ("storage", storage.get("path")),
-        ("storage used", f"{storage.get('map_used_bytes', 0)} of "
-                         f"{storage.get('map_size_bytes', 0)} bytes"),
+        ("storage used", f"{storage.get('map_used_bytes', 0)} bytes of the map's "
+                         f"{storage.get('map_size_bytes', 0)} (grows up to "
+                         f"{storage.get('max_map_size_bytes', 0)})"),
         ("space low", storage.get("space_low")),
     ])
     workers = table(["WORKER", "NAME", "HOST", "PID", "SUBSCRIPTIONS", "DELIVERIES",

@@ -126,9 +126,19 @@ def test_enqueue_jobs_and_job_commands(url: str) -> None:
     assert lines.splitlines()[-1] == f"more: --after {delayed_jid}"
     page = run_json(url, "jobs", "work", "--status", "delayed", "--after", delayed_jid)
     assert [job["jid"] for job in page["jobs"]] == [scheduled]
-    refused = run(url, "jobs", "work", "--status", "delayed", "--after", "elsewhere:x")
-    assert refused.exit_code == 1
-    assert refused.stderr.startswith("overhop: INVALID_PAYLOAD: 'after' must be a job id")
+    # Paging mistakes name the CLI's flags, not the protocol's fields.
+    assert_one_line_error(run(url, "jobs", "work", "--status", "delayed", "--after",
+                              "elsewhere:x"), 2, "--after: 'elsewhere:x' is not a job id of "
+                          "queue 'work'")
+    assert_one_line_error(run(url, "jobs", "work", "--status", "delayed", "--after",
+                              delayed_jid, "--page", "2"), 2,
+                          "give --after or --page, not both")
+    assert_one_line_error(run(url, "jobs", "work", "--status", "delayed", "--page",
+                              "200000", "--page-size", "1"), 2,
+                          "--page 200000 would skip 199999 jobs, more than 100000: page on "
+                          "with --after JID")
+    assert_one_line_error(run(url, "jobs", "work", "--status", "delayed", "--page-size",
+                              "5000"), 2, "overhop: --page-size must be")
     table = run(url, "jobs", "work", "--status", "waiting").stdout.splitlines()
     assert table[0].split()[:3] == ["JID", "STATUS", "ATTEMPTS"]
     assert table[1].startswith(first) and "no_worker_credit" in table[1]
@@ -202,6 +212,10 @@ def test_status_and_url_from_the_environment(url: str) -> None:
     assert len(me) == 1
     human = run(url, "status").stdout
     assert "version       " in human and "WORKER" in human and "overhop-cli" in human
+    storage = report["storage"]
+    assert (f"storage used  {storage['map_used_bytes']} bytes of the map's "
+            f"{storage['map_size_bytes']} (grows up to {storage['max_map_size_bytes']})"
+            ) in human
 
 
 def test_error_paths(url: str) -> None:

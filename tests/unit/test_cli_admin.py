@@ -1,6 +1,7 @@
 """The admin commands' input checks and output formatting, and loading `overhop worker`
 targets: everything that happens before (or without) a server."""
 
+import io
 import socket
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from click.testing import CliRunner, Result
 from overhop_client import Job, Worker
 
 from overhop.cli import cli
-from overhop.cli.enqueue import parse_payload, parse_when
+from overhop.cli.enqueue import parse_payload, parse_when, read_payload_text
 from overhop.cli.exits import CliFailure
 from overhop.cli.jobs import render_job
 from overhop.cli.queue_settings import settings_from_options
@@ -229,3 +230,19 @@ def test_worker_command_reports_a_bad_target_in_one_line(in_tmp: Path) -> None:
     # A worker without handlers stops at once: exit 1, one line.
     assert_one_line(invoke("worker", "wk_cli:app", "--url", "127.0.0.1:1"), 1,
                     "no handlers registered: use @worker.handler(queue)")
+
+
+def test_payload_text_from_an_argument_standard_input_or_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert read_payload_text('{"a": 1}') == '{"a": 1}'
+    assert read_payload_text(None) is None
+    payload_file = tmp_path / "payload.json"
+    payload_file.write_text('{"to": "ann"}')
+    assert read_payload_text(f"@{payload_file}") == '{"to": "ann"}'
+    monkeypatch.setattr(sys, "stdin", io.StringIO('[1, 2]'))
+    assert read_payload_text("-") == "[1, 2]"
+    with pytest.raises(CliFailure) as refused:
+        read_payload_text(f"@{tmp_path / 'missing.json'}")
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (f"cannot read the payload file "
+                                     f"'{tmp_path / 'missing.json'}': No such file or directory")
