@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
-from overhop_client import AsyncClient, ConnectionLost, OverhopError
+from overhop_client import AsyncClient, ConnectionLost, OverhopError, ServerUnreachable
 from overhop_client.client import DEFAULT_URL
 from overhop_client.connection import parse_address
 
@@ -56,10 +56,9 @@ async def _session(url: str, action: Callable[[AsyncClient], Awaitable[T]]) -> T
     except TimeoutError:
         raise CliFailure(f"cannot connect to {url}: no answer within "
                          f"{CONNECT_TIMEOUT_S:g} s", ERROR_EXIT) from None
-    except ConnectionRefusedError:
-        raise CliFailure(f"cannot connect to {url}: connection refused (is the server "
-                         "running?)", ERROR_EXIT) from None
-    except OSError as exc:  # unreachable, unknown host, dropped during HELLO
+    except ServerUnreachable as exc:
+        raise CliFailure(f"cannot connect to {url}: {exc.reason}", ERROR_EXIT) from None
+    except OSError as exc:  # dropped during HELLO
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise CliFailure(f"cannot connect to {url}: {reason}", ERROR_EXIT) from None
     async with client:

@@ -26,6 +26,7 @@ from overhop_client import (
     QueueNotPausedError,
     QueueState,
     QueueSystemError,
+    ServerUnreachable,
     SubscriptionNotFoundError,
 )
 
@@ -282,13 +283,17 @@ def test_server_shutdown_says_bye_then_closes(server: ServerProcess) -> None:
     asyncio.run(main())
 
 
-def test_connecting_to_a_closed_port_raises_connection_refused(server: ServerProcess) -> None:
+def test_connecting_to_a_closed_port_raises_server_unreachable(server: ServerProcess) -> None:
     port = server.port
     server.stop()
 
     async def main() -> None:
-        with pytest.raises(ConnectionRefusedError):
+        with pytest.raises(ServerUnreachable) as refused:
             await AsyncClient.connect(f"127.0.0.1:{port}")
+        assert str(refused.value) == (f"cannot connect to 127.0.0.1:{port}: connection "
+                                      "refused (is the server running?)")
+        assert refused.value.address == f"127.0.0.1:{port}"
+        assert isinstance(refused.value, ConnectionError)  # retried like any OSError
 
     asyncio.run(main())
 

@@ -22,7 +22,7 @@ from overhop_client.codec import (
     decode_envelope,
     encode_frame,
 )
-from overhop_client.errors import ConnectionLost, OverhopError, error_from_wire
+from overhop_client.errors import ConnectionLost, OverhopError, ServerUnreachable, error_from_wire
 from overhop_client.messages import PUSH_RID, MessageType
 
 DEFAULT_PORT = 9876
@@ -62,8 +62,15 @@ class Connection(asyncio.Protocol):
     async def open(cls, host: str, port: int, on_push: PushHandler,
                    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> "Connection":
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(lambda: cls(on_push, max_frame_size),
-                                                   host, port)
+        try:
+            _, protocol = await loop.create_connection(lambda: cls(on_push, max_frame_size),
+                                                       host, port)
+        except ConnectionRefusedError:
+            raise ServerUnreachable(f"{host}:{port}", "connection refused (is the server "
+                                    "running?)") from None
+        except OSError as exc:  # unreachable network, unknown host name
+            raise ServerUnreachable(f"{host}:{port}", exc.strerror or str(exc)
+                                    or type(exc).__name__) from exc
         return protocol
 
     # -- requests --------------------------------------------------------------------

@@ -30,6 +30,19 @@ class OverhopError(Exception):
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
 
 
+class ServerUnreachable(ConnectionError):
+    """No connection to the server could be made (refused, unreachable, unknown host).
+
+    `address` is the `host:port` tried; the message says why, in one line. It is a
+    ConnectionError, so code that retries on OSError (as the worker runner does) still does.
+    """
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot connect to {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
 class ConnectionLost(ConnectionError):
     """The connection closed before the reply came, or was already closed.
 
