@@ -187,6 +187,7 @@ class Deliveries:
         """The worker's connection closed (or it said GOODBYE, or went stale)."""
         if worker.gone:
             return
+        routine = not worker.subscriptions and not worker.deliveries  # e.g. a CLI call
         worker.gone = True
         self._state.workers.pop(worker.worker_id, None)
         for subscription in list(worker.subscriptions.values()):
@@ -194,7 +195,8 @@ class Deliveries:
         for delivery in list(worker.deliveries.values()):
             self.end(delivery, outcome if delivery.acked else AttemptOutcome.WITHDRAWN, None,
                      now)
-        log.info("worker_gone", wid=worker.worker_id, outcome=outcome.label)
+        (log.debug if routine else log.info)("worker_gone", wid=worker.worker_id,
+                                             outcome=outcome.label)
 
     def end_all(self, outcome: AttemptOutcome, now: int) -> None:
         """Shutdown: every delivery still out goes back through the attempt path."""

@@ -231,7 +231,8 @@ class Connection(asyncio.Protocol):
         self.session.advance(MessageType.REGISTER, now_ms())
         self.worker = self.ctx.broker.register_worker(self, metadata)
         self.log = self.log.bind(wid=self.worker.worker_id)
-        self.log.info("worker_registered", **metadata)
+        # Debug: every CLI call registers too; a worker shows at INFO when it subscribes.
+        self.log.debug("worker_registered", **metadata)
         return self.worker
 
     def require_worker(self) -> Worker:

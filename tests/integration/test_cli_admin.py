@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,17 @@ def test_worker_command_refuses_a_bad_target(tmp_path: Path) -> None:
         timeout=DEADLINE_S, check=False)
     assert result.returncode == 2
     assert result.stderr == "overhop: no module named 'no_such_module'\n"
+
+
+def test_a_cli_call_is_logged_at_debug_only(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--logging.level", "debug")
+    url = f"127.0.0.1:{server.port}"
+    before = len(server.log_lines)
+    assert run(url, "queues").exit_code == 0
+    deadline = time.monotonic() + 10
+    while not server.events("worker_gone") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server logs the connection's end once it sees it close
+    lines = [json.loads(line) for line in server.log_lines[before:]]
+    assert {line["event"] for line in lines} >= {"worker_registered", "worker_gone"}
+    assert [line for line in lines if line["level"] != "debug"] == []

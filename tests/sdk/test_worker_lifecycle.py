@@ -1,12 +1,14 @@
 """The worker runner's lifecycle: graceful stop, reconnection, signals."""
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
 
+import pytest
 from overhop_client import (
     AsyncClient,
     JobContext,
@@ -121,7 +123,8 @@ def test_a_missing_queue_stops_the_runner_unless_it_may_create_it(url: str) -> N
 
 
 def test_worker_reconnects_and_resubscribes_after_a_server_restart(
-        start_server: Callable[..., ServerProcess]) -> None:
+        start_server: Callable[..., ServerProcess], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="overhop_client")
     first = start_server()
     address = {"url": f"127.0.0.1:{first.port}"}
 
@@ -149,6 +152,8 @@ def test_worker_reconnects_and_resubscribes_after_a_server_restart(
                     assert app.connected
 
     asyncio.run(main())
+    # A restart is routine: the subscriptions that ended with the server are no warning.
+    assert [r.getMessage() for r in caplog.records if "unsubscribe" in r.getMessage()] == []
 
 
 def test_a_queue_missing_at_a_reconnect_is_waited_for_while_others_go_on(

@@ -15,7 +15,12 @@ import logging
 from collections.abc import Mapping
 
 from overhop_client.client import AsyncClient
-from overhop_client.errors import ConnectionLost, QueueExistsError, QueueNotFoundError
+from overhop_client.errors import (
+    ConnectionLost,
+    QueueExistsError,
+    QueueNotFoundError,
+    ShuttingDownError,
+)
 from overhop_client.reconnect import ReconnectBackoff
 from overhop_client.results import Bye, SubscriptionEnded
 from overhop_client.worker_deliveries import Deliveries
@@ -81,7 +86,10 @@ class Subscriptions:
         results = await asyncio.gather(*(client.unsubscribe(sid) for _, sid in subscribed),
                                        return_exceptions=True)
         for error in results:
-            if isinstance(error, BaseException):
+            if isinstance(error, (ConnectionLost, ShuttingDownError)):
+                # The server is going away (a restart): its subscriptions end with it.
+                log.debug("unsubscribe_skipped: %r", error)
+            elif isinstance(error, BaseException):
                 log.warning("unsubscribe_failed: %r", error)
         unstarted = [held for route, _ in subscribed for held in route.waiting]
         for route, _ in subscribed:
