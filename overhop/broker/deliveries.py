@@ -12,9 +12,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from overhop.broker.events import FinalStatus
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
 from overhop.broker.state import BrokerState
+from overhop.broker.watches import Watches
 from overhop.broker.workers import Delivery, Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
@@ -31,7 +33,7 @@ Ending = tuple[AttemptOutcome, dict[str, Any] | None]
 
 class Deliveries:
     def __init__(self, state: BrokerState, store: Store, writer: Writer, config: Config,
-                 clock: Callable[[], int], scheduler: Scheduler,
+                 clock: Callable[[], int], scheduler: Scheduler, watches: Watches,
                  note_due: Callable[[QueueRuntime, int | None], None]) -> None:
         self._state = state
         self._store = store
@@ -39,6 +41,7 @@ class Deliveries:
         self._config = config
         self._clock = clock
         self._scheduler = scheduler
+        self._watches = watches
         self._note_due = note_due
 
     def worker_delivery(self, worker: Worker, delivery_id: str, job_id: str) -> Delivery:
@@ -87,6 +90,7 @@ class Deliveries:
             delivery.job_id, delivery.delivery_id, result, now,
             self._config.jobs.max_error_history))
         write.visible.add_done_callback(partial(self._outcome_written, delivery, None))
+        write.durable.add_done_callback(partial(self._completed, delivery.job_id, result))
         self._lend_slot(delivery)
         return write.durable
 
@@ -146,6 +150,11 @@ class Deliveries:
         delivery.retry_ending = ending
         delivery.retry_at_ms = self._clock() + self._config.heartbeat.interval_ms
 
+    def _completed(self, job_id: str, result: bytes | None,
+                   durable: "asyncio.Future[None]") -> None:
+        if not durable.cancelled() and durable.exception() is None:
+            self._watches.finished(job_id, FinalStatus.COMPLETED, result=result)
+
     def _after_attempt(self, delivery: Delivery, outcome: AttemptOutcome,
                        future: "asyncio.Future[JobRecord]") -> None:
         if future.exception() is not None:
@@ -155,6 +164,9 @@ class Deliveries:
         job = future.result()
         log.info("attempt_ended", jid=job.job_id, did=delivery.delivery_id,
                  wid=delivery.worker.worker_id, outcome=outcome.label, status=job.status.label)
+        if job.status == JobStatus.FAILED:
+            self._watches.finished(job.job_id, FinalStatus.FAILED, job=job)
+            return
         runtime = self._state.queues.get(job.queue_name)
         if runtime is None:
             return

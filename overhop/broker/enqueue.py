@@ -8,11 +8,15 @@ and handed to that worker in the same commit (`Scheduler.enqueue_handed_over`).
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from overhop.broker.ids import JobIdGenerator
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
 from overhop.broker.state import BrokerState
+from overhop.broker.watches import Watches
+from overhop.broker.workers import Worker
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueState
@@ -34,16 +38,35 @@ class EnqueueRequest:
 
 class Enqueuer:
     def __init__(self, state: BrokerState, writer: Writer, scheduler: Scheduler,
-                 note_due: Callable[[QueueRuntime, int | None], None]) -> None:
+                 watches: Watches, note_due: Callable[[QueueRuntime, int | None], None]
+                 ) -> None:
         self._state = state
         self._writer = writer
         self._scheduler = scheduler
+        self._watches = watches
         self._note_due = note_due
         self.job_ids = JobIdGenerator()
 
-    def enqueue(self, request: EnqueueRequest, now: int) -> "asyncio.Future[str]":
+    def enqueue(self, request: EnqueueRequest, now: int, watcher: Worker | None = None
+                ) -> "asyncio.Future[str]":
+        """Add one job; `watcher`, if given, is told of its final outcome (RESULT)."""
         runtime = self._state.user_queue(request.queue_name)
         job = self._new_job(runtime, request, now)
+        if watcher is None:
+            return self._submit(runtime, job, now)
+        self._watches.add(watcher, [job.job_id])  # before the job can possibly end
+        future = self._submit(runtime, job, now)
+        future.add_done_callback(partial(self._unwatch_if_refused, watcher, [job.job_id]))
+        return future
+
+    def _unwatch_if_refused(self, watcher: Worker, job_ids: list[str],
+                            done: "asyncio.Future[Any]") -> None:
+        if done.cancelled() or done.exception() is not None:
+            for job_id in job_ids:
+                self._watches.remove(watcher, job_id)
+
+    def _submit(self, runtime: QueueRuntime, job: JobRecord, now: int
+                ) -> "asyncio.Future[str]":
         status = job.status
         if status == JobStatus.WAITING and self._scheduler.can_hand_over(runtime):
             return self._scheduler.enqueue_handed_over(runtime, job, now)
@@ -55,8 +78,8 @@ class Enqueuer:
             future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, start))
         return future
 
-    def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest], now: int
-                     ) -> "asyncio.Future[list[str]]":
+    def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest], now: int,
+                     watcher: Worker | None = None) -> "asyncio.Future[list[str]]":
         """Several jobs of one queue in one operation: all are committed, or none.
 
         They are dispatched from `waiting` like any other jobs, oldest first (no direct
@@ -68,7 +91,12 @@ class Enqueuer:
                 jobs.append(self._new_job(runtime, request, now))
             except RequestError as exc:
                 raise exc.in_batch(index) from None
+        if watcher is not None:
+            self._watches.add(watcher, [job.job_id for job in jobs])
         future = self._writer.submit(ops.EnqueueMany(queue_name, jobs)).durable
+        if watcher is not None:
+            future.add_done_callback(partial(self._unwatch_if_refused, watcher,
+                                             [job.job_id for job in jobs]))
         waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
         if waiting:
             self._scheduler.add_waiting(runtime, waiting)

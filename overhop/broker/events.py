@@ -36,3 +36,25 @@ class SubscriptionEnded:
     subscription_id: str
     queue_name: str
     reason: SubscriptionEnd
+
+
+class FinalStatus(StrEnum):
+    """How a watched job ended, as RESULT says it."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobFinished:
+    """A watched job reached its final outcome, durably (a RESULT push).
+
+    A completed job carries its `result` (encoded, as stored); a failed one the `job`
+    record (its history holds the errors); a removed one nothing more.
+    """
+
+    job_id: str
+    status: FinalStatus
+    result: bytes | None = None
+    job: JobRecord | None = None

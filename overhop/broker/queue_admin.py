@@ -23,6 +23,7 @@ from overhop.broker.maintenance import Maintenance
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
 from overhop.broker.state import BrokerState
+from overhop.broker.watches import Watches
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import get_logger
 from overhop.model.jobs import JobStatus
@@ -42,7 +43,8 @@ CONTROL_BATCH = 500
 class QueueAdmin:
     def __init__(self, state: BrokerState, store: Store, writer: Writer,
                  clock: Callable[[], int], scheduler: Scheduler, deliveries: Deliveries,
-                 maintenance: Maintenance, job_id_boundary: Callable[[int], bytes]) -> None:
+                 maintenance: Maintenance, watches: Watches,
+                 job_id_boundary: Callable[[int], bytes]) -> None:
         self._state = state
         self._store = store
         self._writer = writer
@@ -50,6 +52,7 @@ class QueueAdmin:
         self._scheduler = scheduler
         self._deliveries = deliveries
         self._maintenance = maintenance
+        self._watches = watches
         self._job_id_boundary = job_id_boundary
 
     def new_record(self, name: str, config: QueueConfig, now: int) -> QueueRecord:
@@ -172,6 +175,7 @@ class QueueAdmin:
             committed = self._store.counts(name)[JobStatus.WAITING]
             runtime.waiting_estimate = committed + (runtime.waiting_added - added_before)
             runtime.next_due_ms = self._store.first_due_ms(name)
+            self._watches.queue_emptied(name)
             log.info("queue_cleared", queue=name, jobs=sum(removed.values()))
             return removed
 
@@ -204,6 +208,7 @@ class QueueAdmin:
                 await self._writer.submit(ops.DeleteEmptyQueue(name)).durable
             finally:
                 self._state.obliterating.discard(name)
+            self._watches.queue_emptied(name)
             log.info("queue_obliterated", queue=name, jobs=removed, fenced_deliveries=fenced)
             return removed
 

@@ -16,15 +16,18 @@ and pass the time down; the parts behind them are split by lifecycle:
 import asyncio
 import uuid
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from overhop.broker.deliveries import Deliveries
 from overhop.broker.enqueue import Enqueuer, EnqueueRequest
+from overhop.broker.events import FinalStatus
 from overhop.broker.maintenance import Maintenance
 from overhop.broker.queue_admin import QueueAdmin
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
 from overhop.broker.state import BrokerState
+from overhop.broker.watches import Watches
 from overhop.broker.workers import Delivery, Peer, Subscription, Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
@@ -47,12 +50,14 @@ class Broker:
         self._state = state = BrokerState()
         self._scheduler = scheduler = Scheduler(state, writer, config, clock)
         self._maintenance = Maintenance(state, store, writer, config, clock, scheduler)
-        self._deliveries = Deliveries(state, store, writer, config, clock, scheduler,
+        self._watches = watches = Watches(store, writer)
+        self._deliveries = Deliveries(state, store, writer, config, clock, scheduler, watches,
                                       self._maintenance.note_due)
         scheduler.withdraw = self._deliveries.withdraw
-        self._enqueuer = Enqueuer(state, writer, scheduler, self._maintenance.note_due)
+        self._enqueuer = Enqueuer(state, writer, scheduler, watches,
+                                  self._maintenance.note_due)
         self._queues = QueueAdmin(state, store, writer, clock, scheduler, self._deliveries,
-                                  self._maintenance, self._job_id_boundary)
+                                  self._maintenance, watches, self._job_id_boundary)
 
     # -- what the server reads -----------------------------------------------------------
 
@@ -147,12 +152,13 @@ class Broker:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def enqueue(self, request: EnqueueRequest) -> "asyncio.Future[str]":
-        return self._enqueuer.enqueue(request, self.clock())
+    def enqueue(self, request: EnqueueRequest, watcher: Worker | None = None
+                ) -> "asyncio.Future[str]":
+        return self._enqueuer.enqueue(request, self.clock(), watcher)
 
-    def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest]
-                     ) -> "asyncio.Future[list[str]]":
-        return self._enqueuer.enqueue_many(queue_name, requests, self.clock())
+    def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest],
+                     watcher: Worker | None = None) -> "asyncio.Future[list[str]]":
+        return self._enqueuer.enqueue_many(queue_name, requests, self.clock(), watcher)
 
     def job(self, job_id: str) -> JobRecord | None:
         queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
@@ -163,7 +169,13 @@ class Broker:
     def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
-        return self.writer.submit(ops.RemoveJob(job_id)).durable
+        future = self.writer.submit(ops.RemoveJob(job_id)).durable
+        future.add_done_callback(partial(self._removed, job_id))
+        return future
+
+    def _removed(self, job_id: str, durable: "asyncio.Future[JobRecord]") -> None:
+        if not durable.cancelled() and durable.exception() is None:
+            self._watches.finished(job_id, FinalStatus.REMOVED)
 
     def retry_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
@@ -203,6 +215,16 @@ class Broker:
 
     def worker_gone(self, worker: Worker, outcome: AttemptOutcome) -> None:
         self._deliveries.worker_gone(worker, outcome, self.clock())
+        self._watches.worker_gone(worker)
+
+    # -- results -------------------------------------------------------------------------
+
+    def watch(self, worker: Worker, job_id: str) -> "asyncio.Future[None] | None":
+        """WATCH: None when the outcome will come later, else the wait until it is sent."""
+        return self._watches.watch(worker, job_id)
+
+    def unwatch(self, worker: Worker, job_id: str) -> None:
+        self._watches.remove(worker, job_id)
 
     # -- deliveries ----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ never a socket.
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from overhop.broker.events import JobAssigned, SubscriptionEnded
+from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded
 from overhop.model.jobs import AttemptOutcome
 
 
@@ -20,6 +20,8 @@ class Peer(Protocol):
     def job_assigned(self, event: JobAssigned) -> None: ...
 
     def subscription_ended(self, event: SubscriptionEnded) -> None: ...
+
+    def job_finished(self, event: JobFinished) -> None: ...
 
     @property
     def writable(self) -> bool: ...
@@ -68,6 +70,8 @@ class Worker:
     metadata: dict[str, Any] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     deliveries: dict[str, Delivery] = field(default_factory=dict)
+    # Jobs whose final outcome this connection waits for (WATCH, ENQUEUE's `watch`).
+    watching: set[str] = field(default_factory=set)
     gone: bool = False
 
     def subscription_for(self, queue_name: str) -> Subscription | None:

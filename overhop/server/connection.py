@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from overhop.broker.events import JobAssigned, SubscriptionEnded
+from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded
 from overhop.broker.workers import Worker
 from overhop.clock import now_ms, to_rfc3339
 from overhop.errors import ErrorCode, OverhopError, ProtocolError
@@ -22,7 +22,7 @@ from overhop.logs import VERBOSE, get_logger
 from overhop.model.jobs import AttemptOutcome
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
-from overhop.server.pushes import encode_quest, encode_subend
+from overhop.server.pushes import encode_quest, encode_result, encode_subend
 from overhop.session.states import Session
 from overhop.wire.codec import FrameDecoder, decode_envelope, encode_frame
 from overhop.wire.messages import PUSH_RID, MessageType
@@ -135,6 +135,9 @@ class Connection(asyncio.Protocol):
 
     def subscription_ended(self, event: SubscriptionEnded) -> None:
         self.send(encode_subend(event))
+
+    def job_finished(self, event: JobFinished) -> None:
+        self.send(encode_result(event))
 
     def close(self) -> None:
         self._closing = True

@@ -4,7 +4,8 @@ The only place QUEST and SUBEND frames are built: the broker hands over domain e
 (`overhop.broker.events`), this module turns them into wire messages.
 """
 
-from overhop.broker.events import JobAssigned, SubscriptionEnded
+from overhop.broker.events import FinalStatus, JobAssigned, JobFinished, SubscriptionEnded
+from overhop.server.views import history_view
 from overhop.wire.codec import encode_frame, encode_frame_with_raw
 from overhop.wire.messages import PUSH_RID, MessageType
 
@@ -27,6 +28,21 @@ def encode_quest(event: JobAssigned) -> bytes:
         },
         {"job_payload": job.payload if job.payload is not None else _NIL},
     )
+
+
+def encode_result(event: JobFinished) -> bytes:
+    """RESULT: a watched job's final outcome. `result` travels as the bytes it is stored as;
+    a failed job says its attempts and their history (the last entry holds its error)."""
+    fields: dict[str, object] = {"jid": event.job_id, "status": event.status.value}
+    if event.status == FinalStatus.FAILED and event.job is not None:
+        history = event.job.history
+        fields["attempts_so_far"] = event.job.attempts_so_far
+        fields["error"] = history[-1].get("error") if history else None
+        fields["history"] = [history_view(entry) for entry in history]
+    if event.status != FinalStatus.COMPLETED:
+        return encode_frame(MessageType.RESULT, PUSH_RID, fields)
+    return encode_frame_with_raw(MessageType.RESULT, PUSH_RID, fields,
+                                 {"result": event.result if event.result is not None else _NIL})
 
 
 def encode_subend(event: SubscriptionEnded) -> bytes:

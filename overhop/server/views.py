@@ -24,7 +24,7 @@ def _time(ms: int | None) -> str | None:
     return None if ms is None else to_rfc3339(ms)
 
 
-def _history_view(entry: dict[str, Any]) -> dict[str, Any]:
+def history_view(entry: dict[str, Any]) -> dict[str, Any]:
     view = {key: value for key, value in entry.items()
             if key not in ("started_at_ms", "ended_at_ms")}
     view["started_at"] = _time(entry.get("started_at_ms"))
@@ -64,7 +64,7 @@ def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None
         "created_at": to_rfc3339(job.created_at_ms),
         "finished_at": _time(job.finished_at_ms),
         "result": None if job.result is None else decode_value(job.result),
-        "history": [_history_view(entry) for entry in job.history],
+        "history": [history_view(entry) for entry in job.history],
         "logs": [{"at": to_rfc3339(at_ms), "line": line} for at_ms, line in job.logs],
         "logs_dropped": job.logs_dropped,
         "blocked_by": blocked_by,

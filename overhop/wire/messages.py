@@ -45,6 +45,9 @@ class MessageType(IntEnum):
     OBLITERATE = 29
     # Client to server: bulk enqueue.
     ENQUEUEMANY = 30
+    # Results without polling: be told of a job's final outcome.
+    WATCH = 40
+    UNWATCH = 41
     # Server to client.
     OK = 101
     ERR = 102
@@ -54,6 +57,7 @@ class MessageType(IntEnum):
     QUEST = 106
     BYE = 107
     SUBEND = 108
+    RESULT = 110
 
     @property
     def is_client_type(self) -> bool:

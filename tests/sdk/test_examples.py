@@ -48,7 +48,7 @@ def test_producer_worker_and_fanout_examples(url: str,
     assert producer.returncode == 0, producer.stderr
     lines = producer.stdout.splitlines()
     assert sum(line.startswith("enqueued emails:") for line in lines) == 4
-    finals = [line for line in lines if ": completed after" in line or ": failed after" in line]
+    finals = [line for line in lines if ": completed, result=" in line or ": failed after" in line]
     assert len(finals) == 4, producer.stdout
 
     async def newsletter() -> None:

@@ -1,4 +1,4 @@
-"""Enqueue a few jobs to `emails` and follow them to their final status.
+"""Enqueue a few jobs to `emails` and wait for each one's outcome, without polling.
 
     python examples/producer.py --url 127.0.0.1:9876
 
@@ -10,9 +10,7 @@ import argparse
 import time
 from datetime import timedelta
 
-from overhop_client import Client, JobStatus, QueueExistsError
-
-FINAL = (JobStatus.COMPLETED, JobStatus.FAILED)
+from overhop_client import Client, JobFailedError, QueueExistsError
 
 
 def main() -> None:
@@ -36,19 +34,16 @@ def main() -> None:
         for jid in jids:
             print("enqueued", jid)
 
-        pending = set(jids)
+        # The server pushes each job's outcome when it ends (WATCH and RESULT).
         give_up = time.monotonic() + args.wait
-        while pending and time.monotonic() < give_up:
-            for jid in sorted(pending):
-                job = client.job(jid)
-                if job is not None and job.status in FINAL:
-                    pending.discard(jid)
-                    print(f"{jid}: {job.status} after {job.attempts_so_far} attempt(s)"
-                          f" result={job.result!r}")
-            time.sleep(0.2)
-        for jid in sorted(pending):
-            job = client.job(jid)
-            print(f"{jid}: still {job.status if job else 'missing'}")
+        for jid in jids:
+            try:
+                result = client.result(jid, timeout=max(0.0, give_up - time.monotonic()))
+                print(f"{jid}: completed, result={result!r}")
+            except JobFailedError as failed:
+                print(f"{jid}: failed after {failed.attempts_so_far} attempt(s): {failed.error}")
+            except TimeoutError:
+                print(f"{jid}: not finished within {args.wait:g} s")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from overhop_client.errors import (
     TooManyConnectionsError,
     UnknownTypeError,
     UnsupportedVersionError,
+    WatchLimitError,
     error_from_wire,
 )
 from overhop_client.jobs import (
@@ -81,6 +82,8 @@ from overhop_client.worker import Worker
 
 __version__ = "0.1.0"
 
+from overhop_client.outcomes import JobFailedError, JobRemovedError
+
 __all__ = [
     "ERROR_CLASSES",
     "AlreadySubscribedError",
@@ -108,10 +111,12 @@ __all__ = [
     "JobContext",
     "JobCounts",
     "JobDelivery",
+    "JobFailedError",
     "JobLogLine",
     "JobNotFoundError",
     "JobOverrides",
     "JobPage",
+    "JobRemovedError",
     "JobStatus",
     "JobStatusConflictError",
     "LogTotals",
@@ -149,6 +154,7 @@ __all__ = [
     "TooManyConnectionsError",
     "UnknownTypeError",
     "UnsupportedVersionError",
+    "WatchLimitError",
     "Worker",
     "WorkerInfo",
     "error_from_wire",

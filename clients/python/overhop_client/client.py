@@ -22,8 +22,10 @@ from typing import Any, TypedDict, Unpack
 
 from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value, parse_reply_str
 from overhop_client.connection import Connection, parse_address
+from overhop_client.errors import ConnectionLost
 from overhop_client.jobs import Job, JobPage, JobStatus
 from overhop_client.messages import MessageType
+from overhop_client.outcomes import Outcomes
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings, settings_to_wire
 from overhop_client.results import (
     DEFAULT_MAX_ENQUEUE_BATCH,
@@ -94,6 +96,7 @@ class AsyncClient:
         self._on_quest = on_quest
         self._on_bye = on_bye
         self._on_subscription_end = on_subscription_end
+        self._outcomes = Outcomes()
         self.quests: asyncio.Queue[Quest] = asyncio.Queue()
         """Deliveries, when no `on_quest` callback was given."""
         self.bye: Bye | None = None
@@ -194,6 +197,8 @@ class AsyncClient:
                 self._on_bye(self.bye)
         elif message_type == MessageType.SUBEND and self._on_subscription_end is not None:
             self._on_subscription_end(SubscriptionEnded.from_wire(payload))
+        elif message_type == MessageType.RESULT:
+            self._outcomes.arrived(payload)
 
     # -- server and queues -----------------------------------------------------------
 
@@ -311,6 +316,46 @@ class AsyncClient:
         fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease)
         reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue})
         return parse_reply_str(reply, "jid")
+
+    async def run(self, queue: str, payload: object = None, *, timeout: float | None = None,
+                  **options: Unpack[EnqueueOptions]) -> Any:
+        """Enqueue a job (with `enqueue`'s options) and wait for its result (see `result`):
+        one call, no polling."""
+        fields = _job_fields(payload, options.get("run_at"), options.get("delay"),
+                             options.get("max_attempts"), options.get("retry_interval"),
+                             options.get("lease"))
+        reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue, "watch": True})
+        return await self._wait_outcome(parse_reply_str(reply, "jid"), timeout)
+
+    async def result(self, jid: str, *, timeout: float | None = None) -> Any:
+        """The job's result once it has completed, told by the server (WATCH), no polling.
+
+        Raises `JobFailedError` (with the error and every attempt) when it failed for good,
+        `JobRemovedError` when it was removed first, and `TimeoutError` after `timeout`
+        seconds, leaving the job as it is (running, or waiting to run)."""
+        if not self._outcomes.future(jid).done():
+            await self.request(MessageType.WATCH, {"jid": jid})
+        return await self._wait_outcome(jid, timeout)
+
+    async def _wait_outcome(self, jid: str, timeout: float | None) -> Any:
+        connection = self._require_connection()
+        outcome = self._outcomes.future(jid)
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wait({outcome, closed}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            if not connection.closed:
+                await self.request(MessageType.UNWATCH, {"jid": jid})
+            raise
+        finally:
+            closed.cancel()
+            if not outcome.done():
+                self._outcomes.forget(jid)
+        if not outcome.done():
+            raise ConnectionLost("the connection closed before the job's outcome came")
+        self._outcomes.forget(jid)
+        return outcome.result()
 
     async def enqueue_many(self, queue: str, payloads: Iterable[object], *,
                            run_at: datetime | None = None, delay: timedelta | None = None,

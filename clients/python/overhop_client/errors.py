@@ -186,6 +186,13 @@ class DeliveryAlreadyAckedError(OverhopError):
     code = "DELIVERY_ALREADY_ACKED"
 
 
+# -- results ---------------------------------------------------------------------------
+class WatchLimitError(OverhopError):
+    """The connection would watch more jobs at once than the server allows (10,000)."""
+
+    code = "WATCH_LIMIT"
+
+
 # -- storage and the server itself -----------------------------------------------------
 class StorageFullError(OverhopError):
     code = "STORAGE_FULL"
@@ -207,7 +214,8 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     QueueNotPausedError, QueueNotEmptyError, QueueHasActiveJobsError, AlreadySubscribedError,
     SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError,
-    DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, StorageFullError,
+    DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
+    StorageFullError,
     InternalError,
 )
 """ERR code -> exception class. A code missing here becomes a plain `OverhopError`."""

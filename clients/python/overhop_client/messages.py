@@ -43,6 +43,8 @@ class MessageType(IntEnum):
     CLEARQUEUE = 28
     OBLITERATE = 29
     ENQUEUEMANY = 30
+    WATCH = 40
+    UNWATCH = 41
     # Server to client.
     OK = 101
     ERR = 102
@@ -52,3 +54,4 @@ class MessageType(IntEnum):
     QUEST = 106
     BYE = 107
     SUBEND = 108
+    RESULT = 110

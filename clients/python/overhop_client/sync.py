@@ -13,9 +13,14 @@ import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
-from overhop_client.client import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_URL, AsyncClient
+from overhop_client.client import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_URL,
+    AsyncClient,
+    EnqueueOptions,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -67,13 +72,15 @@ class Client:
             self._stop_loop()
             raise
 
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    def _run(self, coroutine: Coroutine[Any, Any, T], *, bounded: bool = True) -> T:
+        """Run on the client's loop; wait at most the call timeout when `bounded` (calls
+        that take their own timeout, like `result`, are not)."""
         if self._loop.is_closed():
             coroutine.close()
             raise RuntimeError("this Client is closed")
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
-            return future.result(self._timeout)
+            return future.result(self._timeout if bounded else None)
         except TimeoutError:
             future.cancel()
             raise
@@ -110,6 +117,23 @@ class Client:
     jobs = _blocking(AsyncClient.jobs)
     remove_job = _blocking(AsyncClient.remove_job)
     retry_job = _blocking(AsyncClient.retry_job)
+
+    def result(self, jid: str, *, timeout: float | None = None) -> Any:
+        """`AsyncClient.result`, blocking: the job's result once it has completed; waits up
+        to `timeout` seconds (None: until it ends), not the client's call timeout."""
+        async def on_loop() -> Any:
+            return await (await self._connected()).result(jid, timeout=timeout)
+
+        return self._run(on_loop(), bounded=False)
+
+    def run(self, queue: str, payload: object = None, *, timeout: float | None = None,
+            **options: Unpack[EnqueueOptions]) -> Any:
+        """`AsyncClient.run`, blocking: enqueue a job and wait for its result."""
+        async def on_loop() -> Any:
+            client = await self._connected()
+            return await client.run(queue, payload, timeout=timeout, **options)
+
+        return self._run(on_loop(), bounded=False)
 
     def close(self) -> None:
         """Close the connection and stop the background thread. Idempotent."""

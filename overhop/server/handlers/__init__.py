@@ -25,6 +25,8 @@ from overhop.server.handlers.jobs import (
     handle_lsjob,
     handle_retry,
     handle_rmjob,
+    handle_unwatch,
+    handle_watch,
 )
 from overhop.server.handlers.queues import (
     handle_addqueue,
@@ -59,6 +61,8 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.RESUME: handle_resume,
     MessageType.ENQUEUE: handle_enqueue,
     MessageType.ENQUEUEMANY: handle_enqueuemany,
+    MessageType.WATCH: handle_watch,
+    MessageType.UNWATCH: handle_unwatch,
     MessageType.JOB: handle_job,
     MessageType.RMJOB: handle_rmjob,
     MessageType.LSJOB: handle_lsjob,

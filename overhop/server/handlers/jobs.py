@@ -30,7 +30,8 @@ QUEST_OVERHEAD_BYTES = 4096
 
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     request = _enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
-    return ctx.broker.enqueue(request), _jid_reply
+    watcher = conn.require_worker() if _watch(p) else None
+    return ctx.broker.enqueue(request, watcher), _jid_reply
 
 
 def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -51,7 +52,26 @@ def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]
             requests.append(_enqueue_request(ctx, queue_name, item, _PAYLOAD_ONLY))
         except RequestError as exc:
             raise exc.in_batch(index) from None
-    return ctx.broker.enqueue_many(queue_name, requests), _jids_reply
+    watcher = conn.require_worker() if _watch(p) else None
+    return ctx.broker.enqueue_many(queue_name, requests, watcher), _jids_reply
+
+
+def _watch(p: dict[str, Any]) -> bool:
+    """ENQUEUE's and ENQUEUEMANY's `watch`: push the job's final outcome (RESULT)."""
+    watch = p.get("watch", False)
+    if type(watch) is not bool:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "'watch' must be a bool")
+    return watch
+
+
+def handle_watch(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    waiting = ctx.broker.watch(conn.require_worker(), job_id(p))
+    return EMPTY if waiting is None else (waiting, empty)
+
+
+def handle_unwatch(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    ctx.broker.unwatch(conn.require_worker(), job_id(p))
+    return EMPTY
 
 
 def _enqueue_queue(ctx: ServerContext, p: dict[str, Any]) -> str:
@@ -88,7 +108,7 @@ def _enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
     )
 
 
-_QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload"})
+_QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload", "watch"})
 
 
 _PAYLOAD_ONLY = frozenset({"job_payload"})

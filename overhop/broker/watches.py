@@ -1,0 +1,107 @@
+"""Results without polling: connections that wait for a job's final outcome.
+
+A connection watches a job (WATCH, or ENQUEUE with `watch`) and is told once, with a
+RESULT push, when the job completes, fails for good, or is removed; the watch then ends.
+The outcome is pushed once its commit is durable, like an OK. Nobody watching costs one
+empty-dict test per ending job; a connection may watch at most
+`MAX_WATCHES_PER_CONNECTION` jobs at once.
+"""
+
+import asyncio
+
+from overhop.broker.events import FinalStatus, JobFinished
+from overhop.broker.workers import Worker
+from overhop.errors import ErrorCode, RequestError
+from overhop.logs import get_logger
+from overhop.model.jobs import JobRecord, JobStatus
+from overhop.storage import operations as ops
+from overhop.storage.store import Store
+from overhop.storage.writer import Writer
+
+log = get_logger("overhop.broker")
+
+# Enough for a producer waiting on a large batch of its jobs; each watch costs a set entry.
+MAX_WATCHES_PER_CONNECTION = 10_000
+_FINAL = {JobStatus.COMPLETED: FinalStatus.COMPLETED, JobStatus.FAILED: FinalStatus.FAILED}
+
+
+class Watches:
+    def __init__(self, store: Store, writer: Writer) -> None:
+        self._store = store
+        self._writer = writer
+        self._watchers: dict[str, set[Worker]] = {}
+
+    def add(self, worker: Worker, job_ids: list[str]) -> None:
+        """Watch jobs that are not finished yet (their outcomes come through `finished`):
+        all of them, or none when that would pass the connection's limit."""
+        if len(worker.watching) + len(job_ids) > MAX_WATCHES_PER_CONNECTION:
+            raise RequestError(ErrorCode.WATCH_LIMIT,
+                               f"a connection may watch at most {MAX_WATCHES_PER_CONNECTION} "
+                               "jobs at once; wait for some results or UNWATCH")
+        for job_id in job_ids:
+            worker.watching.add(job_id)
+            self._watchers.setdefault(job_id, set()).add(worker)
+
+    def watch(self, worker: Worker, job_id: str) -> "asyncio.Future[None] | None":
+        """WATCH: the job's outcome is pushed when it ends, or now if it has ended.
+
+        A job that has ended already is told once that state is durable (a barrier
+        commit), so the push never runs ahead of the disk; the returned future is that
+        wait (None when the job is still running)."""
+        job = self._store.get_job(job_id)
+        if job is None:
+            raise RequestError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id!r}")
+        final = _FINAL.get(job.status)
+        if final is None:
+            if job_id not in worker.watching:
+                self.add(worker, [job_id])
+            return None
+        event = _event(job, final)
+
+        def tell(durable: "asyncio.Future[None]") -> None:
+            if not durable.cancelled() and durable.exception() is None and not worker.gone:
+                worker.peer.job_finished(event)
+
+        durable = self._writer.submit(ops.Barrier()).durable
+        durable.add_done_callback(tell)
+        return durable
+
+    def remove(self, worker: Worker, job_id: str) -> None:
+        worker.watching.discard(job_id)
+        watchers = self._watchers.get(job_id)
+        if watchers is not None:
+            watchers.discard(worker)
+            if not watchers:
+                del self._watchers[job_id]
+
+    def worker_gone(self, worker: Worker) -> None:
+        for job_id in list(worker.watching):
+            self.remove(worker, job_id)
+
+    def finished(self, job_id: str, status: FinalStatus, *, result: bytes | None = None,
+                 job: JobRecord | None = None) -> None:
+        """The job's final outcome is durable: tell its watchers, end their watches."""
+        if not self._watchers:
+            return
+        watchers = self._watchers.pop(job_id, None)
+        if watchers is None:
+            return
+        event = JobFinished(job_id, status, result, job)
+        for worker in watchers:
+            worker.watching.discard(job_id)
+            if not worker.gone:
+                worker.peer.job_finished(event)
+
+    def queue_emptied(self, queue_name: str) -> None:
+        """A clear or obliterate removed jobs of the queue: watchers of jobs now gone are
+        told `removed` (watched jobs are few; each is one read)."""
+        prefix = f"{queue_name}:"
+        for job_id in [jid for jid in self._watchers if jid.startswith(prefix)]:
+            if self._store.get_job(job_id) is None:
+                self.finished(job_id, FinalStatus.REMOVED)
+
+
+def _event(job: JobRecord, status: FinalStatus) -> JobFinished:
+    if status == FinalStatus.COMPLETED:
+        return JobFinished(job.job_id, status, job.result)
+    return JobFinished(job.job_id, status, job=job)
