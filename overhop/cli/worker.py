@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 import click
 from overhop_client import OverhopError, Worker
@@ -21,6 +22,7 @@ from overhop.cli.exits import ERROR_EXIT, USAGE_EXIT, fail
 from overhop.cli.session import URL_ENV
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class WorkerLoadError(Exception):
@@ -29,7 +31,21 @@ class WorkerLoadError(Exception):
 
 def _describe(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    described = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if isinstance(error, SyntaxError):
+        return described  # its text names the file and line already
+    return f"{described}{_where(error)}"
+
+
+def _where(error: BaseException) -> str:
+    """` (FILE, line N)` of the innermost frame of the user's code that raised, if any."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not frame.filename.startswith("<") and "importlib" not in frame.filename]
+    if not frames or frames[-1].filename == __file__:
+        return ""
+    path = frames[-1].filename
+    relative = os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
+    return f" ({relative}, line {frames[-1].lineno})"
 
 
 def load_worker(target: str) -> Worker:
@@ -72,7 +88,12 @@ def load_worker(target: str) -> Worker:
 @click.argument("target", metavar="MODULE:ATTRIBUTE")
 @click.option("--url", default=None, envvar=URL_ENV, metavar="HOST:PORT",
               help=f"Server address, replacing the worker's own (or ${URL_ENV}).")
-def worker_command(target: str, url: str | None) -> None:
+@click.option("--concurrency", type=click.IntRange(1), default=None, metavar="N",
+              help="Jobs each queue runs at once, replacing the worker's own values.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info",
+              show_default=True, help="debug shows a failed job's traceback.")
+def worker_command(target: str, url: str | None, concurrency: int | None,
+                   log_level: str) -> None:
     """Run the overhop_client Worker at MODULE:ATTRIBUTE until SIGINT or SIGTERM."""
     try:
         app = load_worker(target)
@@ -84,7 +105,9 @@ def worker_command(target: str, url: str | None) -> None:
         except ValueError as exc:
             fail(str(exc), USAGE_EXIT)
         app.url = url
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    if concurrency is not None:
+        app.set_concurrency(concurrency)
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     try:
         app.run()
     except OverhopError as exc:

@@ -205,15 +205,22 @@ def test_load_worker_finds_a_worker_or_a_factory(in_tmp: Path) -> None:
                       "returning one"),
     ("wk_bad:returns_text", "wk_bad:returns_text() returned a str, not an "
                             "overhop_client.Worker"),
-    ("wk_bad:raises", "wk_bad:raises() failed: ValueError: no worker today"),
-    ("wk_broken:app", "importing 'wk_broken' failed: ZeroDivisionError: division by zero"),
+    # Errors raised by the user's code say where (file and line).
+    ("wk_bad:raises", "wk_bad:raises() failed: ValueError: no worker today (wk_bad.py, "
+                      "line 5)"),
+    ("wk_broken:app", "importing 'wk_broken' failed: ZeroDivisionError: division by zero "
+                      "(wk_broken.py, line 2)"),
     ("wk_imports_missing:app", "importing 'wk_imports_missing' failed: "
-                               "ModuleNotFoundError: No module named 'not_installed_anywhere'"),
+                               "ModuleNotFoundError: No module named 'not_installed_anywhere' "
+                               "(wk_imports_missing.py, line 1)"),
+    ("wk_syntax:app", "importing 'wk_syntax' failed: SyntaxError: invalid syntax "
+                      "(wk_syntax.py, line 2)"),
 ])
 def test_load_worker_says_what_is_wrong(in_tmp: Path, target: str, message: str) -> None:
     write(in_tmp, "wk_bad", "number = 3\ndef returns_text():\n    return 'x'\n"
                             "def raises():\n    raise ValueError('no worker today')\n")
-    write(in_tmp, "wk_broken", "1 / 0\n")
+    write(in_tmp, "wk_broken", "x = 1\n1 / 0\n")
+    write(in_tmp, "wk_syntax", "x = 1\ndef (:\n")
     write(in_tmp, "wk_imports_missing", "import not_installed_anywhere\n")
     with pytest.raises(WorkerLoadError) as error:
         load_worker(target)

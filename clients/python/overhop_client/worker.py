@@ -147,6 +147,15 @@ class Worker:
 
         return register
 
+    def set_concurrency(self, concurrency: int) -> None:
+        """Every handler's queue runs up to `concurrency` jobs at once (as `overhop worker
+        --concurrency` sets it); before `run`, it replaces the registered values."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.concurrency = concurrency
+        for route in self._routes.values():
+            route.concurrency = concurrency
+
     @property
     def connected(self) -> bool:
         """True while connected and subscribed to every handler's queue."""

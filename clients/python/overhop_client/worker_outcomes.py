@@ -56,13 +56,23 @@ async def run_handler(route: Route, context: JobContext,
                 result = await asyncio.get_running_loop().run_in_executor(executor, call)
     except TimeoutError as exc:
         if not scope.expired():
-            return failure(exc)
+            return _failed(context, exc)
         log.warning("job_timed_out jid=%s after %ss", context.quest.jid, route.timeout)
         return Outcome(False, message=TIMEOUT_MESSAGE,
                        details=f"the handler ran longer than {route.timeout} s")
     except Exception as exc:
-        return failure(exc)
+        return _failed(context, exc)
     return Outcome(True, result=result)
+
+
+def _failed(context: JobContext, exc: BaseException) -> Outcome:
+    """The handler raised: one line at WARNING, the traceback at DEBUG."""
+    quest = context.quest
+    log.warning("job_failed jid=%s attempt=%d/%d: %s: %s", quest.jid, quest.attempt,
+                quest.max_attempts, type(exc).__name__, exc)
+    log.debug("job_failed jid=%s traceback:\n%s", quest.jid,
+              "".join(traceback.format_exception(exc)).rstrip())
+    return failure(exc)
 
 
 def failure(exc: BaseException) -> Outcome:
