@@ -43,7 +43,7 @@ from typing import Any, Generic, TypeVar, cast
 from overhop.config.schema import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
-from overhop.storage.operations.catalogue import Operation
+from overhop.storage.operations.base import Operation
 from overhop.storage.store import Store
 from overhop.storage.writer_messages import (
     COMMIT,
@@ -206,7 +206,7 @@ class Writer(asyncio.Protocol):
         return write
 
     def _hand_over(self, *, force: bool = False) -> None:
-        if (not self._staged or self._transport is None or self.lost
+        if (not self._staged or self._transport is None or self.lost or self._stopping
                 or (self._held and self._message_waiting and not force)):
             return
         self._message_waiting = self._held > 0
