@@ -285,8 +285,11 @@ class StoreTxn:
         data = self.txn.get(job_id.encode(), db=self._store.jobs_db)
         return None if data is None else decode_job(data)
 
-    def insert_job(self, job: JobRecord) -> None:
-        self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
+    def insert_job(self, job: JobRecord, stored: bytes | None = None) -> None:
+        """A new job; `stored` is its record encoded already (as it came from the server),
+        else it is encoded here."""
+        data = encode_job(job) if stored is None else stored
+        self.txn.put(job.job_id.encode(), data, db=self._store.jobs_db)
         prefixes = keys.queue_prefixes(job.queue_name)
         self._index(job, prefixes, keys.job_uuid_bytes(job.job_id))
         self._bump(prefixes[job.status], 1)

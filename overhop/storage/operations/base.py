@@ -55,7 +55,8 @@ class Operation(Generic[T]):
 
     @staticmethod
     def decode_result(wire: Any) -> Any:
-        """The result type from its wire form (as the apply function returned it)."""
+        """The result type from its wire form (as the apply function returned it); this
+        default is for results that travel as they are (strings, lists of them, None)."""
         return wire
 
 

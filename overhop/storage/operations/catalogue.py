@@ -127,7 +127,15 @@ class Enqueue(Operation[str]):
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> "Enqueue":
-        return cls(decode_job(wire[1]))
+        return ReceivedEnqueue(decode_job(wire[1]), wire[1])
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEnqueue(Enqueue):
+    """An `Enqueue` as the writer process received it: with the record's bytes, which it
+    stores as they came instead of encoding the record again."""
+
+    stored: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +153,14 @@ class EnqueueMany(Operation[list[str]]):
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> "EnqueueMany":
-        return cls(wire[1], [decode_job(data) for data in wire[2]])
+        return ReceivedEnqueueMany(wire[1], [decode_job(data) for data in wire[2]], wire[2])
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEnqueueMany(EnqueueMany):
+    """An `EnqueueMany` as the writer process received it (see `ReceivedEnqueue`)."""
+
+    stored: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
