@@ -175,6 +175,11 @@ class TakeWaiting(Operation[Taken]):
     code = OperationCode.TAKE_WAITING
     subject = "dispatching jobs is"
 
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "TakeWaiting":
+        return cls(wire[1], [(d, w) for d, w in wire[2]], wire[3],
+                   [(d, j) for d, j in wire[4]])
+
     @staticmethod
     def decode_result(wire: Any) -> Taken:
         return Taken([decode_job(data) for data in wire[0]], wire[1])
