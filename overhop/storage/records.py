@@ -5,10 +5,11 @@ fields in a fixed order; a new field is appended at the end with a default, so o
 records still decode (see docs/storage.md for the procedure when that is not enough).
 """
 
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
@@ -18,7 +19,7 @@ _FORMAT_BYTE = bytes((RECORD_FORMAT,))
 # One Packer per process serves every encode: records are packed by the writer thread in
 # the writer process, and by the event loop in the server (an operation's records cross to
 # the writer as their stored bytes); neither process packs from two threads.
-_pack = msgpack.Packer(use_bin_type=True).pack
+_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
 
 
 class RecordFormatError(Exception):

@@ -14,9 +14,10 @@ MDB_MAP_RESIZED) and adopts the new size before reading.
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
@@ -122,11 +123,11 @@ class Store:
 
     def load_queues(self) -> list[QueueRecord]:
         with self._read(self.queues_db) as txn:
-            return [decode_queue(value) for _, value in txn.cursor()]
+            return [decode_queue(value) for _, value in _items(txn.cursor())]
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._read() as txn:
-            data = txn.get(job_id.encode(), db=self.jobs_db)
+            data = _get(txn, job_id.encode(), self.jobs_db)
         return None if data is None else decode_job(data)
 
     def counts(self, queue_name: str) -> dict[JobStatus, int]:
@@ -156,7 +157,7 @@ class Store:
             if not cursor.set_range(start):
                 return jobs, False, False
             skipped = 0
-            for key in cursor.iternext(values=False):
+            for key in _keys(cursor):
                 if not key.startswith(prefix):
                     return jobs, False, False
                 if skipped < offset:
@@ -164,7 +165,7 @@ class Store:
                     continue
                 if len(jobs) >= limit:
                     return jobs, False, True
-                data = txn.get(keys.job_id_from(queue_name, key[-16:]).encode(), db=self.jobs_db)
+                data = _get(txn, keys.job_id_from(queue_name, key[-16:]).encode(), self.jobs_db)
                 if data is None:
                     continue
                 held += len(data)
@@ -178,8 +179,8 @@ class Store:
         prefix = keys.status_prefix(queue_name, status)
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            if cursor.set_range(prefix) and cursor.key().startswith(prefix):
-                return int.from_bytes(cursor.key()[len(prefix):len(prefix) + 6], "big")
+            if cursor.set_range(prefix) and _key(cursor).startswith(prefix):
+                return int.from_bytes(_key(cursor)[len(prefix):len(prefix) + 6], "big")
         return None
 
     def first_due_ms(self, queue_name: str) -> int | None:
@@ -187,8 +188,8 @@ class Store:
         prefix = keys.queue_prefix(queue_name)
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_time)
-            if cursor.set_range(prefix) and cursor.key().startswith(prefix):
-                return keys.split_time_key(queue_name, cursor.key())[0]
+            if cursor.set_range(prefix) and _key(cursor).startswith(prefix):
+                return keys.split_time_key(queue_name, _key(cursor))[0]
         return None
 
     def map_use(self) -> tuple[int, int]:
@@ -225,6 +226,27 @@ def _take_lock(path: Path) -> int:
             time.sleep(LOCK_POLL_S)
 
 
+# This store never asks LMDB for buffers, so every key and value it reads is `bytes` (the
+# `lmdb` type stubs also allow memoryview): these say so to the type checker.
+
+
+def _get(txn: lmdb.Transaction, key: bytes, db: "lmdb._Database") -> bytes | None:
+    return cast("bytes | None", txn.get(key, db=db))
+
+
+def _key(cursor: lmdb.Cursor) -> bytes:
+    return cast(bytes, cursor.key())
+
+
+def _keys(cursor: lmdb.Cursor) -> Iterator[bytes]:
+    """The keys from the cursor's position on."""
+    return cast("Iterator[bytes]", cursor.iternext(values=False))
+
+
+def _items(cursor: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
+    return cast("Iterator[tuple[bytes, bytes]]", iter(cursor))
+
+
 def _count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:
     data = txn.get(keys.counter_key(queue_name, status), db=db)
     return 0 if data is None else U64.unpack(data)[0]
@@ -255,7 +277,7 @@ class StoreTxn:
     # -- queues ------------------------------------------------------------------------
 
     def get_queue(self, name: str) -> QueueRecord | None:
-        data = self.txn.get(name.encode(), db=self._store.queues_db)
+        data = _get(self.txn, name.encode(), self._store.queues_db)
         return None if data is None else decode_queue(data)
 
     def put_queue(self, queue: QueueRecord) -> None:
@@ -282,11 +304,14 @@ class StoreTxn:
     # -- jobs --------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        data = self.txn.get(job_id.encode(), db=self._store.jobs_db)
+        data = _get(self.txn, job_id.encode(), self._store.jobs_db)
         return None if data is None else decode_job(data)
 
-    def insert_job(self, job: JobRecord) -> None:
-        self.txn.put(job.job_id.encode(), encode_job(job), db=self._store.jobs_db)
+    def insert_job(self, job: JobRecord, stored: bytes | None = None) -> None:
+        """A new job; `stored` is its record encoded already (as it came from the server),
+        else it is encoded here."""
+        data = encode_job(job) if stored is None else stored
+        self.txn.put(job.job_id.encode(), data, db=self._store.jobs_db)
         prefixes = keys.queue_prefixes(job.queue_name)
         self._index(job, prefixes, keys.job_uuid_bytes(job.job_id))
         self._bump(prefixes[job.status], 1)
@@ -361,7 +386,7 @@ class StoreTxn:
         found: list[tuple[int, str]] = []
         if not cursor.set_range(prefix):
             return found
-        for key in cursor.iternext(values=False):
+        for key in _keys(cursor):
             if not key.startswith(prefix) or len(found) >= limit:
                 break
             finished_ms, uuid_bytes = keys.split_finish_key(queue_name, key)
@@ -378,7 +403,7 @@ class StoreTxn:
         found: list[str] = []
         if not cursor.set_range(prefix):
             return found
-        for key in cursor.iternext(values=False):
+        for key in _keys(cursor):
             if not key.startswith(prefix) or len(found) >= limit:
                 break
             if bound is not None and key >= bound:
@@ -394,7 +419,7 @@ class StoreTxn:
         found: list[str] = []
         if not cursor.set_range(prefix):
             return found
-        for key in cursor.iternext(values=False):
+        for key in _keys(cursor):
             if key >= bound or not key.startswith(prefix) or len(found) >= limit:
                 break
             found.append(keys.job_id_from(queue_name, keys.split_time_key(queue_name, key)[1]))
@@ -403,8 +428,8 @@ class StoreTxn:
     def first_due_ms(self, queue_name: str) -> int | None:
         prefix = keys.queue_prefix(queue_name)
         cursor = self.txn.cursor(db=self._store.by_time)
-        if cursor.set_range(prefix) and cursor.key().startswith(prefix):
-            return keys.split_time_key(queue_name, cursor.key())[0]
+        if cursor.set_range(prefix) and _key(cursor).startswith(prefix):
+            return keys.split_time_key(queue_name, _key(cursor))[0]
         return None
 
     # -- index and counter upkeep ------------------------------------------------------

@@ -43,7 +43,7 @@ from typing import Any, Generic, TypeVar, cast
 from overhop.config.schema import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
-from overhop.storage.operations.catalogue import Operation
+from overhop.storage.operations.base import Operation
 from overhop.storage.store import Store
 from overhop.storage.writer_messages import (
     COMMIT,
@@ -112,6 +112,10 @@ class Write(Generic[T]):
         if self._outcome is None:
             self._known((False, failure))
         self._make_durable(failure)
+
+
+# The decoder of results that travel as they are: skipped on the hot path.
+_as_sent = Operation.decode_result
 
 
 def _settle(future: "asyncio.Future[Any]", outcome: tuple[bool, Any]) -> None:
@@ -206,7 +210,7 @@ class Writer(asyncio.Protocol):
         return write
 
     def _hand_over(self, *, force: bool = False) -> None:
-        if (not self._staged or self._transport is None or self.lost
+        if (not self._staged or self._transport is None or self.lost or self._stopping
                 or (self._held and self._message_waiting and not force)):
             return
         self._message_waiting = self._held > 0
@@ -255,7 +259,7 @@ class Writer(asyncio.Protocol):
 
     def _on_commit(self, results: list[Any], refusals: list[list[Any]], durable: int) -> None:
         # Earlier commits made durable by this one, then this commit's visible point, then
-        # its durable point if it is durable already.
+        # its durable point if it is durable already. (The hot path: calls kept few.)
         self._resolve_durable(min(durable, self._durable + len(self._awaiting_durable)), None)
         refused = {entry[0]: entry[1:] for entry in refusals}
         awaiting_outcome = self._awaiting_outcome
@@ -263,21 +267,32 @@ class Writer(asyncio.Protocol):
         for index, result in enumerate(results):
             write = awaiting_outcome.popleft()
             if refused and index in refused:
-                write._known((False, _error(refused[index])))
+                outcome: tuple[bool, Any] = (False, _error(refused[index]))
+            elif write._decode is _as_sent:
+                outcome = (True, result)
             else:
                 try:
-                    write._known((True, write._decode(result)))
+                    outcome = (True, write._decode(result))
                 except Exception as exc:  # a result this side cannot read: a bug
                     log.exception("storage_result_unreadable")
-                    write._known((False, RequestError(ErrorCode.INTERNAL, repr(exc))))
+                    outcome = (False, RequestError(ErrorCode.INTERNAL, repr(exc)))
+            write._outcome = outcome
+            if write._visible is not None:
+                _settle(write._visible, outcome)
             awaiting_durable.append(write)
         self._resolve_durable(durable, None)
 
     def _resolve_durable(self, upto: int, failure: RequestError | None) -> None:
         awaiting = self._awaiting_durable
         while self._durable < upto:
-            awaiting.popleft()._make_durable(failure)
+            write = awaiting.popleft()
             self._durable += 1
+            outcome = write._outcome
+            if failure is None and outcome is not None and outcome[0]:
+                if not write.durable.done():
+                    write.durable.set_result(outcome[1])
+            else:
+                write._make_durable(failure)
 
     def _take_stats(self, stats: Stats) -> None:
         self.commits, self.operations, self.space_low, failed, map_size = stats

@@ -21,16 +21,24 @@ killed, since the OS holds every page) and *durable* one sync later. The server 
 each write's `visible` signal at the first point and its `durable` one at the second (see
 docs/storage.md for what a power loss in between means).
 
-Messages: MessagePack, no pickle (`writer_messages.py` describes them). An operation is
-`[code, field, ...]` from the closed table in `operations/catalogue.py`, applied through
-`operations/table.py` with the `[jobs]` settings this process got at start. Contract: an
-operation raises `OverhopError` only before it writes anything, so a refused operation
-leaves the batch's transaction clean. Any other exception aborts the batch, which is then
-retried one operation per transaction so that only the culprit fails.
+Messages, MessagePack both ways, nothing pickled (`writer_messages.py` has the details):
+- server to writer: an array of operations `[code, field, ...]` in submission order (the
+  closed table of `operations/catalogue.py`; records as their stored bytes), or nil:
+  finish what was sent, then stop;
+- writer to server: `[READY, stats]`; `[COMMIT, results, refusals, durable, stats]` after
+  each commit (a result per operation, in its wire form, nil where refused; the refusals
+  as `[index, code, message, details]`; how many operations ever sent are durable now);
+  `[DURABLE, durable, failure, stats]` after the syncer's sync; `[STOPPED, stats]`.
 
-Space (`space.py`): the map grows by itself; at its maximum size, or when the file system
-is full, operations that grow the store are refused with STORAGE_FULL while completing and
-removing jobs go on while room allows.
+Each operation is applied through `operations/table.py`, with the `[jobs]` settings this
+process got at start. Contract: an operation raises `OverhopError` only before it writes
+anything, so a refused operation leaves the batch's transaction clean. Any other exception
+aborts the batch, which is then retried one operation per transaction so that only the
+culprit fails.
+
+Space (`writer_space.py`): the map grows by itself; at its maximum size, or when the file
+system is full, operations that grow the store are refused with STORAGE_FULL while
+completing and removing jobs go on while room allows.
 
 The process ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C or a service manager signals the
 whole group; the server then stops it in order), and SIGXFSZ (a file size limit then shows
@@ -319,7 +327,17 @@ class BatchWriter:
         """A commit ran out of room. With a grown map, run the batch again; else refuse
         what grows the store and run the rest one by one, each as room allows."""
         if grown:
-            return self._run_in_one_transaction(batch)
+            try:
+                return self._run_in_one_transaction(batch)
+            except lmdb.MapFullError:
+                pass  # still too big for the grown map: as if it could not grow
+            except lmdb.Error as exc:
+                if not self._space.disk_full(exc):
+                    log.error("storage_write_failed", error=str(exc))
+                    self.failed = True
+                    return [(False, _WRITE_FAILED)] * len(batch)
+            except Exception:
+                return [self._run_alone(request) for request in batch]
         self._space.refuse_growth()
         outcomes: list[Outcome] = []
         for request in batch:

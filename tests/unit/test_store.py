@@ -8,6 +8,7 @@ import lmdb
 import pytest
 
 from overhop.broker.ids import JobIdGenerator
+from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
 from overhop.storage import keys
@@ -126,6 +127,37 @@ def test_a_move_the_transition_table_does_not_list_is_refused(tmp_path: Path) ->
     with pytest.raises(RuntimeError, match="not a transition"):
         write(store, reopen_completed)
     assert store.get_job(job_id).status == JobStatus.COMPLETED  # type: ignore[union-attr]
+    store.close()
+
+
+def test_move_job_checks_the_delivery_moves_the_job_and_returns_what_it_stored(
+        tmp_path: Path) -> None:
+    """The one primitive every operation changes a stored job with (`StoreTxn.move_job`),
+    and the read that precedes a worker's outcome (`current_delivery`)."""
+    store = Store(tmp_path / "data", map_size=MAP, sync=True)
+    job_id = JobIdGenerator().new_job_id("q", 1)
+    write(store, lambda t: t.insert_job(new_job(job_id, JobStatus.WAITING)))
+    stored: list[bytes] = []
+
+    def take_then_delay(txn: StoreTxn) -> None:
+        stored.append(txn.move_job(txn.indexed_job(job_id), JobStatus.ACTIVE,
+                                   delivery_id="d1", worker_id="w"))
+        with pytest.raises(RequestError) as stale:
+            txn.current_delivery(job_id, "d0")
+        assert stale.value.code == ErrorCode.DELIVERY_STALE
+        job = txn.current_delivery(job_id, "d1")
+        stored.append(txn.move_job(job, JobStatus.DELAYED, delivery_id=None,
+                                   execution_start_at_ms=7777))
+
+    write(store, take_then_delay)
+    assert decode_job(stored[0]).status == JobStatus.ACTIVE
+    assert store.get_job(job_id) == decode_job(stored[1])
+    counts = store.counts("q")
+    assert (counts[JobStatus.WAITING], counts[JobStatus.ACTIVE], counts[JobStatus.DELAYED]) \
+        == (0, 0, 1)
+    assert store.first_due_ms("q") == 7777
+    with pytest.raises(RuntimeError, match="index names missing job"):
+        write(store, lambda t: t.indexed_job("q:missing"))
     store.close()
 
 

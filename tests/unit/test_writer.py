@@ -2,6 +2,7 @@
 map growth seen by the server's reads, and a writer that dies."""
 
 import asyncio
+import gc
 import os
 import signal
 from pathlib import Path
@@ -178,3 +179,120 @@ def test_a_writer_process_that_dies_fails_every_write_and_says_so(tmp_path: Path
         asyncio.run(run())
     finally:
         store.close()
+
+
+async def _three_turns(writer: Writer, ids: list[str]) -> list[list["asyncio.Future[str]"]]:
+    """Submit a third of `ids` in each of three loop turns, the writer process stopped
+    (SIGSTOP) by the caller. The first two turns' messages are sent (the second waits in
+    the writer's inbox); the third's stays in the server, which holds later operations
+    while a message already waits, until a commit is reported."""
+    turns = []
+    for part in (ids[0::3], ids[1::3], ids[2::3]):
+        turns.append([writer.submit(job_ops.Enqueue(_job(i))).durable for i in part])
+        await asyncio.sleep(0)  # the hand-over runs at the end of the turn
+        await asyncio.sleep(0)
+    return turns
+
+
+def test_stop_writes_what_waits_behind_a_message_already_in_the_writer(tmp_path: Path) -> None:
+    """On SIGTERM under write load, the operations still held in the server when stop()
+    is called (a message already waits in the writer) are sent and written too."""
+    ids = [f"01234567-89ab-7def-8123-4567890001{n:02d}" for n in range(30)]
+
+    async def body(store: Store, writer: Writer) -> None:
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGSTOP)
+        try:
+            turns = await _three_turns(writer, ids)
+        finally:
+            os.kill(writer.pid, signal.SIGCONT)
+        await asyncio.wait_for(writer.stop(), 10)
+        for future in (f for turn in turns for f in turn):
+            assert future.done() and future.exception() is None
+
+    asyncio.run(_with_writer(tmp_path, True, body))
+    reopened = Store(tmp_path / "data", map_size=1 << 24, sync=True)
+    try:
+        assert all(reopened.get_job(f"q:{i}") is not None for i in ids)
+    finally:
+        reopened.close()
+
+
+def test_a_lost_writer_says_which_writes_may_have_been_stored(tmp_path: Path) -> None:
+    """Writes sent before the writer process died may or may not be stored: their error
+    says so. Writes it never received, and writes submitted after, say nothing was
+    written."""
+    store = Store(tmp_path / "data", map_size=1 << 24, sync=True)
+    ids = [f"01234567-89ab-7def-8123-4567890002{n:02d}" for n in range(9)]
+
+    async def run() -> None:
+        lost = asyncio.Event()
+        writer = Writer(store, asyncio.get_running_loop(), sync=True, max_batch=64,
+                        max_map_size=1 << 26, reserved_headroom=0, jobs=JobsConfig(),
+                        on_lost=lost.set)
+        await writer.start()
+        await writer.submit(job_ops.AddQueue(
+            QueueRecord("qid", "q", QueueState.ACTIVE, 0, QueueConfig()))).durable
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGSTOP)
+        sent_first, sent_second, held = await _three_turns(writer, ids)
+        os.kill(writer.pid, signal.SIGKILL)
+        await asyncio.wait_for(lost.wait(), 10)
+        after = writer.submit(job_ops.Enqueue(_job("01234567-89ab-7def-8123-456789abcde3")))
+        outcomes = await asyncio.gather(*sent_first, *sent_second, *held, after.durable,
+                                        return_exceptions=True)
+        assert all(isinstance(o, RequestError) and o.code == ErrorCode.INTERNAL
+                   for o in outcomes)
+        messages = [str(o) for o in outcomes]
+        unknown = len(sent_first) + len(sent_second)
+        assert set(messages[:unknown]) == {
+            "the storage writer process stopped; this write may or may not have been stored"}
+        assert set(messages[unknown:]) == {
+            "the storage writer process has stopped; nothing was written"}
+        await writer.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_visible_futures_resolve_in_order_before_the_durable_ones(tmp_path: Path,
+                                                                  sync: bool) -> None:
+    ids = [f"01234567-89ab-7def-8123-4567890003{n:02d}" for n in range(5)]
+
+    async def body(store: Store, writer: Writer) -> None:
+        events: list[tuple[str, int]] = []
+        writes = [writer.submit(job_ops.Enqueue(_job(i))) for i in ids]
+        for n, write in enumerate(writes):
+            write.visible.add_done_callback(lambda f, n=n: events.append(("visible", n)))
+            write.durable.add_done_callback(lambda f, n=n: events.append(("durable", n)))
+        await asyncio.gather(*(write.durable for write in writes))
+        await asyncio.sleep(0)
+        assert events == ([("visible", n) for n in range(5)]
+                          + [("durable", n) for n in range(5)])
+        assert [write.durable.result() for write in writes] == [f"q:{i}" for i in ids]
+
+    asyncio.run(_with_writer(tmp_path, sync, body))
+
+
+def test_a_refusal_seen_at_the_visible_point_alone_is_not_reported_unretrieved(
+        tmp_path: Path) -> None:
+    """A caller that acts on the visible future only (as dispatch does) retrieves its
+    failure there; the durable future's copy must not log "exception was never
+    retrieved" when it is dropped."""
+
+    async def body(store: Store, writer: Writer) -> None:
+        unhandled: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: unhandled.append(ctx))
+        write = writer.submit(job_ops.RemoveJob("q:missing"))
+        with pytest.raises(RequestError):
+            await write.visible
+        await writer.submit(job_ops.Barrier()).durable  # the refusal is durable too
+        assert write.durable.done()
+        del write
+        gc.collect()
+        assert unhandled == []
+
+    asyncio.run(_with_writer(tmp_path, True, body))

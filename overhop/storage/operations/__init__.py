@@ -4,6 +4,13 @@ and how the writer process applies each one (`apply_jobs.py`, `apply_queues.py`,
 
 from overhop.storage.operations.apply_jobs import job_policy
 from overhop.storage.operations.apply_queues import CLEARABLE_STATUSES
+from overhop.storage.operations.base import (
+    Moved,
+    Operation,
+    OperationCode,
+    Removed,
+    Taken,
+)
 from overhop.storage.operations.catalogue import (
     OPERATION_BY_CODE,
     OPERATIONS,
@@ -17,20 +24,15 @@ from overhop.storage.operations.catalogue import (
     EndAttempt,
     Enqueue,
     EnqueueMany,
-    Moved,
     ObliterateBatch,
-    Operation,
-    OperationCode,
     PromoteDue,
     PruneFinished,
     RecoverActive,
-    Removed,
     RemoveJob,
     RemoveQueue,
     RetryFailed,
     SetQueueConfig,
     SetQueueState,
-    Taken,
     TakeWaiting,
 )
 

@@ -20,6 +20,8 @@ from overhop.storage.operations.catalogue import (
     EndAttempt,
     Enqueue,
     EnqueueMany,
+    ReceivedEnqueue,
+    ReceivedEnqueueMany,
     RemoveJob,
     RetryFailed,
     TakeWaiting,
@@ -64,14 +66,18 @@ def _job_or_raise(txn: StoreTxn, job_id: str) -> JobRecord:
 def apply_enqueue(txn: StoreTxn, op: Enqueue, jobs: JobsConfig) -> str:
     job = op.job
     _require_queue(txn, job.queue_name)
-    txn.insert_job(job)
+    txn.insert_job(job, op.stored if isinstance(op, ReceivedEnqueue) else None)
     return job.job_id
 
 
 def apply_enqueue_many(txn: StoreTxn, op: EnqueueMany, jobs: JobsConfig) -> list[str]:
     _require_queue(txn, op.queue_name)
-    for job in op.jobs:
-        txn.insert_job(job)
+    if isinstance(op, ReceivedEnqueueMany):
+        for job, stored in zip(op.jobs, op.stored, strict=True):
+            txn.insert_job(job, stored)
+    else:
+        for job in op.jobs:
+            txn.insert_job(job)
     return [job.job_id for job in op.jobs]
 
 

@@ -15,12 +15,12 @@ docs/storage.md lists the table; a second storage engine implements the same ope
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from operator import attrgetter
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any
 
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState
+from overhop.storage.operations.base import Moved, Operation, OperationCode, Removed, Taken
 from overhop.storage.records import (
     decode_job,
     decode_queue,
@@ -29,84 +29,6 @@ from overhop.storage.records import (
     encode_queue,
     encode_queue_config,
 )
-
-T = TypeVar("T")
-
-
-class OperationCode(IntEnum):
-    """Every operation's number on the wire. Never renumber: append."""
-
-    BARRIER = 0
-    ADD_QUEUE = 1
-    REMOVE_QUEUE = 2
-    SET_QUEUE_STATE = 3
-    ENQUEUE = 4
-    ENQUEUE_MANY = 5
-    TAKE_WAITING = 6
-    COMPLETE = 7
-    END_ATTEMPT = 8
-    RETRY_FAILED = 9
-    REMOVE_JOB = 10
-    PROMOTE_DUE = 11
-    ADVANCE_NEW = 12
-    RECOVER_ACTIVE = 13
-    SET_QUEUE_CONFIG = 14
-    CLEAR_QUEUE_BATCH = 15
-    OBLITERATE_BATCH = 16
-    DELETE_EMPTY_QUEUE = 17
-    PRUNE_FINISHED = 18
-    APPEND_LOGS = 19
-
-
-class Operation(Generic[T]):
-    """One write; `T` is its result. Subclasses are frozen slotted dataclasses."""
-
-    __slots__ = ()
-    code: ClassVar[OperationCode]
-    grows: ClassVar[bool] = False
-    # What a refusal for lack of space names, e.g. "new jobs are refused".
-    subject: ClassVar[str]
-    _fields: ClassVar[Any]  # an attrgetter of the fields in order, set by `_register`
-
-    def to_wire(self) -> list[Any]:
-        """`[code, field, ...]`; records as their stored bytes, enums as numbers."""
-        return [self.code, *self._fields(self)]
-
-    @classmethod
-    def from_wire(cls, wire: list[Any]) -> "Operation[Any]":
-        return cls(*wire[1:])
-
-    @staticmethod
-    def decode_result(wire: Any) -> Any:
-        """The result type from its wire form (as the apply function returned it)."""
-        return wire
-
-
-@dataclass(frozen=True, slots=True)
-class Taken:
-    """What a dispatch took: the jobs now active (in order) and the waiting jobs left."""
-
-    jobs: list[JobRecord]
-    waiting_left: int
-
-
-@dataclass(frozen=True, slots=True)
-class Moved:
-    """How many jobs a maintenance step moved, whether more remain, the next due time."""
-
-    moved: int
-    more: bool
-    next_due_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Removed:
-    """Jobs one bounded removal step deleted, and whether any of its kind remain."""
-
-    removed: int
-    more: bool
-    counts: dict[JobStatus, int]
-
 
 # -- queues ----------------------------------------------------------------------------
 
@@ -205,7 +127,15 @@ class Enqueue(Operation[str]):
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> "Enqueue":
-        return cls(decode_job(wire[1]))
+        return ReceivedEnqueue(decode_job(wire[1]), wire[1])
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEnqueue(Enqueue):
+    """An `Enqueue` as the writer process received it: with the record's bytes, which it
+    stores as they came instead of encoding the record again."""
+
+    stored: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +153,14 @@ class EnqueueMany(Operation[list[str]]):
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> "EnqueueMany":
-        return cls(wire[1], [decode_job(data) for data in wire[2]])
+        return ReceivedEnqueueMany(wire[1], [decode_job(data) for data in wire[2]], wire[2])
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEnqueueMany(EnqueueMany):
+    """An `EnqueueMany` as the writer process received it (see `ReceivedEnqueue`)."""
+
+    stored: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +174,11 @@ class TakeWaiting(Operation[Taken]):
     guards: list[tuple[str, str]]
     code = OperationCode.TAKE_WAITING
     subject = "dispatching jobs is"
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "TakeWaiting":
+        return cls(wire[1], [(d, w) for d, w in wire[2]], wire[3],
+                   [(d, j) for d, j in wire[4]])
 
     @staticmethod
     def decode_result(wire: Any) -> Taken:
@@ -420,10 +362,27 @@ def _fields_getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     return attrgetter(*names)
 
 
+def _fast_init(cls: type[Operation[Any]], names: list[str]) -> Callable[..., None]:
+    """An `__init__` that sets the slots through their descriptors: about half the cost of
+    the one a frozen dataclass generates (which goes through `object.__setattr__` field by
+    field), for what every write costs twice (built in the server, rebuilt in the writer
+    process). Instances stay frozen: assigning a field still raises."""
+    namespace: dict[str, Any] = {f"set_{name}": getattr(cls, name).__set__ for name in names}
+    source = (f"def __init__(self, {', '.join(names)}):\n"
+              + "".join(f"    set_{name}(self, {name})\n" for name in names))
+    exec(source, namespace)  # the same technique as `dataclasses` itself
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
 def _register() -> None:
     assert [cls.code for cls in OPERATION_BY_CODE] == list(OperationCode), "one class a code"
     for cls in OPERATIONS:
-        cls._fields = staticmethod(_fields_getter(list(cls.__dataclass_fields__)))  # type: ignore[attr-defined]
+        names = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        cls._fields = staticmethod(_fields_getter(names))
+        if names:
+            cls.__init__ = _fast_init(cls, names)  # type: ignore[method-assign]
 
 
 _register()

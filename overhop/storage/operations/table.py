@@ -7,7 +7,7 @@ from typing import Any
 from overhop.config.schema import JobsConfig
 from overhop.storage.operations import apply_jobs as jobs
 from overhop.storage.operations import apply_queues as queues
-from overhop.storage.operations.catalogue import OperationCode
+from overhop.storage.operations.base import OperationCode
 from overhop.storage.store import StoreTxn
 
 Apply = Callable[[StoreTxn, Any, JobsConfig], Any]
