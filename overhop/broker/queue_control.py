@@ -37,6 +37,10 @@ def add_queue(broker: Broker, name: str, config: QueueConfig) -> "asyncio.Future
                            "reserved for system queues")
     if name in broker.queues:
         raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
+    most = broker.config.queues.max_queues
+    if sum(not r.record.is_system for r in broker.queues.values()) >= most:
+        raise RequestError(ErrorCode.TOO_MANY_QUEUES, f"the server holds {most} queues, its "
+                           "limit (queues.max_queues); remove one first")
     if name in broker.obliterating:
         raise RequestError(ErrorCode.QUEUE_EXISTS,
                            f"queue {name!r} is still being obliterated; add it again "

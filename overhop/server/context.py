@@ -27,3 +27,7 @@ class ServerContext:
     connections: set["Connection"] = field(default_factory=set)
     shutting_down: bool = False
     connections_refused: int = 0
+    # Received bytes not yet processed, summed over connections (`wire.max_buffered_input_bytes`).
+    input_buffered_bytes: int = 0
+    # The writer is lost: no connection is read from again (the server is on its way out).
+    halted: bool = False

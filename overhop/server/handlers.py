@@ -21,7 +21,7 @@ from overhop.model.queues import QueueState, parse_queue_config, parse_queue_nam
 from overhop.server.context import ServerContext
 from overhop.server.status import status_report
 from overhop.server.views import job_view, queue_view
-from overhop.wire.codec import encode_value
+from overhop.wire.codec import encode_value, fitting_prefix
 from overhop.wire.messages import MessageType
 from overhop.wire.payloads import (
     parse_int,
@@ -85,6 +85,7 @@ def handle_register(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
             "max_result_bytes": config.jobs.max_result_bytes,
             "max_log_line_bytes": config.jobs.max_log_line_bytes,
             "max_enqueue_batch": config.jobs.max_enqueue_batch,
+            "max_requests_in_flight": config.server.max_requests_in_flight,
         },
     }
 
@@ -95,7 +96,13 @@ def handle_queue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
 
 
 def handle_lsqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return {"queues": [queue_view(r.record) for r in ctx.broker.queues.values()]}
+    after = parse_optional_str(p, "after", max_length=128)
+    limit = parse_int(p, "limit", low=1, high=100_000, default=100_000)
+    names = sorted(name for name in ctx.broker.queues if after is None or name > after)
+    views = (queue_view(ctx.broker.queues[name].record) for name in names[:limit])
+    page, cut = fitting_prefix(views, ctx.config.wire.max_envelope_size_bytes // 2)
+    more = cut or len(names) > limit
+    return {"queues": page, "next_after": page[-1]["name"] if more else None}
 
 
 def handle_subscribe(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
