@@ -12,6 +12,7 @@ import statistics
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from tests.support.proc_memory import peak_mib, rss_mib
 from tests.support.raw_client import RawClient, frame
@@ -58,7 +59,8 @@ async def settled_peak(admin: RawClient, pid: int) -> float:
     return peak_mib(pid)
 
 
-def test_pipelined_requests_with_large_replies_do_not_grow_memory(start_server) -> None:
+def test_pipelined_requests_with_large_replies_do_not_grow_memory(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server()
     assert server.process is not None
     pid = server.process.pid
@@ -114,7 +116,8 @@ def flood(port: int, stop: threading.Event, sent: list[int]) -> None:
     sock.close()
 
 
-def test_a_flooding_producer_neither_grows_memory_nor_stalls_others(start_server) -> None:
+def test_a_flooding_producer_neither_grows_memory_nor_stalls_others(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server()
     assert server.process is not None
     pid = server.process.pid

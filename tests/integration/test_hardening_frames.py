@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import struct
 import time
+from collections.abc import Callable
 
 from tests.support.proc_memory import peak_mib, rss_mib
 from tests.support.raw_client import RawClient
@@ -47,7 +48,8 @@ async def hold_partial_frame(client: RawClient) -> None:
         await client.send_raw(struct.pack(">I", MAX_FRAME) + b"\x00" * (MAX_FRAME - 1))
 
 
-def test_partial_frames_are_bounded_in_memory_and_in_time(start_server) -> None:
+def test_partial_frames_are_bounded_in_memory_and_in_time(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server(*LIMITS)
     assert server.process is not None
     pid = server.process.pid
@@ -73,7 +75,8 @@ def test_partial_frames_are_bounded_in_memory_and_in_time(start_server) -> None:
     asyncio.run(scenario())
 
 
-def test_a_frame_not_completed_in_time_closes_the_connection(start_server) -> None:
+def test_a_frame_not_completed_in_time_closes_the_connection(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server(*LIMITS)
 
     async def scenario() -> None:

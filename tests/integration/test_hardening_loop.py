@@ -7,8 +7,9 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from tests.support.raw_client import RawClient, frame
 from tests.support.server_process import ServerProcess
@@ -73,7 +74,8 @@ def enqueue_body(payload: object) -> bytes:
     return frame({"v": 2, "t": ENQUEUE, "rid": "big", "p": {"q": "q", "job_payload": payload}})
 
 
-def test_a_frame_of_millions_of_values_does_not_hold_the_loop(start_server) -> None:
+def test_a_frame_of_millions_of_values_does_not_hold_the_loop(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server()
 
     async def scenario() -> None:

@@ -4,8 +4,9 @@ LSQUEUE and STATUS replies always fit in a frame: LSQUEUE pages by name with `af
 queues once made LSQUEUE pass the 8 MiB frame limit."""
 
 import asyncio
+from collections.abc import Callable
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
@@ -20,7 +21,8 @@ async def add_queues(client: RawClient, names: list[str]) -> list[dict[str, obje
     return [await client.reply_to(rid) for rid in rids]
 
 
-def test_addqueue_beyond_max_queues_is_refused(start_server) -> None:
+def test_addqueue_beyond_max_queues_is_refused(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server("--queues.max_queues", "5")
 
     async def scenario() -> None:
@@ -35,7 +37,8 @@ def test_addqueue_beyond_max_queues_is_refused(start_server) -> None:
     asyncio.run(scenario())
 
 
-def test_lsqueue_and_status_fit_in_a_frame_and_lsqueue_pages(start_server) -> None:
+def test_lsqueue_and_status_fit_in_a_frame_and_lsqueue_pages(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server("--wire.max_envelope_size_bytes", str(ENVELOPE))
 
     async def scenario() -> None:

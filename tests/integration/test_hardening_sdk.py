@@ -3,6 +3,7 @@
 the server's socket, and all of them are answered."""
 
 import asyncio
+from collections.abc import Callable
 
 from overhop_client import AsyncClient
 
@@ -12,7 +13,8 @@ BOUND = 8
 REQUESTS = 200
 
 
-def test_the_sdk_keeps_its_requests_in_flight_within_the_servers_bound(start_server) -> None:
+def test_the_sdk_keeps_its_requests_in_flight_within_the_servers_bound(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server("--server.max_requests_in_flight", str(BOUND))
 
     async def scenario() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
@@ -16,7 +17,8 @@ EVENT_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
 
 
-def test_a_lost_writer_stops_the_server_taking_requests_at_once(start_server) -> None:
+def test_a_lost_writer_stops_the_server_taking_requests_at_once(
+        start_server: Callable[..., ServerProcess]) -> None:
     server: ServerProcess = start_server("--shutdown.grace_ms", str(GRACE_MS))
     assert server.process is not None
     (started,) = server.events("server_started")
