@@ -31,8 +31,9 @@ class ServerContext:
     input_buffered_bytes: int = 0
     # The writer is lost: no connection is read from again (the server is on its way out).
     halted: bool = False
-    # Requests of all connections waiting for their replies (commits): a connection alone
-    # in this count may take longer turns (connection.FRAMES_PER_TURN_ALONE).
+    # Requests of all connections waiting for their replies (commits): a connection adding
+    # one while another connection's wait marks the writer shared (`shared_until`).
     requests_in_flight: int = 0
-    # Loop time until which connections share the writer (connection.SHARED_FOR_S).
+    # Loop time until which connections share the writer, and so take short turns
+    # (connection.FRAMES_PER_TURN, SHARED_REQUESTS_IN_FLIGHT, SHARED_FOR_S).
     shared_until: float = 0.0
