@@ -44,7 +44,7 @@ class QueueAdmin:
     def __init__(self, state: BrokerState, store: Store, writer: Writer,
                  clock: Callable[[], int], scheduler: Scheduler, deliveries: Deliveries,
                  maintenance: Maintenance, watches: Watches,
-                 job_id_boundary: Callable[[int], bytes]) -> None:
+                 job_id_boundary: Callable[[int], bytes], max_queues: int) -> None:
         self._state = state
         self._store = store
         self._writer = writer
@@ -53,6 +53,7 @@ class QueueAdmin:
         self._deliveries = deliveries
         self._maintenance = maintenance
         self._watches = watches
+        self._max_queues = max_queues
         self._job_id_boundary = job_id_boundary
 
     def new_record(self, name: str, config: QueueConfig, now: int) -> QueueRecord:
@@ -64,6 +65,10 @@ class QueueAdmin:
                                "reserved for system queues")
         if name in self._state.queues:
             raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
+        most = self._max_queues
+        if sum(not r.record.is_system for r in self._state.queues.values()) >= most:
+            raise RequestError(ErrorCode.TOO_MANY_QUEUES, f"the server holds {most} queues, "
+                               "its limit (queues.max_queues); remove one first")
         if name in self._state.obliterating:
             raise RequestError(ErrorCode.QUEUE_EXISTS,
                                f"queue {name!r} is still being obliterated; add it again "

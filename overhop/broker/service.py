@@ -57,7 +57,8 @@ class Broker:
         self._enqueuer = Enqueuer(state, writer, scheduler, watches,
                                   self._maintenance.note_due)
         self._queues = QueueAdmin(state, store, writer, clock, scheduler, self._deliveries,
-                                  self._maintenance, watches, self._job_id_boundary)
+                                  self._maintenance, watches, self._job_id_boundary,
+                                  config.queues.max_queues)
 
     # -- what the server reads -----------------------------------------------------------
 

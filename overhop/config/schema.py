@@ -92,6 +92,20 @@ class ServerConfig:
     write_buffer_max_bytes: int = setting(
         64 * MIB, minimum=64 * KIB, maximum=4 * GIB,
         doc="Per-peer output above which the peer is dropped; must exceed the high mark.")
+    # Twice storage.max_batch_operations (1024): a producer that pipelines keeps one commit
+    # filling while the previous one syncs, so the bound costs no throughput; each waiting
+    # request holds about a kilobyte, so it also bounds what one peer pins (a few MiB).
+    max_requests_in_flight: int = setting(
+        2048, minimum=1, maximum=1_000_000,
+        doc="Requests read from one connection whose replies are not sent yet (writes "
+            "waiting for their commit); at this many the server stops reading it.")
+    # 4 MiB of request frames waiting on their commit: several large jobs per connection,
+    # while ten thousand connections cannot pin more than the payloads' own size would.
+    # One request is always taken when none is waiting, whatever its size.
+    max_request_bytes_in_flight: int = setting(
+        4 * MIB, minimum=64 * KIB, maximum=1 * GIB,
+        doc="Bytes of request frames from one connection whose replies are not sent yet; "
+            "above this the server stops reading it.")
     # Idle workers send nothing, so only TCP notices a peer whose host died or whose network
     # went away: probed after 30 s of silence, it is dropped about a minute later (and
     # output left unacknowledged as long drops it too), freeing its credits.
@@ -124,7 +138,27 @@ class WireConfig:
     max_envelope_size_bytes: int = setting(
         8 * MIB, minimum=64 * KIB, maximum=32 * MIB,
         doc="Largest message envelope accepted or sent.")
+    # 30 s lets a maximum-size frame arrive over a link of about 2.5 Mbit/s; a frame still
+    # incomplete after that is a peer holding server memory, not a slow one.
+    frame_timeout_ms: int = setting(
+        30000, minimum=100, maximum=3_600_000,
+        doc="A frame begun must be complete within this, or the connection is closed.")
+    # 128 MiB: sixteen maximum-size frames arriving at once. Unbounded, 10,000 peers each
+    # holding most of a frame could pin 80 GiB; over this, the peer holding the most is
+    # closed. Must be at least twice the envelope limit, so one large frame always fits.
+    max_buffered_input_bytes: int = setting(
+        128 * MIB, minimum=1 * MIB, maximum=64 * GIB,
+        doc="Received bytes not yet processed (partial frames) across all connections; "
+            "above this the connection holding the most is closed.")
     session: SessionConfig = field(default_factory=SessionConfig)
+
+
+@dataclass(frozen=True)
+class QueuesConfig:
+    # Every queue is in memory, and LSQUEUE's default page and STATUS list them all: 1000
+    # keeps those replies well under 1 MiB and any dispatch pass short.
+    max_queues: int = setting(1000, minimum=1, maximum=100_000,
+                              doc="Most user queues; ADDQUEUE beyond it is refused.")
 
 
 @dataclass(frozen=True)
@@ -246,6 +280,7 @@ class Config:
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     wire: WireConfig = field(default_factory=WireConfig)
+    queues: QueuesConfig = field(default_factory=QueuesConfig)
     pagination: PaginationConfig = field(default_factory=PaginationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
@@ -332,7 +367,8 @@ def _collect(cls: type, prefix: str, settings: dict[str, Setting], sections: set
             _collect(kind, key + ".", settings, sections)
         else:
             meta = f.metadata
-            settings[key] = Setting(key=key, type=kind, default=f.default, doc=meta["doc"],
+            default = typing.cast("int | bool | str", f.default)
+            settings[key] = Setting(key=key, type=kind, default=default, doc=meta["doc"],
                                     minimum=meta["min"], maximum=meta["max"],
                                     choices=meta["choices"], nonempty=meta["nonempty"])
 
@@ -353,7 +389,8 @@ def build_config(values: Mapping[str, object]) -> Config:
     unknown = sorted(set(values) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}")
-    return _build(Config, "", values)
+    config: Config = _build(Config, "", values)
+    return config
 
 
 def _build(cls: type, prefix: str, values: Mapping[str, object]) -> Any:
@@ -388,6 +425,11 @@ def validate_config(config: Config) -> None:
         raise ConfigError(
             f"server.write_buffer_max_bytes ({server.write_buffer_max_bytes}) must be greater"
             f" than server.write_buffer_high_bytes ({server.write_buffer_high_bytes})")
+    wire = config.wire
+    if wire.max_buffered_input_bytes < 2 * wire.max_envelope_size_bytes:
+        raise ConfigError(
+            f"wire.max_buffered_input_bytes ({wire.max_buffered_input_bytes}) must be at least"
+            f" twice wire.max_envelope_size_bytes ({wire.max_envelope_size_bytes})")
     if storage.max_map_size_bytes < storage.initial_map_size_bytes:
         raise ConfigError(
             f"storage.max_map_size_bytes ({storage.max_map_size_bytes}) must be at least"

@@ -6,7 +6,9 @@ give back what is still out; close the connections; let the writer finish every 
 already submitted; close the store; exit 0.
 
 If the writer process dies (it crashed or was killed), the server can no longer change
-anything: it takes the same shutdown path at once, and exits 1.
+anything: at once it closes the listener and stops reading every connection (nothing more
+is taken in, so nothing more is answered), then takes the shutdown path without the grace
+period (no outcome could be written) and exits 1, for a supervisor to restart it.
 """
 
 import asyncio
@@ -76,11 +78,18 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     except StoreOpenError as exc:
         print(f"overhop: {exc}", file=sys.stderr)
         return 2
+    serving: list[tuple[ServerContext, asyncio.Server]] = []
+
+    def writer_lost() -> None:
+        for ctx_, server_ in serving:
+            halt(ctx_, server_)
+        stop.set()
+
     writer = Writer(store, loop, sync=config.storage.sync,
                     max_batch=config.storage.max_batch_operations,
                     max_map_size=config.storage.max_map_size_bytes,
                     reserved_headroom=config.storage.reserved_headroom_bytes,
-                    jobs=config.jobs, on_lost=stop.set)
+                    jobs=config.jobs, on_lost=writer_lost)
     try:
         await writer.start()
     except WriterStartError as exc:
@@ -101,6 +110,9 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         await writer.stop()
         store.close()
         return 2
+    serving.append((ctx, server))
+    if writer.lost:  # lost while booting
+        halt(ctx, server)
     host, port = server.sockets[0].getsockname()[:2]
     log.info("server_started", version=__version__, host=host, port=port,
              storage_path=str(path), writer_pid=writer.pid, config_source=loaded.source,
@@ -116,12 +128,24 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     return 1 if writer.lost else 0
 
 
+def halt(ctx: ServerContext, server: asyncio.Server) -> None:
+    """Take nothing more in: the writer is lost, so no request can be carried out."""
+    if ctx.halted:
+        return
+    ctx.halted = True
+    ctx.shutting_down = True
+    server.close()
+    for conn in list(ctx.connections):
+        conn.halt()
+    log.error("server_halted", reason="storage writer lost")
+
+
 async def shutdown(ctx: ServerContext, server: asyncio.Server,
                    heartbeat: "asyncio.Task[None]") -> None:
     ctx.shutting_down = True
     server.close()
     ctx.broker.stop_dispatch()
-    grace_ms = ctx.config.shutdown.grace_ms
+    grace_ms = 0 if ctx.halted else ctx.config.shutdown.grace_ms
     for conn in list(ctx.connections):
         conn.push(MessageType.BYE, {"reason": "server_shutdown", "grace_ms": grace_ms})
     deadline = time.monotonic() + grace_ms / 1000

@@ -27,3 +27,13 @@ class ServerContext:
     connections: set["Connection"] = field(default_factory=set)
     shutting_down: bool = False
     connections_refused: int = 0
+    # Received bytes not yet processed, summed over connections (`wire.max_buffered_input_bytes`).
+    input_buffered_bytes: int = 0
+    # The writer is lost: no connection is read from again (the server is on its way out).
+    halted: bool = False
+    # Requests of all connections waiting for their replies (commits): a connection adding
+    # one while another connection's wait marks the writer shared (`shared_until`).
+    requests_in_flight: int = 0
+    # Loop time until which connections share the writer, and so take short turns
+    # (connection.FRAMES_PER_TURN, SHARED_REQUESTS_IN_FLIGHT, SHARED_FOR_S).
+    shared_until: float = 0.0

@@ -1,7 +1,8 @@
 """The heartbeat: one periodic tick drives every time-based rule.
 
 Each tick: anonymous connections past their lifetime are closed or sent IDENT, IDENT
-deadlines are enforced, and the broker's maintenance runs (acknowledgement timeouts, leases,
+deadlines are enforced, connections mid-frame for longer than `wire.frame_timeout_ms` are
+closed, and the broker's maintenance runs (acknowledgement timeouts, leases,
 stale workers, delayed jobs becoming waiting, retention). Delayed jobs do not wait for a
 tick: the broker arms a timer for the earliest one (see `Broker._arm_due_timer`).
 """
@@ -21,7 +22,9 @@ log = get_logger("overhop.heartbeat")
 def tick_sessions(ctx: ServerContext, now: int) -> None:
     limits = ctx.session_limits
     for conn in list(ctx.connections):
-        if conn.worker is not None:
+        if conn.frame_started_ms:
+            conn.expire_partial_frame(now)
+        if conn.worker is not None or conn.transport is None or conn.transport.is_closing():
             continue
         action = conn.session.plan_timeout(now, limits)
         if action is SessionAction.CLOSE:

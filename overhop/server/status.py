@@ -4,11 +4,13 @@ import resource
 from typing import Any
 
 from overhop import __version__
+from overhop.broker.runtime import QueueRuntime
 from overhop.clock import now_ms, to_rfc3339
 from overhop.model.jobs import JobStatus
 from overhop.server.context import ServerContext
 from overhop.server.views import queue_view
 from overhop.session.states import SessionState
+from overhop.wire.codec import fitting_prefix
 
 
 def rss_bytes() -> int:
@@ -25,15 +27,15 @@ def status_report(ctx: ServerContext) -> dict[str, Any]:
     broker = ctx.broker
     anonymous = sum(1 for c in ctx.connections if c.session.state != SessionState.WORKER)
     usage = ctx.store.usage()
-    queues = []
-    for runtime in broker.queues.values():
-        entry = queue_view(runtime.record)
-        if not runtime.record.is_system:
-            counts = ctx.store.counts(runtime.record.name)
-            entry["stats"] = {status.label: counts[status] for status in JobStatus}
-        entry["subscriptions"] = len(runtime.subscriptions)
-        entry["active_deliveries"] = runtime.active
-        queues.append(entry)
+    # Each list gets a quarter of a frame, so the whole report always fits in one.
+    budget = ctx.config.wire.max_envelope_size_bytes // 4
+    queues, queues_cut = fitting_prefix((_queue_entry(ctx, r) for r in broker.queues.values()),
+                                        budget)
+    workers, workers_cut = fitting_prefix(
+        ({"wid": w.worker_id, "registered_at": to_rfc3339(w.registered_at_ms),
+          "last_seen_at": to_rfc3339(w.last_seen_ms), "metadata": w.metadata,
+          "subscriptions": len(w.subscriptions), "deliveries": len(w.deliveries)}
+         for w in broker.workers.values()), budget)
     return {
         "application": {
             "name": "overhop",
@@ -55,12 +57,8 @@ def status_report(ctx: ServerContext) -> dict[str, Any]:
             "deliveries": len(broker.deliveries),
             "deliveries_total": broker.dispatched_total,
             "connections_refused": ctx.connections_refused,
-            "worker_list": [
-                {"wid": w.worker_id, "registered_at": to_rfc3339(w.registered_at_ms),
-                 "last_seen_at": to_rfc3339(w.last_seen_ms), "metadata": w.metadata,
-                 "subscriptions": len(w.subscriptions), "deliveries": len(w.deliveries)}
-                for w in broker.workers.values()
-            ],
+            "worker_list": workers,
+            "worker_list_truncated": workers_cut,
         },
         "storage": {
             "engine": ctx.config.storage.engine,
@@ -76,4 +74,15 @@ def status_report(ctx: ServerContext) -> dict[str, Any]:
             "write_failed": ctx.writer.failed,
         },
         "queues": queues,
+        "queues_truncated": queues_cut,
     }
+
+
+def _queue_entry(ctx: ServerContext, runtime: QueueRuntime) -> dict[str, Any]:
+    entry = queue_view(runtime.record)
+    if not runtime.record.is_system:
+        counts = ctx.store.counts(runtime.record.name)
+        entry["stats"] = {status.label: counts[status] for status in JobStatus}
+    entry["subscriptions"] = len(runtime.subscriptions)
+    entry["active_deliveries"] = runtime.active
+    return entry

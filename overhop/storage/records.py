@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState

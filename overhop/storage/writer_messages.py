@@ -21,7 +21,7 @@ messages out. Nothing is pickled: an operation is `[code, field, ...]` (see
 
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 READY = 0
 COMMIT = 1

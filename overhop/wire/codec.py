@@ -9,17 +9,27 @@ arrays, maps with string keys, binary. Floats and extension types are refused, e
 floats may appear inside the application's own data (`OPAQUE_FIELDS`: a job's payload, its
 result, error details and progress), which the broker stores and returns without looking at.
 Nesting deeper than `MAX_NESTING_DEPTH` is refused everywhere.
+
+Frames up to `FAST_DECODE_BYTES` are decoded whole by the C decoder and then walked. A
+larger frame is first checked as bytes (`overhop.wire.scan`, at most `MAX_FRAME_VALUES`
+values), and a job payload or a result in it (`RAW_FIELDS`) is kept as the bytes the client
+sent (`RawValue`), never built: one frame of millions of tiny values cannot hold the loop.
 """
 
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 from overhop.errors import ErrorCode, ProtocolError
 from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, PUSH_RID, MessageType
+from overhop.wire.scan import Scanner, UnreadableFrame
 
+T = TypeVar("T")
+# A frame body: the decoder hands out its own buffer rather than copy a large frame.
+Body = bytes | bytearray
 FRAME_HEADER = struct.Struct(">I")
 # Deep enough for any realistic job payload, shallow enough that walking it is cheap and a
 # hostile frame cannot exhaust the C unpacker's stack (msgpack gives up near 1,024).
@@ -40,6 +50,15 @@ OPAQUE_FIELDS: dict[int, frozenset[str]] = {
     MessageType.JOBBEAT: frozenset({"progress"}),
 }
 _NO_OPAQUE: frozenset[str] = frozenset()
+# Opaque fields that large frames keep as raw bytes: the handlers only store them.
+RAW_FIELDS: dict[int, str] = {MessageType.ENQUEUE: "job_payload", MessageType.COMPLETE: "result"}
+# Frames up to this size are decoded whole: even if every byte were its own value (8 MiB of
+# empty arrays take 3.5 s), decoding and walking one costs under 10 ms.
+FAST_DECODE_BYTES = 16 * 1024
+
+
+class RawValue(bytes):
+    """An application value kept as the (checked) MessagePack bytes the client sent."""
 
 
 @dataclass(slots=True)
@@ -56,16 +75,22 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 
 class FrameDecoder:
-    """Splits a byte stream into frame bodies; raises ProtocolError on a bad length."""
+    """Splits a byte stream into frame bodies; raises ProtocolError on a bad length.
 
-    __slots__ = ("_buffer", "_error", "_max_frame_size")
+    Two ways to use it: `feed` returns every frame a chunk completes; `append` then
+    `next_frame` hands out one frame at a time, so a server that stops early (its peer's
+    output is backed up) keeps the remaining frames as unparsed bytes, not as objects.
+    """
+
+    __slots__ = ("_buffer", "_error", "_max_frame_size", "_offset")
 
     def __init__(self, max_frame_size: int) -> None:
         self._buffer = bytearray()
+        self._offset = 0  # bytes of `_buffer` already handed out by `next_frame`
         self._error: ProtocolError | None = None
         self._max_frame_size = max_frame_size
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[Body]:
         """Add received bytes; return every frame body now complete, in order.
 
         A bad length header raises ProtocolError; frames completed before it in the same
@@ -74,12 +99,36 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
+        self.append(data)
+        frames: list[Body] = []
+        while True:
+            try:
+                frame = self.next_frame()
+            except ProtocolError:
+                if not frames:
+                    raise
+                return frames
+            if frame is None:
+                return frames
+            frames.append(frame)
+
+    def append(self, data: bytes) -> None:
+        """Add received bytes without looking at them."""
+        if self._error is None:
+            self._buffer += data
+
+    def next_frame(self) -> Body | None:
+        """The next complete frame body (bytes, or a bytearray no one else holds), or None
+        until more bytes arrive.
+
+        Raises ProtocolError at a bad length header (and at every call after it).
+        """
+        if self._error is not None:
+            raise self._error
         buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        offset = 0
-        available = len(buffer)
-        while available - offset >= 4:
+        offset = self._offset
+        available = len(buffer) - offset
+        if available >= 4:
             (length,) = FRAME_HEADER.unpack_from(buffer, offset)
             if length == 0 or length > self._max_frame_size:
                 self._error = (
@@ -87,18 +136,24 @@ class FrameDecoder:
                     else ProtocolError(ErrorCode.FRAME_TOO_LARGE,
                                        f"frame length {length} exceeds {self._max_frame_size}")
                 )
-                del buffer[:]
-                if not frames:
-                    raise self._error
-                return frames
-            end = offset + 4 + length
-            if end > available:
-                break
-            frames.append(bytes(buffer[offset + 4 : end]))
-            offset = end
-        if offset:
+                self._buffer = bytearray()
+                self._offset = 0
+                raise self._error
+            if available >= 4 + length:
+                end = offset + 4 + length
+                if end < len(buffer):
+                    self._offset = end
+                    return bytes(buffer[offset + 4 : end])
+                # The frame ends the buffer: hand the buffer itself out, not a copy (a
+                # large frame usually arrives alone, and copying 8 MiB takes milliseconds).
+                self._buffer = bytearray()
+                self._offset = 0
+                del buffer[: offset + 4]
+                return buffer
+        if offset:  # compact once the complete frames are out
             del buffer[:offset]
-        return frames
+            self._offset = 0
+        return None
 
     def check(self) -> None:
         """Raise the framing error found after the frames last returned, if any."""
@@ -107,7 +162,20 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        """Bytes received and not yet handed out as frames (a partial frame, or frames the
+        caller has not asked for yet)."""
+        return len(self._buffer) - self._offset
+
+    @property
+    def partial(self) -> bool:
+        """True when the bytes held do not complete a frame (the peer is mid-frame)."""
+        available = len(self._buffer) - self._offset
+        if available == 0:
+            return False
+        if available < 4:
+            return True
+        length: int = FRAME_HEADER.unpack_from(self._buffer, self._offset)[0]
+        return available < 4 + length
 
 
 def _check_value(value: Any, depth: int, floats_allowed: bool) -> None:
@@ -135,11 +203,13 @@ def _check_value(value: Any, depth: int, floats_allowed: bool) -> None:
     raise ProtocolError(ErrorCode.MALFORMED, f"{kind.__name__} values are not allowed")
 
 
-def decode_envelope(frame: bytes) -> Envelope:
+def decode_envelope(frame: Body) -> Envelope:
     """Parse one frame body into an Envelope, or raise ProtocolError saying what is wrong.
 
     The rid is read first, so that every error after it can be answered with it.
     """
+    if len(frame) > FAST_DECODE_BYTES:
+        return _decode_large(frame)
     try:
         document = msgpack.unpackb(
             frame, raw=False, strict_map_key=False, ext_hook=_refuse_ext, timestamp=0,
@@ -162,11 +232,95 @@ def decode_envelope(frame: bytes) -> Envelope:
         raise
 
 
-def _decode_document(document: dict[Any, Any], rid: str | None) -> Envelope:
+def _unpack_checked(data: Body) -> Any:
+    """A value already checked by the scanner (so small, or bounded in values)."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+
+
+def _decode_large(frame: Body) -> Envelope:
+    """`decode_envelope` for a large frame: check the bytes first, build only what the
+    server reads, keep a job payload or a result as raw bytes."""
+    scanner = Scanner(frame, MAX_NESTING_DEPTH)
+    count, pos = scanner.map_header(0)
+    if count < 0:
+        if scanner.skip(0, 0, False) != len(frame):
+            raise UnreadableFrame("not valid MessagePack: extra data")
+        raise ProtocolError(ErrorCode.BAD_ENVELOPE, "the envelope must be a map")
+    document: dict[str, Any] = {}
+    fields: dict[str, tuple[int, int]] = {}  # the extents of p's values
+    rid: str | None = None
+    type_number: Any = None
+    try:
+        for _ in range(count):
+            key_end = scanner.skip(pos, 1, False)
+            key = _unpack_checked(frame[pos:key_end])
+            if type(key) is not str:
+                raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+            if key != "p":
+                pos, start = scanner.skip(key_end, 1, False), key_end
+                # Keys other than v, t, rid and p are checked, then ignored.
+                document[key] = _unpack_checked(frame[start:pos]) if key in _ENVELOPE_KEYS \
+                    else None
+                if key == "rid":
+                    value = document[key]
+                    rid = value if type(value) is str and 0 < len(value) <= MAX_RID_LENGTH \
+                        else None
+                elif key == "t":
+                    type_number = document[key]
+                continue
+            fields.clear()
+            entries, pos = scanner.map_header(key_end)
+            if entries < 0:  # not a map: checked, then refused as BAD_ENVELOPE below
+                pos, start = scanner.skip(key_end, 1, False), key_end
+                document["p"] = _unpack_checked(frame[start:pos])
+                continue
+            document["p"] = fields
+            for _ in range(entries):
+                name_end = scanner.skip(pos, 2, False)
+                name = _unpack_checked(frame[pos:name_end])
+                if type(name) is not str:
+                    raise ProtocolError(ErrorCode.MALFORMED, "map keys must be strings")
+                pos = scanner.skip(name_end, 2, True)
+                fields[name] = (name_end, pos)
+        if pos != len(frame):
+            raise UnreadableFrame("not valid MessagePack: extra data")
+    except ProtocolError as exc:
+        # A value breaking a rule is answered with the rid if it was read before it; bytes
+        # that are not MessagePack, with none (as when a small frame does not decode).
+        exc.rid = None if isinstance(exc, UnreadableFrame) else rid
+        raise
+    try:
+        if document.get("p") is fields:
+            document["p"] = _build_payload(frame, fields, type_number)
+        return _decode_document(document, rid, checked=True)
+    except ProtocolError as exc:
+        exc.rid = rid
+        raise
+
+
+def _build_payload(frame: Body, fields: dict[str, tuple[int, int]], type_number: Any
+                   ) -> dict[str, Any]:
+    """p's fields: the raw field of this message type as RawValue, the rest decoded; floats
+    outside the opaque fields refused (they were scanned before the type was known)."""
+    message_type = _CLIENT_TYPES_BY_NUMBER.get(type_number) if type(type_number) is int \
+        else None
+    opaque = OPAQUE_FIELDS.get(message_type, _NO_OPAQUE) if message_type else _NO_OPAQUE
+    raw = RAW_FIELDS.get(message_type) if message_type else None
+    payload: dict[str, Any] = {}
+    for name, (start, end) in fields.items():
+        if name not in opaque:
+            Scanner(frame, MAX_NESTING_DEPTH).skip(start, 2, False)
+        payload[name] = (RawValue(frame[start:end]) if name == raw
+                         else _unpack_checked(frame[start:end]))
+    return payload
+
+
+def _decode_document(document: dict[Any, Any], rid: str | None, checked: bool = False
+                     ) -> Envelope:
     payload = document.get("p")
     version = document.get("v")
     type_number = document.get("t")
-    if not (document.keys() == _ENVELOPE_KEYS and rid is not None
+    if not checked and not (document.keys() == _ENVELOPE_KEYS and rid is not None
             and type(version) is int and INT64_MIN <= version <= INT64_MAX
             and type(type_number) is int and INT64_MIN <= type_number <= INT64_MAX):
         # Not the usual envelope: check every value first, so what is wrong is reported
@@ -196,6 +350,8 @@ def _decode_document(document: dict[Any, Any], rid: str | None) -> Envelope:
     message_type = _CLIENT_TYPES_BY_NUMBER.get(type_number)
     if message_type is None:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown client message type {type_number}")
+    if checked:
+        return Envelope(message_type, rid, payload)
     opaque = OPAQUE_FIELDS.get(message_type, _NO_OPAQUE)
     for key, item in payload.items():
         if type(key) is not str:
@@ -214,7 +370,7 @@ _CLIENT_TYPES_BY_NUMBER: dict[int, MessageType] = {int(t): t for t in CLIENT_TYP
 # this module packs on the event loop thread only; the writer thread has its own in
 # `overhop.storage.records`.
 _packer = msgpack.Packer(use_bin_type=True)
-_pack = _packer.pack
+_pack: Callable[[Any], bytes] = _packer.pack
 
 
 def encode_frame(message_type: int, rid: str, payload: dict[str, Any]) -> bytes:
@@ -266,8 +422,24 @@ def _map_header(size: int) -> bytes:
     return b"\xdf" + struct.pack(">I", size)
 
 
+def fitting_prefix(items: Iterable[T], budget: int) -> tuple[list[T], bool]:
+    """The longest prefix of `items` whose encodings total at most `budget` bytes (at least
+    one item), and whether items were left out: keeps a listing reply within a frame."""
+    taken: list[T] = []
+    used = 0
+    for item in items:
+        used += len(_pack(item))
+        if used > budget and taken:
+            return taken, True
+        taken.append(item)
+    return taken, False
+
+
 def encode_value(value: Any) -> bytes:
-    """MessagePack bytes of one application value (a job payload, a result)."""
+    """MessagePack bytes of one application value (a job payload, a result); a RawValue
+    is those bytes already."""
+    if type(value) is RawValue:
+        return bytes(value)
     return _pack(value)
 
 

@@ -1001,7 +1001,7 @@ def test_register_reports_the_configured_limits(
         "--worker.stale_after_ms", "5000", "--heartbeat.interval_ms", "200",
         "--dispatch.ack_timeout_ms", "7000", "--jobs.max_result_bytes", "1000",
         "--jobs.max_log_line_bytes", "64", "--wire.max_envelope_size_bytes", "131072",
-        "--jobs.max_enqueue_batch", "50")
+        "--jobs.max_enqueue_batch", "50", "--server.max_requests_in_flight", "300")
 
     async def scenario() -> None:
         client = await RawClient.connect(server.port)
@@ -1017,6 +1017,7 @@ def test_register_reports_the_configured_limits(
             "max_result_bytes": 1000,
             "max_log_line_bytes": 64,
             "max_enqueue_batch": 50,
+            "max_requests_in_flight": 300,
         }
 
     asyncio.run(scenario())

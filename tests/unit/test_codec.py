@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overhop.errors import ErrorCode, ProtocolError
+from overhop.wire import codec
 from overhop.wire.codec import (
     INT64_MAX,
     INT64_MIN,
@@ -29,9 +30,11 @@ from overhop.wire.codec import (
     encode_value,
 )
 from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, MessageType
+from overhop.wire.scan import MAX_FRAME_VALUES
 
 MAX_FRAME = 65536  # the smallest wire.max_envelope_size_bytes allowed
 RID = "r-1"
+RAW_FIELDS = dict(codec.RAW_FIELDS)
 CLIENT_MESSAGES = sorted(CLIENT_TYPES)
 SERVER_MESSAGES = sorted(set(MessageType) - CLIENT_TYPES)
 OPAQUE_PAIRS = [(t, field) for t, fields in OPAQUE_FIELDS.items() for field in sorted(fields)]
@@ -226,7 +229,8 @@ def test_maximum_size_envelope_decodes() -> None:
     body = body_with(blob)
     assert len(body) == MAX_FRAME
     (got,) = FrameDecoder(MAX_FRAME).feed(frame(body))
-    assert decode_envelope(got).payload["job_payload"] == blob
+    value = decode_envelope(got).payload["job_payload"]  # kept raw: the frame is large
+    assert (msgpack.unpackb(value) if type(value) is codec.RawValue else value) == blob
     with pytest.raises(ProtocolError) as caught:
         FrameDecoder(MAX_FRAME - 1).feed(frame(body))
     assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
@@ -842,3 +846,60 @@ def test_garbage_parses_or_raises_protocol_error(stream: bytes, data: st.DataObj
 @given(body=BODIES)
 def test_garbage_frame_bodies_decode_or_raise_protocol_error(body: bytes) -> None:
     decode_or_refuse([body])
+
+
+# -- large frames: checked as bytes, application data kept raw --------------------------------
+
+
+@pytest.fixture(params=["whole", "scanned"], autouse=True)
+def decode_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with frames decoded whole, then with every frame taking the large-frame
+    path (checked as bytes first), which must accept and refuse exactly the same."""
+    if request.param == "scanned":
+        monkeypatch.setattr(codec, "FAST_DECODE_BYTES", 0)
+        monkeypatch.setattr(codec, "RAW_FIELDS", {})
+    return str(request.param)
+
+
+def large_body(message: MessageType, payload: dict[str, Any]) -> bytes:
+    """An envelope over FAST_DECODE_BYTES (padded with an ignored envelope key)."""
+    return body_of(message, RID, payload, pad="x" * (codec.FAST_DECODE_BYTES + 1))
+
+
+@pytest.mark.parametrize(("message", "field"), [(MessageType.ENQUEUE, "job_payload"),
+                                                (MessageType.COMPLETE, "result")])
+def test_a_large_frame_keeps_application_data_as_the_bytes_sent(
+        message: MessageType, field: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "RAW_FIELDS", RAW_FIELDS)
+    value = {"f32": 1.5, "list": [1, None, "s", b"b", {"k": [True]}], "n": -(2**40)}
+    sent = pack(value, use_single_float=True)
+    body = large_body(message, {"q": "a", "did": "d", "jid": "j", field: "MARKER"})
+    body = body.replace(pack("MARKER"), sent)
+    envelope = decode_envelope(body)
+    raw = envelope.payload[field]
+    assert type(raw) is codec.RawValue and bytes(raw) == sent  # float 32 stays float 32
+    assert codec.encode_value(raw) == sent
+    assert envelope.payload["q"] == "a" and envelope.rid == RID
+
+
+def test_other_fields_of_a_large_frame_are_decoded() -> None:
+    jobs = [{"job_payload": {"i": i, "x": 0.5}, "delay_ms": i} for i in range(500)]
+    envelope = decode_envelope(large_body(MessageType.ENQUEUEMANY, {"q": "a", "jobs": jobs}))
+    assert envelope.payload == {"q": "a", "jobs": jobs}
+
+
+@pytest.mark.parametrize("filler", [None, [], 0, {}], ids=["nil", "empty-array", "int", "map"])
+def test_a_frame_of_too_many_values_is_refused(filler: Any) -> None:
+    """8 MiB of nils once held the loop for 1.5 s; the bytes are checked and refused."""
+    payload = [filler] * (MAX_FRAME_VALUES + 1)
+    error = refused(body_of(MessageType.ENQUEUE, RID, {"q": "a", "job_payload": payload}))
+    assert error.code is ErrorCode.TOO_MANY_VALUES
+    assert error.closes
+
+
+def test_a_frame_of_as_many_values_as_allowed_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "RAW_FIELDS", RAW_FIELDS)
+    payload = [None] * (MAX_FRAME_VALUES - 20)
+    envelope = decode_envelope(body_of(MessageType.ENQUEUE, RID,
+                                       {"q": "a", "job_payload": payload}))
+    assert msgpack.unpackb(envelope.payload["job_payload"]) == payload

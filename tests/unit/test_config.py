@@ -84,7 +84,7 @@ def test_defaults_are_valid_and_match_the_spec() -> None:
     assert config.wire.session.ident_register_timeout_seconds == 2
     assert config.storage.max_map_size_bytes == 64 * 1024**3
     assert config.storage.self_debug_path == ""
-    assert len(SETTINGS) == 37
+    assert len(SETTINGS) == 42
 
 
 def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
@@ -98,7 +98,7 @@ def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
 
 def test_sections_are_the_toml_tables() -> None:
     assert {
-        "logging", "heartbeat", "server", "wire", "wire.session", "pagination", "storage",
+        "logging", "heartbeat", "server", "wire", "wire.session", "queues", "pagination", "storage",
         "dispatch", "jobs", "worker", "shutdown",
     } == SECTIONS
 
@@ -504,6 +504,9 @@ def valid_configs(draw: st.DrawFn) -> Config:
     values["pagination.page_size"], values["pagination.max_page_size"] = small, big
     if values["storage.self_debug_path"] == values["storage.path"]:
         values["storage.self_debug_path"] = ""
+    values["wire.max_buffered_input_bytes"] = max(
+        values["wire.max_buffered_input_bytes"],  # type: ignore[type-var]
+        2 * values["wire.max_envelope_size_bytes"])  # type: ignore[operator]
     config = build_config(values)
     validate_config(config)
     return config

@@ -46,6 +46,9 @@ DEFAULT_URL = "127.0.0.1:9876"
 # Connecting, HELLO and REGISTER are three round trips; 10 s covers a loaded network
 # while a server that does not answer is still noticed quickly.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# Requests kept unanswered at once when the server does not announce its bound
+# (`limits.max_requests_in_flight`, the server's default): more would only wait in the socket.
+DEFAULT_MAX_REQUESTS_IN_FLIGHT = 2048
 # The server's bound on the lines one JOBLOG may carry; `log` splits longer batches.
 MAX_LOG_LINES_PER_MESSAGE = 100
 
@@ -106,6 +109,7 @@ class AsyncClient:
         self.limits: ServerLimits | None = None
         """The server's timings and size limits from REGISTER (None from a server that
         does not send them)."""
+        self._in_flight = asyncio.Semaphore(DEFAULT_MAX_REQUESTS_IN_FLIGHT)
 
     @classmethod
     async def connect(cls, url: str = DEFAULT_URL, *, name: str | None = None,
@@ -142,6 +146,9 @@ class AsyncClient:
         client.worker_id = parse_reply_str(reply, "wid")
         if reply.get("limits"):
             client.limits = ServerLimits.from_wire(reply["limits"])
+            bound = reply["limits"].get("max_requests_in_flight")
+            if type(bound) is int and bound > 0:
+                client._in_flight = asyncio.Semaphore(bound)
         return client
 
     # -- plumbing --------------------------------------------------------------------
@@ -154,9 +161,13 @@ class AsyncClient:
         client has no method for yet.
         """
         connection = self._require_connection()
-        if not connection.writable:
-            await connection.wait_writable()
-        return await connection.request(message_type, payload if payload is not None else {})
+        # Within the server's bound on requests read ahead of their replies: beyond it the
+        # server stops reading this connection until replies drain (PROTOCOL.md section 4).
+        async with self._in_flight:
+            if not connection.writable:
+                await connection.wait_writable()
+            return await connection.request(message_type,
+                                            payload if payload is not None else {})
 
     @property
     def closed(self) -> bool:

@@ -87,6 +87,24 @@ class UnknownTypeError(_ClosingError):
     code = "UNKNOWN_TYPE"
 
 
+class TooManyValuesError(_ClosingError):
+    """The frame held more values than the server checks in one frame (32,768)."""
+
+    code = "TOO_MANY_VALUES"
+
+
+class FrameTimeoutError(_ClosingError):
+    """A frame was not complete within the server's `wire.frame_timeout_ms`."""
+
+    code = "FRAME_TIMEOUT"
+
+
+class InputBufferFullError(_ClosingError):
+    """The server held too many partial frames, and this connection held the most."""
+
+    code = "INPUT_BUFFER_FULL"
+
+
 # -- session ---------------------------------------------------------------------------
 class ProtocolViolationError(_ClosingError):
     code = "PROTOCOL_VIOLATION"
@@ -135,6 +153,12 @@ class QueueNotPausedError(OverhopError):
 
 class QueueNotEmptyError(OverhopError):
     code = "QUEUE_NOT_EMPTY"
+
+
+class TooManyQueuesError(OverhopError):
+    """ADDQUEUE when the server already has `queues.max_queues` queues."""
+
+    code = "TOO_MANY_QUEUES"
 
 
 class QueueHasActiveJobsError(OverhopError):
@@ -215,8 +239,8 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
-    StorageFullError,
-    InternalError,
+    StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
+    InputBufferFullError, TooManyQueuesError,
 )
 """ERR code -> exception class. A code missing here becomes a plain `OverhopError`."""
 

@@ -10,8 +10,11 @@ from overhop.model.queues import QueueState, parse_queue_config, parse_queue_nam
 from overhop.server.context import ServerContext
 from overhop.server.status import status_report
 from overhop.server.views import queue_view
+from overhop.wire.codec import fitting_prefix
 from overhop.wire.payloads import (
+    parse_int,
     parse_optional_map,
+    parse_optional_str,
 )
 
 if TYPE_CHECKING:
@@ -26,7 +29,13 @@ def handle_queue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
 
 
 def handle_lsqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return {"queues": [queue_view(r.record) for r in ctx.broker.queues.values()]}
+    after = parse_optional_str(p, "after", max_length=128)
+    limit = parse_int(p, "limit", low=1, high=100_000, default=100_000)
+    names = sorted(name for name in ctx.broker.queues if after is None or name > after)
+    views = (queue_view(ctx.broker.queues[name].record) for name in names[:limit])
+    page, cut = fitting_prefix(views, ctx.config.wire.max_envelope_size_bytes // 2)
+    more = cut or len(names) > limit
+    return {"queues": page, "next_after": page[-1]["name"] if more else None}
 
 
 def handle_addqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:

@@ -56,6 +56,7 @@ def handle_register(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
             "max_result_bytes": config.jobs.max_result_bytes,
             "max_log_line_bytes": config.jobs.max_log_line_bytes,
             "max_enqueue_batch": config.jobs.max_enqueue_batch,
+            "max_requests_in_flight": config.server.max_requests_in_flight,
         },
     }
 
