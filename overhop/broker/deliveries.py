@@ -88,6 +88,8 @@ class Deliveries:
             job_ops.complete, delivery.job_id, delivery.delivery_id, result, now,
             self._config.jobs.max_error_history,
             on_visible=partial(self._outcome_written, delivery, None))
+        self._state.tally.ended(delivery.queue_name, "completed",
+                                delivery.worker.metadata.get("name"), now - delivery.sent_at_ms)
         self._lend_slot(delivery)
         return future
 
@@ -101,6 +103,8 @@ class Deliveries:
             error, self._config.jobs,
             on_visible=partial(self._outcome_written, delivery, ending))
         future.add_done_callback(partial(self._after_attempt, delivery, outcome))
+        self._state.tally.ended(delivery.queue_name, outcome.label,
+                                delivery.worker.metadata.get("name"), now - delivery.sent_at_ms)
         self._lend_slot(delivery)
         return future
 

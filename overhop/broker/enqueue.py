@@ -44,6 +44,7 @@ class Enqueuer:
     def enqueue(self, request: EnqueueRequest, now: int) -> "asyncio.Future[str]":
         runtime = self._state.user_queue(request.queue_name)
         job = self._new_job(runtime, request, now)
+        self._state.tally.enqueued(request.queue_name, 1)
         status = job.status
         if status == JobStatus.WAITING and self._scheduler.can_hand_over(runtime):
             return self._scheduler.enqueue_handed_over(runtime, job, now)
@@ -69,6 +70,7 @@ class Enqueuer:
             except RequestError as exc:
                 raise exc.in_batch(index) from None
         future = self._writer.submit(job_ops.enqueue_many, queue_name, jobs, grows=True)
+        self._state.tally.enqueued(queue_name, len(jobs))
         waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
         if waiting:
             self._scheduler.add_waiting(runtime, waiting)

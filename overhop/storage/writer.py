@@ -30,6 +30,7 @@ from typing import Any, TypeVar, cast
 
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
+from overhop.observability.tally import StorageTimings
 from overhop.storage.store import Store
 from overhop.storage.writer_process import Refusal, Stats, decode_frames, encode_frame
 
@@ -82,6 +83,7 @@ class Writer(asyncio.Protocol):
         self._map_size = self._settings["map_size"]
         self.commits = 0
         self.operations = 0
+        self.timings = StorageTimings()  # commit and sync durations, for the metrics page
         self.space_low = False
         self.failed = False
         self.lost = False
@@ -205,7 +207,9 @@ class Writer(asyncio.Protocol):
                 future.set_exception(pending.value)
 
     def _take_stats(self, stats: Stats) -> None:
-        self.commits, self.operations, self.space_low, failed, map_size = stats
+        self.commits, self.operations, self.space_low, failed, map_size, commits, syncs = stats
+        if commits or syncs:
+            self.timings.add(commits, syncs)
         self.failed = self.failed or failed
         if map_size != self._map_size:
             self._map_size = map_size

@@ -29,7 +29,8 @@ Messages, each a 4-byte big-endian length and a pickle:
   commit (an outcome per operation, in order, and how many operations ever sent are durable
   now), `("durable", durable, failure, stats)` after the syncer's sync, and
   `("stopped", stats)`. An outcome is `(True, result)` or `(False, (code, message,
-  details))`; stats are `(commits, operations, space_low, failed, map_size)`.
+  details))`; stats are `(commits, operations, space_low, failed, map_size, commit_seconds,
+  sync_seconds)`, the last two the durations measured since the previous message.
 
 An operation is a module-level function `operation(txn, *args)` (see `operations.py`).
 Contract: it raises `OverhopError` only before it writes anything, so a refused operation
@@ -89,7 +90,7 @@ RECEIVE_BYTES = 1 << 16
 Request = tuple[Any, tuple[Any, ...], bool]  # (operation, args, grows)
 Refusal = tuple[str, str, Any]  # (error code, message, details)
 Outcome = tuple[bool, Any]  # (True, result) or (False, Refusal)
-Stats = tuple[int, int, bool, bool, int]
+Stats = tuple[int, int, bool, bool, int, list[float], list[float]]
 _STOP = object()
 
 
@@ -155,9 +156,16 @@ class BatchWriter:
         self.commits = 0
         self.operations = 0
         self.failed = False
+        # Seconds of each commit and each explicit sync not yet reported (for the metrics
+        # page); changed only under `_durable_lock` once the syncer runs.
+        self._commit_seconds: list[float] = []
+        self._sync_seconds: list[float] = []
 
     def stats(self) -> Stats:
-        return self.commits, self.operations, self.space_low, self.failed, self._map_size
+        commits, syncs = self._commit_seconds, self._sync_seconds
+        self._commit_seconds, self._sync_seconds = [], []
+        return (self.commits, self.operations, self.space_low, self.failed, self._map_size,
+                commits, syncs)
 
     def run(self) -> None:
         """Commit batches until the server asks to stop; then make everything durable."""
@@ -210,6 +218,7 @@ class BatchWriter:
         self._ensure_space()
         env = self._store.env
         last_txn = env.info()["last_txnid"]
+        started = time.perf_counter()
         try:
             outcomes = self._run_in_one_transaction(batch)
         except lmdb.MapFullError:
@@ -221,6 +230,7 @@ class BatchWriter:
             outcomes = [(False, failure)] * len(batch)
         except Exception:
             outcomes = [self._run_alone(request) for request in batch]
+        seconds = time.perf_counter() - started
         self.commits += 1
         self.operations += len(batch)
         if not self._sync:
@@ -228,6 +238,7 @@ class BatchWriter:
             if time.monotonic() - self._last_flush > UNSYNCED_FLUSH_INTERVAL_S:
                 self._flush_unsynced()
             with self._durable_lock:
+                self._commit_seconds.append(seconds)
                 self._appended += len(outcomes)
                 self._claimed = self._appended
                 self._send(("commit", outcomes, self._claimed, self.stats()))
@@ -237,6 +248,7 @@ class BatchWriter:
         # nothing.)
         wrote = env.info()["last_txnid"] != last_txn
         with self._durable_lock:
+            self._commit_seconds.append(seconds)
             if wrote:
                 self._claimed = self._appended
             self._appended += len(outcomes)
@@ -249,6 +261,7 @@ class BatchWriter:
             if upto == self._claimed:
                 return
         failure = None
+        started = time.perf_counter()
         try:
             with self._env_lock:
                 self._store.env.sync(True)
@@ -257,6 +270,7 @@ class BatchWriter:
             self.failed = True
             failure = (str(ErrorCode.INTERNAL), "storage sync failed", None)
         with self._durable_lock:
+            self._sync_seconds.append(time.perf_counter() - started)
             if upto > self._claimed:
                 self._claimed = upto
                 self._send(("durable", upto, failure, self.stats()))
@@ -288,7 +302,10 @@ class BatchWriter:
         """`storage.sync = false`: push commits to disk at most a second after they happen,
         and when the writer stops."""
         if self._unsynced:
+            started = time.perf_counter()
             self._store.env.sync(True)
+            with self._durable_lock:
+                self._sync_seconds.append(time.perf_counter() - started)
             self._unsynced = False
         self._last_flush = time.monotonic()
 
