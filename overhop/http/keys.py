@@ -7,3 +7,5 @@ from overhop.http.sources import Sources
 
 SOURCES = web.AppKey("sources", Sources)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+# The token every dashboard page carries and every action must send back.
+CSRF = web.AppKey("csrf", str)

@@ -9,6 +9,7 @@ each bounded (a page of jobs, one job, the per-queue counters), so none holds th
 
 from aiohttp import web
 
+from overhop.http import dashboard
 from overhop.http.health import handle_health, handle_ready
 from overhop.http.keys import REGISTRY, SOURCES
 from overhop.http.metrics import CONTENT_TYPE, build_registry, render
@@ -33,6 +34,7 @@ def build_app(sources: Sources) -> web.Application:
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/ready", handle_ready)
+    dashboard.install(app, sources)
     return app
 
 
@@ -60,6 +62,7 @@ class HttpListener:
                  read_only=config.read_only)
 
     async def stop(self) -> None:
+        dashboard.close(self._app)
         await self._runner.cleanup()
         log.info("http_stopped")
 
