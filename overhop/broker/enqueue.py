@@ -30,6 +30,7 @@ class EnqueueRequest:
     max_attempts: int | None
     retry_interval_ms: int | None
     lease_ms: int | None
+    headers: dict[str, str] | None = None
 
 
 class Enqueuer:
@@ -101,4 +102,5 @@ class Enqueuer:
             max_attempts=request.max_attempts,
             retry_interval_ms=request.retry_interval_ms,
             lease_ms=request.lease_ms,
+            headers=request.headers,
         )
