@@ -24,6 +24,7 @@ from overhop.http.sources import Sources
 from overhop.http.views import (
     MAX_PAGE,
     PAGE_BYTES,
+    dumps,
     job_detail,
     job_row,
     pretty_json,
@@ -40,7 +41,7 @@ DEFAULT_PAGE = 50
 
 
 def _json(data: object) -> web.Response:
-    return web.json_response(data, headers={"Cache-Control": "no-store"})
+    return web.json_response(data, dumps=dumps, headers={"Cache-Control": "no-store"})
 
 
 def _error(exc: RequestError, status: int) -> web.Response:

@@ -8,7 +8,6 @@ streams are open at once.
 """
 
 import asyncio
-import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from overhop.http.sources import Sources
-from overhop.http.views import job_detail, overview
+from overhop.http.views import dumps, job_detail, overview
 from overhop.logs import get_logger
 
 log = get_logger("overhop.http")
@@ -85,7 +84,7 @@ class LiveHub:
             snapshot = overview(self._sources)
             snapshot["rates"] = {name: list(points)
                                  for name, points in self._history.points.items()}
-            self._cached = json.dumps(snapshot, separators=(",", ":")).encode()
+            self._cached = dumps(snapshot).encode()
             self._cached_at = loop_now
         return self._cached
 
@@ -123,4 +122,4 @@ class LiveHub:
         if job is None:
             return None
         detail: dict[str, Any] = job_detail(self._sources, job)
-        return json.dumps(detail, separators=(",", ":")).encode()
+        return dumps(detail).encode()

@@ -103,6 +103,12 @@ def pretty_json(data: bytes) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
 
 
+def dumps(data: object) -> str:
+    """Compact JSON of a view; bytes and other values MessagePack may hold (in progress,
+    worker metadata) are shown as text rather than failing the page."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, bytes):
         return f"<{len(value)} bytes: {value[:32].hex()}{'…' if len(value) > 32 else ''}>"
