@@ -399,6 +399,8 @@ def scrape_pairs(pid: int, port: int, jobs: int, rounds: int) -> dict[str, Any]:
     return {"none_jobs_per_s": round(none_rate), "scraper_jobs_per_s": round(scraper_rate),
             "scraper_vs_none": round(scraper_rate / none_rate, 3),
             "median_paired_ratio": round(statistics.median(ratios), 3),
+            "none_server_cpu_us_per_job": statistics.median(c for _, c in sides["none"]),
+            "scraper_server_cpu_us_per_job": statistics.median(c for _, c in sides["scraper"]),
             "scrapes": scrapes, "runs": sides}
 
 

@@ -7,12 +7,14 @@ framework on top. Every handler only reads memory or runs short LMDB read transa
 each bounded (a page of jobs, one job, the per-queue counters), so none holds the loop.
 """
 
+import asyncio
+
 from aiohttp import web
 
 from overhop.http import dashboard
 from overhop.http.health import handle_health, handle_ready
-from overhop.http.keys import REGISTRY, SOURCES
-from overhop.http.metrics import CONTENT_TYPE, build_registry, render
+from overhop.http.keys import SOURCES
+from overhop.http.metrics import CONTENT_TYPE, render_text, take_snapshot
 from overhop.http.sources import Sources
 from overhop.logs import get_logger
 
@@ -23,14 +25,15 @@ SHUTDOWN_TIMEOUT_S = 1.0
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
-    body = render(request.app[REGISTRY])
+    sources = request.app[SOURCES]
+    snapshot = take_snapshot(sources)  # on the loop: plain numbers, quickly
+    body = await asyncio.to_thread(render_text, snapshot, sources.writer.pid)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def build_app(sources: Sources) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)  # actions send small JSON bodies
     app[SOURCES] = sources
-    app[REGISTRY] = build_registry(sources)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/ready", handle_ready)

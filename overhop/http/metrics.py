@@ -1,12 +1,16 @@
 """`/metrics`: the Prometheus text, computed at scrape time from what the broker counts.
 
 Nothing is registered on the hot path: the broker and the writer keep plain counters and
-fixed-bucket histograms (`overhop.observability.tally`), and this collector reads them,
-the broker's in-memory view and the store's per-queue counters (one short read
-transaction per queue) when Prometheus asks. docs/metrics.md lists every family.
+fixed-bucket histograms (`overhop.observability.tally`). A scrape takes a snapshot of them,
+of the broker's in-memory view and of the store's per-queue counters (two short read
+transactions per queue) on the event loop: plain numbers, about a millisecond per hundred
+queues. Turning the snapshot into Prometheus families and text, which costs several times
+that, runs in a thread (`render_text`), so a scrape does not hold the loop while it
+formats. docs/metrics.md lists every family.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -21,9 +25,93 @@ from overhop import __version__
 from overhop.http.sources import Sources
 from overhop.model.jobs import JobStatus
 from overhop.model.queues import QueueState
-from overhop.observability.tally import Histogram, QueueTally
+from overhop.observability.tally import Histogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# (upper bound, observations at or below it)..., sum: a histogram copied off the hot path.
+HistogramCopy = tuple[list[tuple[float, int]], float]
+
+
+@dataclass(slots=True)
+class QueueNumbers:
+    name: str
+    counts: dict[str, int]
+    oldest_age_s: float
+    in_use: int
+    limit: int | None
+    rate_limit: int | None
+    rate_window_s: float
+    paused: bool
+    subscriptions: int
+    credits: int
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Every number of one scrape, copied on the loop; formatted later, in a thread."""
+
+    queues: list[QueueNumbers] = field(default_factory=list)
+    # (queue, enqueued, {outcome: count}, wait, run)
+    flows: list[tuple[str, int, dict[str, int], HistogramCopy, HistogramCopy]] = field(
+        default_factory=list)
+    worker_jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+    gauges: list[tuple[str, str, float]] = field(default_factory=list)
+    counters: list[tuple[str, str, int]] = field(default_factory=list)
+    storage: list[tuple[str, int]] = field(default_factory=list)
+    space_low: bool = False
+    commit: HistogramCopy = ([], 0.0)
+    sync: HistogramCopy = ([], 0.0)
+
+
+def _copy(histogram: Histogram) -> HistogramCopy:
+    return histogram.cumulative(), histogram.sum
+
+
+def take_snapshot(sources: Sources) -> Snapshot:
+    """The scrape's numbers (on the loop: the broker's state is the loop's)."""
+    broker, store, writer = sources.broker, sources.store, sources.writer
+    now = sources.clock()
+    snap = Snapshot()
+    for name, runtime in list(broker.queues.items()):
+        record = runtime.record
+        if record.is_system:
+            continue
+        counts = store.counts(name)
+        created = store.oldest_created_ms(name, JobStatus.WAITING)
+        config = record.config
+        snap.queues.append(QueueNumbers(
+            name, {status.label: counts[status] for status in JobStatus},
+            0.0 if created is None else max(0, now - created) / 1000, runtime.active,
+            config.concurrency_limit, config.rate_limit, config.rate_window_ms / 1000,
+            record.state == QueueState.PAUSED, len(runtime.subscriptions),
+            sum(sub.credits for sub in runtime.subscriptions if sub.active)))
+    tally = broker.tally
+    tally.keep_queues(set(broker.queues))
+    for name, queue in sorted(tally.queues.items()):
+        snap.flows.append((name, queue.enqueued, dict(queue.ended), _copy(queue.wait),
+                           _copy(queue.run)))
+    snap.worker_jobs = dict(tally.worker_jobs)
+    snap.gauges = [
+        ("overhop_connections", "Open client connections.", len(sources.connections)),
+        ("overhop_workers", "Registered workers (connections past REGISTER).",
+         len(broker.workers)),
+        ("overhop_deliveries_in_flight", "Jobs out to workers now.", len(broker.deliveries)),
+        ("overhop_uptime_seconds", "Seconds since the server started.",
+         sources.uptime_seconds()),
+    ]
+    snap.counters = [
+        ("overhop_deliveries", "QUESTs sent.", broker.dispatched_total),
+        ("overhop_commits", "Write transactions committed.", writer.commits),
+        ("overhop_write_operations", "Write operations committed (many per commit).",
+         writer.operations),
+    ]
+    usage = store.usage()
+    snap.storage = [("map_size", usage.map_size_bytes), ("used", usage.used_bytes),
+                    ("file", usage.file_bytes),
+                    ("max", sources.config.storage.max_map_size_bytes)]
+    snap.space_low = writer.space_low
+    snap.commit, snap.sync = _copy(writer.timings.commit), _copy(writer.timings.sync)
+    return snap
 
 
 def _le(bound: float) -> str:
@@ -31,80 +119,65 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
-    return [(_le(bound), count) for bound, count in histogram.cumulative()]
+def _add(family: HistogramMetricFamily, labels: list[str], copy: HistogramCopy) -> None:
+    buckets, total = copy
+    family.add_metric(labels, [(_le(bound), count) for bound, count in buckets], total)
 
 
-class BrokerCollector(Collector):
-    def __init__(self, sources: Sources) -> None:
-        self._sources = sources
+class SnapshotCollector(Collector):
+    """The families of one snapshot (pure: safe in any thread)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snap = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._info()
-        yield from self._queues()
-        yield from self._flows()
-        yield from self._pools()
-        yield from self._storage()
-
-    def _info(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("overhop_build_info", "Always 1; the version as a label.",
                                  labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+        yield from self._queues()
+        yield from self._flows()
+        for name, doc, value in self._snap.gauges:
+            yield GaugeMetricFamily(name, doc, value=value)
+        for name, doc, count in self._snap.counters:
+            yield CounterMetricFamily(name, doc, value=count)
+        yield from self._storage()
 
     def _queues(self) -> Iterator[Metric]:
-        s = self._sources
-        now = s.clock()
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=["queue"])
+
         jobs = GaugeMetricFamily("overhop_jobs", "Jobs by queue and status (exact: read from "
                                  "the counters kept with the records).", labels=["queue", "status"])
-        oldest = GaugeMetricFamily(
-            "overhop_queue_oldest_waiting_age_seconds",
-            "Age of the queue's oldest waiting job (since its creation); 0 when none waits.",
-            labels=["queue"])
-        in_use = GaugeMetricFamily("overhop_queue_concurrency_in_use",
-                                   "Jobs of the queue out to workers now.", labels=["queue"])
-        limit = GaugeMetricFamily("overhop_queue_concurrency_limit",
-                                  "The queue's concurrency limit (queues with one).",
-                                  labels=["queue"])
-        rate = GaugeMetricFamily("overhop_queue_rate_limit",
-                                 "Jobs the queue may start per rate window (queues with one).",
-                                 labels=["queue"])
-        window = GaugeMetricFamily("overhop_queue_rate_window_seconds",
-                                   "Length of the queue's rate window (queues with a rate limit).",
-                                   labels=["queue"])
-        paused = GaugeMetricFamily("overhop_queue_paused", "1 when the queue is paused.",
-                                   labels=["queue"])
-        subscriptions = GaugeMetricFamily("overhop_subscriptions",
-                                          "Worker subscriptions to the queue.", labels=["queue"])
-        credits = GaugeMetricFamily("overhop_queue_credits",
-                                    "Credits the queue's subscriptions have left.",
-                                    labels=["queue"])
-        for name, runtime in list(s.broker.queues.items()):
-            record = runtime.record
-            if record.is_system:
-                continue
-            counts = s.store.counts(name)
-            for status in JobStatus:
-                jobs.add_metric([name, status.label], counts[status])
-            created = s.store.oldest_created_ms(name, JobStatus.WAITING)
-            oldest.add_metric([name], 0 if created is None else max(0, now - created) / 1000)
-            in_use.add_metric([name], runtime.active)
-            config = record.config
-            if config.concurrency_limit is not None:
-                limit.add_metric([name], config.concurrency_limit)
-            if config.rate_limit is not None:
-                rate.add_metric([name], config.rate_limit)
-                window.add_metric([name], config.rate_window_ms / 1000)
-            paused.add_metric([name], 1 if record.state == QueueState.PAUSED else 0)
-            subscriptions.add_metric([name], len(runtime.subscriptions))
-            credits.add_metric([name], sum(sub.credits for sub in runtime.subscriptions
-                                           if sub.active))
+        oldest = gauge("overhop_queue_oldest_waiting_age_seconds",
+                       "Age of the queue's oldest waiting job (since its creation); 0 when "
+                       "none waits.")
+        in_use = gauge("overhop_queue_concurrency_in_use", "Jobs of the queue out to workers now.")
+        limit = gauge("overhop_queue_concurrency_limit",
+                      "The queue's concurrency limit (queues with one).")
+        rate = gauge("overhop_queue_rate_limit",
+                     "Jobs the queue may start per rate window (queues with one).")
+        window = gauge("overhop_queue_rate_window_seconds",
+                       "Length of the queue's rate window (queues with a rate limit).")
+        paused = gauge("overhop_queue_paused", "1 when the queue is paused.")
+        subscriptions = gauge("overhop_subscriptions", "Worker subscriptions to the queue.")
+        credits = gauge("overhop_queue_credits", "Credits the queue's subscriptions have left.")
+        for q in self._snap.queues:
+            for status, count in q.counts.items():
+                jobs.add_metric([q.name, status], count)
+            oldest.add_metric([q.name], q.oldest_age_s)
+            in_use.add_metric([q.name], q.in_use)
+            if q.limit is not None:
+                limit.add_metric([q.name], q.limit)
+            if q.rate_limit is not None:
+                rate.add_metric([q.name], q.rate_limit)
+                window.add_metric([q.name], q.rate_window_s)
+            paused.add_metric([q.name], 1 if q.paused else 0)
+            subscriptions.add_metric([q.name], q.subscriptions)
+            credits.add_metric([q.name], q.credits)
         yield from (jobs, oldest, in_use, limit, rate, window, paused, subscriptions, credits)
 
     def _flows(self) -> Iterator[Metric]:
-        broker = self._sources.broker
-        tally = broker.tally
-        tally.keep_queues(set(broker.queues))
         enqueued = CounterMetricFamily("overhop_jobs_enqueued",
                                        "Jobs accepted by ENQUEUE and ENQUEUEMANY.",
                                        labels=["queue"])
@@ -118,81 +191,50 @@ class BrokerCollector(Collector):
                                      labels=["queue"])
         run = HistogramMetricFamily("overhop_job_run_seconds",
                                     "From a job's QUEST to its outcome.", labels=["queue"])
-        queues: list[tuple[str, QueueTally]] = sorted(tally.queues.items())
-        for name, queue in queues:
-            enqueued.add_metric([name], queue.enqueued)
-            for outcome, count in sorted(queue.ended.items()):
-                ended.add_metric([name, outcome], count)
-            wait.add_metric([name], _buckets(queue.wait), queue.wait.sum)
-            run.add_metric([name], _buckets(queue.run), queue.run.sum)
+        for name, count, outcomes, waited, ran in self._snap.flows:
+            enqueued.add_metric([name], count)
+            for outcome, n in sorted(outcomes.items()):
+                ended.add_metric([name, outcome], n)
+            _add(wait, [name], waited)
+            _add(run, [name], ran)
         workers = CounterMetricFamily(
             "overhop_worker_jobs",
             "Deliveries ended, by the worker's REGISTER name and outcome (at most 100 names; "
             "later ones count as _other, nameless workers as _unnamed).",
             labels=["worker", "outcome"])
-        for (worker, outcome), count in sorted(tally.worker_jobs.items()):
-            workers.add_metric([worker, outcome], count)
-        delivered = CounterMetricFamily("overhop_deliveries", "QUESTs sent.")
-        delivered.add_metric([], broker.dispatched_total)
-        yield from (enqueued, ended, wait, run, workers, delivered)
-
-    def _pools(self) -> Iterator[Metric]:
-        s = self._sources
-        for name, doc, value in (
-            ("overhop_connections", "Open client connections.", len(s.connections)),
-            ("overhop_workers", "Registered workers (connections past REGISTER).",
-             len(s.broker.workers)),
-            ("overhop_deliveries_in_flight", "Jobs out to workers now.",
-             len(s.broker.deliveries)),
-            ("overhop_uptime_seconds", "Seconds since the server started.",
-             s.uptime_seconds()),
-        ):
-            family = GaugeMetricFamily(name, doc)
-            family.add_metric([], value)
-            yield family
+        for (worker, outcome), n in sorted(self._snap.worker_jobs.items()):
+            workers.add_metric([worker, outcome], n)
+        yield from (enqueued, ended, wait, run, workers)
 
     def _storage(self) -> Iterator[Metric]:
-        s = self._sources
-        usage = s.store.usage()
         storage = GaugeMetricFamily(
             "overhop_storage_bytes",
             "Storage: map_size (mapped now), used (up to the high-water page), file (on disk),"
             " max (storage.max_map_size_bytes).", labels=["kind"])
-        for kind, value in (("map_size", usage.map_size_bytes), ("used", usage.used_bytes),
-                            ("file", usage.file_bytes),
-                            ("max", s.config.storage.max_map_size_bytes)):
+        for kind, value in self._snap.storage:
             storage.add_metric([kind], value)
-        low = GaugeMetricFamily("overhop_storage_space_low",
-                                "1 while new jobs and queues are refused for lack of space.")
-        low.add_metric([], 1 if s.writer.space_low else 0)
-        commits = CounterMetricFamily("overhop_commits", "Write transactions committed.")
-        commits.add_metric([], s.writer.commits)
-        operations = CounterMetricFamily("overhop_write_operations",
-                                         "Write operations committed (many per commit).")
-        operations.add_metric([], s.writer.operations)
-        timings = s.writer.timings
+        yield storage
+        yield GaugeMetricFamily("overhop_storage_space_low",
+                                "1 while new jobs and queues are refused for lack of space.",
+                                value=1 if self._snap.space_low else 0)
         commit = HistogramMetricFamily(
             "overhop_commit_seconds", "One commit in the writer process: its operations, "
             "then the commit with its data sync.")
-        commit.add_metric([], _buckets(timings.commit), timings.commit.sum)
+        _add(commit, [], self._snap.commit)
         sync = HistogramMetricFamily(
             "overhop_disk_sync_seconds", "One explicit sync of the data file (the syncer's "
             "meta-page sync when idle, or the flush of storage.sync = false).")
-        sync.add_metric([], _buckets(timings.sync), timings.sync.sum)
-        yield from (storage, low, commits, operations, commit, sync)
+        _add(sync, [], self._snap.sync)
+        yield from (commit, sync)
 
 
-def build_registry(sources: Sources) -> CollectorRegistry:
-    """The broker's collector, and process metrics for the server (`process_*`) and its
-    writer process (`overhop_writer_process_*`)."""
+def render_text(snapshot: Snapshot, writer_pid: int | None) -> bytes:
+    """The exposition text of a snapshot, with process metrics for the server
+    (`process_*`) and its writer process (`overhop_writer_process_*`). Thread-safe."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(sources))
+    registry.register(SnapshotCollector(snapshot))
     ProcessCollector(registry=registry)
-    writer = sources.writer
-    ProcessCollector(namespace="overhop_writer", pid=lambda: writer.pid or "self",
-                     registry=registry)
-    return registry
-
-
-def render(registry: CollectorRegistry) -> bytes:
+    if writer_pid is not None:
+        ProcessCollector(namespace="overhop_writer", pid=lambda: writer_pid,
+                         registry=registry)
     return generate_latest(registry)
