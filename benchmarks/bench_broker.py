@@ -6,11 +6,12 @@ same two with the producer sending ENQUEUEMANY of 100 jobs instead of one ENQUEU
 (phases enqueue_many and e2e_many),
 enqueue-to-QUEST latency p50/p99 at a steady low rate beside the disk's own fdatasync
 p50/p99 measured during the same run, the same end-to-end run with a 100,000-job backlog
-waiting in the store, the end-to-end run again while CLEARQUEUE removes that backlog, and
-the server's CPU seconds and peak memory.
+waiting in the store, the end-to-end run again while CLEARQUEUE removes that backlog, the
+end-to-end run with a Prometheus-style scraper reading /metrics every second paired with
+the same run without one (phase scrape, ABBA), and the server's CPU seconds and peak memory.
 
     python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
-        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear] [--repeat 3]
+        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear,scrape] [--repeat 3]
 
 Clients run in separate processes (producer, workers) so that the client side does not
 share one core; the server runs as `python -m overhop serve`, with any extra arguments from
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +45,23 @@ PHASE_TIMEOUT_S = 300.0
 EXTRA_SERVER_ARGS: list[str] = os.environ.get("OVERHOP_BENCH_SERVER_ARGS", "").split()
 
 
+# The scrape phase: how often the scraper reads /metrics (Prometheus' usual interval is
+# 15-60 s; once a second is a heavy scraper).
+SCRAPE_INTERVAL_S = 1.0
+HTTP_PORTS: dict[int, int] = {}  # server pid -> its HTTP port
+
+
 def start_server(storage: Path) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "overhop", "serve", "--server.host", "127.0.0.1",
          "--server.port", "0", "--storage.path", str(storage), "--logging.level", "info",
-         *EXTRA_SERVER_ARGS],
+         "--http.port", "0", *EXTRA_SERVER_ARGS],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
     assert process.stderr is not None
     for line in process.stderr:
+        if '"http_started"' in line:
+            HTTP_PORTS[process.pid] = json.loads(line)["port"]
         if '"server_started"' in line:
             port = json.loads(line)["port"]
             threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
@@ -356,6 +366,44 @@ def backlog_pairs(empty_storage: Path, backlog_pid: int, backlog_port: int, jobs
     return report
 
 
+def scrape_pairs(pid: int, port: int, jobs: int, rounds: int) -> dict[str, Any]:
+    """The e2e run with a scraper reading /metrics every second, paired with the same run
+    without one, on the same server, alternating which goes first (ABBA)."""
+    url = f"http://127.0.0.1:{HTTP_PORTS[pid]}/metrics"
+    sides: dict[str, list[tuple[int, float]]] = {"none": [], "scraper": []}
+    scrapes = 0
+    for index in range(max(rounds, 1)):
+        order = ["none", "scraper"] if index % 2 == 0 else ["scraper", "none"]
+        for side in order:
+            stop = threading.Event()
+
+            def scrape(stop: threading.Event = stop) -> None:
+                nonlocal scrapes
+                while not stop.wait(SCRAPE_INTERVAL_S):
+                    with urllib.request.urlopen(url, timeout=10) as reply:
+                        reply.read()
+                    scrapes += 1
+
+            scraper = threading.Thread(target=scrape, daemon=True)
+            if side == "scraper":
+                scraper.start()
+            try:
+                sides[side].append(_timed_e2e(pid, port, "e2e", jobs))
+            finally:
+                stop.set()
+                if scraper.is_alive():
+                    scraper.join(PHASE_TIMEOUT_S)
+    none_rate = statistics.median(rate for rate, _ in sides["none"])
+    scraper_rate = statistics.median(rate for rate, _ in sides["scraper"])
+    ratios = [s[0] / n[0] for s, n in zip(sides["scraper"], sides["none"], strict=True)]
+    return {"none_jobs_per_s": round(none_rate), "scraper_jobs_per_s": round(scraper_rate),
+            "scraper_vs_none": round(scraper_rate / none_rate, 3),
+            "median_paired_ratio": round(statistics.median(ratios), 3),
+            "none_server_cpu_us_per_job": statistics.median(c for _, c in sides["none"]),
+            "scraper_server_cpu_us_per_job": statistics.median(c for _, c in sides["scraper"]),
+            "scrapes": scrapes, "runs": sides}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=50_000)
@@ -397,6 +445,8 @@ def main() -> None:
                 if args.repeat > 1:
                     report[f"{phase}_runs"] = {"jobs_per_s": rates,
                                                "server_cpu_us_per_job": cpus}
+            if "scrape" in phases:
+                report["scrape_pairs"] = scrape_pairs(server.pid, port, args.jobs, args.repeat)
             if "latency" in phases:
                 runs = [latency_run(port, "lat", args.rate, args.latency_seconds, storage)
                         for _ in range(args.repeat)]

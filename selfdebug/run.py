@@ -30,7 +30,8 @@ from selfdebug.plan import protocol_walk
 from selfdebug.steps import Report, Step, run_steps
 from selfdebug.wire import RawClient
 
-OVERRIDES = ("--server.host", "127.0.0.1", "--server.port", "0", "--logging.level", "verbose")
+OVERRIDES = ("--server.host", "127.0.0.1", "--server.port", "0", "--logging.level", "verbose",
+             "--http.enabled", "false")
 # Files an Overhop store consists of: a directory holding only these is a store.
 STORE_FILES = frozenset({"data.mdb", "lock.mdb", LOCK_FILE})
 # Opening a fresh LMDB store and binding a port takes milliseconds.

@@ -91,6 +91,8 @@ class Deliveries:
             self._config.jobs.max_error_history))
         write.visible.add_done_callback(partial(self._outcome_written, delivery, None))
         write.durable.add_done_callback(partial(self._completed, delivery.job_id, result))
+        self._state.tally.ended(delivery.queue_name, "completed",
+                                delivery.worker.metadata.get("name"), now - delivery.sent_at_ms)
         self._lend_slot(delivery)
         return write.durable
 
@@ -103,6 +105,8 @@ class Deliveries:
             delivery.job_id, delivery.delivery_id, outcome, now, error))
         write.visible.add_done_callback(partial(self._outcome_written, delivery, ending))
         write.durable.add_done_callback(partial(self._after_attempt, delivery, outcome))
+        self._state.tally.ended(delivery.queue_name, outcome.label,
+                                delivery.worker.metadata.get("name"), now - delivery.sent_at_ms)
         self._lend_slot(delivery)
         return write.durable
 

@@ -34,6 +34,7 @@ class EnqueueRequest:
     max_attempts: int | None
     retry_interval_ms: int | None
     lease_ms: int | None
+    headers: dict[str, str] | None = None
 
 
 class Enqueuer:
@@ -52,11 +53,12 @@ class Enqueuer:
         """Add one job; `watcher`, if given, is told of its final outcome (RESULT)."""
         runtime = self._state.user_queue(request.queue_name)
         job = self._new_job(runtime, request, now)
-        if watcher is None:
-            return self._submit(runtime, job, now)
-        self._watches.add(watcher, [job.job_id])  # before the job can possibly end
+        if watcher is not None:
+            self._watches.add(watcher, [job.job_id])  # before the job can possibly end
+        self._state.tally.enqueued(request.queue_name, 1)
         future = self._submit(runtime, job, now)
-        future.add_done_callback(partial(self._unwatch_if_refused, watcher, [job.job_id]))
+        if watcher is not None:
+            future.add_done_callback(partial(self._unwatch_if_refused, watcher, [job.job_id]))
         return future
 
     def _unwatch_if_refused(self, watcher: Worker, job_ids: list[str],
@@ -97,6 +99,7 @@ class Enqueuer:
         if watcher is not None:
             future.add_done_callback(partial(self._unwatch_if_refused, watcher,
                                              [job.job_id for job in jobs]))
+        self._state.tally.enqueued(queue_name, len(jobs))
         waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
         if waiting:
             self._scheduler.add_waiting(runtime, waiting)
@@ -127,4 +130,5 @@ class Enqueuer:
             max_attempts=request.max_attempts,
             retry_interval_ms=request.retry_interval_ms,
             lease_ms=request.lease_ms,
+            headers=request.headers,
         )

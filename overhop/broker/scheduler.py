@@ -199,6 +199,7 @@ class Scheduler:
         worker.peer.job_assigned(JobAssigned(delivery_id, subscription.subscription_id, job,
                                              policy, ack_timeout))
         self._state.dispatched_total += 1
+        self._state.tally.started(job.queue_name, now - job.execution_start_at_ms)
 
     def policy(self, job: JobRecord) -> JobPolicy:
         """The settings in force for `job`, from its queue's current settings."""

@@ -33,6 +33,7 @@ from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import SYSTEM_QUEUE_NAME, JobPolicy, QueueConfig, QueueRecord, QueueState
+from overhop.observability.tally import Tally
 from overhop.storage import operations as ops
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
@@ -82,6 +83,11 @@ class Broker:
     @property
     def dispatched_total(self) -> int:
         return self._state.dispatched_total
+
+    @property
+    def tally(self) -> Tally:
+        """Jobs enqueued, attempts started and ended, per queue and worker (read-only)."""
+        return self._state.tally
 
     def user_queue(self, name: str) -> QueueRuntime:
         return self._state.user_queue(name)

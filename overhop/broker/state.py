@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.workers import Delivery, Worker
 from overhop.errors import ErrorCode, RequestError
+from overhop.observability.tally import Tally
 
 
 @dataclass(slots=True, eq=False)
@@ -21,6 +22,8 @@ class BrokerState:
     obliterating: set[str] = field(default_factory=set)
     dispatch_stopped: bool = False
     dispatched_total: int = 0
+    # Flows counted for the metrics page (a dict increment per event).
+    tally: Tally = field(default_factory=Tally)
 
     def queue(self, name: str) -> QueueRuntime:
         runtime = self.queues.get(name)

@@ -11,6 +11,7 @@ the ranges; `load_config` always validates.
 """
 
 import dataclasses
+import ipaddress
 import os
 import typing
 from collections.abc import Iterator, Mapping
@@ -273,6 +274,25 @@ class ShutdownConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    # On by default: metrics, health and the dashboard are how an operator sees the broker,
+    # and on loopback they are reachable only from the broker's own host.
+    enabled: bool = setting(True, doc="Serve /metrics, /health, /ready and the dashboard.")
+    # Loopback: the dashboard has actions and no users yet (see allow_non_loopback).
+    host: str = setting("127.0.0.1", nonempty=True, doc="Address of the HTTP listener.")
+    # The broker's port plus one, so both are easy to find; 0 lets the OS pick (tests).
+    port: int = setting(9877, minimum=0, maximum=65535,
+                        doc="HTTP port; 0 picks a free port (for tests).")
+    # Until users and permissions exist, anyone who reaches the dashboard may act on it:
+    # serving beyond loopback must be asked for by name.
+    allow_non_loopback: bool = setting(
+        False, doc="Allow a non-loopback http.host (no authentication: put a proxy with "
+                   "auth in front).")
+    # Off: the dashboard's actions are the point of having one on a private host.
+    read_only: bool = setting(False, doc="Dashboard shows, never changes (actions refused).")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one attribute per TOML section."""
 
@@ -287,6 +307,7 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def storage_path(self, environ: Mapping[str, str] = os.environ) -> Path:
         """The resolved data directory (see `StorageConfig.resolved_path`)."""
@@ -445,3 +466,18 @@ def validate_config(config: Config) -> None:
         raise ConfigError(
             f"pagination.page_size ({pages.page_size}) must not exceed"
             f" pagination.max_page_size ({pages.max_page_size})")
+    http = config.http
+    if http.enabled and not http.allow_non_loopback and not is_loopback(http.host):
+        raise ConfigError(
+            f"http.host {http.host!r} is not a loopback address: the dashboard has no users "
+            "yet; set http.allow_non_loopback = true to serve it there anyway")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -84,7 +84,8 @@ class JobRecord:
     `max_attempts`, `retry_interval_ms` and `lease_ms` are the job's own overrides, None
     when the job follows its queue's settings: those are read when they are needed (at
     dispatch, at a failure), so a queue's settings changed live apply to its waiting jobs.
-    `logs` holds `[at_ms, line]` pairs appended by the worker holding the job.
+    `logs` holds `[at_ms, line]` pairs appended by the worker holding the job. `headers`
+    (appended last, so older records decode without it) is the producer's optional map.
     """
 
     job_id: str
@@ -106,6 +107,9 @@ class JobRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     logs: list[list[Any]] = field(default_factory=list)
     logs_dropped: int = 0
+    # Trace context and other propagation headers the producer sent with ENQUEUE (W3C
+    # `traceparent`, `tracestate`): stored and handed to the worker, never interpreted.
+    headers: dict[str, str] | None = None
 
     @property
     def uuid(self) -> str:

@@ -25,6 +25,8 @@ from overhop.clock import now_ms
 from overhop.config.loading import LoadedConfig
 from overhop.config.schema import Config
 from overhop.gc_tuning import tune_gc_for_serving
+from overhop.http.listener import HttpStartError, start_http
+from overhop.http.sources import Sources
 from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome
 from overhop.server.connection import Connection
@@ -110,6 +112,15 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         await writer.stop()
         store.close()
         return 2
+    try:
+        http = await start_http(Sources(config, broker, store, writer, ctx.connections,
+                                        ctx.started_at_ms, now_ms))
+    except HttpStartError as exc:
+        print(f"overhop: {exc}", file=sys.stderr)
+        server.close()
+        await writer.stop()
+        store.close()
+        return 2
     serving.append((ctx, server))
     if writer.lost:  # lost while booting
         halt(ctx, server)
@@ -123,6 +134,8 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     heartbeat = asyncio.create_task(run_heartbeat(ctx), name="heartbeat")
     await stop.wait()
     log.info("server_stopping")
+    if http is not None:
+        await http.stop()
     await shutdown(ctx, server, heartbeat)
     log.info("server_stopped")
     return 1 if writer.lost else 0

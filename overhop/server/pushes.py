@@ -14,18 +14,20 @@ _NIL = b"\xc0"
 
 def encode_quest(event: JobAssigned) -> bytes:
     job = event.job
+    fields = {
+        "did": event.delivery_id,
+        "sid": event.subscription_id,
+        "jid": job.job_id,
+        "q": job.queue_name,
+        "attempt": job.attempts_so_far + 1,
+        "max_attempts": event.policy.max_attempts,
+        "lease_ms": event.policy.lease_ms,
+        "ack_timeout_ms": event.ack_timeout_ms,
+    }
+    if job.headers:  # the producer's trace context, only when it sent one
+        fields["headers"] = job.headers
     return encode_frame_with_raw(
-        MessageType.QUEST, PUSH_RID,
-        {
-            "did": event.delivery_id,
-            "sid": event.subscription_id,
-            "jid": job.job_id,
-            "q": job.queue_name,
-            "attempt": job.attempts_so_far + 1,
-            "max_attempts": event.policy.max_attempts,
-            "lease_ms": event.policy.lease_ms,
-            "ack_timeout_ms": event.ack_timeout_ms,
-        },
+        MessageType.QUEST, PUSH_RID, fields,
         {"job_payload": job.payload if job.payload is not None else _NIL},
     )
 

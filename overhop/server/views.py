@@ -69,4 +69,5 @@ def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None
         "logs_dropped": job.logs_dropped,
         "blocked_by": blocked_by,
         "runtime": runtime,
+        "headers": job.headers or {},
     }

@@ -43,6 +43,7 @@ from typing import Any, Generic, TypeVar, cast
 from overhop.config.schema import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
+from overhop.observability.tally import StorageTimings
 from overhop.storage.operations.base import Operation
 from overhop.storage.store import Store
 from overhop.storage.writer_messages import (
@@ -161,6 +162,7 @@ class Writer(asyncio.Protocol):
         self._map_size = self._settings["map_size"]
         self.commits = 0
         self.operations = 0
+        self.timings = StorageTimings()  # commit and sync durations, for the metrics page
         self.space_low = False
         self.failed = False
         self.lost = False
@@ -295,7 +297,10 @@ class Writer(asyncio.Protocol):
                 write._make_durable(failure)
 
     def _take_stats(self, stats: Stats) -> None:
-        self.commits, self.operations, self.space_low, failed, map_size = stats
+        (self.commits, self.operations, self.space_low, failed, map_size, commits,
+         syncs) = stats
+        if commits or syncs:
+            self.timings.add(commits, syncs)
         self.failed = failed or self.lost
         if map_size != self._map_size:
             self._map_size = map_size

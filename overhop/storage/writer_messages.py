@@ -29,7 +29,8 @@ DURABLE = 2
 STOPPED = 3
 
 Refusal = tuple[str, str, Any]  # (error code, message, details)
-Stats = tuple[int, int, bool, bool, int]  # commits, operations, space_low, failed, map_size
+# commits, operations, space_low, failed, map_size, commit and sync seconds since the last
+Stats = tuple[int, int, bool, bool, int, list[float], list[float]]
 
 
 def packer() -> msgpack.Packer:

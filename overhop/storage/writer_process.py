@@ -29,6 +29,8 @@ Messages, MessagePack both ways, nothing pickled (`writer_messages.py` has the d
   each commit (a result per operation, in its wire form, nil where refused; the refusals
   as `[index, code, message, details]`; how many operations ever sent are durable now);
   `[DURABLE, durable, failure, stats]` after the syncer's sync; `[STOPPED, stats]`.
+  Stats are `[commits, operations, space_low, failed, map_size, commit_seconds,
+  sync_seconds]`, the last two the durations measured since the previous message.
 
 Each operation is applied through `operations/table.py`, with the `[jobs]` settings this
 process got at start. Contract: an operation raises `OverhopError` only before it writes
@@ -130,10 +132,17 @@ class BatchWriter:
         # A write or sync failed for a reason other than space; cleared by the next commit
         # that succeeds (writes recover by themselves when the cause goes away).
         self.failed = False
+        # Seconds of each commit and each explicit sync not yet reported (for the metrics
+        # page); changed only under `_durable_lock` once the syncer runs.
+        self._commit_seconds: list[float] = []
+        self._sync_seconds: list[float] = []
 
     def stats(self) -> Stats:
         space = self._space
-        return self.commits, self.operations, space.low, self.failed, space.map_size
+        commits, syncs = self._commit_seconds, self._sync_seconds
+        self._commit_seconds, self._sync_seconds = [], []
+        return (self.commits, self.operations, space.low, self.failed, space.map_size,
+                commits, syncs)
 
     def run(self) -> None:
         """Commit batches until the server asks to stop; then make everything durable."""
@@ -185,6 +194,7 @@ class BatchWriter:
     def _commit_batch(self, batch: list[Request]) -> None:
         space = self._space
         space.before_batch()
+        started = time.perf_counter()
         try:
             outcomes = self._run_in_one_transaction(batch)
         except lmdb.MapFullError:
@@ -200,6 +210,7 @@ class BatchWriter:
             outcomes = [self._run_alone(request) for request in batch]
         # The one look at LMDB's state per batch: did this batch write, and how full is it.
         wrote = space.after_batch()
+        seconds = time.perf_counter() - started
         self.commits += 1
         self.operations += len(batch)
         if not self._sync:
@@ -207,6 +218,7 @@ class BatchWriter:
             if time.monotonic() - self._last_flush > UNSYNCED_FLUSH_INTERVAL_S:
                 self._flush_unsynced()
             with self._durable_lock:
+                self._commit_seconds.append(seconds)
                 self._appended += len(outcomes)
                 self._claimed = self._appended
                 self._report(outcomes)
@@ -215,6 +227,7 @@ class BatchWriter:
         # commits before it: those are durable now. (A commit that wrote nothing synced
         # nothing.)
         with self._durable_lock:
+            self._commit_seconds.append(seconds)
             if wrote:
                 self._claimed = self._appended
             self._appended += len(outcomes)
@@ -234,6 +247,7 @@ class BatchWriter:
             if upto == self._claimed:
                 return
         failure: Refusal | None = None
+        started = time.perf_counter()
         try:
             self._space.sync()
         except lmdb.Error as exc:
@@ -246,6 +260,7 @@ class BatchWriter:
                 self.failed = True
                 failure = (str(ErrorCode.INTERNAL), "storage sync failed", None)
         with self._durable_lock:
+            self._sync_seconds.append(time.perf_counter() - started)
             if upto > self._claimed:
                 self._claimed = upto
                 self._send([DURABLE, upto, failure, self.stats()])
@@ -277,7 +292,10 @@ class BatchWriter:
         """`storage.sync = false`: push commits to disk at most a second after they happen,
         and when the writer stops."""
         if self._unsynced:
+            started = time.perf_counter()
             self._store.env.sync(True)
+            with self._durable_lock:
+                self._sync_seconds.append(time.perf_counter() - started)
             self._unsynced = False
         self._last_flush = time.monotonic()
 

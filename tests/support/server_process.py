@@ -1,7 +1,9 @@
 """Start and stop a real `overhop serve` process on temporary storage, on 127.0.0.1.
 
 The port is chosen by the OS (`--server.port 0`) and read back from the JSON startup log
-line, so tests never race for ports. `kill()` is SIGKILL, for crash tests.
+line, so tests never race for ports; the same for the HTTP listener (`--http.port 0`, read
+from the `http_started` line into `http_port`, 0 when it is off). `kill()` is SIGKILL, for
+crash tests.
 """
 
 import json
@@ -25,6 +27,7 @@ class ServerProcess:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
+        self.http_port = 0
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
 
@@ -33,7 +36,7 @@ class ServerProcess:
             sys.executable, "-m", "overhop", "serve",
             "--server.host", "127.0.0.1", "--server.port", "0",
             "--storage.path", str(self.storage_path), "--logging.level", "info",
-            *self.extra_args,
+            "--http.port", "0", *self.extra_args,
         ]
         env = {**os.environ, "HOME": str(self.storage_path.parent)}
         env.pop("OVERHOP_CONFIG", None)
@@ -47,6 +50,8 @@ class ServerProcess:
             assert self.process is not None and self.process.stderr is not None
             for line in self.process.stderr:
                 self.log_lines.append(line)
+                if not self.http_port and '"http_started"' in line:
+                    self.http_port = json.loads(line)["port"]
                 if not started.is_set() and '"server_started"' in line:
                     self.port = json.loads(line)["port"]
                     started.set()
@@ -58,6 +63,11 @@ class ServerProcess:
             self.kill()
             raise RuntimeError("server did not start:\n" + "".join(self.log_lines))
         return self
+
+    @property
+    def http_url(self) -> str:
+        """`http://127.0.0.1:<http port>` of the running server."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the server and wait for it to exit; its exit status."""

@@ -84,7 +84,7 @@ def test_defaults_are_valid_and_match_the_spec() -> None:
     assert config.wire.session.ident_register_timeout_seconds == 2
     assert config.storage.max_map_size_bytes == 64 * 1024**3
     assert config.storage.self_debug_path == ""
-    assert len(SETTINGS) == 42
+    assert len(SETTINGS) == 47
 
 
 def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
@@ -99,7 +99,7 @@ def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
 def test_sections_are_the_toml_tables() -> None:
     assert {
         "logging", "heartbeat", "server", "wire", "wire.session", "queues", "pagination", "storage",
-        "dispatch", "jobs", "worker", "shutdown",
+        "dispatch", "jobs", "worker", "shutdown", "http",
     } == SECTIONS
 
 
@@ -492,6 +492,7 @@ def _valid_value(key: str) -> st.SearchStrategy[object]:
 def valid_configs(draw: st.DrawFn) -> Config:
     values = {key: draw(_valid_value(key)) for key in SETTINGS}
     values["server.tls_enabled"] = False
+    values["http.allow_non_loopback"] = True  # any host then (loopback: test_http_config)
     mark = draw(st.integers(4096, 1024**3))
     values["server.write_buffer_high_bytes"] = mark
     values["server.write_buffer_max_bytes"] = draw(st.integers(max(mark + 1, 65536), 4 * 1024**3))

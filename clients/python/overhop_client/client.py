@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
+from overhop_client import tracing
 from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value, parse_reply_str
 from overhop_client.connection import Connection, parse_address
 from overhop_client.errors import ConnectionLost
@@ -81,6 +82,7 @@ class _JobFields(TypedDict, total=False):
     max_attempts: int
     retry_interval_ms: int
     lease_ms: int
+    headers: dict[str, str]
 
 
 def _delivery(quest: Quest) -> dict[str, object]:
@@ -317,16 +319,24 @@ class AsyncClient:
                       run_at: datetime | None = None,
                       delay: timedelta | None = None, max_attempts: int | None = None,
                       retry_interval: timedelta | None = None,
-                      lease: timedelta | None = None) -> str:
+                      lease: timedelta | None = None,
+                      headers: Mapping[str, str] | None = None) -> str:
         """Add a job; its id (`<queue>:<uuid>`), once the server has it on disk.
 
         `payload`: any MessagePack-able value (None, bool, int, float, str, bytes, lists,
         maps with string keys). `run_at` (an aware datetime) or `delay` (counted by the
-        server's clock from when it stores the job) schedule it.
+        server's clock from when it stores the job) schedule it. `headers` travel with the
+        job to its worker; with `opentelemetry-api` installed the trace context is added
+        (see `overhop_client.tracing`).
         """
         fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease)
-        reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue})
-        return parse_reply_str(reply, "jid")
+        with tracing.sending(queue, 1, headers) as traced:
+            if traced.headers:
+                fields["headers"] = traced.headers
+            reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue})
+            jid = parse_reply_str(reply, "jid")
+            traced.sent([jid])
+        return jid
 
     async def run(self, queue: str, payload: object = None, *, timeout: float | None = None,
                   **options: Unpack[EnqueueOptions]) -> Any:
@@ -372,25 +382,32 @@ class AsyncClient:
                            run_at: datetime | None = None, delay: timedelta | None = None,
                            max_attempts: int | None = None,
                            retry_interval: timedelta | None = None,
-                           lease: timedelta | None = None) -> list[str]:
+                           lease: timedelta | None = None,
+                           headers: Mapping[str, str] | None = None) -> list[str]:
         """Add one job per payload, all with the same options; their ids, in order.
 
         Sent as ENQUEUEMANY requests of at most the server's `max_enqueue_batch` jobs,
         pipelined: each request is committed whole or not at all, so if one fails (its
-        error is raised) the jobs of the others may still have been added.
+        error is raised) the jobs of the others may still have been added. Every job
+        carries `headers` and, when tracing, the context of one `send` span for the batch.
         """
         options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease)
-        jobs: list[_JobFields] = []
-        for payload in payloads:
-            job = options.copy()
-            if payload is not None:
-                check_value(payload)
-                job["job_payload"] = payload
-            jobs.append(job)
-        size = self.limits.max_enqueue_batch if self.limits else DEFAULT_MAX_ENQUEUE_BATCH
-        replies = await asyncio.gather(*(
-            self.request(MessageType.ENQUEUEMANY, {"q": queue, "jobs": jobs[start:start + size]})
-            for start in range(0, len(jobs), size)))
+        payloads = list(payloads)
+        with tracing.sending(queue, len(payloads), headers) as traced:
+            if traced.headers:
+                options["headers"] = traced.headers
+            jobs: list[_JobFields] = []
+            for payload in payloads:
+                job = options.copy()
+                if payload is not None:
+                    check_value(payload)
+                    job["job_payload"] = payload
+                jobs.append(job)
+            size = self.limits.max_enqueue_batch if self.limits else DEFAULT_MAX_ENQUEUE_BATCH
+            replies = await asyncio.gather(*(
+                self.request(MessageType.ENQUEUEMANY,
+                             {"q": queue, "jobs": jobs[start:start + size]})
+                for start in range(0, len(jobs), size)))
         return [jid for reply in replies for jid in reply["jids"]]
 
     async def job(self, jid: str) -> Job | None:

@@ -274,11 +274,13 @@ class Quest:
     lease_ms: int
     ack_timeout_ms: int
     payload: Any
+    headers: dict[str, str] | None = None
+    """The job's ENQUEUE headers (trace context), None when it has none."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Quest":
         return cls(p["did"], p["sid"], p["jid"], p["q"], p["attempt"], p["max_attempts"],
-                   p["lease_ms"], p["ack_timeout_ms"], p.get("job_payload"))
+                   p["lease_ms"], p["ack_timeout_ms"], p.get("job_payload"), p.get("headers"))
 
 
 @dataclass(frozen=True, slots=True)

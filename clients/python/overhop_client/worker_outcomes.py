@@ -16,6 +16,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from overhop_client import tracing
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.errors import InternalError, ResultTooLargeError, StorageFullError
@@ -39,12 +40,24 @@ class Outcome:
     result: object = None
     message: str = ""
     details: object = None
+    error_type: str = ""
 
 
 async def run_handler(route: Route, context: JobContext,
                       executor: ThreadPoolExecutor | None) -> Outcome:
     """Run the route's handler for this job, on the loop or in `executor`, within the
-    route's timeout; what came of it."""
+    route's timeout, in its `process` span when tracing is on; what came of it."""
+    quest = context.quest
+    with tracing.processing(quest.queue, quest.jid, quest.attempt, quest.did,
+                            quest.headers) as span:
+        outcome = await _run(route, context, executor)
+        if not outcome.completed:
+            tracing.failed(span, outcome.error_type, outcome.message)
+    return outcome
+
+
+async def _run(route: Route, context: JobContext,
+               executor: ThreadPoolExecutor | None) -> Outcome:
     try:
         async with asyncio.timeout(route.timeout) as scope:
             if route.async_function is not None:
@@ -59,7 +72,8 @@ async def run_handler(route: Route, context: JobContext,
             return _failed(context, exc)
         log.warning("job_timed_out jid=%s after %ss", context.quest.jid, route.timeout)
         return Outcome(False, message=TIMEOUT_MESSAGE,
-                       details=f"the handler ran longer than {route.timeout} s")
+                       details=f"the handler ran longer than {route.timeout} s",
+                       error_type="timeout")
     except Exception as exc:
         return _failed(context, exc)
     return Outcome(True, result=result)
@@ -78,7 +92,8 @@ def _failed(context: JobContext, exc: BaseException) -> Outcome:
 def failure(exc: BaseException) -> Outcome:
     """A failed outcome for a handler's exception: its message, and its traceback."""
     return Outcome(False, message=str(exc) or type(exc).__name__,
-                   details="".join(traceback.format_exception(exc)))
+                   details="".join(traceback.format_exception(exc)),
+                   error_type=type(exc).__qualname__)
 
 
 async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:

@@ -26,6 +26,9 @@ from overhop.server.handlers.replies import EMPTY, Reply, describe_job, empty, j
 # Room a QUEST needs beside the job payload (ids, counters, envelope): a job payload may
 # use the rest of an envelope, so that the QUEST carrying it is never over the limit.
 QUEST_OVERHEAD_BYTES = 4096
+# A traceparent is 55 bytes and a tracestate at most 512 (W3C): 4 KiB leaves room for
+# baggage without letting headers grow every job record.
+HEADERS_MAX_BYTES = 4096
 
 
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -105,7 +108,23 @@ def _enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
         max_attempts=parse_optional_int(p, "max_attempts", low=1, high=1000),
         retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
         lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
+        headers=_headers(p),
     )
+
+
+def _headers(p: dict[str, Any]) -> dict[str, str] | None:
+    """ENQUEUE's optional `headers`: a map of strings (W3C `traceparent`, `tracestate`...),
+    stored with the job and handed to its worker, at most HEADERS_MAX_BYTES in all."""
+    headers = p.get("headers")
+    if headers is None:
+        return None
+    if type(headers) is not dict or not all(
+            type(k) is str and type(v) is str for k, v in headers.items()):
+        raise RequestError(ErrorCode.INVALID_PAYLOAD, "'headers' must be a map of strings")
+    if sum(len(k.encode()) + len(v.encode()) for k, v in headers.items()) > HEADERS_MAX_BYTES:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           f"'headers' hold more than {HEADERS_MAX_BYTES} bytes")
+    return headers or None
 
 
 _QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload", "watch"})
