@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from overhop.broker.service import Broker
 from overhop.config.schema import Config
+from overhop.server.authentication import AuthService
 from overhop.session.states import SessionLimits
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
@@ -27,3 +28,5 @@ class ServerContext:
     connections: set["Connection"] = field(default_factory=set)
     shutting_down: bool = False
     connections_refused: int = 0
+    # Users, the secret, the login throttle; an open server (no users) until app.py sets it.
+    auth: AuthService = field(default_factory=lambda: AuthService(Config(), [], b""))

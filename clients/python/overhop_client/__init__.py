@@ -5,16 +5,19 @@
 - `Worker`: the worker runner (handlers per queue, concurrency, retries, graceful stop).
 """
 
-from overhop_client.client import AsyncClient, EnqueueOptions
+from overhop_client.auth import AuthenticationError
+from overhop_client.client import AsyncClient, EnqueueOptions, UserInfo
 from overhop_client.context import JobContext
 from overhop_client.errors import (
     ERROR_CLASSES,
     AlreadySubscribedError,
+    AuthFailedError,
     BadEnvelopeError,
     ConnectionLost,
     DeliveryAlreadyAckedError,
     DeliveryNotFoundError,
     DeliveryStaleError,
+    ForbiddenError,
     FrameEmptyError,
     FrameTooLargeError,
     InternalError,
@@ -42,6 +45,8 @@ from overhop_client.errors import (
     TooManyConnectionsError,
     UnknownTypeError,
     UnsupportedVersionError,
+    UserExistsError,
+    UserNotFoundError,
     error_from_wire,
 )
 from overhop_client.jobs import (
@@ -84,6 +89,8 @@ __all__ = [
     "ERROR_CLASSES",
     "AlreadySubscribedError",
     "AsyncClient",
+    "AuthFailedError",
+    "AuthenticationError",
     "Backoff",
     "BadEnvelopeError",
     "BlockReason",
@@ -97,6 +104,7 @@ __all__ = [
     "DeliveryStaleError",
     "EnqueueOptions",
     "FailOutcome",
+    "ForbiddenError",
     "FrameEmptyError",
     "FrameTooLargeError",
     "InternalError",
@@ -147,6 +155,9 @@ __all__ = [
     "TooManyConnectionsError",
     "UnknownTypeError",
     "UnsupportedVersionError",
+    "UserExistsError",
+    "UserInfo",
+    "UserNotFoundError",
     "Worker",
     "WorkerInfo",
     "error_from_wire",

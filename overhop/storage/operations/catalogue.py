@@ -56,6 +56,10 @@ class OperationCode(IntEnum):
     DELETE_EMPTY_QUEUE = 17
     PRUNE_FINISHED = 18
     APPEND_LOGS = 19
+    ENSURE_AUTH_SECRET = 20
+    ADD_USER = 21
+    REMOVE_USER = 22
+    SET_USER_PERMISSIONS = 23
 
 
 class Operation(Generic[T]):
@@ -399,11 +403,51 @@ class PruneFinished(Operation[Removed]):
         return cls(wire[1], decode_queue_config(wire[2]), wire[3], wire[4])
 
 
+# -- users -----------------------------------------------------------------------------
+# A user record crosses the seam as its stored bytes (storage/user_records.py).
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureAuthSecret(Operation[bytes]):
+    """The server's secret: the stored one, or `candidate`, stored now (first boot)."""
+
+    candidate: bytes
+    code = OperationCode.ENSURE_AUTH_SECRET
+    subject = "storing the server's secret is"
+
+
+@dataclass(frozen=True, slots=True)
+class AddUser(Operation[None]):
+    """A new user (USER_EXISTS if the name is taken), as its stored bytes."""
+
+    record: bytes
+    code = OperationCode.ADD_USER
+    grows = True
+    subject = "new users are"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveUser(Operation[None]):
+    name: str
+    code = OperationCode.REMOVE_USER
+    subject = "removing a user is"
+
+
+@dataclass(frozen=True, slots=True)
+class SetUserPermissions(Operation[None]):
+    """Replace a user's permissions (`verb:pattern` strings); USER_NOT_FOUND."""
+
+    name: str
+    permissions: list[str]
+    code = OperationCode.SET_USER_PERMISSIONS
+    subject = "changing a user's permissions is"
+
+
 OPERATIONS: tuple[type[Operation[Any]], ...] = (
     Barrier, AddQueue, RemoveQueue, SetQueueState, Enqueue, EnqueueMany, TakeWaiting,
     Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
     SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
-    AppendLogs,
+    AppendLogs, EnsureAuthSecret, AddUser, RemoveUser, SetUserPermissions,
 )
 # Indexed by code: the table both sides of the writer decode with.
 OPERATION_BY_CODE: tuple[type[Operation[Any]], ...] = tuple(
@@ -427,3 +471,4 @@ def _register() -> None:
 
 
 _register()
+
