@@ -113,9 +113,9 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         store.close()
         return 2
     try:
-        server = await loop.create_server(lambda: Connection(ctx), config.server.host,
-                                          config.server.port, reuse_address=True, backlog=1024,
-                                          ssl=None if tls is None else tls.context)
+        server = await loop.create_server(
+            (lambda: Connection(ctx)) if tls is None else tls.acceptor(lambda: Connection(ctx)),
+            config.server.host, config.server.port, reuse_address=True, backlog=1024)
     except OSError as exc:
         print(f"overhop: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
