@@ -328,3 +328,47 @@ def test_userpermit_refuses_bad_permissions(secured: ServerProcess) -> None:
         assert reply["p"]["code"] == "INVALID_PAYLOAD"
         await admin.close()
     asyncio.run(run())
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def _cli(home: Path, *args: str, stdin: str = "", password: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    if password is not None:
+        env["OVERHOP_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "overhop", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_users_commands(server: ServerProcess, tmp_path: Path) -> None:
+    open_url = url_of(server)
+    added = _cli(tmp_path, "users", "add", ADMIN[0], "--permit", "admin", "--permit", "read",
+                 "--password-stdin", "--iterations", "4096", "--url", open_url,
+                 stdin=ADMIN[1] + "\n")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == f"user {ADMIN[0]} added (admin:*, read:*)"
+    admin_url = f"overhop://{ADMIN[0]}@127.0.0.1:{server.port}"  # password from the env
+    added = _cli(tmp_path, "users", "add", "alice", "--password-stdin", "--iterations",
+                 "4096", "--url", admin_url, stdin="alice-Pw-k9\n", password=ADMIN[1])
+    assert added.returncode == 0, added.stderr
+    permitted = _cli(tmp_path, "users", "permit", "alice", "produce:emails", "read",
+                     "--url", admin_url, password=ADMIN[1])
+    assert permitted.stdout.strip() == "user alice: produce:emails read:*", permitted.stderr
+    revoked = _cli(tmp_path, "users", "permit", "alice", "read", "--revoke",
+                   "--url", admin_url, password=ADMIN[1])
+    assert revoked.stdout.strip() == "user alice: produce:emails"
+    listed = _cli(tmp_path, "users", "list", "--json", "--url", admin_url, password=ADMIN[1])
+    assert '"name": "alice"' in listed.stdout and "stored_key" not in listed.stdout
+    wrong = _cli(tmp_path, "users", "list", "--url",
+                 f"overhop://{ADMIN[0]}:wrong-Guess-55@127.0.0.1:{server.port}")
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == "overhop: AUTH_FAILED: authentication failed"
+    assert "wrong-Guess-55" not in wrong.stderr + wrong.stdout
+    forbidden = _cli(tmp_path, "users", "list", "--url",
+                     f"overhop://alice:alice-Pw-k9@127.0.0.1:{server.port}")
+    assert forbidden.returncode == 1 and "FORBIDDEN" in forbidden.stderr
+    removed = _cli(tmp_path, "users", "remove", "alice", "--url", admin_url, password=ADMIN[1])
+    assert removed.stdout.strip() == "user alice removed"
+    assert_no_secret_logged(server, PASSWORDS)
