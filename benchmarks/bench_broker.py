@@ -7,10 +7,13 @@ same two with the producer sending ENQUEUEMANY of 100 jobs instead of one ENQUEU
 enqueue-to-QUEST latency p50/p99 at a steady low rate beside the disk's own fdatasync
 p50/p99 measured during the same run, the same end-to-end run with a 100,000-job backlog
 waiting in the store, the end-to-end run again while CLEARQUEUE removes that backlog, and
-the server's CPU seconds and peak memory.
+the server's CPU seconds and peak memory. Phase `security` (bench_security.py): the cost
+of a connection's handshake open, with a SCRAM login and with TLS too, and the end-to-end
+run over TLS with a login beside the same run plain and open.
 
     python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
-        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear] [--repeat 3]
+        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear,security]
+        [--repeat 3]
 
 Clients run in separate processes (producer, workers) so that the client side does not
 share one core; the server runs as `python -m overhop serve`, with any extra arguments from
@@ -43,11 +46,11 @@ PHASE_TIMEOUT_S = 300.0
 EXTRA_SERVER_ARGS: list[str] = os.environ.get("OVERHOP_BENCH_SERVER_ARGS", "").split()
 
 
-def start_server(storage: Path) -> tuple[subprocess.Popen[str], int]:
+def start_server(storage: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "overhop", "serve", "--server.host", "127.0.0.1",
          "--server.port", "0", "--storage.path", str(storage), "--logging.level", "info",
-         *EXTRA_SERVER_ARGS],
+         *EXTRA_SERVER_ARGS, *extra],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
     assert process.stderr is not None
@@ -414,6 +417,11 @@ def main() -> None:
             if "clear" in phases:
                 report["e2e_while_clearing_backlog"] = end_to_end_while_clearing(
                     port, "e2e_clear", "backlog", args.jobs)
+            if "security" in phases:
+                from bench_security import security_report
+
+                report["security"] = security_report(Path(tmp) / "security", args.jobs,
+                                                     args.repeat)
             report["server_cpu_seconds_total"] = round(cpu_seconds(server.pid), 2)
             report["server_peak_rss_mb"] = round(peak_rss_mb(server.pid), 1)
         finally:

@@ -95,11 +95,12 @@ class AuthService:
         return not self.users and (self._loopback or self._allow_unauthenticated)
 
     def credentials_for(self, name: str) -> tuple[UserRecord | None, Credentials]:
-        user = self.users.get(name)
-        if user is not None:
-            return user, user.credentials
+        """The user and its credentials, or None and made-up ones. Both are computed
+        either way, so a known name takes as long as an unknown one."""
         iterations = usual_iterations(list(self.users.values()))
-        return None, fake_credentials(self._secret, name, iterations)
+        fake = fake_credentials(self._secret, name, iterations)
+        user = self.users.get(name)
+        return (user, user.credentials) if user is not None else (None, fake)
 
 
 class ConnectionAuth:
