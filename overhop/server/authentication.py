@@ -52,24 +52,33 @@ def is_loopback(host: str) -> bool:
 
 
 class FailureThrottle:
-    """Failed logins per address: the delay before the next failure's reply."""
+    """Failed logins per address, and when the reply to the next one may go out.
+
+    Each failure's delay doubles (from `base_ms`, up to `max_ms`), and failures from one
+    address are answered one after another: a failure is answered `delay` after the
+    previous one's answer, not after its own arrival. So many connections guessing in
+    parallel from one address get their answers no faster than one guessing alone.
+    """
 
     def __init__(self, base_ms: int, max_ms: int, memory_ms: int) -> None:
         self._base_ms = base_ms
         self._max_ms = max_ms
         self._memory_ms = memory_ms
-        self._failures: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # address -> (failures, time of the last one, when its answer goes out)
+        self._failures: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
 
     def failed(self, address: str, now_ms: int) -> int:
-        """Count a failure from `address`; the delay in ms before replying to it."""
-        count, last_ms = self._failures.pop(address, (0, now_ms))
+        """Count a failure from `address`; the ms to wait before answering it."""
+        count, last_ms, answer_at = self._failures.pop(address, (0, now_ms, now_ms))
         if now_ms - last_ms >= self._memory_ms:
-            count = 0
+            count, answer_at = 0, now_ms
         count += 1
-        self._failures[address] = (count, now_ms)
+        delay = min(self._base_ms << min(count - 1, 32), self._max_ms)
+        answer_at = max(answer_at, now_ms) + delay
+        self._failures[address] = (count, now_ms, answer_at)
         if len(self._failures) > MAX_TRACKED_ADDRESSES:
             self._failures.popitem(last=False)
-        return min(self._base_ms << min(count - 1, 32), self._max_ms)
+        return answer_at - now_ms
 
     def succeeded(self, address: str) -> None:
         self._failures.pop(address, None)
@@ -182,7 +191,7 @@ class ConnectionAuth:
             self._nonce, self._credentials.salt, self._credentials.iterations)
         self.user = None
         self._pending_name = first.user
-        self._conn.session.advance(MessageType.AUTH, 0)
+        self._conn.session.advance(MessageType.AUTH, now_ms())
         self._conn.send(encode_frame(MessageType.OK, rid, {"data": self._server_first}))
 
     def _verify(self, rid: str, payload: dict[str, Any]) -> None:
@@ -200,7 +209,7 @@ class ConnectionAuth:
         assert record is not None
         self._conn.ctx.auth.throttle.succeeded(self._address())
         self._become(record.name, "scram")
-        self._conn.session.advance(MessageType.AUTH, 0)
+        self._conn.session.advance(MessageType.AUTH, now_ms())
         final_message = scram.server_final_message(credentials.server_key, message)
         self._conn.send(encode_frame(MessageType.OK, rid,
                                      {"data": final_message, "user": record.name}))

@@ -14,6 +14,7 @@ from overhop.auth import scram
 from overhop.auth.permissions import Permission, Verb, allows, parse_permission
 from overhop.auth.users import fake_credentials
 from overhop.errors import RequestError
+from overhop.server.authentication import FailureThrottle
 from overhop.server.authorization import RULES
 from overhop.wire.messages import CLIENT_TYPES
 
@@ -136,3 +137,27 @@ def test_a_permission_prints_as_it_is_written() -> None:
 
 def test_every_client_message_has_a_rule() -> None:
     assert set(RULES) == set(CLIENT_TYPES)
+
+
+# -- the failed-login throttle ------------------------------------------------------------
+
+
+def test_failures_double_and_are_forgotten() -> None:
+    throttle = FailureThrottle(100, 1000, 60_000)
+    now = 1_000_000
+    delays = []
+    for _ in range(6):
+        delays.append(throttle.failed("10.0.0.1", now))
+        now += delays[-1]  # the client waited for each answer
+    assert delays == [100, 200, 400, 800, 1000, 1000]
+    assert throttle.failed("10.0.0.2", now) == 100  # per address
+    assert throttle.failed("10.0.0.1", now + 60_000) == 100  # forgotten after quiet
+    throttle.succeeded("10.0.0.2")
+    assert throttle.failed("10.0.0.2", now) == 100
+
+
+def test_parallel_failures_from_one_address_are_answered_one_after_another() -> None:
+    throttle = FailureThrottle(100, 1000, 60_000)
+    # Ten connections fail at the same moment: their answers are spread out.
+    delays = [throttle.failed("10.0.0.1", 0) for _ in range(10)]
+    assert delays == [100, 300, 700, 1500, 2500, 3500, 4500, 5500, 6500, 7500]
