@@ -372,3 +372,16 @@ def test_the_users_commands(server: ServerProcess, tmp_path: Path) -> None:
     removed = _cli(tmp_path, "users", "remove", "alice", "--url", admin_url, password=ADMIN[1])
     assert removed.stdout.strip() == "user alice removed"
     assert_no_secret_logged(server, PASSWORDS)
+
+
+def test_a_login_not_finished_in_time_is_closed(start_server: Callable[..., ServerProcess]
+                                                ) -> None:
+    server = start_server("--wire.session.helloed_unregistered_max_lifetime_seconds", "1",
+                          "--heartbeat.interval_ms", "100")
+    asyncio.run(add_users(server, {ADMIN[0]: (ADMIN[1], ["admin"])}))
+
+    async def run() -> None:
+        client = await RawClient.connect(server.port)
+        assert (await client.request(HELLO))["p"] == {"mechanisms": ["SCRAM-SHA-256"]}
+        assert await client.read_frame(timeout=10) is None  # closed, nothing sent
+    asyncio.run(run())
