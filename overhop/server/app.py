@@ -31,7 +31,6 @@ from overhop.server.context import ServerContext
 from overhop.server.heartbeat import run_heartbeat
 from overhop.server.tls import TlsError, tls_for
 from overhop.session.states import SessionLimits
-from overhop.storage.operations.catalogue import EnsureAuthSecret
 from overhop.storage.store import Store, StoreOpenError
 from overhop.storage.user_records import load_users
 from overhop.storage.writer import Writer, WriterStartError
@@ -98,8 +97,8 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     ctx = ServerContext(config, store, writer, broker, session_limits(config), now_ms(),
                         loaded.source)
     users, secret = load_users(store)
-    if secret is None:
-        secret = await writer.submit(EnsureAuthSecret(new_secret())).durable
+    if secret is None:  # stored with the first user: a server without users writes nothing
+        secret = new_secret()
     ctx.auth = AuthService(config, users, secret)
     tls = None
     refusal = exposure_refusal(config, ctx.auth)

@@ -90,7 +90,7 @@ class AuthService:
 
     def __init__(self, config: Config, users: list[UserRecord], secret: bytes) -> None:
         self.users: dict[str, UserRecord] = {user.name: user for user in users}
-        self._secret = secret
+        self.secret = secret
         self._loopback = is_loopback(config.server.host)
         self._allow_unauthenticated = config.server.allow_unauthenticated
         auth = config.auth
@@ -107,7 +107,7 @@ class AuthService:
         """The user and its credentials, or None and made-up ones. Both are computed
         either way, so a known name takes as long as an unknown one."""
         iterations = usual_iterations(list(self.users.values()))
-        fake = fake_credentials(self._secret, name, iterations)
+        fake = fake_credentials(self.secret, name, iterations)
         user = self.users.get(name)
         return (user, user.credentials) if user is not None else (None, fake)
 

@@ -71,7 +71,8 @@ def delete_user(txn: StoreTxn, name: str) -> None:
 
 
 def ensure_secret(txn: StoreTxn, candidate: bytes) -> bytes:
-    """The stored secret, storing `candidate` first if there is none."""
+    """The stored secret, storing `candidate` first if there is none (with the first
+    user: until then the server keeps a secret in memory)."""
     db = txn._store.users_db
     stored = txn.txn.get(keys.USERS_SECRET, db=db)
     if stored is not None:

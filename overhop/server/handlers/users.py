@@ -36,7 +36,7 @@ def handle_useradd(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
     record = UserRecord(name, credentials, permissions, now_ms())
 
     async def add() -> UserRecord:
-        await ctx.writer.submit(AddUser(encode_user(record))).durable
+        await ctx.writer.submit(AddUser(encode_user(record), ctx.auth.secret)).durable
         first = ctx.auth.open_access
         ctx.auth.users[name] = record
         conn.log.info("user_added", name=name, permissions=sorted(map(str, permissions)))

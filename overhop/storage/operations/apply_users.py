@@ -5,7 +5,6 @@ from overhop.config.schema import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.storage.operations.catalogue import (
     AddUser,
-    EnsureAuthSecret,
     RemoveUser,
     SetUserPermissions,
 )
@@ -20,14 +19,11 @@ from overhop.storage.user_records import (
 )
 
 
-def apply_ensure_auth_secret(txn: StoreTxn, op: EnsureAuthSecret, jobs: JobsConfig) -> bytes:
-    return ensure_secret(txn, op.candidate)
-
-
 def apply_add_user(txn: StoreTxn, op: AddUser, jobs: JobsConfig) -> None:
     user = decode_user(op.record)
     if get_user(txn, user.name) is not None:
         raise RequestError(ErrorCode.USER_EXISTS, f"user {user.name!r} already exists")
+    ensure_secret(txn, op.secret)
     put_user(txn, user)
 
 

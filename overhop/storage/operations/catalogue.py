@@ -56,10 +56,9 @@ class OperationCode(IntEnum):
     DELETE_EMPTY_QUEUE = 17
     PRUNE_FINISHED = 18
     APPEND_LOGS = 19
-    ENSURE_AUTH_SECRET = 20
-    ADD_USER = 21
-    REMOVE_USER = 22
-    SET_USER_PERMISSIONS = 23
+    ADD_USER = 20
+    REMOVE_USER = 21
+    SET_USER_PERMISSIONS = 22
 
 
 class Operation(Generic[T]):
@@ -408,19 +407,12 @@ class PruneFinished(Operation[Removed]):
 
 
 @dataclass(frozen=True, slots=True)
-class EnsureAuthSecret(Operation[bytes]):
-    """The server's secret: the stored one, or `candidate`, stored now (first boot)."""
-
-    candidate: bytes
-    code = OperationCode.ENSURE_AUTH_SECRET
-    subject = "storing the server's secret is"
-
-
-@dataclass(frozen=True, slots=True)
 class AddUser(Operation[None]):
-    """A new user (USER_EXISTS if the name is taken), as its stored bytes."""
+    """A new user (USER_EXISTS if the name is taken), as its stored bytes; and the
+    server's secret, stored with the first user (a server without users writes nothing)."""
 
     record: bytes
+    secret: bytes
     code = OperationCode.ADD_USER
     grows = True
     subject = "new users are"
@@ -447,7 +439,7 @@ OPERATIONS: tuple[type[Operation[Any]], ...] = (
     Barrier, AddQueue, RemoveQueue, SetQueueState, Enqueue, EnqueueMany, TakeWaiting,
     Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
     SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
-    AppendLogs, EnsureAuthSecret, AddUser, RemoveUser, SetUserPermissions,
+    AppendLogs, AddUser, RemoveUser, SetUserPermissions,
 )
 # Indexed by code: the table both sides of the writer decode with.
 OPERATION_BY_CODE: tuple[type[Operation[Any]], ...] = tuple(

@@ -34,7 +34,6 @@ _BY_CODE: dict[OperationCode, Apply] = {
     OperationCode.DELETE_EMPTY_QUEUE: queues.apply_delete_empty_queue,
     OperationCode.PRUNE_FINISHED: queues.apply_prune_finished,
     OperationCode.APPEND_LOGS: jobs.apply_append_logs,
-    OperationCode.ENSURE_AUTH_SECRET: users.apply_ensure_auth_secret,
     OperationCode.ADD_USER: users.apply_add_user,
     OperationCode.REMOVE_USER: users.apply_remove_user,
     OperationCode.SET_USER_PERMISSIONS: users.apply_set_user_permissions,
