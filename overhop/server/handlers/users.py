@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from overhop.auth.permissions import parse_permissions
 from overhop.auth.users import UserRecord, parse_credentials, parse_user_name
 from overhop.clock import now_ms, to_rfc3339
+from overhop.errors import ErrorCode, RequestError
 from overhop.server.context import ServerContext
 from overhop.server.handlers.replies import Reply, empty
 from overhop.storage.operations.catalogue import AddUser, RemoveUser, SetUserPermissions
@@ -98,7 +99,10 @@ def handle_userpermit(ctx: ServerContext, conn: "Connection", p: dict[str, Any])
 
     async def permit() -> UserRecord:
         await ctx.writer.submit(SetUserPermissions(name, texts)).durable
-        user = ctx.auth.users[name].with_permissions(permissions)
+        current = ctx.auth.users.get(name)
+        if current is None:  # removed meanwhile (its USERRM committed after this write)
+            raise RequestError(ErrorCode.USER_NOT_FOUND, f"no user {name!r}")
+        user = current.with_permissions(permissions)
         ctx.auth.users[name] = user
         conn.log.info("user_permissions_set", name=name, permissions=texts)
         return user
