@@ -9,9 +9,13 @@ p50/p99 measured during the same run, the same end-to-end run with a 100,000-job
 waiting in the store, the end-to-end run again while CLEARQUEUE removes that backlog, the
 end-to-end run with a Prometheus-style scraper reading /metrics every second paired with
 the same run without one (phase scrape, ABBA), and the server's CPU seconds and peak memory.
+Phase `security` (bench_security.py): the cost of a connection's handshake open, with a
+SCRAM login and with TLS too, and the end-to-end run over TLS with a login beside the same
+run plain and open.
 
     python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
-        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear,scrape] [--repeat 3]
+        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear,scrape,security]
+        [--repeat 3]
 
 Clients run in separate processes (producer, workers) so that the client side does not
 share one core; the server runs as `python -m overhop serve`, with any extra arguments from
@@ -51,11 +55,11 @@ SCRAPE_INTERVAL_S = 1.0
 HTTP_PORTS: dict[int, int] = {}  # server pid -> its HTTP port
 
 
-def start_server(storage: Path) -> tuple[subprocess.Popen[str], int]:
+def start_server(storage: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "overhop", "serve", "--server.host", "127.0.0.1",
          "--server.port", "0", "--storage.path", str(storage), "--logging.level", "info",
-         "--http.port", "0", *EXTRA_SERVER_ARGS],
+         "--http.port", "0", *EXTRA_SERVER_ARGS, *extra],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
     assert process.stderr is not None
@@ -464,6 +468,11 @@ def main() -> None:
             if "clear" in phases:
                 report["e2e_while_clearing_backlog"] = end_to_end_while_clearing(
                     port, "e2e_clear", "backlog", args.jobs)
+            if "security" in phases:
+                from bench_security import security_report
+
+                report["security"] = security_report(Path(tmp) / "security", args.jobs,
+                                                     args.repeat)
             report["server_cpu_seconds_total"] = round(cpu_seconds(server.pid), 2)
             report["server_peak_rss_mb"] = round(peak_rss_mb(server.pid), 1)
         finally:

@@ -6,6 +6,8 @@ client doing the least work a real client must do: frame, pack, unpack, match by
 
 import asyncio
 import itertools
+import os
+import ssl
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -108,8 +110,30 @@ _IGNORED: Any = object()
 
 async def connect(port: int, on_push: Callable[[dict[str, Any]], None] | None = None,
                   name: str = "bench") -> BenchConnection:
+    """HELLO and REGISTER; over TLS trusting the CA in `$OVERHOP_BENCH_TLS_CA`, and logged
+    in with SCRAM-SHA-256 as `$OVERHOP_BENCH_USER` / `$OVERHOP_BENCH_PASSWORD`, when set
+    (the variables reach the benchmark's client processes too)."""
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: BenchConnection(on_push), "127.0.0.1", port)
+    ca_file = os.environ.get("OVERHOP_BENCH_TLS_CA")
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    _, conn = await loop.create_connection(lambda: BenchConnection(on_push), "127.0.0.1", port,
+                                           ssl=context,
+                                           server_hostname="127.0.0.1" if context else None)
     await conn.request(1, {})
+    user = os.environ.get("OVERHOP_BENCH_USER")
+    if user:
+        await log_in(conn, user, os.environ["OVERHOP_BENCH_PASSWORD"])
     await conn.request(2, {"name": name})
     return conn
+
+
+async def log_in(conn: BenchConnection, user: str, password: str) -> None:
+    """The two AUTH messages (the client's PBKDF2 included, as every real client pays it)."""
+    from overhop.auth import scram
+
+    nonce = scram.new_nonce()
+    first = scram.client_first_message(user, nonce)
+    challenge = await conn.request(31, {"mechanism": "SCRAM-SHA-256", "data": first})
+    final, signature = scram.client_final_message(password, first, challenge["data"], nonce)
+    outcome = await conn.request(31, {"data": final})
+    scram.verify_server_final(outcome["data"], signature)

@@ -25,6 +25,11 @@ class ErrorCode(StrEnum):
     REGISTER_TIMEOUT = "REGISTER_TIMEOUT"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     SHUTTING_DOWN = "SHUTTING_DOWN"
+    # Authentication and permissions.
+    AUTH_FAILED = "AUTH_FAILED"
+    FORBIDDEN = "FORBIDDEN"
+    USER_EXISTS = "USER_EXISTS"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
     # Payload validation.
     INVALID_PAYLOAD = "INVALID_PAYLOAD"
     # Queues.

@@ -6,7 +6,9 @@ a delivery that completes (with ACK, JOBBEAT, JOBLOG), one that fails, is retrie
 server (a second QUEST, attempt 2), released, failed for good and RETRYed, then a removal,
 a clear and an obliteration; the scratch one is subscribed to and removed with RMQUEUE,
 which ends that subscription with a SUBEND push. One request is
-wrong on purpose (an ENQUEUE into a queue that does not exist) to see an ERR.
+wrong on purpose (an ENQUEUE into a queue that does not exist) to see an ERR. With a
+`Login` (selfdebug/login.py), the walk starts with a SCRAM login and ends with the user
+messages.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from overhop_client.messages import MessageType
 from overhop_client.times import format_time
 
 from selfdebug import checks
+from selfdebug.login import Login, login_steps, user_steps
 from selfdebug.steps import State, Step
 
 LIMIT_KEYS = ("heartbeat_interval_ms", "stale_after_ms", "ack_timeout_ms",
@@ -38,9 +41,11 @@ RATE_WINDOW_MS = 1000
 MISSING_QUEUE = "self-debug-no-such-queue"
 
 
-def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
-                  ) -> list[Step]:
-    """The steps of the walk, using the queues `queue` and `scratch` (which must not exist)."""
+def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch",
+                  login: Login | None = None) -> list[Step]:
+    """The steps of the walk, using the queues `queue` and `scratch` (which must not exist).
+    With `login` (a user the server has), the walk logs in first and walks the user
+    messages before STATUS and GOODBYE; without, it expects an open server."""
 
     def q(state: State) -> dict[str, Any]:
         return {"q": queue}
@@ -234,7 +239,7 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
         checks.empty(p)
 
     ok = MessageType.OK
-    return [
+    steps = [
         # Session (section 4).
         Step("HELLO", MessageType.HELLO, MessageType.HI, "1 HELLO: HI {}", check=empty),
         Step("REGISTER", MessageType.REGISTER, ok, "2 REGISTER: OK {wid, limits}",
@@ -370,3 +375,6 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
         Step("GOODBYE", MessageType.GOODBYE, ok, "23 GOODBYE: OK {}, then the server closes",
              lambda state: {"reason": "self-debug done"}, empty, then_closed=True),
     ]
+    if login is None:
+        return steps
+    return [*login_steps(login), *steps[1:-2], *user_steps(login), *steps[-2:]]

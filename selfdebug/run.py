@@ -6,8 +6,11 @@
 2. Use `storage.self_debug_path` (default: the data path + "-self-debug") as a throwaway
    store: a store left there by an earlier run is wiped first; a directory holding
    anything else, or the data directory itself, is refused (exit 2).
-3. Start the server in this process and event loop, walk the protocol with a raw client
-   (`selfdebug.plan`), printing every frame on stdout; the server logs to stderr.
+3. Start the server in this process and event loop; on a first raw connection add the
+   self-debug user (the server has none: the open loopback bootstrap, after which the
+   server closes that connection), then walk the protocol on a second one, logged in with
+   SCRAM-SHA-256 (`selfdebug.login`, `selfdebug.plan`), printing every frame on stdout;
+   the server logs to stderr.
 4. Stop the server, remove the store unless `keep_artifacts`, and exit 0 when every step
    passed, else 1 with a line naming the first step that failed.
 """
@@ -26,6 +29,7 @@ from overhop.logs import configure_logging
 from overhop.server.app import serve
 from overhop.storage.store import LOCK_FILE
 from selfdebug.frames import FramePrinter
+from selfdebug.login import Login, bootstrap_walk
 from selfdebug.plan import protocol_walk
 from selfdebug.steps import Report, Step, run_steps
 from selfdebug.wire import RawClient
@@ -62,8 +66,10 @@ def prepare_storage(path: Path, data_path: Path) -> None:
 
 
 async def walk_against_new_server(loaded: LoadedConfig, storage: Path,
-                                  steps: Sequence[Step], printer: FramePrinter) -> Report:
-    """Start the server on `storage` in this loop, run the steps against it, stop it."""
+                                  steps: Sequence[Step], printer: FramePrinter,
+                                  bootstrap: Sequence[Step] = ()) -> Report:
+    """Start the server on `storage` in this loop, run the `bootstrap` steps on a first
+    connection and the steps on a second, stop it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     started: asyncio.Future[tuple[str, int]] = loop.create_future()
@@ -76,11 +82,23 @@ async def walk_against_new_server(loaded: LoadedConfig, storage: Path,
         raise SetupError(f"the server did not start (exit status {status})")
     host, port = started.result()
     printer.note(f"self-debug: server listening on {host}:{port}, storage {storage}")
-    client = await RawClient.open(host, port, printer)
     try:
-        return await run_steps(client, steps, printer)
+        if bootstrap:
+            printer.note("self-debug: bootstrap connection (adds the first user)")
+            first = await RawClient.open(host, port, printer)
+            try:
+                report = await run_steps(first, bootstrap, printer)
+            finally:
+                first.close()
+            if not report.ok:
+                return report
+            printer.note("self-debug: the walk, logged in")
+        client = await RawClient.open(host, port, printer)
+        try:
+            return await run_steps(client, steps, printer)
+        finally:
+            client.close()
     finally:
-        client.close()
         stop.set()
         await server
 
@@ -102,9 +120,11 @@ def run_self_debug(*, keep_artifacts: bool, steps: Sequence[Step] | None = None,
         print(f"overhop: {exc}", file=sys.stderr)
         return USAGE_EXIT
     configure_logging("verbose", loaded.config.logging.human_friendly)
-    plan = protocol_walk() if steps is None else list(steps)
+    login = Login()
+    plan = protocol_walk(login=login) if steps is None else list(steps)
     try:
-        report = uvloop.run(walk_against_new_server(loaded, storage, plan, printer))
+        report = uvloop.run(walk_against_new_server(loaded, storage, plan, printer,
+                                                    bootstrap_walk(login)))
     except (SetupError, OSError) as exc:
         printer.summary(f"self-debug: FAILED before the first step: {exc}", passed=False)
         return FAILED_EXIT

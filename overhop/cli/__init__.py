@@ -11,6 +11,7 @@ and `python -m overhop`); `cli` is the click group, which other code may extend.
     jobs.py            `overhop job ...` and `overhop jobs`
     status.py          `overhop status`
     worker.py          `overhop worker`
+    users.py           `overhop users add|list|remove|permit`
     session.py         one connection to a server per command, `--url`, `--json`
     render.py          tables, `key  value` fields, JSON, durations
     exits.py           exit statuses and the one-line failure

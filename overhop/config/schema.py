@@ -71,14 +71,30 @@ class HeartbeatConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    # Empty: plain TCP. TLS is opt-in because a certificate cannot be made up for the
+    # operator; docs/security.md says how to get one.
+    cert_file: str = setting("", doc="PEM certificate chain; set with key_file to serve TLS. "
+                                     "Re-read on SIGUSR1.")
+    key_file: str = setting("", doc="PEM private key of cert_file.")
+    # Empty: no client certificates asked for; SCRAM passwords only.
+    client_ca_file: str = setting(
+        "", doc="PEM CA bundle; a client certificate it signed logs in as the user named "
+                "by the subject's CN.")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
-    # All interfaces: workers normally run on other hosts than the broker.
-    host: str = setting("0.0.0.0", nonempty=True, doc="Address to listen on.")
+    # Loopback: a fresh server is reachable only from its own host until users exist
+    # (docs/security.md); workers on other hosts need host = "0.0.0.0" and users.
+    host: str = setting("127.0.0.1", nonempty=True, doc="Address to listen on.")
     # An unassigned port that does not clash with common services; 0 lets the OS pick.
     port: int = setting(9876, minimum=0, maximum=65535,
                         doc="TCP port to listen on; 0 picks a free port (for tests).")
-    # TLS is planned but not implemented; the key exists so configs can say so explicitly.
-    tls_enabled: bool = setting(False, doc="TLS on the listener; only false is accepted.")
+    # Off: without users, only loopback is served. On, a server without users serves
+    # anyone who reaches the port, with every right; a warning says so at each start.
+    allow_unauthenticated: bool = setting(
+        False, doc="Serve a non-loopback address without users (anyone may do anything).")
     # Ten thousand peers, each allowed up to write_buffer_high_bytes of queued output, is
     # the most one process can serve before memory, not sockets, becomes the limit.
     max_connections: int = setting(10000, minimum=1, maximum=1_000_000,
@@ -114,6 +130,24 @@ class ServerConfig:
         30, minimum=0, maximum=7200,
         doc="Seconds of silence before TCP probes a peer; unanswered, it is dropped about "
             "twice this long after it last answered. 0 turns the probes off.")
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # A quarter second costs a person nothing and a password guesser most of its speed;
+    # it doubles with each failure from the same address.
+    failure_delay_ms: int = setting(
+        250, minimum=0, maximum=60_000,
+        doc="Delay before the reply to a failed login; doubles per failure from one address.")
+    # 30 s: a guesser gets two tries a minute from one address; a person who mistyped
+    # waits at worst this long.
+    failure_delay_max_ms: int = setting(30_000, minimum=0, maximum=3_600_000,
+                                        doc="The failed-login delay never grows past this.")
+    # Ten quiet minutes and an address starts again from the first delay.
+    failure_memory_seconds: int = setting(
+        600, minimum=1, maximum=86_400,
+        doc="Seconds without a failure after which an address's count is forgotten.")
 
 
 @dataclass(frozen=True)
@@ -299,6 +333,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     wire: WireConfig = field(default_factory=WireConfig)
     queues: QueuesConfig = field(default_factory=QueuesConfig)
     pagination: PaginationConfig = field(default_factory=PaginationConfig)
@@ -439,8 +474,12 @@ def validate_config(config: Config) -> None:
     """Raise ConfigError for the first key out of its limits or the first broken rule."""
     for key, value in config_values(config).items():
         SETTINGS[key].check(value)
-    if config.server.tls_enabled:
-        raise ConfigError("server.tls_enabled: TLS is not supported by this version")
+    tls = config.server.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("server.tls.cert_file and server.tls.key_file go together: set both "
+                          "to serve TLS, or neither")
+    if tls.client_ca_file and not tls.cert_file:
+        raise ConfigError("server.tls.client_ca_file needs server.tls.cert_file and key_file")
     server, storage, pages = config.server, config.storage, config.pagination
     if server.write_buffer_max_bytes <= server.write_buffer_high_bytes:
         raise ConfigError(

@@ -29,11 +29,14 @@ from overhop.http.listener import HttpStartError, start_http
 from overhop.http.sources import Sources
 from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome
+from overhop.server.authentication import AuthService, exposure_refusal, new_secret
 from overhop.server.connection import Connection
 from overhop.server.context import ServerContext
 from overhop.server.heartbeat import run_heartbeat
+from overhop.server.tls import TlsError, tls_for
 from overhop.session.states import SessionLimits
 from overhop.storage.store import Store, StoreOpenError
+from overhop.storage.user_records import load_users
 from overhop.storage.writer import Writer, WriterStartError
 from overhop.wire.messages import MessageType
 
@@ -67,6 +70,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
                 started: "asyncio.Future[tuple[str, int]] | None" = None) -> int:
     config = loaded.config
     loop = asyncio.get_running_loop()
+    own_signals = stop is None
     if stop is None:
         # Installed first: a signal during boot or right after `server_started` must take the
         # graceful path, not kill the process.
@@ -103,9 +107,25 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     await broker.boot()
     ctx = ServerContext(config, store, writer, broker, session_limits(config), now_ms(),
                         loaded.source)
+    users, secret = load_users(store)
+    if secret is None:  # stored with the first user: a server without users writes nothing
+        secret = new_secret()
+    ctx.auth = AuthService(config, users, secret)
+    tls = None
+    refusal = exposure_refusal(config, ctx.auth)
     try:
-        server = await loop.create_server(lambda: Connection(ctx), config.server.host,
-                                          config.server.port, reuse_address=True, backlog=1024)
+        tls = tls_for(config.server.tls)
+    except TlsError as exc:
+        refusal = str(exc)
+    if refusal is not None:
+        print(f"overhop: {refusal}", file=sys.stderr)
+        await writer.stop()
+        store.close()
+        return 2
+    try:
+        server = await loop.create_server(
+            (lambda: Connection(ctx)) if tls is None else tls.acceptor(lambda: Connection(ctx)),
+            config.server.host, config.server.port, reuse_address=True, backlog=1024)
     except OSError as exc:
         print(f"overhop: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
@@ -125,7 +145,10 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     if writer.lost:  # lost while booting
         halt(ctx, server)
     host, port = server.sockets[0].getsockname()[:2]
+    if tls is not None and own_signals:
+        loop.add_signal_handler(signal.SIGUSR1, tls.reload)
     log.info("server_started", version=__version__, host=host, port=port,
+             tls=tls is not None, users=len(ctx.auth.users), open_access=ctx.auth.open_access,
              storage_path=str(path), writer_pid=writer.pid, config_source=loaded.source,
              queues=len(broker.queues), stale_readers_cleared=store.stale_readers_cleared,
              boot_ms=round((time.perf_counter() - boot_started) * 1000, 1))

@@ -30,6 +30,8 @@ from overhop.clock import now_ms, to_rfc3339
 from overhop.errors import ErrorCode, OverhopError, ProtocolError
 from overhop.logs import VERBOSE, get_logger
 from overhop.model.jobs import AttemptOutcome
+from overhop.server.authentication import ConnectionAuth
+from overhop.server.authorization import authorize, filter_reply
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
 from overhop.server.pushes import encode_quest, encode_result, encode_subend
@@ -62,6 +64,7 @@ _PING = MessageType.PING
 _HELLO = MessageType.HELLO
 _GOODBYE = MessageType.GOODBYE
 _OK = MessageType.OK
+_AUTH = MessageType.AUTH
 
 
 class Connection(asyncio.Protocol):
@@ -91,6 +94,7 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._verbose = False
         self._max_buffered = ctx.config.wire.max_buffered_input_bytes
+        self.auth = ConnectionAuth(self)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -275,6 +279,8 @@ class Connection(asyncio.Protocol):
     # -- frames ----------------------------------------------------------------------------
 
     def _handle_frame(self, frame: Body) -> None:
+        if self.auth.failing:  # a failed login: its delayed ERR comes, nothing else
+            return
         try:
             envelope = decode_envelope(frame)
         except ProtocolError as exc:
@@ -293,11 +299,20 @@ class Connection(asyncio.Protocol):
                 return
             if message_type is _HELLO:
                 self.session.advance(message_type, now_ms())
-                self.send(encode_frame(MessageType.HI, rid, {}))
+                self.send(encode_frame(MessageType.HI, rid, self.auth.hello()))
+                return
+            if message_type is _AUTH:
+                self.auth.step(rid, envelope.payload)
                 return
             if self.worker is not None:
                 self.worker.last_seen_ms = now_ms()
+            permissions = self.auth.permissions
+            if permissions is not None:
+                authorize(self.log, self.auth.user or "", permissions, message_type,
+                          envelope.payload, self.worker)
             reply = HANDLERS[message_type](self.ctx, self, envelope.payload)
+            if permissions is not None and type(reply) is dict:
+                reply = filter_reply(permissions, message_type, reply)
         except OverhopError as exc:
             if message_type is MessageType.REGISTER:
                 exc.closes = True

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from overhop.broker.service import Broker
 from overhop.config.schema import Config
+from overhop.server.authentication import AuthService
 from overhop.session.states import SessionLimits
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
@@ -37,3 +38,5 @@ class ServerContext:
     # Loop time until which connections share the writer, and so take short turns
     # (connection.FRAMES_PER_TURN, SHARED_REQUESTS_IN_FLIGHT, SHARED_FOR_S).
     shared_until: float = 0.0
+    # Users, the secret, the login throttle; an open server (no users) until app.py sets it.
+    auth: AuthService = field(default_factory=lambda: AuthService(Config(), [], b""))

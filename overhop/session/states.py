@@ -4,6 +4,11 @@ anonymous --HELLO--> helloed --REGISTER--> worker
 helloed --(unregistered too long: IDENT sent)--> identified --REGISTER--> worker
 identified --(reply_deadline passed)--> ERR REGISTER_TIMEOUT, closed
 anonymous --(no HELLO in time)--> closed without a reply
+With authentication (overhop/server/authentication.py decides, right after HELLO):
+helloed --(the server requires it)--> authenticating --AUTH--> challenged --AUTH--> authenticated
+helloed --AUTH--> challenged (optional on an open server)
+helloed --(a client certificate names a user)--> authenticated --REGISTER--> worker
+authenticating, challenged --(not done in the helloed lifetime)--> closed without a reply
 Any message a state does not allow: ERR PROTOCOL_VIOLATION, closed.
 """
 
@@ -18,21 +23,36 @@ class SessionState(StrEnum):
     ANONYMOUS = "anonymous"
     HELLOED = "helloed"
     IDENTIFIED = "identified"
+    AUTHENTICATING = "authenticating"
+    CHALLENGED = "challenged"
+    AUTHENTICATED = "authenticated"
     WORKER = "worker"
 
 
 ALLOWED: dict[SessionState, frozenset[MessageType]] = {
     SessionState.ANONYMOUS: frozenset({MessageType.HELLO}),
-    SessionState.HELLOED: frozenset({MessageType.REGISTER}),
+    SessionState.HELLOED: frozenset({MessageType.REGISTER, MessageType.AUTH}),
     SessionState.IDENTIFIED: frozenset({MessageType.REGISTER}),
-    SessionState.WORKER: CLIENT_TYPES - {MessageType.HELLO, MessageType.REGISTER},
+    SessionState.AUTHENTICATING: frozenset({MessageType.AUTH}),
+    SessionState.CHALLENGED: frozenset({MessageType.AUTH}),
+    SessionState.AUTHENTICATED: frozenset({MessageType.REGISTER}),
+    SessionState.WORKER: CLIENT_TYPES - {MessageType.HELLO, MessageType.REGISTER,
+                                         MessageType.AUTH},
 }
 
 TRANSITIONS: dict[tuple[SessionState, MessageType], SessionState] = {
     (SessionState.ANONYMOUS, MessageType.HELLO): SessionState.HELLOED,
     (SessionState.HELLOED, MessageType.REGISTER): SessionState.WORKER,
     (SessionState.IDENTIFIED, MessageType.REGISTER): SessionState.WORKER,
+    (SessionState.HELLOED, MessageType.AUTH): SessionState.CHALLENGED,
+    (SessionState.AUTHENTICATING, MessageType.AUTH): SessionState.CHALLENGED,
+    (SessionState.CHALLENGED, MessageType.AUTH): SessionState.AUTHENTICATED,
+    (SessionState.AUTHENTICATED, MessageType.REGISTER): SessionState.WORKER,
 }
+
+# States that wait for the client to finish authenticating: closed after the helloed
+# lifetime, like a connection that never said HELLO.
+AUTHENTICATION_STATES = frozenset({SessionState.AUTHENTICATING, SessionState.CHALLENGED})
 
 
 class SessionAction(Enum):
@@ -79,12 +99,25 @@ class Session:
         if self.state == SessionState.ANONYMOUS:
             if now_ms - self.connected_at_ms >= limits.unhelloed_max_lifetime_ms:
                 return SessionAction.CLOSE
-        elif self.state == SessionState.HELLOED:
+        elif self.state in AUTHENTICATION_STATES:
+            if now_ms - self.helloed_at_ms >= limits.helloed_unregistered_max_lifetime_ms:
+                return SessionAction.CLOSE
+        elif self.state in (SessionState.HELLOED, SessionState.AUTHENTICATED):
             if now_ms - self.helloed_at_ms >= limits.helloed_unregistered_max_lifetime_ms:
                 return SessionAction.SEND_IDENT
         elif self.state == SessionState.IDENTIFIED and now_ms >= self.ident_deadline_ms:
             return SessionAction.REGISTER_TIMEOUT
         return SessionAction.NONE
+
+    def require_authentication(self) -> None:
+        """Right after HELLO: the server accepts nothing but AUTH until it succeeds."""
+        if self.state == SessionState.HELLOED:
+            self.state = SessionState.AUTHENTICATING
+
+    def authenticated_by_certificate(self) -> None:
+        """Right after HELLO: the TLS client certificate named a user; REGISTER next."""
+        if self.state == SessionState.HELLOED:
+            self.state = SessionState.AUTHENTICATED
 
     def identify(self, now_ms: int, limits: SessionLimits) -> int:
         """IDENT was sent: REGISTER is due by the returned deadline."""

@@ -11,6 +11,7 @@ Layout version 1. Named databases:
 | `by_time`    | queue name, 0x00, start ms (8 B BE), uuid7 (16 B)| empty                  |
 | `by_finish`  | queue name, 0x00, status, finish ms (8 B), uuid7 | empty                  |
 | `counters`   | queue name, 0x00, status (1 byte)                | count (8 B BE)         |
+| `users`      | user name; 0x00 `secret` for the server's secret | user record; 32 bytes  |
 
 Queue names are ASCII letters, digits, `_` and `-`, so 0x00 ends a name unambiguously.
 Numbers are big-endian so byte order is time order; uuid7 bytes sort by creation time, so
@@ -26,6 +27,9 @@ SEPARATOR = b"\x00"
 U64 = struct.Struct(">Q")
 
 META_LAYOUT_VERSION = b"layout_version"
+# In `users`: the server's random secret (fake salts for unknown names). User names never
+# start with 0x00, so it cannot clash with one.
+USERS_SECRET = b"\x00secret"
 
 
 def queue_prefix(queue_name: str) -> bytes:

@@ -82,6 +82,7 @@ class Store:
         self.by_time = self.env.open_db(b"by_time")
         self.by_finish = self.env.open_db(b"by_finish")
         self.counters_db = self.env.open_db(b"counters")
+        self.users_db = self.env.open_db(b"users")
         self._page_size: int = self.env.stat()["psize"]
         if not owner:
             return

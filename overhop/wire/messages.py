@@ -45,6 +45,12 @@ class MessageType(IntEnum):
     OBLITERATE = 29
     # Client to server: bulk enqueue.
     ENQUEUEMANY = 30
+    # Client to server: authentication and user administration.
+    AUTH = 31
+    USERADD = 32
+    USERLIST = 33
+    USERRM = 34
+    USERPERMIT = 35
     # Results without polling: be told of a job's final outcome.
     WATCH = 40
     UNWATCH = 41

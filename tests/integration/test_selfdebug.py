@@ -17,6 +17,7 @@ from overhop.cli import cli
 from overhop.wire.messages import MessageType
 from selfdebug.checks import Mismatch
 from selfdebug.frames import FramePrinter
+from selfdebug.login import Login
 from selfdebug.plan import protocol_walk
 from selfdebug.run import SetupError, prepare_storage
 from selfdebug.steps import Report, Step, run_steps
@@ -60,7 +61,7 @@ def test_self_debug_walks_every_message_type_and_removes_its_storage(tmp_path: P
         assert re.search(rf"^OUT {name} +rid=\d+ +\{{", result.stdout, re.MULTILINE), name
     assert re.search(r"^IN  QUEST +rid=0 \(push\) +\{.*\"attempt\": 2", result.stdout,
                      re.MULTILINE)
-    steps = len(protocol_walk())
+    steps = len(protocol_walk(login=Login()))  # the run logs in (selfdebug/login.py)
     assert result.stdout.rstrip().endswith(f"self-debug: all {steps} steps passed")
     assert not ANSI.search(result.stdout)  # not a terminal: plain text
     # The most verbose logging (the server's default is info), on stderr.
@@ -104,11 +105,12 @@ def test_a_directory_that_is_not_a_store_is_left_alone(tmp_path: Path) -> None:
 BROKEN_RUN = """
 import dataclasses, sys
 from overhop.wire.messages import MessageType
+from selfdebug.login import Login
 from selfdebug.plan import protocol_walk
 from selfdebug.run import SetupError, prepare_storage
 from selfdebug.run import run_self_debug
 
-steps = protocol_walk()
+steps = protocol_walk(login=Login())
 index = next(i for i, step in enumerate(steps) if step.name == "SETQUEUE")
 steps[index] = dataclasses.replace(steps[index], expect=MessageType.ERR)
 sys.exit(run_self_debug(keep_artifacts=False, steps=steps))
@@ -119,7 +121,7 @@ def test_a_failing_step_exits_non_zero_naming_the_step(tmp_path: Path) -> None:
     home = tmp_path / "home"
     result = self_debug(home, code=BROKEN_RUN)
     assert result.returncode == 1, result.stdout + result.stderr
-    number = [step.name for step in protocol_walk()].index("SETQUEUE") + 1
+    number = [step.name for step in protocol_walk(login=Login())].index("SETQUEUE") + 1
     last = result.stdout.rstrip().splitlines()[-1]
     assert last.startswith(f"self-debug: FAILED at step {number} (SETQUEUE): "
                            "expected ERR, got OK"), last

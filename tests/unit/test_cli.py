@@ -147,8 +147,9 @@ def test_config_uses_overhop_config_variable(
     (["--server.port"], "server.port: missing value"),
     (["--logging.level", "loud"],
      "logging.level: 'loud' is not one of error, warn, info, debug, verbose"),
-    (["--server.tls_enabled", "true"],
-     "server.tls_enabled: TLS is not supported by this version"),
+    (["--server.tls.cert_file", "/c.pem"],
+     "server.tls.cert_file and server.tls.key_file go together: set both to serve TLS, "
+     "or neither"),
     (["stray"], "unexpected argument 'stray': overrides look like --section.key VALUE"),
 ])
 def test_config_errors_exit_2_with_one_line(

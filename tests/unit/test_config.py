@@ -84,7 +84,8 @@ def test_defaults_are_valid_and_match_the_spec() -> None:
     assert config.wire.session.ident_register_timeout_seconds == 2
     assert config.storage.max_map_size_bytes == 64 * 1024**3
     assert config.storage.self_debug_path == ""
-    assert len(SETTINGS) == 47
+    assert config.server.host == "127.0.0.1"  # safe by default (docs/security.md)
+    assert len(SETTINGS) == 53
 
 
 def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
@@ -98,8 +99,8 @@ def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
 
 def test_sections_are_the_toml_tables() -> None:
     assert {
-        "logging", "heartbeat", "server", "wire", "wire.session", "queues", "pagination", "storage",
-        "dispatch", "jobs", "worker", "shutdown", "http",
+        "logging", "heartbeat", "server", "server.tls", "auth", "wire", "wire.session", "queues",
+        "pagination", "storage", "dispatch", "jobs", "worker", "shutdown", "http",
     } == SECTIONS
 
 
@@ -270,14 +271,22 @@ def test_bad_file_contents(cwd: Path, system: Path, text: str, expected: str) ->
     assert error_of(cwd, system) == f"{path}: {expected}"
 
 
-def test_tls_enabled_in_file_is_refused(cwd: Path, system: Path) -> None:
-    write(cwd / "overhop.toml", "[server]\ntls_enabled = true\n")
-    assert error_of(cwd, system) == "server.tls_enabled: TLS is not supported by this version"
+def test_tls_cert_without_key_is_refused(cwd: Path, system: Path) -> None:
+    write(cwd / "overhop.toml", '[server.tls]\ncert_file = "/etc/c.pem"\n')
+    assert error_of(cwd, system) == (
+        "server.tls.cert_file and server.tls.key_file go together: set both to serve TLS, "
+        "or neither")
 
 
-def test_tls_disabled_in_file_is_accepted(cwd: Path, system: Path) -> None:
+def test_tls_files_in_file_are_accepted(cwd: Path, system: Path) -> None:
+    write(cwd / "overhop.toml",
+          '[server.tls]\ncert_file = "/c.pem"\nkey_file = "/k.pem"\nclient_ca_file = "/ca"\n')
+    assert load(cwd, system).config.server.tls.client_ca_file == "/ca"
+
+
+def test_the_old_tls_enabled_key_is_unknown(cwd: Path, system: Path) -> None:
     write(cwd / "overhop.toml", "[server]\ntls_enabled = false\n")
-    assert load(cwd, system).config.server.tls_enabled is False
+    assert error_of(cwd, system).endswith("unknown config key 'server.tls_enabled'")
 
 
 def test_unreadable_path_is_reported(tmp_path: Path) -> None:
@@ -364,9 +373,9 @@ def test_override_cannot_rescue_an_invalid_file(cwd: Path, system: Path) -> None
     assert message == f"{path}: server.port: 70000 is out of range 0..65535"
 
 
-def test_tls_enabled_override_is_refused(cwd: Path, system: Path) -> None:
-    message = error_of(cwd, system, ["--server.tls_enabled=true"])
-    assert message == "server.tls_enabled: TLS is not supported by this version"
+def test_client_ca_without_a_certificate_is_refused(cwd: Path, system: Path) -> None:
+    message = error_of(cwd, system, ["--server.tls.client_ca_file=/ca.pem"])
+    assert message == "server.tls.client_ca_file needs server.tls.cert_file and key_file"
 
 
 # --- cross-field checks ---------------------------------------------------------------------
@@ -474,6 +483,8 @@ def test_dump_has_every_key_in_nested_tables() -> None:
             if not isinstance(value, dict)}
     flat.update({f"wire.session.{key}": value
                  for key, value in document["wire"]["session"].items()})
+    flat.update({f"server.tls.{key}": value
+                 for key, value in document["server"]["tls"].items()})
     assert flat == config_values(Config())
 
 
@@ -491,8 +502,11 @@ def _valid_value(key: str) -> st.SearchStrategy[object]:
 @st.composite
 def valid_configs(draw: st.DrawFn) -> Config:
     values = {key: draw(_valid_value(key)) for key in SETTINGS}
-    values["server.tls_enabled"] = False
     values["http.allow_non_loopback"] = True  # any host then (loopback: test_http_config)
+    if bool(values["server.tls.cert_file"]) != bool(values["server.tls.key_file"]) or (
+            values["server.tls.client_ca_file"] and not values["server.tls.cert_file"]):
+        values["server.tls.cert_file"] = values["server.tls.key_file"] = ""
+        values["server.tls.client_ca_file"] = ""
     mark = draw(st.integers(4096, 1024**3))
     values["server.write_buffer_high_bytes"] = mark
     values["server.write_buffer_max_bytes"] = draw(st.integers(max(mark + 1, 65536), 4 * 1024**3))
@@ -552,5 +566,5 @@ def test_docs_error_examples_are_real_messages(cwd: Path, system: Path) -> None:
     text = DOC.read_text(encoding="utf-8")
     for words in (["--server.prot", "1"], ["--server.port", "abc"],
                   ["--heartbeat.interval_ms", "50"], ["--logging.level", "loud"],
-                  ["--server.port"], ["--server.tls_enabled", "true"]):
+                  ["--server.port"], ["--server.tls.client_ca_file", "/ca.pem"]):
         assert f"overhop: {error_of(cwd, system, words)}\n" in text

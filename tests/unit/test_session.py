@@ -41,6 +41,14 @@ def session_in(state: SessionState, now: int = CONNECTED_AT) -> Session:
     if state is SessionState.IDENTIFIED:
         session.identify(now, LIMITS)
         return session
+    if state is SessionState.AUTHENTICATING:
+        session.require_authentication()
+        return session
+    if state in (SessionState.CHALLENGED, SessionState.AUTHENTICATED):
+        session.advance(MessageType.AUTH, now)
+        if state is SessionState.AUTHENTICATED:
+            session.advance(MessageType.AUTH, now)
+        return session
     session.advance(MessageType.REGISTER, now)
     return session
 
@@ -59,14 +67,22 @@ def test_tables_cover_every_state_and_only_client_types() -> None:
 
 def test_the_documented_grammar() -> None:
     assert ALLOWED[SessionState.ANONYMOUS] == {MessageType.HELLO}
-    assert ALLOWED[SessionState.HELLOED] == {MessageType.REGISTER}
+    assert ALLOWED[SessionState.HELLOED] == {MessageType.REGISTER, MessageType.AUTH}
     assert ALLOWED[SessionState.IDENTIFIED] == {MessageType.REGISTER}
+    assert ALLOWED[SessionState.AUTHENTICATING] == {MessageType.AUTH}
+    assert ALLOWED[SessionState.CHALLENGED] == {MessageType.AUTH}
+    assert ALLOWED[SessionState.AUTHENTICATED] == {MessageType.REGISTER}
     assert ALLOWED[SessionState.WORKER] == CLIENT_TYPES - {MessageType.HELLO,
-                                                          MessageType.REGISTER}
+                                                          MessageType.REGISTER,
+                                                          MessageType.AUTH}
     assert TRANSITIONS == {
         (SessionState.ANONYMOUS, MessageType.HELLO): SessionState.HELLOED,
         (SessionState.HELLOED, MessageType.REGISTER): SessionState.WORKER,
         (SessionState.IDENTIFIED, MessageType.REGISTER): SessionState.WORKER,
+        (SessionState.HELLOED, MessageType.AUTH): SessionState.CHALLENGED,
+        (SessionState.AUTHENTICATING, MessageType.AUTH): SessionState.CHALLENGED,
+        (SessionState.CHALLENGED, MessageType.AUTH): SessionState.AUTHENTICATED,
+        (SessionState.AUTHENTICATED, MessageType.REGISTER): SessionState.WORKER,
     }
 
 
@@ -214,7 +230,10 @@ def expected_action(state: SessionState, now: int, connected_at: int, helloed_at
     helloed_until = helloed_at + LIMITS.helloed_unregistered_max_lifetime_ms
     if state is SessionState.ANONYMOUS and now >= anonymous_until:
         return SessionAction.CLOSE
-    if state is SessionState.HELLOED and now >= helloed_until:
+    waiting_for_auth = (SessionState.AUTHENTICATING, SessionState.CHALLENGED)
+    if state in waiting_for_auth and now >= helloed_until:
+        return SessionAction.CLOSE
+    if state in (SessionState.HELLOED, SessionState.AUTHENTICATED) and now >= helloed_until:
         return SessionAction.SEND_IDENT
     if state is SessionState.IDENTIFIED and now >= deadline:
         return SessionAction.REGISTER_TIMEOUT

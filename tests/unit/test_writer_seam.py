@@ -38,6 +38,9 @@ SAMPLES: list[ops.Operation[Any]] = [
     ops.DeleteEmptyQueue("q"),
     ops.PruneFinished("q", CONFIG, 9, 500),
     ops.AppendLogs(JOB.job_id, "d1", ["a", "b"], 9),
+    ops.AddUser(b"\x92\xa3ann", bytes(32)),
+    ops.RemoveUser("ann"),
+    ops.SetUserPermissions("ann", ["read:*"]),
 ]
 
 
@@ -50,7 +53,7 @@ def test_every_operation_has_one_code_and_an_apply_function() -> None:
     assert len(APPLY) == len(ops.OperationCode) == len(ops.OPERATIONS)
     assert [cls.code for cls in ops.OPERATION_BY_CODE] == list(ops.OperationCode)
     growing = {type(op).__name__ for op in SAMPLES if type(op).grows}
-    assert growing == {"AddQueue", "Enqueue", "EnqueueMany", "AppendLogs"}
+    assert growing == {"AddQueue", "Enqueue", "EnqueueMany", "AppendLogs", "AddUser"}
 
 
 def test_every_operation_crosses_the_wire_unchanged() -> None:

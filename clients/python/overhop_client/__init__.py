@@ -5,16 +5,19 @@
 - `Worker`: the worker runner (handlers per queue, concurrency, retries, graceful stop).
 """
 
-from overhop_client.client import AsyncClient, EnqueueOptions
+from overhop_client.auth import AuthenticationError
+from overhop_client.client import AsyncClient, EnqueueOptions, UserInfo
 from overhop_client.context import JobContext
 from overhop_client.errors import (
     ERROR_CLASSES,
     AlreadySubscribedError,
+    AuthFailedError,
     BadEnvelopeError,
     ConnectionLost,
     DeliveryAlreadyAckedError,
     DeliveryNotFoundError,
     DeliveryStaleError,
+    ForbiddenError,
     FrameEmptyError,
     FrameTimeoutError,
     FrameTooLargeError,
@@ -47,6 +50,8 @@ from overhop_client.errors import (
     TooManyValuesError,
     UnknownTypeError,
     UnsupportedVersionError,
+    UserExistsError,
+    UserNotFoundError,
     WatchLimitError,
     error_from_wire,
 )
@@ -92,6 +97,8 @@ __all__ = [
     "ERROR_CLASSES",
     "AlreadySubscribedError",
     "AsyncClient",
+    "AuthFailedError",
+    "AuthenticationError",
     "Backoff",
     "BadEnvelopeError",
     "BlockReason",
@@ -105,6 +112,7 @@ __all__ = [
     "DeliveryStaleError",
     "EnqueueOptions",
     "FailOutcome",
+    "ForbiddenError",
     "FrameEmptyError",
     "FrameTimeoutError",
     "FrameTooLargeError",
@@ -162,6 +170,9 @@ __all__ = [
     "TooManyValuesError",
     "UnknownTypeError",
     "UnsupportedVersionError",
+    "UserExistsError",
+    "UserInfo",
+    "UserNotFoundError",
     "WatchLimitError",
     "Worker",
     "WorkerInfo",

@@ -15,14 +15,22 @@ use are ignored; BYE (the server is shutting down) is kept in `bye` and passed t
 import asyncio
 import os
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
 from overhop_client import tracing
+from overhop_client.auth import (
+    DEFAULT_ITERATIONS,
+    MECHANISM,
+    AuthenticationError,
+    ScramClient,
+    derive_credentials,
+)
 from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value, parse_reply_str
-from overhop_client.connection import Connection, parse_address
+from overhop_client.connection import Connection, parse_url
 from overhop_client.errors import ConnectionLost
 from overhop_client.jobs import Job, JobPage, JobStatus
 from overhop_client.messages import MessageType
@@ -52,6 +60,28 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_MAX_REQUESTS_IN_FLIGHT = 2048
 # The server's bound on the lines one JOBLOG may carry; `log` splits longer batches.
 MAX_LOG_LINES_PER_MESSAGE = 100
+PASSWORD_ENV = "OVERHOP_PASSWORD"
+
+TlsOption = ssl.SSLContext | bool | None
+
+
+def tls_context(tls: TlsOption, url_says_tls: bool) -> ssl.SSLContext | None:
+    """The context to connect with: the one given, or with `True` (or an `overhops://`
+    URL) the system's trust store (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured)."""
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if tls is True or (tls is None and url_says_tls):
+        return ssl.create_default_context()
+    return None
+
+
+class UserInfo(TypedDict):
+    """One user as USERLIST shows it."""
+
+    name: str
+    permissions: list[str]
+    iterations: int
+    created_at: str
 
 
 class EnqueueOptions(TypedDict, total=False):
@@ -112,6 +142,8 @@ class AsyncClient:
         """The server's timings and size limits from REGISTER (None from a server that
         does not send them)."""
         self._in_flight = asyncio.Semaphore(DEFAULT_MAX_REQUESTS_IN_FLIGHT)
+        self.user: str | None = None
+        """The user this connection logged in as (None on an open server)."""
 
     @classmethod
     async def connect(cls, url: str = DEFAULT_URL, *, name: str | None = None,
@@ -120,13 +152,28 @@ class AsyncClient:
                       on_bye: Callable[[Bye], None] | None = None,
                       on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
                       timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
-                      max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> "AsyncClient":
-        """Connect to `host:port` or `overhop://host:port`, then HELLO and REGISTER.
+                      max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                      user: str | None = None, password: str | None = None,
+                      tls: TlsOption = None) -> "AsyncClient":
+        """Connect to `host:port`, `overhop://[user:password@]host:port` or `overhops://...`
+        (TLS), log in if a user is given, then HELLO and REGISTER.
 
         `name` and `labels` (short strings) are shown in the server's STATUS with this
-        host's name and process id.
+        host's name and process id. The user and password come from the arguments, else
+        the URL; the password last from `$OVERHOP_PASSWORD`. With a user, the server must
+        prove it knows that user's keys (`AuthenticationError` otherwise); a wrong password
+        raises `AuthFailedError`. `tls`: an `ssl.SSLContext` (for a private CA, or a client
+        certificate, which logs in as the user its CN names), or True for the system's
+        trust store, which `overhops://` also means.
         """
-        host, port = parse_address(url)
+        address = parse_url(url)
+        host, port = address.host, address.port
+        user = user if user is not None else address.user
+        if password is None:
+            password = address.password
+        if password is None and user is not None:
+            password = os.environ.get(PASSWORD_ENV)
+        context = tls_context(tls, address.tls)
         register: _Register = {"host": socket.gethostname()[:256], "pid": os.getpid()}
         if name is not None:
             register["name"] = name
@@ -138,9 +185,10 @@ class AsyncClient:
                      on_subscription_end=on_subscription_end)
         async with asyncio.timeout(timeout):
             client._connection = await Connection.open(host, port, client._on_push,
-                                                       max_frame_size)
+                                                       max_frame_size, context)
             try:
-                await client.request(MessageType.HELLO)
+                hi = await client.request(MessageType.HELLO)
+                client.user = await client._log_in(hi, user, password)
                 reply = await client.request(MessageType.REGISTER, register)
             except BaseException:
                 client._connection.close()
@@ -152,6 +200,62 @@ class AsyncClient:
             if type(bound) is int and bound > 0:
                 client._in_flight = asyncio.Semaphore(bound)
         return client
+
+    async def _log_in(self, hi: Mapping[str, Any], user: str | None, password: str | None
+                      ) -> str | None:
+        """After HI: SCRAM-SHA-256 when a user is given (unless a client certificate has
+        logged in already); the user logged in as."""
+        if hi.get("user"):
+            return str(hi["user"])  # the TLS client certificate named it
+        if user is None:
+            if hi.get("mechanisms"):
+                raise AuthenticationError(
+                    "the server requires a login: give a user and password (in the URL "
+                    f"overhop://user:password@host:port, or user= with ${PASSWORD_ENV})")
+            return None
+        if password is None:
+            raise AuthenticationError(f"no password for user {user!r} (give it in the URL, "
+                                      f"as password=, or in ${PASSWORD_ENV})")
+        exchange = ScramClient(user, password)
+        challenge = await self.request(MessageType.AUTH,
+                                       {"mechanism": MECHANISM, "data": exchange.first()})
+        server_first = parse_reply_str(challenge, "data")
+        # PBKDF2 takes milliseconds: in a thread, so other connections of this loop go on.
+        final = await asyncio.get_running_loop().run_in_executor(None, exchange.final,
+                                                                 server_first)
+        outcome = await self.request(MessageType.AUTH, {"data": final})
+        exchange.verify(parse_reply_str(outcome, "data"))
+        return user
+
+    # -- users (the `admin` verb on every queue) --------------------------------------
+
+    async def add_user(self, name: str, password: str, permissions: Iterable[str] = (),
+                       *, iterations: int = DEFAULT_ITERATIONS) -> UserInfo:
+        """Create a user. The keys the server stores are derived here, so the password
+        never leaves this process. `permissions`: `verb:pattern` strings such as
+        `produce:emails`, `consume:billing-*`, `admin` (verbs: produce, consume, read,
+        manage, admin; a pattern is a glob on queue names, `*` when left out)."""
+        loop = asyncio.get_running_loop()
+        keys = await loop.run_in_executor(None, derive_credentials, password, iterations)
+        reply = await self.request(MessageType.USERADD, {
+            "name": name, "salt": keys.salt, "iterations": keys.iterations,
+            "stored_key": keys.stored_key, "server_key": keys.server_key,
+            "permissions": list(permissions)})
+        return _user_info(reply)
+
+    async def users(self) -> list[UserInfo]:
+        reply = await self.request(MessageType.USERLIST)
+        return [_user_info(user) for user in reply.get("users") or ()]
+
+    async def remove_user(self, name: str) -> None:
+        """Remove a user; the server closes its connections."""
+        await self.request(MessageType.USERRM, {"name": name})
+
+    async def set_permissions(self, name: str, permissions: Iterable[str]) -> UserInfo:
+        """Replace a user's permissions; live connections follow at their next request."""
+        reply = await self.request(MessageType.USERPERMIT,
+                                   {"name": name, "permissions": list(permissions)})
+        return _user_info(reply)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -513,6 +617,13 @@ class AsyncClient:
         held end as if the connection dropped."""
         await self.request(MessageType.GOODBYE, {"reason": reason} if reason else {})
         await self.wait_closed()
+
+
+def _user_info(reply: Mapping[str, Any]) -> UserInfo:
+    return UserInfo(name=str(reply.get("name", "")),
+                    permissions=[str(p) for p in reply.get("permissions") or ()],
+                    iterations=int(reply.get("iterations", 0)),
+                    created_at=str(reply.get("created_at", "")))
 
 
 def _job_fields(payload: object, run_at: datetime | None, delay: timedelta | None,

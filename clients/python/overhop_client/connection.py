@@ -10,9 +10,11 @@ closes, every request still waiting fails with `ConnectionLost`.
 
 import asyncio
 import itertools
+import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from overhop_client.codec import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -27,18 +29,56 @@ from overhop_client.messages import PUSH_RID, MessageType
 
 DEFAULT_PORT = 9876
 URL_SCHEME = "overhop"
+TLS_URL_SCHEME = "overhops"
 
 PushHandler = Callable[[int, dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class Address:
+    """A parsed server URL: where, whether over TLS, and the credentials it carries."""
+
+    host: str
+    port: int
+    tls: bool = False
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)  # never shown
+
+
+def parse_url(url: str) -> Address:
+    """`host:port`, `[::1]:port`, `host`, `overhop://[user[:password]@]host:port`, or
+    `overhops://...` (TLS). The user and password are percent-decoded."""
+    text = url if "://" in url else f"{URL_SCHEME}://{url}"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (parts is None or parts.scheme not in (URL_SCHEME, TLS_URL_SCHEME) or not parts.hostname
+            or parts.path not in ("", "/")):
+        raise ValueError(f"not an Overhop address: {redact(url)!r} (expected host:port or "
+                         f"{URL_SCHEME}://host:port)")
+    return Address(parts.hostname, port or DEFAULT_PORT, parts.scheme == TLS_URL_SCHEME,
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password is not None else None)
+
+
 def parse_address(url: str) -> tuple[str, int]:
     """`host:port`, `overhop://host:port`, `host` or `[::1]:port` as (host, port)."""
-    text = url if "://" in url else f"{URL_SCHEME}://{url}"
-    parts = urlsplit(text)
-    if parts.scheme != URL_SCHEME or not parts.hostname or parts.path not in ("", "/"):
-        raise ValueError(f"not an Overhop address: {url!r} (expected host:port or "
-                         f"{URL_SCHEME}://host:port)")
-    return parts.hostname, parts.port or DEFAULT_PORT
+    address = parse_url(url)
+    return address.host, address.port
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by `***`, for logs and messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{hostpart}"
 
 
 class Connection(asyncio.Protocol):
@@ -60,14 +100,18 @@ class Connection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, on_push: PushHandler,
-                   max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> "Connection":
+                   max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                   tls: ssl.SSLContext | None = None) -> "Connection":
         loop = asyncio.get_running_loop()
         try:
-            _, protocol = await loop.create_connection(lambda: cls(on_push, max_frame_size),
-                                                       host, port)
+            _, protocol = await loop.create_connection(
+                lambda: cls(on_push, max_frame_size), host, port, ssl=tls,
+                server_hostname=host if tls else None)
         except ConnectionRefusedError:
             raise ServerUnreachable(f"{host}:{port}", "connection refused (is the server "
                                     "running?)") from None
+        except ssl.SSLError:
+            raise  # a TLS failure is not an unreachable server: its own message says why
         except OSError as exc:  # unreachable network, unknown host name
             raise ServerUnreachable(f"{host}:{port}", exc.strerror or str(exc)
                                     or type(exc).__name__) from exc

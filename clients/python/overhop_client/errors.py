@@ -226,6 +226,28 @@ class InternalError(OverhopError):
     code = "INTERNAL"
 
 
+# -- authentication and permissions ------------------------------------------------------
+class AuthFailedError(_ClosingError):
+    """Unknown user or wrong password (the server does not say which), or a SCRAM message
+    it could not use. `details["delay_ms"]`: how long the server made this answer wait."""
+
+    code = "AUTH_FAILED"
+
+
+class ForbiddenError(OverhopError):
+    """The user lacks the verb on the queue; `details` names both (`verb`, `queue`)."""
+
+    code = "FORBIDDEN"
+
+
+class UserExistsError(OverhopError):
+    code = "USER_EXISTS"
+
+
+class UserNotFoundError(OverhopError):
+    code = "USER_NOT_FOUND"
+
+
 def _codes(*classes: type[OverhopError]) -> dict[str, type[OverhopError]]:
     return {cls.code: cls for cls in classes}
 
@@ -240,7 +262,8 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
     StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
-    InputBufferFullError, TooManyQueuesError,
+    InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
+    UserExistsError, UserNotFoundError,
 )
 """ERR code -> exception class. A code missing here becomes a plain `OverhopError`."""
 

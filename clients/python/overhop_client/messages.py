@@ -43,6 +43,11 @@ class MessageType(IntEnum):
     CLEARQUEUE = 28
     OBLITERATE = 29
     ENQUEUEMANY = 30
+    AUTH = 31
+    USERADD = 32
+    USERLIST = 33
+    USERRM = 34
+    USERPERMIT = 35
     WATCH = 40
     UNWATCH = 41
     # Server to client.

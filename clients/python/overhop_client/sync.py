@@ -20,6 +20,7 @@ from overhop_client.client import (
     DEFAULT_URL,
     AsyncClient,
     EnqueueOptions,
+    TlsOption,
 )
 
 P = ParamSpec("P")
@@ -54,8 +55,14 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, *, name: str | None = None,
                  labels: Mapping[str, str] | None = None,
                  timeout: float = DEFAULT_CALL_TIMEOUT_S,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 user: str | None = None, password: str | None = None,
+                 tls: TlsOption = None) -> None:
+        """`url`, `user`, `password` and `tls` as for `AsyncClient.connect`."""
         self._url = url
+        self._user = user
+        self._password = password
+        self._tls = tls
         self._name = name
         self._labels = labels
         self._timeout = timeout
@@ -91,7 +98,8 @@ class Client:
             if self._client is None or self._client.closed:
                 self._client = await AsyncClient.connect(
                     self._url, name=self._name, labels=self._labels,
-                    timeout=self._connect_timeout)
+                    timeout=self._connect_timeout, tls=self._tls, user=self._user,
+                    password=self._password)
             return self._client
 
     @property
@@ -117,6 +125,10 @@ class Client:
     jobs = _blocking(AsyncClient.jobs)
     remove_job = _blocking(AsyncClient.remove_job)
     retry_job = _blocking(AsyncClient.retry_job)
+    add_user = _blocking(AsyncClient.add_user)
+    users = _blocking(AsyncClient.users)
+    remove_user = _blocking(AsyncClient.remove_user)
+    set_permissions = _blocking(AsyncClient.set_permissions)
 
     def result(self, jid: str, *, timeout: float | None = None) -> Any:
         """`AsyncClient.result`, blocking: the job's result once it has completed; waits up

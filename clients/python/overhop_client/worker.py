@@ -56,7 +56,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TypeVar
 
-from overhop_client.client import DEFAULT_URL, AsyncClient
+from overhop_client.client import DEFAULT_URL, AsyncClient, TlsOption
+from overhop_client.connection import redact
 from overhop_client.errors import (
     ConnectionLost,
     OverhopError,
@@ -100,12 +101,13 @@ class Worker:
                  reconnect_initial: Seconds = DEFAULT_RECONNECT_INITIAL_S,
                  reconnect_max: Seconds = DEFAULT_RECONNECT_MAX_S,
                  max_heartbeat_interval: Seconds = DEFAULT_MAX_HEARTBEAT_INTERVAL_S,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, tls: TlsOption = None) -> None:
         """`url` may be a function returning the address, asked before each connection
         attempt (to follow a server that moved). `concurrency` and `prefetch` are per
         queue, the defaults for `handler`. `create_queues` creates missing queues with
         default settings instead of failing. `threads` sizes the pool for plain-function
-        handlers (default: the sum of their queues' concurrency)."""
+        handlers (default: the sum of their queues' concurrency). `tls`: as for
+        `AsyncClient.connect` (a user and password go in the URL or `$OVERHOP_PASSWORD`)."""
         if concurrency < 1 or prefetch < 0:
             raise ValueError("concurrency must be >= 1 and prefetch >= 0")
         self.url = url
@@ -120,6 +122,7 @@ class Worker:
         self.max_heartbeat_interval = (_seconds(max_heartbeat_interval)
                                        or DEFAULT_MAX_HEARTBEAT_INTERVAL_S)
         self.threads = threads
+        self.tls = tls
         self._routes: dict[str, Route] = {}
         self._tasks = TaskSet()
         self._deliveries = Deliveries(self._routes, self._tasks, self.heartbeat_interval)
@@ -250,12 +253,13 @@ class Worker:
         client = await AsyncClient.connect(url, name=self.name, labels=self.labels,
                                            on_quest=self._deliveries.on_quest,
                                            on_bye=subscriptions.on_bye,
-                                           on_subscription_end=subscriptions.on_subscription_end)
+                                           on_subscription_end=subscriptions.on_subscription_end,
+                                           tls=self.tls)
         self._deliveries.client = client
         try:
             await subscriptions.subscribe_all(client)
             backoff.reset()
-            log.info("worker_ready wid=%s url=%s", client.worker_id, url)
+            log.info("worker_ready wid=%s url=%s", client.worker_id, redact(url))
             closed = asyncio.ensure_future(client.wait_closed())
             stop = asyncio.ensure_future(self._stop_requested.wait())
             await asyncio.wait({closed, stop}, return_when=asyncio.FIRST_COMPLETED)

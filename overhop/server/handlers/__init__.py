@@ -43,6 +43,12 @@ from overhop.server.handlers.queues import (
 )
 from overhop.server.handlers.replies import Handler, Pending, Reply
 from overhop.server.handlers.session import handle_goodbye, handle_register
+from overhop.server.handlers.users import (
+    handle_useradd,
+    handle_userlist,
+    handle_userpermit,
+    handle_userrm,
+)
 from overhop.wire.messages import MessageType
 
 __all__ = ["HANDLERS", "Handler", "Pending", "Reply"]
@@ -78,4 +84,8 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.JOBLOG: handle_joblog,
     MessageType.CLEARQUEUE: handle_clearqueue,
     MessageType.OBLITERATE: handle_obliterate,
+    MessageType.USERADD: handle_useradd,
+    MessageType.USERLIST: handle_userlist,
+    MessageType.USERRM: handle_userrm,
+    MessageType.USERPERMIT: handle_userpermit,
 }

@@ -15,6 +15,7 @@ from overhop.storage.operations.catalogue import (
     OPERATION_BY_CODE,
     OPERATIONS,
     AddQueue,
+    AddUser,
     AdvanceNew,
     AppendLogs,
     Barrier,
@@ -30,16 +31,19 @@ from overhop.storage.operations.catalogue import (
     RecoverActive,
     RemoveJob,
     RemoveQueue,
+    RemoveUser,
     RetryFailed,
     SetQueueConfig,
     SetQueueState,
+    SetUserPermissions,
     TakeWaiting,
 )
 
 __all__ = [
-    "CLEARABLE_STATUSES", "OPERATIONS", "OPERATION_BY_CODE", "AddQueue", "AdvanceNew",
+    "CLEARABLE_STATUSES", "OPERATIONS", "OPERATION_BY_CODE", "AddQueue", "AddUser", "AdvanceNew",
     "AppendLogs", "Barrier", "ClearQueueBatch", "Complete", "DeleteEmptyQueue", "EndAttempt",
     "Enqueue", "EnqueueMany", "Moved", "ObliterateBatch", "Operation", "OperationCode",
-    "PromoteDue", "PruneFinished", "RecoverActive", "RemoveJob", "RemoveQueue", "Removed",
-    "RetryFailed", "SetQueueConfig", "SetQueueState", "TakeWaiting", "Taken", "job_policy",
+    "PromoteDue", "PruneFinished", "RecoverActive", "RemoveJob", "RemoveQueue", "RemoveUser",
+    "Removed", "RetryFailed", "SetQueueConfig", "SetQueueState", "SetUserPermissions",
+    "TakeWaiting", "Taken", "job_policy",
 ]

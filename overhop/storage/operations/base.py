@@ -33,6 +33,9 @@ class OperationCode(IntEnum):
     DELETE_EMPTY_QUEUE = 17
     PRUNE_FINISHED = 18
     APPEND_LOGS = 19
+    ADD_USER = 20
+    REMOVE_USER = 21
+    SET_USER_PERMISSIONS = 22
 
 
 class Operation(Generic[T]):

@@ -341,11 +341,44 @@ class PruneFinished(Operation[Removed]):
         return cls(wire[1], decode_queue_config(wire[2]), wire[3], wire[4])
 
 
+# -- users -----------------------------------------------------------------------------
+# A user record crosses the seam as its stored bytes (storage/user_records.py).
+
+
+@dataclass(frozen=True, slots=True)
+class AddUser(Operation[None]):
+    """A new user (USER_EXISTS if the name is taken), as its stored bytes; and the
+    server's secret, stored with the first user (a server without users writes nothing)."""
+
+    record: bytes
+    secret: bytes
+    code = OperationCode.ADD_USER
+    grows = True
+    subject = "new users are"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveUser(Operation[None]):
+    name: str
+    code = OperationCode.REMOVE_USER
+    subject = "removing a user is"
+
+
+@dataclass(frozen=True, slots=True)
+class SetUserPermissions(Operation[None]):
+    """Replace a user's permissions (`verb:pattern` strings); USER_NOT_FOUND."""
+
+    name: str
+    permissions: list[str]
+    code = OperationCode.SET_USER_PERMISSIONS
+    subject = "changing a user's permissions is"
+
+
 OPERATIONS: tuple[type[Operation[Any]], ...] = (
     Barrier, AddQueue, RemoveQueue, SetQueueState, Enqueue, EnqueueMany, TakeWaiting,
     Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
     SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
-    AppendLogs,
+    AppendLogs, AddUser, RemoveUser, SetUserPermissions,
 )
 # Indexed by code: the table both sides of the writer decode with.
 OPERATION_BY_CODE: tuple[type[Operation[Any]], ...] = tuple(
@@ -386,3 +419,4 @@ def _register() -> None:
 
 
 _register()
+

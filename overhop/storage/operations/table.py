@@ -7,6 +7,7 @@ from typing import Any
 from overhop.config.schema import JobsConfig
 from overhop.storage.operations import apply_jobs as jobs
 from overhop.storage.operations import apply_queues as queues
+from overhop.storage.operations import apply_users as users
 from overhop.storage.operations.base import OperationCode
 from overhop.storage.store import StoreTxn
 
@@ -33,6 +34,9 @@ _BY_CODE: dict[OperationCode, Apply] = {
     OperationCode.DELETE_EMPTY_QUEUE: queues.apply_delete_empty_queue,
     OperationCode.PRUNE_FINISHED: queues.apply_prune_finished,
     OperationCode.APPEND_LOGS: jobs.apply_append_logs,
+    OperationCode.ADD_USER: users.apply_add_user,
+    OperationCode.REMOVE_USER: users.apply_remove_user,
+    OperationCode.SET_USER_PERMISSIONS: users.apply_set_user_permissions,
 }
 # Indexed by code, for the writer's loop.
 APPLY: tuple[Apply, ...] = tuple(_BY_CODE[code] for code in OperationCode)
