@@ -5,7 +5,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from overhop.broker.workers import Subscription
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.model.queues import JobPolicy, QueueRecord, resolve_policy
 
 # Jobs moved to active by one dispatch transaction at most: big enough to amortise a commit

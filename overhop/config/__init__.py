@@ -7,7 +7,8 @@ from overhop.config.loading import (
     load_config,
     parse_overrides,
 )
-from overhop.config.schema import SETTINGS, Config, ConfigError, Setting, validate_config
+from overhop.config.schema import SETTINGS, Config, Setting, validate_config
+from overhop.config.sections import ConfigError
 
 __all__ = [
     "SETTINGS",

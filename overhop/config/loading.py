@@ -22,16 +22,8 @@ from typing import Any
 
 import tomli_w
 
-from overhop.config.schema import (
-    SECTIONS,
-    SETTINGS,
-    Config,
-    ConfigError,
-    Setting,
-    build_config,
-    expand_home,
-    validate_config,
-)
+from overhop.config.schema import SECTIONS, SETTINGS, Config, Setting, build_config, validate_config
+from overhop.config.sections import ConfigError, expand_home
 
 __all__ = [
     "SYSTEM_CONFIG_PATH",

@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Callable
 from typing import cast
 
-from overhop.config.schema import TlsConfig
+from overhop.config.sections import TlsConfig
 from overhop.logs import get_logger
 
 log = get_logger("overhop.tls")

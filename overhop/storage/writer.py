@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
 from overhop.observability.tally import StorageTimings

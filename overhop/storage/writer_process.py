@@ -65,7 +65,7 @@ from typing import Any
 
 import lmdb
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, OverhopError
 from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState

@@ -3,7 +3,8 @@
 import pytest
 
 from overhop.config import Config, ConfigError, validate_config
-from overhop.config.schema import HttpConfig, is_loopback
+from overhop.config.schema import is_loopback
+from overhop.config.sections import HttpConfig
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost"])

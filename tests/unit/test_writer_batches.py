@@ -6,7 +6,7 @@ from typing import Any
 
 import lmdb
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState
 from overhop.storage import operations as ops

@@ -9,7 +9,7 @@ record as the bytes stored: `StoreTxn.move_job` returns them).
 import random
 from typing import Any
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import REMOVABLE_STATUSES, AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import JobPolicy, QueueConfig, QueueRecord, QueueState, resolve_policy

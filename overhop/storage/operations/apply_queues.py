@@ -1,7 +1,7 @@
 """Applying the queue operations and the bounded maintenance and removal steps, in the
 writer process (the same contract as `apply_jobs.py`)."""
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import AttemptOutcome, JobStatus
 from overhop.model.queues import QueueRecord, QueueState

@@ -1,7 +1,7 @@
 """Applying the user operations in the writer process (the same contract as
 `apply_jobs.py`: refuse with `OverhopError` before writing anything)."""
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.storage.operations.catalogue import (
     AddUser,

@@ -4,7 +4,7 @@ it, `apply(txn, op, jobs_config)`, which returns the result in wire form."""
 from collections.abc import Callable
 from typing import Any
 
-from overhop.config.schema import JobsConfig
+from overhop.config.sections import JobsConfig
 from overhop.storage.operations import apply_jobs as jobs
 from overhop.storage.operations import apply_queues as queues
 from overhop.storage.operations import apply_users as users
