@@ -180,6 +180,7 @@ PAYLOADS: dict[MessageType, dict[str, Any]] = {
     MessageType.RELEASE: {"jid": JID, "did": "x-1"},
     MessageType.QUEUE: {"q": QUEUE},
     MessageType.JOB: {"jid": JID},
+    MessageType.WATCH: {"jid": JID},
     MessageType.LSJOB: {"q": QUEUE, "status": "waiting"},
     MessageType.QSTATS: {"q": QUEUE},
     MessageType.LSQUEUE: {},
