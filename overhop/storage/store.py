@@ -14,19 +14,16 @@ MDB_MAP_RESIZED) and adopts the new size before reading.
 import fcntl
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import lmdb
 
-from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import TRANSITIONS, JobRecord, JobStatus
+from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
-from overhop.storage.keys import U64
-from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
+from overhop.storage import lmdb_reads as reads
+from overhop.storage.records import decode_job, decode_queue
 
 LOCK_FILE = "overhop.lock"
 # Named databases plus headroom for future ones.
@@ -124,16 +121,16 @@ class Store:
 
     def load_queues(self) -> list[QueueRecord]:
         with self._read(self.queues_db) as txn:
-            return [decode_queue(value) for _, value in _items(txn.cursor())]
+            return [decode_queue(value) for _, value in reads.items_from(txn.cursor())]
 
     def get_job(self, job_id: str) -> JobRecord | None:
         with self._read() as txn:
-            data = _get(txn, job_id.encode(), self.jobs_db)
+            data = reads.get(txn, job_id.encode(), self.jobs_db)
         return None if data is None else decode_job(data)
 
     def counts(self, queue_name: str) -> dict[JobStatus, int]:
         with self._read() as txn:
-            return {status: _count(txn, self.counters_db, queue_name, status)
+            return {status: reads.count(txn, self.counters_db, queue_name, status)
                     for status in JobStatus}
 
     def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,
@@ -158,7 +155,7 @@ class Store:
             if not cursor.set_range(start):
                 return jobs, False, False
             skipped = 0
-            for key in _keys(cursor):
+            for key in reads.keys_from(cursor):
                 if not key.startswith(prefix):
                     return jobs, False, False
                 if skipped < offset:
@@ -166,7 +163,8 @@ class Store:
                     continue
                 if len(jobs) >= limit:
                     return jobs, False, True
-                data = _get(txn, keys.job_id_from(queue_name, key[-16:]).encode(), self.jobs_db)
+                job_id = keys.job_id_from(queue_name, key[-16:])
+                data = reads.get(txn, job_id.encode(), self.jobs_db)
                 if data is None:
                     continue
                 held += len(data)
@@ -180,8 +178,8 @@ class Store:
         prefix = keys.status_prefix(queue_name, status)
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            if cursor.set_range(prefix) and _key(cursor).startswith(prefix):
-                return int.from_bytes(_key(cursor)[len(prefix):len(prefix) + 6], "big")
+            if cursor.set_range(prefix) and reads.key_at(cursor).startswith(prefix):
+                return int.from_bytes(reads.key_at(cursor)[len(prefix):len(prefix) + 6], "big")
         return None
 
     def first_due_ms(self, queue_name: str) -> int | None:
@@ -189,8 +187,8 @@ class Store:
         prefix = keys.queue_prefix(queue_name)
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_time)
-            if cursor.set_range(prefix) and _key(cursor).startswith(prefix):
-                return keys.split_time_key(queue_name, _key(cursor))[0]
+            if cursor.set_range(prefix) and reads.key_at(cursor).startswith(prefix):
+                return keys.split_time_key(queue_name, reads.key_at(cursor))[0]
         return None
 
     def map_use(self) -> tuple[int, int]:
@@ -225,252 +223,3 @@ def _take_lock(path: Path) -> int:
                 raise StoreLockedError(
                     f"storage path {path} is in use by another overhop process") from None
             time.sleep(LOCK_POLL_S)
-
-
-# This store never asks LMDB for buffers, so every key and value it reads is `bytes` (the
-# `lmdb` type stubs also allow memoryview): these say so to the type checker.
-
-
-def _get(txn: lmdb.Transaction, key: bytes, db: "lmdb._Database") -> bytes | None:
-    return cast("bytes | None", txn.get(key, db=db))
-
-
-def _key(cursor: lmdb.Cursor) -> bytes:
-    return cast(bytes, cursor.key())
-
-
-def _keys(cursor: lmdb.Cursor) -> Iterator[bytes]:
-    """The keys from the cursor's position on."""
-    return cast("Iterator[bytes]", cursor.iternext(values=False))
-
-
-def _items(cursor: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
-    return cast("Iterator[tuple[bytes, bytes]]", iter(cursor))
-
-
-def _count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:
-    data = txn.get(keys.counter_key(queue_name, status), db=db)
-    return 0 if data is None else U64.unpack(data)[0]
-
-
-FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
-IndexState = tuple[JobStatus, int, int | None]
-
-
-def index_state(job: JobRecord) -> IndexState:
-    """What a job's index entries are made of: take it before changing the job."""
-    return job.status, job.execution_start_at_ms, job.finished_at_ms
-
-
-class StoreTxn:
-    """The write primitives of one write transaction. Used only by the writer thread."""
-
-    __slots__ = ("_counter_deltas", "_store", "txn")
-
-    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
-        self._store = store
-        self.txn = txn
-        # Counter changes are summed here and written once per (queue, status) by
-        # `flush_counters`, just before the commit: a batch of 500 enqueues writes the
-        # waiting counter once, not 500 times.
-        self._counter_deltas: dict[bytes, int] = {}
-
-    # -- queues ------------------------------------------------------------------------
-
-    def get_queue(self, name: str) -> QueueRecord | None:
-        data = _get(self.txn, name.encode(), self._store.queues_db)
-        return None if data is None else decode_queue(data)
-
-    def put_queue(self, queue: QueueRecord) -> None:
-        self.txn.put(queue.name.encode(), encode_queue(queue), db=self._store.queues_db)
-
-    def queue_exists(self, name: str) -> bool:
-        return self.txn.get(name.encode(), db=self._store.queues_db) is not None
-
-    def delete_queue(self, name: str) -> None:
-        store = self._store
-        self.txn.delete(name.encode(), db=store.queues_db)
-        for status in JobStatus:
-            key = keys.counter_key(name, status)
-            self.txn.delete(key, db=store.counters_db)
-            self._counter_deltas.pop(key, None)
-
-    def count(self, queue_name: str, status: JobStatus) -> int:
-        stored = _count(self.txn, self._store.counters_db, queue_name, status)
-        return stored + self._counter_deltas.get(keys.counter_key(queue_name, status), 0)
-
-    def queue_job_total(self, queue_name: str) -> int:
-        return sum(self.count(queue_name, status) for status in JobStatus)
-
-    # -- jobs --------------------------------------------------------------------------
-
-    def get_job(self, job_id: str) -> JobRecord | None:
-        data = _get(self.txn, job_id.encode(), self._store.jobs_db)
-        return None if data is None else decode_job(data)
-
-    def insert_job(self, job: JobRecord, stored: bytes | None = None) -> None:
-        """A new job; `stored` is its record encoded already (as it came from the server),
-        else it is encoded here."""
-        data = encode_job(job) if stored is None else stored
-        self.txn.put(job.job_id.encode(), data, db=self._store.jobs_db)
-        prefixes = keys.queue_prefixes(job.queue_name)
-        self._index(job, prefixes, keys.job_uuid_bytes(job.job_id))
-        self._bump(prefixes[job.status], 1)
-
-    def indexed_job(self, job_id: str) -> JobRecord:
-        """A job an index just named: its absence is a broken index, a bug."""
-        job = self.get_job(job_id)
-        if job is None:
-            raise RuntimeError(f"an index names missing job {job_id}")
-        return job
-
-    def current_delivery(self, job_id: str, delivery_id: str) -> JobRecord:
-        """The job held by this delivery, or DELIVERY_STALE: it is no longer active with
-        it (its end was written already, or it was removed)."""
-        job = self.get_job(job_id)
-        if job is None or job.status != JobStatus.ACTIVE or job.delivery_id != delivery_id:
-            raise RequestError(
-                ErrorCode.DELIVERY_STALE,
-                f"delivery {delivery_id} of {job_id} is no longer current")
-        return job
-
-    def move_job(self, job: JobRecord, status: JobStatus, **changes: Any) -> bytes:
-        """Give a job read in this transaction its new `status` and field values, move its
-        index entries and counters to match, and write it; the bytes stored.
-
-        Every change to a stored job goes through here (a move to the status it has
-        already, as for appended log lines, just rewrites it). A move that `TRANSITIONS`
-        does not list is a bug: it raises before writing.
-        """
-        before = index_state(job)
-        job.status = status
-        for name, value in changes.items():
-            setattr(job, name, value)
-        return self.update_job(job, before)
-
-    def update_job(self, job: JobRecord, before: "IndexState") -> bytes:
-        """Store `job` after a change; move its index entries if what they hold changed.
-        The bytes stored.
-
-        `before` is `index_state(job)` taken before the change. A status change that
-        `TRANSITIONS` does not list is a bug: it raises before writing.
-        """
-        previous_status = before[0]
-        status = job.status
-        if status != previous_status and (previous_status, status) not in TRANSITIONS:
-            raise RuntimeError(
-                f"{job.job_id}: {previous_status.label} -> {status.label} is not a transition"
-            )
-        data = encode_job(job)
-        self.txn.put(job.job_id.encode(), data, db=self._store.jobs_db)
-        if index_state(job) != before:
-            prefixes = keys.queue_prefixes(job.queue_name)
-            uuid_bytes = keys.job_uuid_bytes(job.job_id)
-            self._unindex(prefixes, uuid_bytes, before)
-            self._index(job, prefixes, uuid_bytes)
-            if status != previous_status:
-                self._bump(prefixes[previous_status], -1)
-                self._bump(prefixes[status], 1)
-        return data
-
-    def delete_job(self, job: JobRecord) -> None:
-        self.txn.delete(job.job_id.encode(), db=self._store.jobs_db)
-        prefixes = keys.queue_prefixes(job.queue_name)
-        self._unindex(prefixes, keys.job_uuid_bytes(job.job_id), index_state(job))
-        self._bump(prefixes[job.status], -1)
-
-    def finished_job_ids(self, queue_name: str, status: JobStatus, limit: int
-                         ) -> list[tuple[int, str]]:
-        """Up to `limit` (finish ms, job id) of completed or failed jobs, earliest first."""
-        prefix = keys.status_prefix(queue_name, status)
-        cursor = self.txn.cursor(db=self._store.by_finish)
-        found: list[tuple[int, str]] = []
-        if not cursor.set_range(prefix):
-            return found
-        for key in _keys(cursor):
-            if not key.startswith(prefix) or len(found) >= limit:
-                break
-            finished_ms, uuid_bytes = keys.split_finish_key(queue_name, key)
-            found.append((finished_ms, keys.job_id_from(queue_name, uuid_bytes)))
-        return found
-
-    def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int,
-                       before: bytes | None = None) -> list[str]:
-        """Up to `limit` job ids of one status, oldest first (the FIFO index); with
-        `before`, only those whose uuid bytes sort below it."""
-        prefix = keys.status_prefix(queue_name, status)
-        bound = None if before is None else prefix + before
-        cursor = self.txn.cursor(db=self._store.by_status)
-        found: list[str] = []
-        if not cursor.set_range(prefix):
-            return found
-        for key in _keys(cursor):
-            if not key.startswith(prefix) or len(found) >= limit:
-                break
-            if bound is not None and key >= bound:
-                break
-            found.append(keys.job_id_from(queue_name, key[len(prefix):]))
-        return found
-
-    def due_job_ids(self, queue_name: str, now_ms: int, limit: int) -> list[str]:
-        """Up to `limit` delayed job ids whose start time is at or before `now_ms`."""
-        prefix = keys.queue_prefix(queue_name)
-        bound = keys.time_key_due_bound(queue_name, now_ms)
-        cursor = self.txn.cursor(db=self._store.by_time)
-        found: list[str] = []
-        if not cursor.set_range(prefix):
-            return found
-        for key in _keys(cursor):
-            if key >= bound or not key.startswith(prefix) or len(found) >= limit:
-                break
-            found.append(keys.job_id_from(queue_name, keys.split_time_key(queue_name, key)[1]))
-        return found
-
-    def first_due_ms(self, queue_name: str) -> int | None:
-        prefix = keys.queue_prefix(queue_name)
-        cursor = self.txn.cursor(db=self._store.by_time)
-        if cursor.set_range(prefix) and _key(cursor).startswith(prefix):
-            return keys.split_time_key(queue_name, _key(cursor))[0]
-        return None
-
-    # -- index and counter upkeep ------------------------------------------------------
-
-    def _index(self, job: JobRecord, prefixes: tuple[bytes, ...], uuid_bytes: bytes) -> None:
-        store = self._store
-        status = job.status
-        self.txn.put(prefixes[status] + uuid_bytes, b"", db=store.by_status)
-        if status == JobStatus.DELAYED:
-            self.txn.put(keys.timed_key(prefixes[0], job.execution_start_at_ms, uuid_bytes),
-                         b"", db=store.by_time)
-        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
-            self.txn.put(keys.timed_key(prefixes[status], job.finished_at_ms or 0, uuid_bytes),
-                         b"", db=store.by_finish)
-
-    def _unindex(self, prefixes: tuple[bytes, ...], uuid_bytes: bytes,
-                 before: "IndexState") -> None:
-        store = self._store
-        status, start_ms, finished_ms = before
-        self.txn.delete(prefixes[status] + uuid_bytes, db=store.by_status)
-        if status == JobStatus.DELAYED:
-            self.txn.delete(keys.timed_key(prefixes[0], start_ms, uuid_bytes), db=store.by_time)
-        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
-            self.txn.delete(keys.timed_key(prefixes[status], finished_ms or 0, uuid_bytes),
-                            db=store.by_finish)
-
-    def _bump(self, counter_key: bytes, delta: int) -> None:
-        deltas = self._counter_deltas
-        deltas[counter_key] = deltas.get(counter_key, 0) + delta
-
-    def flush_counters(self) -> None:
-        """Write the summed counter changes; the writer calls this right before commit."""
-        db = self._store.counters_db
-        for key, delta in self._counter_deltas.items():
-            if not delta:
-                continue
-            current = self.txn.get(key, db=db)
-            value = (0 if current is None else U64.unpack(current)[0]) + delta
-            if value < 0:
-                raise RuntimeError(f"counter {key!r} would go negative")
-            self.txn.put(key, U64.pack(value), db=db)
-        self._counter_deltas.clear()
-

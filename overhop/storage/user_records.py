@@ -14,7 +14,8 @@ from overhop.auth.scram import Credentials
 from overhop.auth.users import UserRecord
 from overhop.storage import keys
 from overhop.storage.records import RECORD_FORMAT, RecordFormatError
-from overhop.storage.store import Store, StoreTxn
+from overhop.storage.store import Store
+from overhop.storage.store_txn import StoreTxn
 
 _FORMAT_BYTE = bytes((RECORD_FORMAT,))
 

@@ -71,7 +71,8 @@ from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
 from overhop.storage.operations.catalogue import OPERATION_BY_CODE
 from overhop.storage.operations.table import APPLY
-from overhop.storage.store import Store, StoreTxn
+from overhop.storage.store import Store
+from overhop.storage.store_txn import StoreTxn
 from overhop.storage.writer_messages import (
     COMMIT,
     DURABLE,

@@ -13,7 +13,8 @@ from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
 from overhop.storage import keys
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
-from overhop.storage.store import Store, StoreLockedError, StoreOpenError, StoreTxn, index_state
+from overhop.storage.store import Store, StoreLockedError, StoreOpenError
+from overhop.storage.store_txn import StoreTxn, index_state
 
 MAP = 16 * 1024 * 1024
 

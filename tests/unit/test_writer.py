@@ -15,7 +15,8 @@ from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState
 from overhop.storage import operations as job_ops
-from overhop.storage.store import Store, StoreTxn
+from overhop.storage.store import Store
+from overhop.storage.store_txn import StoreTxn
 from overhop.storage.writer import Writer
 
 

@@ -27,7 +27,7 @@ from overhop.storage.operations.catalogue import (
     TakeWaiting,
 )
 from overhop.storage.records import encode_job
-from overhop.storage.store import StoreTxn
+from overhop.storage.store_txn import StoreTxn
 
 _rng = random.Random()
 

@@ -21,7 +21,7 @@ from overhop.storage.operations.catalogue import (
     SetQueueState,
 )
 from overhop.storage.records import encode_queue
-from overhop.storage.store import FINISHED_STATUSES, StoreTxn
+from overhop.storage.store_txn import FINISHED_STATUSES, StoreTxn
 
 # Statuses CLEARQUEUE removes: work not yet started. Active and finished jobs stay.
 CLEARABLE_STATUSES = (JobStatus.NEW, JobStatus.WAITING, JobStatus.DELAYED)

@@ -8,7 +8,7 @@ from overhop.storage.operations.catalogue import (
     RemoveUser,
     SetUserPermissions,
 )
-from overhop.storage.store import StoreTxn
+from overhop.storage.store_txn import StoreTxn
 from overhop.storage.user_records import (
     decode_user,
     delete_user,

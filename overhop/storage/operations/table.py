@@ -9,7 +9,7 @@ from overhop.storage.operations import apply_jobs as jobs
 from overhop.storage.operations import apply_queues as queues
 from overhop.storage.operations import apply_users as users
 from overhop.storage.operations.base import OperationCode
-from overhop.storage.store import StoreTxn
+from overhop.storage.store_txn import StoreTxn
 
 Apply = Callable[[StoreTxn, Any, JobsConfig], Any]
 
