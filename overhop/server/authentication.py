@@ -29,7 +29,7 @@ from overhop.clock import now_ms
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, OverhopError
 from overhop.logs import get_logger
-from overhop.wire.codec import encode_frame
+from overhop.wire.encoding import encode_frame
 from overhop.wire.messages import MessageType
 
 if TYPE_CHECKING:

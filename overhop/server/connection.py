@@ -36,7 +36,8 @@ from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
 from overhop.server.pushes import encode_quest, encode_result, encode_subend
 from overhop.session.states import Session
-from overhop.wire.codec import Body, FrameDecoder, decode_envelope, encode_frame
+from overhop.wire.codec import Body, FrameDecoder, decode_envelope
+from overhop.wire.encoding import encode_frame
 from overhop.wire.messages import PUSH_RID, MessageType
 
 # Frames one connection handles before the others get the loop, while connections share

@@ -6,7 +6,7 @@ The only place QUEST and SUBEND frames are built: the broker hands over domain e
 
 from overhop.broker.events import FinalStatus, JobAssigned, JobFinished, SubscriptionEnded
 from overhop.server.views import history_view
-from overhop.wire.codec import encode_frame, encode_frame_with_raw
+from overhop.wire.encoding import encode_frame, encode_frame_with_raw
 from overhop.wire.messages import PUSH_RID, MessageType
 
 _NIL = b"\xc0"

@@ -10,7 +10,7 @@ from overhop.model.jobs import JobStatus
 from overhop.server.context import ServerContext
 from overhop.server.views import queue_view
 from overhop.session.states import SessionState
-from overhop.wire.codec import fitting_prefix
+from overhop.wire.encoding import fitting_prefix
 
 
 def rss_bytes() -> int:

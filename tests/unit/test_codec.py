@@ -25,10 +25,8 @@ from overhop.wire.codec import (
     Envelope,
     FrameDecoder,
     decode_envelope,
-    encode_frame,
-    encode_frame_with_raw,
-    encode_value,
 )
+from overhop.wire.encoding import encode_frame, encode_frame_with_raw, encode_value
 from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, MessageType
 from overhop.wire.scan import MAX_FRAME_VALUES
 
@@ -878,7 +876,7 @@ def test_a_large_frame_keeps_application_data_as_the_bytes_sent(
     envelope = decode_envelope(body)
     raw = envelope.payload[field]
     assert type(raw) is codec.RawValue and bytes(raw) == sent  # float 32 stays float 32
-    assert codec.encode_value(raw) == sent
+    assert encode_value(raw) == sent
     assert envelope.payload["q"] == "a" and envelope.rid == RID
 
 

@@ -13,13 +13,8 @@ import msgpack
 import pytest
 
 from overhop.errors import ErrorCode, ProtocolError
-from overhop.wire.codec import (
-    FrameDecoder,
-    decode_envelope,
-    encode_frame,
-    encode_frame_with_raw,
-    encode_value,
-)
+from overhop.wire.codec import FrameDecoder, decode_envelope
+from overhop.wire.encoding import encode_frame, encode_frame_with_raw, encode_value
 from overhop.wire.messages import PROTOCOL_VERSION, PUSH_RID, MessageType
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "protocol" / "vectors" / "frames.json"

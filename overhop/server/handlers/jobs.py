@@ -9,7 +9,7 @@ from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import STATUS_LABELS, JobStatus
 from overhop.model.queues import parse_queue_name
 from overhop.server.context import ServerContext
-from overhop.wire.codec import encode_value
+from overhop.wire.encoding import encode_value
 from overhop.wire.payloads import (
     parse_int,
     parse_optional_int,

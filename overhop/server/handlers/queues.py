@@ -10,7 +10,7 @@ from overhop.model.queues import QueueState, parse_queue_config, parse_queue_nam
 from overhop.server.context import ServerContext
 from overhop.server.status import status_report
 from overhop.server.views import queue_view
-from overhop.wire.codec import fitting_prefix
+from overhop.wire.encoding import fitting_prefix
 from overhop.wire.payloads import (
     parse_int,
     parse_optional_map,
