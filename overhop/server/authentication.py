@@ -16,7 +16,6 @@ client at `overhop users add`).
 """
 
 import asyncio
-import ipaddress
 import secrets
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from overhop.auth.permissions import Permission
 from overhop.auth.scram import Credentials, ScramError
 from overhop.auth.users import USER_NAME, UserRecord, fake_credentials, usual_iterations
 from overhop.clock import now_ms
-from overhop.config.schema import Config
+from overhop.config.schema import Config, is_loopback
 from overhop.errors import ErrorCode, OverhopError
 from overhop.logs import get_logger
 from overhop.wire.encoding import encode_frame
@@ -40,15 +39,6 @@ log = get_logger("overhop.auth")
 # a spray from many addresses cannot grow the server's memory without bound.
 MAX_TRACKED_ADDRESSES = 65_536
 MECHANISMS = [scram.MECHANISM]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class FailureThrottle:
