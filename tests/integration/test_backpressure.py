@@ -3,10 +3,9 @@ stay waiting) and resume when it reads again; a peer that does not read its repl
 read from until it does; other connections are not harmed either way."""
 
 import asyncio
-import socket
 import time
 
-from tests.support.raw_client import RawClient
+from tests.support.raw_client import RawClient, tight_client
 from tests.support.server_process import ServerProcess
 
 ADDQUEUE, SUBSCRIBE, ENQUEUE, JOB, QSTATS, PING, PONG, QUEST = 9, 6, 14, 15, 18, 3, 105, 106
@@ -18,14 +17,6 @@ SETTLE_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.2
 
 
-async def tight_client(port: int) -> RawClient:
-    """A client whose socket receive buffer is as small as the kernel allows."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    return RawClient(reader, writer)
 
 
 async def active_when_settled(admin: RawClient, queue: str) -> dict[str, int]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from tests.support.proc_memory import peak_mib, rss_mib
-from tests.support.raw_client import RawClient, frame
+from tests.support.raw_client import RawClient, frame, tight_client
 from tests.support.server_process import ServerProcess
 
 HELLO, REGISTER, ADDQUEUE, SUBSCRIBE, ENQUEUE, JOB = 1, 2, 9, 6, 14, 15
@@ -37,14 +37,6 @@ MEDIAN_ROUND_S = 0.1
 MAX_ROUND_S = 1.0
 
 
-async def tight_client(port: int) -> RawClient:
-    """A client whose socket receive buffer is as small as the kernel allows."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=sock)
-    return RawClient(reader, writer)
 
 
 async def settled_peak(admin: RawClient, pid: int) -> float:

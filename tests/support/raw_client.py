@@ -7,6 +7,7 @@ It speaks the wire format directly (no SDK), so protocol tests check the server 
 import asyncio
 import contextlib
 import itertools
+import socket
 import struct
 from datetime import datetime
 from typing import Any
@@ -111,6 +112,16 @@ class RawClient:
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+async def tight_client(port: int) -> RawClient:
+    """A client whose socket receive buffer is as small as the kernel allows."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    return RawClient(reader, writer)
 
 
 def ms(text: Any) -> int:
