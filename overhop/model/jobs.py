@@ -85,7 +85,8 @@ class JobRecord:
     when the job follows its queue's settings: those are read when they are needed (at
     dispatch, at a failure), so a queue's settings changed live apply to its waiting jobs.
     `logs` holds `[at_ms, line]` pairs appended by the worker holding the job. `headers`
-    (appended last, so older records decode without it) is the producer's optional map.
+    is the producer's optional map. Fields from `headers` on were appended later, so
+    older records decode without them.
     """
 
     job_id: str
@@ -110,6 +111,10 @@ class JobRecord:
     # Trace context and other propagation headers the producer sent with ENQUEUE (W3C
     # `traceparent`, `tracestate`): stored and handed to the worker, never interpreted.
     headers: dict[str, str] | None = None
+    # The producer's optional task name: which of a queue's handlers runs the job.
+    task: str | None = None
+    # Why the job was cancelled (CANCEL's reason), set when it ends `cancelled`.
+    cancel_reason: str | None = None
 
     @property
     def uuid(self) -> str:
