@@ -9,12 +9,16 @@ p50/p99 measured during the same run, the same end-to-end run with a 100,000-job
 waiting in the store, the end-to-end run again while CLEARQUEUE removes that backlog, the
 end-to-end run with a Prometheus-style scraper reading /metrics every second paired with
 the same run without one (phase scrape, ABBA), and the server's CPU seconds and peak memory.
+Phase `latency_nosync`: the latency phase against a second server with `storage.sync =
+false`, whose periodic flush must not hold up the operations behind it (its p99 is the
+figure to watch).
 Phase `security` (bench_security.py): the cost of a connection's handshake open, with a
 SCRAM login and with TLS too, and the end-to-end run over TLS with a login beside the same
 run plain and open.
 
     python benchmarks/bench_broker.py [--jobs 50000] [--backlog 100000] [--rate 500]
-        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,backlog,clear,scrape,security]
+        [--phases enqueue,e2e,enqueue_many,e2e_many,latency,latency_nosync,backlog,clear,
+                  scrape,security]
         [--repeat 3]
 
 Clients run in separate processes (producer, workers) so that the client side does not
@@ -278,6 +282,23 @@ def latency_run(port: int, queue: str, rate: int, seconds: float, storage: Path
     }
 
 
+def latency_nosync(storage: Path, rate: int, seconds: float, repeat: int
+                   ) -> dict[str, Any]:
+    """The latency phase on a server of its own with `storage.sync = false`."""
+    server, port = start_server(storage, "--storage.sync", "false")
+    try:
+        asyncio.run(_admin(port, "lat"))
+        runs = [latency_run(port, "lat", rate, seconds, storage) for _ in range(repeat)]
+    finally:
+        server.terminate()
+        server.wait(60)
+    report: dict[str, Any] = {key: round(statistics.median(run[key] for run in runs), 3)
+                              for key in runs[0]}
+    if repeat > 1:
+        report["runs"] = [{k: round(v, 3) for k, v in run.items()} for run in runs]
+    return report
+
+
 def _sync_probe(storage: Path, samples: list[float], stop: threading.Event) -> None:
     """The disk's own commit cost: a 4 KiB write and fdatasync, 100 times a second."""
     path = storage.parent / "sync-probe"
@@ -459,6 +480,9 @@ def main() -> None:
                 if args.repeat > 1:
                     report["latency_runs"] = [{k: round(v, 3) for k, v in run.items()}
                                               for run in runs]
+            if "latency_nosync" in phases:
+                report["latency_nosync"] = latency_nosync(Path(tmp) / "nosync", args.rate,
+                                                          args.latency_seconds, args.repeat)
             if "backlog" in phases or "clear" in phases:
                 asyncio.run(_fill_backlog(port, "backlog", args.backlog))
                 report["backlog_waiting_jobs"] = args.backlog

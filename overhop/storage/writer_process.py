@@ -147,8 +147,7 @@ class BatchWriter:
 
     def run(self) -> None:
         """Commit batches until the server asks to stop; then make everything durable."""
-        if self._sync:
-            self._syncer.start()
+        self._syncer.start()
         requests = self._requests
         carry: list[Request] = []
         stopping = False
@@ -189,7 +188,7 @@ class BatchWriter:
             timeout = None if self._sync else UNSYNCED_FLUSH_INTERVAL_S
             requests.extend(self._channel.receive(wait=True, timeout=timeout))
             if not requests:
-                self._flush_unsynced()
+                self._request_flush()
         return requests.popleft()
 
     def _commit_batch(self, batch: list[Request]) -> None:
@@ -215,9 +214,10 @@ class BatchWriter:
         self.commits += 1
         self.operations += len(batch)
         if not self._sync:
-            self._unsynced = True
+            with self._durable_lock:
+                self._unsynced = True
             if time.monotonic() - self._last_flush > UNSYNCED_FLUSH_INTERVAL_S:
-                self._flush_unsynced()
+                self._request_flush()
             with self._durable_lock:
                 self._commit_seconds.append(seconds)
                 self._appended += len(outcomes)
@@ -267,19 +267,31 @@ class BatchWriter:
                 self._send([DURABLE, upto, failure, self.stats()])
 
     def _run_syncer(self) -> None:
-        """The syncer thread: on request, sync what is committed but not yet durable.
+        """The syncer thread: on request, sync what is committed but not yet durable
+        (`storage.sync = false`: flush what was committed since the last flush).
 
         LMDB's sync is one `fdatasync` of the data file, safe while the writer thread runs
         its next transaction; it covers every meta page written before it starts.
         """
+        sync_once = self._make_durable if self._sync else self._flush_unsynced
         while True:
             if self._sync_requests.get() is _STOP:
                 return
             while not self._sync_requests.empty():  # requests made meanwhile: one sync
                 if self._sync_requests.get() is _STOP:
-                    self._make_durable()
+                    sync_once()
                     return
-            self._make_durable()
+            sync_once()
+
+    def _request_flush(self) -> None:
+        """`storage.sync = false`: have the syncer thread flush the commits made since the
+        last flush. The writer thread never waits for that flush: it took a whole disk
+        sync, up to tens of milliseconds, from every operation queued behind it."""
+        self._last_flush = time.monotonic()
+        with self._durable_lock:
+            if not self._unsynced:
+                return
+        self._sync_requests.put(True)
 
     def _finish(self) -> None:
         """The writer stops: everything committed becomes durable, the syncer ends."""
@@ -290,15 +302,17 @@ class BatchWriter:
             self._syncer.join()
 
     def _flush_unsynced(self) -> None:
-        """`storage.sync = false`: push commits to disk at most a second after they happen,
-        and when the writer stops."""
-        if self._unsynced:
-            started = time.perf_counter()
-            self._store.env.sync(True)
-            with self._durable_lock:
-                self._sync_seconds.append(time.perf_counter() - started)
+        """`storage.sync = false`: push commits to disk at most a second after they happen
+        (in the syncer thread), and when the writer stops. The flag is cleared before the
+        sync starts, so a commit made during the sync is flushed by the next one."""
+        with self._durable_lock:
+            if not self._unsynced:
+                return
             self._unsynced = False
-        self._last_flush = time.monotonic()
+        started = time.perf_counter()
+        self._store.env.sync(True)
+        with self._durable_lock:
+            self._sync_seconds.append(time.perf_counter() - started)
 
     def _run_in_one_transaction(self, batch: list[Request]) -> list[Outcome]:
         outcomes: list[Outcome] = []

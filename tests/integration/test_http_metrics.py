@@ -185,3 +185,23 @@ def test_a_taken_http_port_stops_the_start(tmp_path: Path) -> None:
 def test_unknown_routes_are_404(server: ServerProcess) -> None:
     assert request(server.http_url + "/nope").status == 404
     assert request(server.http_url + "/metrics", method="POST", body={}).status == 405
+
+
+def test_unsynced_commits_are_flushed_and_counted(start_server) -> None:
+    """`storage.sync = false`: commits reach the disk by the periodic flush (now run by the
+    writer's syncer thread), and each flush shows in the metrics. That writes no longer wait
+    behind it is a latency matter: the benchmark's `latency_nosync` phase measures it."""
+    server = start_server("--storage.sync", "false")
+
+    async def scenario() -> float:
+        async with await AsyncClient.connect(f"127.0.0.1:{server.port}") as client:
+            await client.add_queue("nosync")
+            for _ in range(40):
+                await client.enqueue("nosync", {"n": 1})
+                flushes = scrape(server).get("overhop_disk_sync_seconds_count", {})
+                if flushes.get((), 0) >= 1:
+                    return flushes[()]
+                await asyncio.sleep(0.25)
+            raise AssertionError("no flush within 10 s of unsynced commits")
+
+    assert asyncio.run(scenario()) >= 1
