@@ -146,7 +146,7 @@ def test_lsjob_task_filter_reads_a_bounded_number_of_jobs_per_page(
         assert empty["jobs"] == [] and empty["next_after"] is None
         # A page that finds its `page_size` stops at its last job.
         common = await task_page(client, "mixed", "common", page_size=3)
-        assert [job["jid"] for job in common["jobs"]] == jids[:2] + [jids[4]]
+        assert [job["jid"] for job in common["jobs"]] == [*jids[:2], jids[4]]
         assert common["next_after"] == jids[4]
         await client.close()
 
