@@ -30,6 +30,7 @@ def test_task_is_stored_shown_and_carried_in_quest(
     async def scenario() -> tuple[str, str]:
         client = await worker(server.port)
         await client.ok(ADDQUEUE, {"name": "emails"})
+        await client.ok(ADDQUEUE, {"name": "big"})
         named = await enqueue(client, "emails", job_payload={"to": "a"},
                               task="billing.send_invoice")
         plain = await enqueue(client, "emails", job_payload=1)
@@ -39,6 +40,9 @@ def test_task_is_stored_shown_and_carried_in_quest(
         assert [(job["jid"], job["task"]) for job in listing["jobs"]] == [
             (named, "billing.send_invoice"), (plain, None)]
         assert listing["task"] is None
+        # A frame above 16 KiB takes the byte-scanning path (its payload kept as sent).
+        big = await enqueue(client, "big", job_payload="x" * 40_000, task="bulk")
+        assert (await client.ok(JOB, {"jid": big}))["task"] == "bulk"
 
         await client.ok(SUBSCRIBE, {"q": "emails", "credits": 2})
         quests = [(await client.next_push(QUEST))["p"] for _ in range(2)]

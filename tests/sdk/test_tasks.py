@@ -199,9 +199,21 @@ def test_registration_and_enqueue_refuse_what_cannot_work(url: str) -> None:
         app.handler("q1")(a.function)
     assert a(None) is None  # type: ignore[arg-type]  # still the function
 
+    async def shout(ctx: JobContext) -> str:
+        return str(ctx.payload).upper()
+
+    # A task registered again (on a second worker) runs as the function it wraps.
+    shout_task = Worker(url).task("shout", queue="q2")(shout)
+    second = Worker(url)
+    again = second.task("shout", queue="q2")(shout_task)
+    assert again.function is shout
+
     async def main() -> None:
         async with await AsyncClient.connect(url) as client:
             await client.add_queue("q1")
+            await client.add_queue("q2")
+            async with running(second):
+                assert await client.run(again, "x", timeout=DEADLINE_S) == "X"
             with pytest.raises(ValueError, match="not 'b'"):
                 await client.enqueue(a, None, task="b")
             with pytest.raises(ValueError, match="invalid task name"):

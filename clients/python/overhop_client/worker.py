@@ -173,8 +173,9 @@ class Worker:
             route = self._route(queue, concurrency, prefetch)
             if name in route.tasks:
                 raise ValueError(f"task {name!r} already has a handler on queue {queue!r}")
-            route.tasks[name] = Handling(function, _seconds(timeout))
-            return Task(function, name, queue)
+            plain = function.function if isinstance(function, Task) else function
+            route.tasks[name] = Handling(plain, _seconds(timeout))
+            return Task(plain, name, queue)
 
         return register
 

@@ -20,6 +20,7 @@ from typing import Any, TypeGuard, TypeVar
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.results import Quest
+from overhop_client.tasks import Task
 
 log = logging.getLogger("overhop_client.worker")
 
@@ -51,6 +52,8 @@ class Handling:
     """`function` when it is async (it runs on the loop), else None (it runs in a thread)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.function, Task):  # a task given to `handler`: run what it wraps
+            object.__setattr__(self, "function", self.function.function)
         object.__setattr__(self, "async_function",
                            self.function if is_async(self.function) else None)
 
