@@ -27,6 +27,7 @@ LIMIT_KEYS = ("heartbeat_interval_ms", "stale_after_ms", "ack_timeout_ms",
 STATUS_SECTIONS = ("application", "memory", "pools", "storage", "queues")
 FIRST_PAYLOAD: dict[str, Any] = {"n": 1, "ratio": 0.5, "raw": b"\x00\x01", "tags": ["a", "b"]}
 FAILING_PAYLOAD = "fail me"
+TASK = "self_debug.first"  # the first job's task: stored, shown by JOB, carried in QUEST
 RESULT = {"ok": True, "took_ms": 1.5}
 PROGRESS = {"done": 0.5}
 LOG_LINES = ["self-debug: started", "self-debug: half way"]
@@ -107,7 +108,8 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
             checks.keys(p, "uuid", "jid", "queue_name", "payload", "status",
                         "execution_start_at", "max_attempts", "retry_interval_ms",
                         "lease_ms", "backoff", "overrides", "created_at", "finished_at",
-                        "result", "history", "logs", "logs_dropped", "blocked_by", "runtime")
+                        "result", "history", "logs", "logs_dropped", "blocked_by", "runtime",
+                        "task")
             checks.equal(p["jid"], state[key], "jid")
             checks.equal(p["queue_name"], queue, "queue_name")
             checks.equal(p["status"], status, "status")
@@ -116,8 +118,8 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
                 checks.equal(p.get(name), value, name)
         return check
 
-    def waiting_job(key: str, payload: Any) -> Any:
-        return job_record(key, "waiting", payload=payload, max_attempts=MAX_ATTEMPTS,
+    def waiting_job(key: str, payload: Any, task: str | None = None) -> Any:
+        return job_record(key, "waiting", payload=payload, task=task, max_attempts=MAX_ATTEMPTS,
                           overrides={}, history=[], logs=[], logs_dropped=0,
                           blocked_by={"reason": "no_worker_credit", "subscriptions": 0})
 
@@ -175,7 +177,7 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
     def subscribed(state: State, p: dict[str, Any]) -> None:
         state["sid"] = checks.text(p, "sid")
 
-    def quest(key: str, attempt: int, payload: Any) -> Any:
+    def quest(key: str, attempt: int, payload: Any, task: str | None = None) -> Any:
         def check(state: State, p: dict[str, Any]) -> None:
             state["did"] = checks.text(p, "did")
             checks.equal(p.get("sid"), state["sid"], "sid")
@@ -186,6 +188,7 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
             checks.integer(p, "lease_ms", low=100)
             checks.integer(p, "ack_timeout_ms", low=100)
             checks.equal(checks.field(p, "job_payload"), payload, "job_payload")
+            checks.equal(p.get("task"), task, "task")
             state["jid"] = state[key]
         return check
 
@@ -267,11 +270,13 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
                  "concurrency_limit": CONCURRENCY, "rate_limit": RATE_LIMIT,
                  "rate_window_ms": RATE_WINDOW_MS}}, settings_changed),
         # Jobs: each ENQUEUE followed by JOB on its jid.
-        Step("ENQUEUE (a job to complete)", MessageType.ENQUEUE, ok, "14 ENQUEUE: OK {jid}",
-             lambda state: {"q": queue, "job_payload": FIRST_PAYLOAD}, enqueued("jid_a")),
+        Step("ENQUEUE (a job to complete, with a task)", MessageType.ENQUEUE, ok,
+             "14 ENQUEUE: OK {jid}",
+             lambda state: {"q": queue, "job_payload": FIRST_PAYLOAD, "task": TASK},
+             enqueued("jid_a")),
         Step("JOB (waiting, no worker yet)", MessageType.JOB, ok,
-             "15 JOB: OK job record (section 8), blocked_by no_worker_credit", job("jid_a"),
-             waiting_job("jid_a", FIRST_PAYLOAD)),
+             "15 JOB: OK job record (section 8), its task, blocked_by no_worker_credit",
+             job("jid_a"), waiting_job("jid_a", FIRST_PAYLOAD, TASK)),
         Step("ENQUEUE (a job to fail)", MessageType.ENQUEUE, ok, "14 ENQUEUE: OK {jid}",
              lambda state: {"q": queue, "job_payload": FAILING_PAYLOAD}, enqueued("jid_b")),
         Step("JOB (waiting)", MessageType.JOB, ok, "15 JOB: OK job record", job("jid_b"),
@@ -302,7 +307,7 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
         Step("SUBSCRIBE", MessageType.SUBSCRIBE, ok, "6 SUBSCRIBE: OK {sid}",
              lambda state: {"q": queue, "credits": 1}, subscribed),
         Step("QUEST (received)", None, MessageType.QUEST, "106 QUEST push, attempt 1",
-             check=quest("jid_a", 1, FIRST_PAYLOAD)),
+             check=quest("jid_a", 1, FIRST_PAYLOAD, TASK)),
         Step("ACK", MessageType.ACK, ok, "19 ACK: OK {lease_expires_at}", delivery, lease),
         Step("JOBBEAT", MessageType.JOBBEAT, ok, "22 JOBBEAT: OK {lease_expires_at}",
              lambda state: {**delivery(state), "progress": PROGRESS}, lease),

@@ -35,6 +35,7 @@ class EnqueueRequest:
     retry_interval_ms: int | None
     lease_ms: int | None
     headers: dict[str, str] | None = None
+    task: str | None = None
 
 
 class Enqueuer:
@@ -131,4 +132,5 @@ class Enqueuer:
             retry_interval_ms=request.retry_interval_ms,
             lease_ms=request.lease_ms,
             headers=request.headers,
+            task=request.task,
         )

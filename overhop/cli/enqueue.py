@@ -1,19 +1,22 @@
 """`overhop enqueue`: add one job, its payload given as JSON.
 
-    overhop enqueue QUEUE [PAYLOAD_JSON | - | @FILE] [--delay-ms MS | --at RFC3339] ...
+    overhop enqueue QUEUE [PAYLOAD_JSON | - | @FILE] [--delay-ms MS | --at RFC3339]
+                    [--task NAME] ...
 
 The payload is the argument itself, or, for `-`, standard input, or, for `@FILE`, that
 file's text. A payload that is not JSON or cannot be sent, a file that cannot be read, or a
-bad `--at` time, is exit 2.
+bad `--at` time or task name, is exit 2.
 """
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from overhop_client.codec import check_value
+from overhop_client.tasks import check_task_name
 
 from overhop.cli.exits import USAGE_EXIT, CliFailure, fail
 from overhop.cli.render import emit_json
@@ -49,6 +52,22 @@ def parse_payload(text: str | None) -> Any:
     return payload
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def task_option(help_text: str) -> Callable[[F], F]:
+    """The `--task NAME` option (enqueue, jobs); check its value with `checked_task`."""
+    return click.option("--task", metavar="NAME", default=None, help=help_text)
+
+
+def checked_task(task: str | None) -> str | None:
+    """--task's value, or one line saying the naming rule and exit 2."""
+    try:
+        return None if task is None else check_task_name(task)
+    except ValueError as exc:
+        fail(f"--task: {exc}", USAGE_EXIT)
+
+
 def parse_when(text: str) -> datetime:
     """An RFC 3339 time with an offset or Z; CliFailure (exit 2) otherwise."""
     try:
@@ -69,10 +88,11 @@ def parse_when(text: str) -> datetime:
 @click.option("--max-attempts", type=click.IntRange(1, 1000), default=None)
 @click.option("--retry-interval-ms", type=click.IntRange(1, 86_400_000), default=None)
 @click.option("--lease-ms", type=click.IntRange(100, 86_400_000), default=None)
+@task_option("The job's task: which of the queue's handlers runs it.")
 @common
 def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
                     at: str | None, max_attempts: int | None, retry_interval_ms: int | None,
-                    lease_ms: int | None, url: str, as_json: bool) -> None:
+                    lease_ms: int | None, task: str | None, url: str, as_json: bool) -> None:
     """Add a job to QUEUE; PAYLOAD_JSON is the job's payload as JSON (`-`: read it from
     standard input; `@FILE`: from FILE)."""
     try:
@@ -80,6 +100,7 @@ def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
         run_at = None if at is None else parse_when(at)
     except CliFailure as exc:
         fail(exc.message, exc.exit_code)
+    task = checked_task(task)
     if run_at is not None and delay_ms is not None:
         fail("give --delay-ms or --at, not both", USAGE_EXIT)
     jid = call(url, lambda client: client.enqueue(
@@ -88,7 +109,7 @@ def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
         max_attempts=max_attempts,
         retry_interval=None if retry_interval_ms is None
         else timedelta(milliseconds=retry_interval_ms),
-        lease=None if lease_ms is None else timedelta(milliseconds=lease_ms)))
+        lease=None if lease_ms is None else timedelta(milliseconds=lease_ms), task=task))
     if as_json:
         emit_json({"jid": jid})
     else:

@@ -2,7 +2,7 @@
 of a queue's jobs in one status.
 
     overhop job JID | overhop job retry JID | overhop job rm JID
-    overhop jobs QUEUE --status STATUS [--page N | --after JID] [--page-size N]
+    overhop jobs QUEUE --status STATUS [--page N | --after JID] [--page-size N] [--task NAME]
 """
 
 import uuid
@@ -12,6 +12,7 @@ import click
 from overhop_client import AsyncClient, Job, JobPage, JobStatus, MessageType, OverhopError
 from overhop_client.times import format_time
 
+from overhop.cli.enqueue import checked_task, task_option
 from overhop.cli.exits import ERROR_EXIT, USAGE_EXIT, CliFailure, fail
 from overhop.cli.render import cell, emit_json, fields, table
 from overhop.cli.session import call, common
@@ -46,7 +47,8 @@ def render_job(job: Job) -> str:
                                    ("retry_interval", job.overrides.retry_interval),
                                    ("lease", job.overrides.lease)) if value is not None]
     pairs: list[tuple[str, Any]] = [
-        ("jid", job.jid), ("queue", job.queue), ("status", job.status.value),
+        ("jid", job.jid), ("queue", job.queue), ("task", job.task),
+        ("status", job.status.value),
         ("blocked by", _blocked_text(job)),
         ("attempts", f"{job.attempts_so_far} of {job.max_attempts}"),
         ("retry interval", job.retry_interval), ("lease", job.lease),
@@ -149,13 +151,19 @@ def _is_job_id_of(text: str, queue: str) -> bool:
               help="Jobs per page (default: the server's).")
 @click.option("--after", metavar="JID", default=None,
               help="Start after this job (the 'next' a page printed); any depth.")
+@task_option("Only jobs of this task (page on with --after; a page may be short).")
 @common
 def jobs_command(queue: str, status: str, page: int, page_size: int | None,
-                 after: str | None, url: str, as_json: bool) -> None:
+                 after: str | None, task: str | None, url: str, as_json: bool) -> None:
     """List one page of QUEUE's jobs in one status, oldest first."""
     request: dict[str, Any] = {"q": queue, "status": status, "page": page}
     if page_size is not None:
         request["page_size"] = page_size
+    if checked_task(task) is not None:
+        if page != 1:
+            fail("give --task with --after, not --page: a filtered page reads a bounded "
+                 "number of jobs", USAGE_EXIT)
+        request["task"] = task
     if after is not None:
         if page != 1:
             fail("give --after or --page, not both", USAGE_EXIT)
@@ -176,11 +184,14 @@ def jobs_command(queue: str, status: str, page: int, page_size: int | None,
         emit_json(raw)
         return
     listing = JobPage.from_wire(raw)
-    click.echo(table(["JID", "STATUS", "ATTEMPTS", "CREATED", "STARTS AT", "BLOCKED BY"],
+    click.echo(table(["JID", "STATUS", "ATTEMPTS", "CREATED", "STARTS AT", "BLOCKED BY",
+                      "TASK"],
                      [[job.jid, job.status.value, f"{job.attempts_so_far}/{job.max_attempts}",
-                       job.created_at, job.execution_start_at, _blocked_text(job)]
+                       job.created_at, job.execution_start_at, _blocked_text(job), job.task]
                       for job in listing]))
     note = " (truncated: ask with a smaller --page-size)" if listing.truncated else ""
-    click.echo(f"page {listing.page}, {len(listing)} jobs, page size {listing.page_size}{note}")
+    of_task = "" if listing.task is None else f", task {listing.task}"
+    click.echo(f"page {listing.page}, {len(listing)} jobs, page size "
+               f"{listing.page_size}{of_task}{note}")
     if listing.next_after is not None:
         click.echo(f"more: --after {listing.next_after}")

@@ -210,6 +210,11 @@ class PaginationConfig:
     # milliseconds, a bound on how long one listing can hold every other connection up.
     max_skip: int = setting(100_000, minimum=0, maximum=100_000_000,
                             doc="Most jobs a listing page may skip to reach its start.")
+    # A filtered page (LSJOB's `task`) reads and decodes each record it passes: about a
+    # microsecond or two apiece, so 10,000 hold the loop for some milliseconds per page.
+    max_filter_scan: int = setting(
+        10_000, minimum=1, maximum=1_000_000,
+        doc="Most jobs a filtered listing page reads before it returns where to go on.")
 
 
 @dataclass(frozen=True)

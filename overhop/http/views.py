@@ -123,7 +123,7 @@ def job_row(job: JobRecord) -> dict[str, Any]:
         if isinstance(error, dict):
             last_error = str(error.get("message", ""))[:200]
             break
-    return {"jid": job.job_id, "status": job.status.label,
+    return {"jid": job.job_id, "status": job.status.label, "task": job.task,
             "created_at": to_rfc3339(job.created_at_ms),
             "execution_start_at": to_rfc3339(job.execution_start_at_ms),
             "finished_at": _time(job.finished_at_ms), "attempts": job.attempts_so_far,
@@ -156,7 +156,7 @@ def job_detail(sources: Sources, job: JobRecord) -> dict[str, Any]:
     names = {wid: str(w.metadata.get("name") or "") for wid, w in broker.workers.items()}
     return {
         "jid": job.job_id, "queue": job.queue_name, "status": job.status.label,
-        "created_at": to_rfc3339(job.created_at_ms),
+        "task": job.task, "created_at": to_rfc3339(job.created_at_ms),
         "execution_start_at": to_rfc3339(job.execution_start_at_ms),
         "finished_at": _time(job.finished_at_ms),
         "attempts": job.attempts_so_far, "max_attempts": policy.max_attempts,

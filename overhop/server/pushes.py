@@ -26,6 +26,8 @@ def encode_quest(event: JobAssigned) -> bytes:
     }
     if job.headers:  # the producer's trace context, only when it sent one
         fields["headers"] = job.headers
+    if job.task is not None:  # which of the queue's handlers runs it, only when named
+        fields["task"] = job.task
     return encode_frame_with_raw(
         MessageType.QUEST, PUSH_RID, fields,
         {"job_payload": job.payload if job.payload is not None else _NIL},

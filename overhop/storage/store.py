@@ -173,6 +173,50 @@ class Store:
                 jobs.append(decode_job(data))
         return jobs, False, False
 
+    def list_task_jobs(self, queue_name: str, status: JobStatus, task: str, limit: int,
+                       max_bytes: int, max_read: int, after: bytes | None = None
+                       ) -> tuple[list[JobRecord], bool, str | None]:
+        """Jobs of one status and one task in creation order, reading at most `max_read`
+        records: the jobs found; whether the page was cut short by `max_bytes`; and the
+        job id to go on after (the last job read, or the last returned), None once the
+        status is walked to its end.
+
+        There is no index by task: the page walks the status index from `after` and
+        reads each record, so `max_read` bounds the work of one page, however rare the
+        task. A page may hold fewer than `limit` jobs, even none, and still go on.
+        """
+        prefix = keys.status_prefix(queue_name, status)
+        jobs: list[JobRecord] = []
+        held = 0
+        read = 0
+        with self._read() as txn:
+            cursor = txn.cursor(db=self.by_status)
+            start = prefix if after is None else prefix + after + b"\x00"
+            if not cursor.set_range(start):
+                return jobs, False, None
+            last_read: str | None = None
+            for key in reads.keys_from(cursor):
+                if not key.startswith(prefix):
+                    return jobs, False, None
+                if len(jobs) >= limit:
+                    return jobs, False, jobs[-1].job_id
+                if read >= max_read:
+                    return jobs, False, last_read
+                job_id = keys.job_id_from(queue_name, key[-16:])
+                data = reads.get(txn, job_id.encode(), self.jobs_db)
+                read += 1
+                last_read = job_id
+                if data is None:
+                    continue
+                job = decode_job(data)
+                if job.task != task:
+                    continue
+                held += len(data)
+                if jobs and held > max_bytes:
+                    return jobs, True, jobs[-1].job_id
+                jobs.append(job)
+        return jobs, False, None
+
     def oldest_created_ms(self, queue_name: str, status: JobStatus) -> int | None:
         """Creation time of the oldest job in a status, from its uuid7 in the FIFO index."""
         prefix = keys.status_prefix(queue_name, status)

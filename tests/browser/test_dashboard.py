@@ -125,6 +125,24 @@ def test_failed_job_shows_traceback_and_history(server: ServerProcess, page: "Pa
         assert client.job(jids[0]).status in ("waiting", "active")
 
 
+def test_the_task_shows_in_the_job_list_and_on_the_job(server: ServerProcess,
+                                                       page: "Page") -> None:
+    expect.set_options(timeout=UPDATE_TIMEOUT_MS)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        client.add_queue("emails")
+        named = client.enqueue("emails", {"to": "a@example.com"}, task="mail.send")
+        plain = client.enqueue("emails", {"to": "b@example.com"})
+    page.goto(f"{server.http_url}/queues/emails?status=waiting")
+    expect(page.locator(f'tr[data-jid="{named}"]')).to_contain_text("mail.send")
+    expect(page.locator(f'tr[data-jid="{plain}"]')).not_to_contain_text("mail.send")
+    page.locator(f'tr[data-jid="{named}"] a').click()
+    page.wait_for_url(f"**/jobs/{named}")
+    expect(page.locator("#task")).to_have_text("mail.send")
+    page.goto(f"{server.http_url}/jobs/{plain}")
+    expect(page.locator("#status")).to_have_text("waiting")
+    expect(page.locator("#task")).to_have_count(0)
+
+
 class LoopThread:
     """An event loop in a thread of its own, for SDK calls beside Playwright's sync API
     (which runs its own loop in the test's thread)."""

@@ -185,6 +185,33 @@ def test_enqueue_jobs_and_job_commands(url: str) -> None:
     assert confirmed.stdout == "queue work obliterated (0 jobs removed)\n"
 
 
+def test_enqueue_with_a_task_and_list_and_show_it(url: str) -> None:
+    run_json(url, "queue", "add", "mail")
+    named = run_json(url, "enqueue", "mail", '{"to": "a"}', "--task", "send_email")["jid"]
+    plain = run(url, "enqueue", "mail", "1").stdout.strip()
+    assert run_json(url, "job", named)["task"] == "send_email"
+    shown = run(url, "job", named).stdout
+    assert "task            send_email" in shown
+    assert "task            -" in run(url, "job", plain).stdout
+
+    page = run_json(url, "jobs", "mail", "--status", "waiting", "--task", "send_email")
+    assert ([job["jid"] for job in page["jobs"]], page["task"]) == ([named], "send_email")
+    lines = run(url, "jobs", "mail", "--status", "waiting", "--task", "send_email"
+                ).stdout.splitlines()
+    assert lines[0].split()[-1] == "TASK" and lines[1].split()[-1] == "send_email"
+    assert lines[-1] == "page 1, 1 jobs, page size 15, task send_email"
+    everything = run(url, "jobs", "mail", "--status", "waiting").stdout.splitlines()
+    assert [line.split()[-1] for line in everything[1:3]] == ["send_email", "-"]
+
+    assert_one_line_error(run(url, "enqueue", "mail", "--task", "bad name"), 2,
+                          "--task: invalid task name 'bad name'")
+    assert_one_line_error(run(url, "jobs", "mail", "--status", "waiting", "--task", "x y"),
+                          2, "--task: invalid task name 'x y'")
+    assert_one_line_error(run(url, "jobs", "mail", "--status", "waiting", "--task", "t",
+                              "--page", "2"), 2, "give --task with --after, not --page")
+    assert len(run_json(url, "jobs", "mail", "--status", "waiting")["jobs"]) == 2
+
+
 def test_obliterate_refuses_active_jobs_unless_forced(url: str) -> None:
     run_json(url, "queue", "add", "busy")
     run_json(url, "enqueue", "busy", '"payload"')

@@ -99,6 +99,18 @@ def test_queue_jobs_are_paged_by_after_with_filters(server: ServerProcess) -> No
     assert request(server.http_url + "/api/queues/_system/jobs").status == 404
 
 
+def test_job_lists_and_detail_show_the_task(server: ServerProcess) -> None:
+    with producer(server) as client:
+        client.add_queue("mails")
+        named = client.enqueue("mails", {"n": 1}, task="mail.send")
+        plain = client.enqueue("mails", {"n": 2})
+    page = request(f"{server.http_url}/api/queues/mails/jobs?status=waiting").json()
+    assert [(job["jid"], job["task"]) for job in page["jobs"]] == [
+        (named, "mail.send"), (plain, None)]
+    assert request(f"{server.http_url}/api/jobs/{named}").json()["task"] == "mail.send"
+    assert request(f"{server.http_url}/api/jobs/{plain}").json()["task"] is None
+
+
 def test_job_json_payload_download_and_failure_history(server: ServerProcess) -> None:
     (jid,) = failed_jobs(server, "mails", 1)
     job = request(f"{server.http_url}/api/jobs/{jid}").json()

@@ -70,3 +70,37 @@ def test_producer_worker_and_fanout_examples(url: str,
         assert process.wait(DEADLINE_S) == 0
     out = workers[0].communicate()[0]
     assert "{'to': 'user0@example.com', 'subject': 'Hello'}" in out
+
+
+def test_tasks_example_routes_by_task_and_reports_an_unknown_one(url: str) -> None:
+    worker = subprocess.Popen([sys.executable, str(EXAMPLES / "tasks.py"), "worker",
+                               "--url", url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        async def subscribed() -> None:
+            async with await AsyncClient.connect(url) as client:
+                async def subscriptions() -> dict[str, int]:
+                    status = await client.status()
+                    return {q.info.name: q.subscriptions for q in status.queues}
+
+                await wait_until(subscriptions, lambda s: s.get("accounts") == 1,
+                                 "tasks example worker subscribed")
+
+        asyncio.run(subscribed())
+        producer = subprocess.run(
+            [sys.executable, str(EXAMPLES / "tasks.py"), "produce", "--url", url, "--wait",
+             str(DEADLINE_S)], capture_output=True, text=True, timeout=DEADLINE_S * 2)
+        assert producer.returncode == 0, producer.stderr
+        assert producer.stdout.splitlines() == [
+            "welcome: {'greeted': 'Ada'}", "close: {'closed': 7}",
+            "unknown task: no handler for task 'accounts.unknown' on queue 'accounts'"]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(DEADLINE_S) == 0
+        out, err = worker.communicate()
+        assert "accounts.welcome accounts:" in out and "accounts.close accounts:" in out
+        assert "NoHandlerError: no handler for task 'accounts.unknown'" in err
+        assert "Traceback" not in err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()

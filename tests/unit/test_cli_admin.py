@@ -236,7 +236,8 @@ def test_worker_command_reports_a_bad_target_in_one_line(in_tmp: Path) -> None:
                     "overhop://host:port)")
     # A worker without handlers stops at once: exit 1, one line.
     assert_one_line(invoke("worker", "wk_cli:app", "--url", "127.0.0.1:1"), 1,
-                    "no handlers registered: use @worker.handler(queue)")
+                    "no handlers registered: use @worker.handler(queue) or "
+                    "@worker.task(name, queue=queue)")
 
 
 def test_payload_text_from_an_argument_standard_input_or_a_file(

@@ -45,6 +45,7 @@ from overhop_client.errors import (
     ShuttingDownError,
     StorageFullError,
     SubscriptionNotFoundError,
+    TaskNameInvalidError,
     TooManyConnectionsError,
     TooManyQueuesError,
     TooManyValuesError,
@@ -87,7 +88,9 @@ from overhop_client.results import (
     WorkerInfo,
 )
 from overhop_client.sync import Client
+from overhop_client.tasks import Task
 from overhop_client.worker import Worker
+from overhop_client.worker_routes import NoHandlerError
 
 __version__ = "0.1.0"
 
@@ -136,6 +139,7 @@ __all__ = [
     "LogTotals",
     "MalformedError",
     "MessageType",
+    "NoHandlerError",
     "OverhopError",
     "OverrideNotAllowedError",
     "PayloadTooLargeError",
@@ -165,6 +169,8 @@ __all__ = [
     "StorageFullError",
     "SubscriptionEnded",
     "SubscriptionNotFoundError",
+    "Task",
+    "TaskNameInvalidError",
     "TooManyConnectionsError",
     "TooManyQueuesError",
     "TooManyValuesError",

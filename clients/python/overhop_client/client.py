@@ -49,6 +49,7 @@ from overhop_client.results import (
     ServerStatus,
     SubscriptionEnded,
 )
+from overhop_client.tasks import Destination, destination
 from overhop_client.times import format_time, parse_time, to_ms
 
 DEFAULT_URL = "127.0.0.1:9876"
@@ -92,6 +93,7 @@ class EnqueueOptions(TypedDict, total=False):
     max_attempts: int | None
     retry_interval: timedelta | None
     lease: timedelta | None
+    task: str | None
 
 
 class _Register(TypedDict, total=False):
@@ -113,6 +115,7 @@ class _JobFields(TypedDict, total=False):
     retry_interval_ms: int
     lease_ms: int
     headers: dict[str, str]
+    task: str
 
 
 def _delivery(quest: Quest) -> dict[str, object]:
@@ -419,13 +422,17 @@ class AsyncClient:
 
     # -- jobs ------------------------------------------------------------------------
 
-    async def enqueue(self, queue: str, payload: object = None, *,
+    async def enqueue(self, queue: Destination, payload: object = None, *,
                       run_at: datetime | None = None,
                       delay: timedelta | None = None, max_attempts: int | None = None,
                       retry_interval: timedelta | None = None,
                       lease: timedelta | None = None,
-                      headers: Mapping[str, str] | None = None) -> str:
+                      headers: Mapping[str, str] | None = None,
+                      task: str | None = None) -> str:
         """Add a job; its id (`<queue>:<uuid>`), once the server has it on disk.
+
+        `queue` is a queue's name, or a function registered with `@worker.task` (its queue,
+        and its task name); `task` names the handler that runs the job (see `Task`).
 
         `payload`: any MessagePack-able value (None, bool, int, float, str, bytes, lists,
         maps with string keys). `run_at` (an aware datetime) or `delay` (counted by the
@@ -433,7 +440,8 @@ class AsyncClient:
         job to its worker; with `opentelemetry-api` installed the trace context is added
         (see `overhop_client.tracing`).
         """
-        fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease)
+        queue, task = destination(queue, task)
+        fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease, task)
         with tracing.sending(queue, 1, headers) as traced:
             if traced.headers:
                 fields["headers"] = traced.headers
@@ -442,13 +450,14 @@ class AsyncClient:
             traced.sent([jid])
         return jid
 
-    async def run(self, queue: str, payload: object = None, *, timeout: float | None = None,
-                  **options: Unpack[EnqueueOptions]) -> Any:
-        """Enqueue a job (with `enqueue`'s options) and wait for its result (see `result`):
-        one call, no polling."""
+    async def run(self, queue: Destination, payload: object = None, *,
+                  timeout: float | None = None, **options: Unpack[EnqueueOptions]) -> Any:
+        """Enqueue a job (with `enqueue`'s options; `queue` may be a task) and wait for its
+        result (see `result`): one call, no polling."""
+        queue, task = destination(queue, options.get("task"))
         fields = _job_fields(payload, options.get("run_at"), options.get("delay"),
                              options.get("max_attempts"), options.get("retry_interval"),
-                             options.get("lease"))
+                             options.get("lease"), task)
         reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue, "watch": True})
         return await self._wait_outcome(parse_reply_str(reply, "jid"), timeout)
 
@@ -482,20 +491,23 @@ class AsyncClient:
         self._outcomes.forget(jid)
         return outcome.result()
 
-    async def enqueue_many(self, queue: str, payloads: Iterable[object], *,
+    async def enqueue_many(self, queue: Destination, payloads: Iterable[object], *,
                            run_at: datetime | None = None, delay: timedelta | None = None,
                            max_attempts: int | None = None,
                            retry_interval: timedelta | None = None,
                            lease: timedelta | None = None,
-                           headers: Mapping[str, str] | None = None) -> list[str]:
-        """Add one job per payload, all with the same options; their ids, in order.
+                           headers: Mapping[str, str] | None = None,
+                           task: str | None = None) -> list[str]:
+        """Add one job per payload, all with the same options (and task: `queue` may be a
+        `@worker.task` function); their ids, in order.
 
         Sent as ENQUEUEMANY requests of at most the server's `max_enqueue_batch` jobs,
         pipelined: each request is committed whole or not at all, so if one fails (its
         error is raised) the jobs of the others may still have been added. Every job
         carries `headers` and, when tracing, the context of one `send` span for the batch.
         """
-        options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease)
+        queue, task = destination(queue, task)
+        options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease, task)
         payloads = list(payloads)
         with tracing.sending(queue, len(payloads), headers) as traced:
             if traced.headers:
@@ -520,14 +532,21 @@ class AsyncClient:
         return Job.from_wire(reply) if reply else None
 
     async def jobs(self, queue: str, status: JobStatus | str, *, page: int = 1,
-                   page_size: int | None = None, after: str | None = None) -> JobPage:
+                   page_size: int | None = None, after: str | None = None,
+                   task: str | None = None) -> JobPage:
         """One page of the queue's jobs in `status`, oldest first: page `page`, or, with
-        `after` (a previous page's `next_after`), the jobs after that one, at any depth."""
+        `after` (a previous page's `next_after`), the jobs after that one, at any depth.
+
+        With `task`, only that task's jobs, paged with `after` alone: the server reads a
+        bounded number of jobs per page, so a page may hold fewer than `page_size` jobs
+        (even none) while `next_after` says there is more to walk."""
         p: dict[str, object] = {"q": queue, "status": str(status), "page": page}
         if page_size is not None:
             p["page_size"] = page_size
         if after is not None:
             p["after"] = after
+        if task is not None:
+            p["task"] = task
         return JobPage.from_wire(await self.request(MessageType.LSJOB, p))
 
     async def remove_job(self, jid: str) -> None:
@@ -628,7 +647,7 @@ def _user_info(reply: Mapping[str, Any]) -> UserInfo:
 
 def _job_fields(payload: object, run_at: datetime | None, delay: timedelta | None,
                 max_attempts: int | None, retry_interval: timedelta | None,
-                lease: timedelta | None) -> _JobFields:
+                lease: timedelta | None, task: str | None) -> _JobFields:
     """One job's ENQUEUE fields (without `q`)."""
     p: _JobFields = {}
     if payload is not None:
@@ -648,4 +667,6 @@ def _job_fields(payload: object, run_at: datetime | None, delay: timedelta | Non
         p["retry_interval_ms"] = to_ms(retry_interval)
     if lease is not None:
         p["lease_ms"] = to_ms(lease)
+    if task is not None:
+        p["task"] = task
     return p

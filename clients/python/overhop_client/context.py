@@ -18,6 +18,7 @@ from overhop_client.client import MAX_LOG_LINES_PER_MESSAGE, AsyncClient, Enqueu
 from overhop_client.codec import check_value
 from overhop_client.errors import OverhopError
 from overhop_client.results import LogTotals, Quest
+from overhop_client.tasks import Destination
 
 log = logging.getLogger("overhop_client.worker")
 
@@ -55,6 +56,11 @@ class JobContext:
     @property
     def queue(self) -> str:
         return self.quest.queue
+
+    @property
+    def task(self) -> str | None:
+        """The job's task name, None when it was enqueued without one."""
+        return self.quest.task
 
     @property
     def attempt(self) -> int:
@@ -110,12 +116,12 @@ class JobContext:
         self._cancel_flush_timer()
         self._unsent_lines.clear()
 
-    async def enqueue(self, queue: str, payload: object = None,
+    async def enqueue(self, queue: Destination, payload: object = None,
                       **options: Unpack[EnqueueOptions]) -> str:
         """Add a follow-up job (from an async handler); its id."""
         return await self._client.enqueue(queue, payload, **options)
 
-    def enqueue_blocking(self, queue: str, payload: object = None,
+    def enqueue_blocking(self, queue: Destination, payload: object = None,
                          **options: Unpack[EnqueueOptions]) -> str:
         """Add a follow-up job from a plain (threaded) handler; its id."""
         if _on_loop(self._loop):

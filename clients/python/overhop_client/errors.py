@@ -197,6 +197,12 @@ class PayloadTooLargeError(OverhopError):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class TaskNameInvalidError(OverhopError):
+    """A task name breaks the naming rule (letters, digits, '_', '.', ':', '-')."""
+
+    code = "TASK_NAME_INVALID"
+
+
 # -- deliveries ------------------------------------------------------------------------
 class DeliveryNotFoundError(OverhopError):
     code = "DELIVERY_NOT_FOUND"
@@ -259,7 +265,7 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     QueueNotFoundError, QueueExistsError, QueueSystemError, QueueAlreadyPausedError,
     QueueNotPausedError, QueueNotEmptyError, QueueHasActiveJobsError, AlreadySubscribedError,
     SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
-    OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError,
+    OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError, TaskNameInvalidError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
     StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,

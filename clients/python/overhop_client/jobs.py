@@ -169,6 +169,8 @@ class Job:
     logs_dropped: int = 0
     blocked_by: BlockedBy | None = None
     """Why the job is not running; None while it runs and once it has finished."""
+    task: str | None = None
+    """The task named at ENQUEUE (which handler runs it), None when none."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Job":
@@ -209,6 +211,7 @@ class Job:
                   for entry in p.get("logs") or ()],
             logs_dropped=p.get("logs_dropped", 0),
             blocked_by=None if not blocked_by else BlockedBy.from_wire(blocked_by),
+            task=p.get("task"),
         )
 
 
@@ -225,7 +228,10 @@ class JobPage:
     """The server stopped the page early (its records reached half the largest envelope):
     ask with a smaller `page_size` to see the rest."""
     next_after: str | None = None
-    """The last job's id when more jobs follow: pass it as `after` for the next page."""
+    """The last job's id when more jobs follow: pass it as `after` for the next page.
+    With a `task` filter, the last job the server read: go on until it is None."""
+    task: str | None = None
+    """The task filter the page was listed with, None without one."""
 
     def __iter__(self) -> Iterator[Job]:
         return iter(self.jobs)
@@ -237,4 +243,4 @@ class JobPage:
     def from_wire(cls, p: dict[str, Any]) -> "JobPage":
         return cls(p["q"], JobStatus(p["status"]), p["page"], p["page_size"],
                    [Job.from_wire(job) for job in p.get("jobs") or ()],
-                   bool(p.get("truncated", False)), p.get("next_after"))
+                   bool(p.get("truncated", False)), p.get("next_after"), p.get("task"))

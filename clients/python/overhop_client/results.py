@@ -276,11 +276,14 @@ class Quest:
     payload: Any
     headers: dict[str, str] | None = None
     """The job's ENQUEUE headers (trace context), None when it has none."""
+    task: str | None = None
+    """The job's task (which of the queue's handlers runs it), None when it has none."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Quest":
         return cls(p["did"], p["sid"], p["jid"], p["q"], p["attempt"], p["max_attempts"],
-                   p["lease_ms"], p["ack_timeout_ms"], p.get("job_payload"), p.get("headers"))
+                   p["lease_ms"], p["ack_timeout_ms"], p.get("job_payload"), p.get("headers"),
+                   p.get("task"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from overhop_client.client import (
     EnqueueOptions,
     TlsOption,
 )
+from overhop_client.tasks import Destination
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -138,9 +139,10 @@ class Client:
 
         return self._run(on_loop(), bounded=False)
 
-    def run(self, queue: str, payload: object = None, *, timeout: float | None = None,
-            **options: Unpack[EnqueueOptions]) -> Any:
-        """`AsyncClient.run`, blocking: enqueue a job and wait for its result."""
+    def run(self, queue: Destination, payload: object = None, *,
+            timeout: float | None = None, **options: Unpack[EnqueueOptions]) -> Any:
+        """`AsyncClient.run`, blocking: enqueue a job (`queue` may be a `@worker.task`
+        function) and wait for its result."""
         async def on_loop() -> Any:
             client = await self._connected()
             return await client.run(queue, payload, timeout=timeout, **options)

@@ -6,6 +6,10 @@
     async def send_email(ctx: JobContext) -> dict:
         ...
 
+    @app.task("resize_image", queue="images")   # several tasks may share a queue
+    async def resize_image(ctx: JobContext) -> None:
+        ...
+
     app.run()
 
 How a job goes: the QUEST arrives; it is acknowledged at once (ACK) and heartbeats
@@ -58,6 +62,7 @@ from typing import TypeVar
 
 from overhop_client.client import DEFAULT_URL, AsyncClient, TlsOption
 from overhop_client.connection import redact
+from overhop_client.context import JobContext
 from overhop_client.errors import (
     ConnectionLost,
     OverhopError,
@@ -66,13 +71,15 @@ from overhop_client.errors import (
 )
 from overhop_client.reconnect import ReconnectBackoff
 from overhop_client.results import Quest, ServerLimits
+from overhop_client.tasks import Task, check_task_name
 from overhop_client.worker_deliveries import Deliveries
-from overhop_client.worker_routes import Handler, Route, TaskSet
+from overhop_client.worker_routes import Handler, Handling, Route, TaskSet
 from overhop_client.worker_subscriptions import Subscriptions
 
 log = logging.getLogger("overhop_client.worker")
 
 H = TypeVar("H", bound=Handler)
+R = TypeVar("R")
 Seconds = float | timedelta
 
 # Below the server's default `worker.stale_after_ms` (30 s) by a factor of three, so two
@@ -135,20 +142,58 @@ class Worker:
     def handler(self, queue: str, *, timeout: Seconds | None = None,
                 concurrency: int | None = None, prefetch: int | None = None
                 ) -> Callable[[H], H]:
-        """Register the decorated function for `queue`'s jobs. It gets a `JobContext`;
-        what it returns is the job's result. `timeout` bounds one attempt."""
+        """Register the decorated function for `queue`'s jobs: those without a task, and
+        those whose task has no handler of its own (see `task`). It gets a `JobContext`;
+        what it returns is the job's result. `timeout` bounds one attempt. `concurrency`
+        and `prefetch` are the queue's (see `task`)."""
 
         def register(function: H) -> H:
-            if queue in self._routes:
+            route = self._route(queue, concurrency, prefetch)
+            if route.own is not None:
                 raise ValueError(f"a handler for {queue!r} is already registered")
-            route = Route(queue, function, _seconds(timeout), concurrency or self.concurrency,
+            route.own = Handling(function, _seconds(timeout))
+            return function
+
+        return register
+
+    def task(self, name: str, *, queue: str, timeout: Seconds | None = None,
+             concurrency: int | None = None, prefetch: int | None = None
+             ) -> Callable[[Callable[[JobContext], R]], Task[[JobContext], R]]:
+        """Register the decorated function for the jobs of task `name` on `queue`; several
+        tasks may share a queue (and its subscription). It gets a `JobContext`; what it
+        returns is the job's result; `timeout` bounds one attempt. The result is a `Task`:
+        the function, still callable, which `enqueue(task, payload)` sends to its queue
+        with its name. A job whose task has no handler here runs `queue`'s own handler
+        (`handler`), if any, else fails with "no handler for task ..." (and is retried
+        while attempts remain). `concurrency` and `prefetch` are per queue: give them on
+        a queue's first registration; a later one may repeat them, not change them."""
+        check_task_name(name)
+
+        def register(function: Callable[[JobContext], R]) -> Task[[JobContext], R]:
+            route = self._route(queue, concurrency, prefetch)
+            if name in route.tasks:
+                raise ValueError(f"task {name!r} already has a handler on queue {queue!r}")
+            plain = function.function if isinstance(function, Task) else function
+            route.tasks[name] = Handling(plain, _seconds(timeout))
+            return Task(plain, name, queue)
+
+        return register
+
+    def _route(self, queue: str, concurrency: int | None, prefetch: int | None) -> Route:
+        """The queue's route, made on its first registration with these settings."""
+        route = self._routes.get(queue)
+        if route is None:
+            route = Route(queue, None, concurrency or self.concurrency,
                           self.prefetch if prefetch is None else prefetch)
             if route.concurrency < 1 or route.prefetch < 0:
                 raise ValueError("concurrency must be >= 1 and prefetch >= 0")
             self._routes[queue] = route
-            return function
-
-        return register
+        elif concurrency not in (None, route.concurrency) or prefetch not in (
+                None, route.prefetch):
+            raise ValueError(
+                f"queue {queue!r} already runs with concurrency {route.concurrency} and "
+                f"prefetch {route.prefetch}: set them on its first registration only")
+        return route
 
     def set_concurrency(self, concurrency: int) -> None:
         """Every handler's queue runs up to `concurrency` jobs at once (as `overhop worker
@@ -212,7 +257,8 @@ class Worker:
     async def run_async(self) -> None:
         """Connect, subscribe and process jobs until `stop()`; reconnect when needed."""
         if not self._routes:
-            raise RuntimeError("no handlers registered: use @worker.handler(queue)")
+            raise RuntimeError("no handlers registered: use @worker.handler(queue) or "
+                               "@worker.task(name, queue=queue)")
         if self._stopped is not None and not self._stopped.is_set():
             raise RuntimeError("this Worker is already running")
         stop_requested = self._stop_requested = asyncio.Event()

@@ -21,7 +21,7 @@ from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.errors import InternalError, ResultTooLargeError, StorageFullError
 from overhop_client.results import Quest
-from overhop_client.worker_routes import Route
+from overhop_client.worker_routes import Handling, Route
 
 log = logging.getLogger("overhop_client.worker")
 
@@ -45,34 +45,35 @@ class Outcome:
 
 async def run_handler(route: Route, context: JobContext,
                       executor: ThreadPoolExecutor | None) -> Outcome:
-    """Run the route's handler for this job, on the loop or in `executor`, within the
-    route's timeout, in its `process` span when tracing is on; what came of it."""
+    """Run the route's handler for this job (its task's: `Route.handling`), on the loop
+    or in `executor`, within the handler's timeout, in its `process` span when tracing is
+    on; what came of it."""
     quest = context.quest
     with tracing.processing(quest.queue, quest.jid, quest.attempt, quest.did,
                             quest.headers) as span:
-        outcome = await _run(route, context, executor)
+        outcome = await _run(route.handling(quest.task), context, executor)
         if not outcome.completed:
             tracing.failed(span, outcome.error_type, outcome.message)
     return outcome
 
 
-async def _run(route: Route, context: JobContext,
+async def _run(handling: Handling, context: JobContext,
                executor: ThreadPoolExecutor | None) -> Outcome:
     try:
-        async with asyncio.timeout(route.timeout) as scope:
-            if route.async_function is not None:
-                result = await route.async_function(context)
+        async with asyncio.timeout(handling.timeout) as scope:
+            if handling.async_function is not None:
+                result = await handling.async_function(context)
             else:
                 assert executor is not None
-                call = functools.partial(contextvars.copy_context().run, route.function,
+                call = functools.partial(contextvars.copy_context().run, handling.function,
                                          context)
                 result = await asyncio.get_running_loop().run_in_executor(executor, call)
     except TimeoutError as exc:
         if not scope.expired():
             return _failed(context, exc)
-        log.warning("job_timed_out jid=%s after %ss", context.quest.jid, route.timeout)
+        log.warning("job_timed_out jid=%s after %ss", context.quest.jid, handling.timeout)
         return Outcome(False, message=TIMEOUT_MESSAGE,
-                       details=f"the handler ran longer than {route.timeout} s",
+                       details=f"the handler ran longer than {handling.timeout} s",
                        error_type="timeout")
     except Exception as exc:
         return _failed(context, exc)

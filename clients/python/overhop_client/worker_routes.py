@@ -1,8 +1,12 @@
-"""What the worker runner keeps: a `Route` per handler, a `Held` per job, and its tasks.
+"""What the worker runner keeps: a `Route` per queue, a `Held` per job, and its tasks.
 
-A route is one handler and its queue's subscription on the current connection, with the
-counts its credits follow; a held job is one received and not yet answered. `TaskSet`
-keeps every task the runner starts referenced until it ends, and logs those that fail.
+A route is one queue's handlers and its subscription on the current connection, with the
+counts its credits follow. Its handlers are the queue's own (`@worker.handler(queue)`)
+and one per task (`@worker.task(name, queue=...)`); `Route.handling` picks the one for a
+job: its task's, else the queue's own, else one that fails the job saying no handler
+exists (`NoHandlerError`). A held job is one received and not yet answered. `TaskSet`
+keeps every asyncio task the runner starts referenced until it ends, and logs those that
+fail.
 """
 
 import asyncio
@@ -16,6 +20,7 @@ from typing import Any, TypeGuard, TypeVar
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.results import Quest
+from overhop_client.tasks import Task
 
 log = logging.getLogger("overhop_client.worker")
 
@@ -31,15 +36,39 @@ def is_async(function: Handler) -> TypeGuard[AsyncHandler]:
         type(function).__call__)
 
 
-@dataclass(eq=False)
-class Route:
-    """One handler, and its queue's subscription on the current connection."""
+class NoHandlerError(LookupError):
+    """A job whose task has no handler on this worker (nor has its queue a handler of its
+    own): the job fails with this message, and is retried while attempts remain, since
+    another worker (a newer deployment) may know the task."""
 
-    queue: str
+
+@dataclass(frozen=True, eq=False)
+class Handling:
+    """One handler as it runs: the function, on the loop or in a thread, and its timeout."""
+
     function: Handler
     timeout: float | None
+    async_function: AsyncHandler | None = field(init=False, repr=False)
+    """`function` when it is async (it runs on the loop), else None (it runs in a thread)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.function, Task):  # a task given to `handler`: run what it wraps
+            object.__setattr__(self, "function", self.function.function)
+        object.__setattr__(self, "async_function",
+                           self.function if is_async(self.function) else None)
+
+
+@dataclass(eq=False)
+class Route:
+    """One queue's handlers, and its subscription on the current connection."""
+
+    queue: str
+    own: Handling | None
+    """The queue's own handler: for jobs without a task, and tasks without their own."""
     concurrency: int
     prefetch: int
+    tasks: dict[str, Handling] = field(default_factory=dict)
+    """The handler of each task registered on this queue, by task name."""
     sid: str | None = None
     """The current subscription; None while not subscribed (also while stopping)."""
     granted: int = 0
@@ -47,19 +76,35 @@ class Route:
     in_hand: int = 0
     running: int = 0
     waiting: deque["Held"] = field(default_factory=deque)
-    async_function: AsyncHandler | None = field(init=False, repr=False)
-    """`function` when it is async (it runs on the loop), else None (it runs in a thread)."""
 
-    def __post_init__(self) -> None:
-        self.async_function = self.function if is_async(self.function) else None
+    def handling(self, task: str | None) -> Handling:
+        """The handler for a job of this queue with `task`: the task's, else the queue's
+        own, else one that fails the job with NoHandlerError."""
+        found = self.tasks.get(task) if task is not None else None
+        if found is None:
+            found = self.own
+        if found is None:
+            what = "jobs without a task" if task is None else f"task {task!r}"
+            return Handling(_no_handler(f"no handler for {what} on queue {self.queue!r}"),
+                            None)
+        return found
 
     @property
     def is_async(self) -> bool:
-        return self.async_function is not None
+        """Whether every handler of the queue runs on the loop (none needs a thread)."""
+        handlings = [*self.tasks.values(), *([self.own] if self.own else [])]
+        return all(handling.async_function is not None for handling in handlings)
 
     @property
     def capacity(self) -> int:
         return self.concurrency + self.prefetch
+
+
+def _no_handler(message: str) -> AsyncHandler:
+    async def fail(context: JobContext) -> object:
+        raise NoHandlerError(message)
+
+    return fail
 
 
 @dataclass(eq=False)

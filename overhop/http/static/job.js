@@ -38,6 +38,7 @@
       el("dl", { class: "kv" },
         el("dt", {}, "Queue"), el("dd", {}, el("a", { href: `/queues/${encodeURIComponent(job.queue)}` }, job.queue)),
         el("dt", {}, "Status"), el("dd", { id: "status", class: `status-${job.status}` }, job.status),
+        job.task !== null ? [el("dt", {}, "Task"), el("dd", { id: "task" }, el("code", {}, job.task))] : null,
         el("dt", {}, "Attempts"), el("dd", {}, `${job.attempts} of ${job.max_attempts}`),
         el("dt", {}, "Created"), el("dd", {}, time(job.created_at)),
         el("dt", {}, "Ready at"), el("dd", {}, time(job.execution_start_at)),

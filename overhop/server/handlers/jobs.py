@@ -8,6 +8,7 @@ from overhop.clock import MAX_TIME_MS, now_ms
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import STATUS_LABELS, JobStatus
 from overhop.model.queues import parse_queue_name
+from overhop.model.tasks import parse_optional_task_name
 from overhop.server.context import ServerContext
 from overhop.wire.encoding import encode_value
 from overhop.wire.payloads import (
@@ -109,6 +110,7 @@ def _enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
         retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
         lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
         headers=_headers(p),
+        task=parse_optional_task_name(p),
     )
 
 
@@ -171,14 +173,24 @@ def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
             ErrorCode.INVALID_PAYLOAD,
             f"page {page} would skip {skip} jobs, more than {pagination.max_skip}: "
             "page on with 'after' (the previous page's 'next_after')")
+    task = parse_optional_task_name(p)
+    if task is not None and page != 1:
+        raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                           "with 'task', page on with 'after' (the previous page's "
+                           "'next_after'), not 'page'")
     ctx.broker.user_queue(queue_name)
     now = now_ms()
-    jobs, truncated, more = ctx.store.list_jobs(
-        queue_name, JobStatus.parse(label), skip, page_size,
-        ctx.config.wire.max_envelope_size_bytes // 2, after)
+    status = JobStatus.parse(label)
+    max_bytes = ctx.config.wire.max_envelope_size_bytes // 2
+    if task is None:
+        jobs, truncated, more = ctx.store.list_jobs(
+            queue_name, status, skip, page_size, max_bytes, after)
+        next_after = jobs[-1].job_id if more else None
+    else:
+        jobs, truncated, next_after = ctx.store.list_task_jobs(
+            queue_name, status, task, page_size, max_bytes, pagination.max_filter_scan, after)
     return {"q": queue_name, "status": label, "page": page, "page_size": page_size,
-            "truncated": truncated,
-            "next_after": jobs[-1].job_id if more else None,
+            "task": task, "truncated": truncated, "next_after": next_after,
             "jobs": [describe_job(ctx, job, now) for job in jobs]}
 
 
