@@ -2,7 +2,8 @@
 
 - `AsyncClient`: asyncio, every protocol operation, many requests in flight on one connection.
 - `Client`: a blocking, thread-safe facade for producers (enqueue, jobs, queues, stats).
-- `Worker`: the worker runner (handlers per queue, concurrency, retries, graceful stop).
+- `Worker`: the worker runner (handlers per queue, concurrency, retries, graceful stop,
+  middleware layers around each run, control by an admin).
 """
 
 from overhop_client.auth import AuthenticationError
@@ -53,6 +54,7 @@ from overhop_client.errors import (
     UserExistsError,
     UserNotFoundError,
     WatchLimitError,
+    WorkerNotFoundError,
     error_from_wire,
 )
 from overhop_client.jobs import (
@@ -68,10 +70,12 @@ from overhop_client.jobs import (
     JobStatus,
 )
 from overhop_client.messages import MessageType
+from overhop_client.middleware import CallNext, JobTimedOut, Layer, RateLimit, Retry, Timeout
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings
 from overhop_client.results import (
     Bye,
     ClearedJobs,
+    ControlAction,
     FailOutcome,
     JobCounts,
     LogTotals,
@@ -84,6 +88,7 @@ from overhop_client.results import (
     ServerLimits,
     ServerStatus,
     SubscriptionEnded,
+    WorkerControl,
     WorkerInfo,
 )
 from overhop_client.sync import Client
@@ -104,9 +109,11 @@ __all__ = [
     "BlockReason",
     "BlockedBy",
     "Bye",
+    "CallNext",
     "ClearedJobs",
     "Client",
     "ConnectionLost",
+    "ControlAction",
     "DeliveryAlreadyAckedError",
     "DeliveryNotFoundError",
     "DeliveryStaleError",
@@ -133,6 +140,8 @@ __all__ = [
     "JobRemovedError",
     "JobStatus",
     "JobStatusConflictError",
+    "JobTimedOut",
+    "Layer",
     "LogTotals",
     "MalformedError",
     "MessageType",
@@ -155,9 +164,11 @@ __all__ = [
     "QueueStats",
     "QueueStatus",
     "QueueSystemError",
+    "RateLimit",
     "RateStats",
     "RegisterTimeoutError",
     "ResultTooLargeError",
+    "Retry",
     "ServerLimits",
     "ServerStatus",
     "ServerUnreachable",
@@ -165,6 +176,7 @@ __all__ = [
     "StorageFullError",
     "SubscriptionEnded",
     "SubscriptionNotFoundError",
+    "Timeout",
     "TooManyConnectionsError",
     "TooManyQueuesError",
     "TooManyValuesError",
@@ -175,6 +187,8 @@ __all__ = [
     "UserNotFoundError",
     "WatchLimitError",
     "Worker",
+    "WorkerControl",
     "WorkerInfo",
+    "WorkerNotFoundError",
     "error_from_wire",
 ]

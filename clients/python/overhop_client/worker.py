@@ -54,6 +54,7 @@ import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from enum import StrEnum
 from typing import TypeVar
 
 from overhop_client.client import DEFAULT_URL, AsyncClient, TlsOption
@@ -64,8 +65,9 @@ from overhop_client.errors import (
     ShuttingDownError,
     TooManyConnectionsError,
 )
+from overhop_client.middleware import Layer
 from overhop_client.reconnect import ReconnectBackoff
-from overhop_client.results import Quest, ServerLimits
+from overhop_client.results import ControlAction, Quest, ServerLimits, WorkerControl
 from overhop_client.worker_deliveries import Deliveries
 from overhop_client.worker_routes import Handler, Route, TaskSet
 from overhop_client.worker_subscriptions import Subscriptions
@@ -73,7 +75,16 @@ from overhop_client.worker_subscriptions import Subscriptions
 log = logging.getLogger("overhop_client.worker")
 
 H = TypeVar("H", bound=Handler)
+L = TypeVar("L", bound=Layer)
 Seconds = float | timedelta
+
+class WorkerState(StrEnum):
+    """What the worker is doing, as it reports it to the server (STATUS shows it)."""
+
+    RUNNING = "running"
+    QUIET = "quiet"
+    STOPPING = "stopping"
+
 
 # Below the server's default `worker.stale_after_ms` (30 s) by a factor of three, so two
 # lost heartbeats in a row still do not make a busy worker look dead.
@@ -101,13 +112,16 @@ class Worker:
                  reconnect_initial: Seconds = DEFAULT_RECONNECT_INITIAL_S,
                  reconnect_max: Seconds = DEFAULT_RECONNECT_MAX_S,
                  max_heartbeat_interval: Seconds = DEFAULT_MAX_HEARTBEAT_INTERVAL_S,
-                 threads: int | None = None, tls: TlsOption = None) -> None:
+                 threads: int | None = None, tls: TlsOption = None,
+                 middleware: Iterable[Layer] = ()) -> None:
         """`url` may be a function returning the address, asked before each connection
         attempt (to follow a server that moved). `concurrency` and `prefetch` are per
         queue, the defaults for `handler`. `create_queues` creates missing queues with
         default settings instead of failing. `threads` sizes the pool for plain-function
         handlers (default: the sum of their queues' concurrency). `tls`: as for
-        `AsyncClient.connect` (a user and password go in the URL or `$OVERHOP_PASSWORD`)."""
+        `AsyncClient.connect` (a user and password go in the URL or `$OVERHOP_PASSWORD`).
+        `middleware`: layers around every handler run, the first outermost (see
+        `overhop_client.middleware`); `use` adds more."""
         if concurrency < 1 or prefetch < 0:
             raise ValueError("concurrency must be >= 1 and prefetch >= 0")
         self.url = url
@@ -126,6 +140,13 @@ class Worker:
         self._routes: dict[str, Route] = {}
         self._tasks = TaskSet()
         self._deliveries = Deliveries(self._routes, self._tasks, self.heartbeat_interval)
+        self._middleware: list[Layer] = list(middleware)
+        self._deliveries.middleware = self._middleware
+        self.state = WorkerState.RUNNING
+        """Running, quiet (no new jobs) or stopping; what the server's STATUS shows."""
+        self._subscriptions: Subscriptions | None = None
+        self._stop_grace: float | None = None
+        """The grace an admin's stop gave (None: `shutdown_grace`)."""
         self._stop_requested: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
@@ -133,16 +154,18 @@ class Worker:
     # -- registration ----------------------------------------------------------------
 
     def handler(self, queue: str, *, timeout: Seconds | None = None,
-                concurrency: int | None = None, prefetch: int | None = None
-                ) -> Callable[[H], H]:
+                concurrency: int | None = None, prefetch: int | None = None,
+                middleware: Iterable[Layer] = ()) -> Callable[[H], H]:
         """Register the decorated function for `queue`'s jobs. It gets a `JobContext`;
-        what it returns is the job's result. `timeout` bounds one attempt."""
+        what it returns is the job's result. `timeout` bounds one run of the handler;
+        `middleware`: this handler's own layers, inside the worker's."""
 
         def register(function: H) -> H:
             if queue in self._routes:
                 raise ValueError(f"a handler for {queue!r} is already registered")
             route = Route(queue, function, _seconds(timeout), concurrency or self.concurrency,
-                          self.prefetch if prefetch is None else prefetch)
+                          self.prefetch if prefetch is None else prefetch,
+                          middleware=tuple(middleware))
             if route.concurrency < 1 or route.prefetch < 0:
                 raise ValueError("concurrency must be >= 1 and prefetch >= 0")
             self._routes[queue] = route
@@ -150,14 +173,79 @@ class Worker:
 
         return register
 
+    def use(self, layer: L) -> L:
+        """Add a layer around every handler run, inside those given before (usable as a
+        decorator). Takes effect for runs that start after it."""
+        self._middleware.append(layer)
+        return layer
+
     def set_concurrency(self, concurrency: int) -> None:
         """Every handler's queue runs up to `concurrency` jobs at once (as `overhop worker
-        --concurrency` sets it); before `run`, it replaces the registered values."""
+        --concurrency` sets it); before `run`, it replaces the registered values. While
+        running (an admin's `overhop worker concurrency`, say), waiting jobs start or
+        more are asked for at once, fewer run as running ones end, and the server is told."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.concurrency = concurrency
         for route in self._routes.values():
             route.concurrency = concurrency
+        if self._stopped is None or self._stopped.is_set():
+            return
+        self._resize_threads()
+        for route in self._routes.values():
+            self._deliveries.resized(route)
+        log.info("concurrency_changed concurrency=%d", concurrency)
+        self._tasks.spawn(self._report_state())
+
+    def _resize_threads(self) -> None:
+        """A new pool for plain-function handlers, sized for the new concurrency (unless
+        `threads` fixed it); jobs in the old one finish there."""
+        old = self._deliveries.executor
+        size = self._thread_count()
+        if self.threads is not None or old is None or size == old._max_workers:
+            return
+        self._deliveries.executor = ThreadPoolExecutor(size, thread_name_prefix="overhop-job")
+        old.shutdown(wait=False)
+
+    def _thread_count(self) -> int:
+        return self.threads or sum(r.concurrency for r in self._routes.values()
+                                   if not r.is_async) or 1
+
+    async def quiet(self) -> None:
+        """Take no new jobs (unsubscribe, give back those not started) and let running ones
+        finish; stay connected until `stop`. Also what an admin's `overhop worker quiet`
+        does. A quiet worker stays quiet across reconnects."""
+        if self.state is not WorkerState.RUNNING:
+            return
+        self.state = WorkerState.QUIET
+        log.info("worker_quiet")
+        client, subscriptions = self._deliveries.client, self._subscriptions
+        if client is not None and subscriptions is not None:
+            await subscriptions.quiesce(client)
+            await self._report_state()
+
+    def _on_control(self, control: WorkerControl) -> None:
+        """An admin's command (a CONTROL push)."""
+        log.info("control_received action=%s", control.action)
+        if control.action is ControlAction.QUIET:
+            self._tasks.spawn(self.quiet())
+        elif control.action is ControlAction.CONCURRENCY and control.concurrency is not None:
+            self.set_concurrency(control.concurrency)
+        elif control.action is ControlAction.STOP and self._stop_requested is not None:
+            if control.grace is not None:
+                self._stop_grace = control.grace.total_seconds()
+            self._stop_requested.set()
+
+    async def _report_state(self) -> None:
+        """Tell the server this worker's state and concurrency, for STATUS."""
+        client = self._deliveries.client
+        if client is None or client.closed:
+            return
+        concurrency = max((r.concurrency for r in self._routes.values()), default=None)
+        try:
+            await client.report_worker_state(self.state.value, concurrency)
+        except (OverhopError, ConnectionLost) as exc:
+            log.info("state_not_reported: %r", exc)
 
     @property
     def connected(self) -> bool:
@@ -218,14 +306,13 @@ class Worker:
         stop_requested = self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         stopped = self._stopped = asyncio.Event()
-        subscriptions = Subscriptions(
+        self.state, self._stop_grace = WorkerState.RUNNING, None
+        subscriptions = self._subscriptions = Subscriptions(
             self._routes, self._deliveries, self._tasks, stop_requested,
             create_queues=self.create_queues, reconnect_initial=self.reconnect_initial,
-            reconnect_max=self.reconnect_max)
-        threads = self.threads or sum(r.concurrency for r in self._routes.values()
-                                      if not r.is_async) or 1
-        executor = ThreadPoolExecutor(threads, thread_name_prefix="overhop-job")
-        self._deliveries.executor = executor
+            reconnect_max=self.reconnect_max, is_quiet=self._is_quiet)
+        self._deliveries.executor = ThreadPoolExecutor(self._thread_count(),
+                                                       thread_name_prefix="overhop-job")
         backoff = ReconnectBackoff(self.reconnect_initial, self.reconnect_max)
         try:
             while not stop_requested.is_set():
@@ -243,8 +330,13 @@ class Worker:
                 log.info("reconnecting_in %.2fs", delay)
                 await subscriptions.wait_for_stop(delay)
         finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+            if self._deliveries.executor is not None:
+                self._deliveries.executor.shutdown(wait=False, cancel_futures=True)
+            self._subscriptions = None
             stopped.set()
+
+    def _is_quiet(self) -> bool:
+        return self.state is not WorkerState.RUNNING
 
     async def _serve(self, subscriptions: Subscriptions, backoff: ReconnectBackoff) -> None:
         """One connection: subscribe, process until it closes or a stop is requested."""
@@ -254,10 +346,11 @@ class Worker:
                                            on_quest=self._deliveries.on_quest,
                                            on_bye=subscriptions.on_bye,
                                            on_subscription_end=subscriptions.on_subscription_end,
-                                           tls=self.tls)
+                                           on_control=self._on_control, tls=self.tls)
         self._deliveries.client = client
         try:
             await subscriptions.subscribe_all(client)
+            await self._report_state()
             backoff.reset()
             log.info("worker_ready wid=%s url=%s", client.worker_id, redact(url))
             closed = asyncio.ensure_future(client.wait_closed())
@@ -275,14 +368,16 @@ class Worker:
     async def _drain(self, client: AsyncClient, subscriptions: Subscriptions) -> None:
         """Graceful stop: no new jobs, give back unstarted ones, let running ones end."""
         assert self._force is not None
-        await subscriptions.quiesce(client)
+        self.state = WorkerState.STOPPING
+        await asyncio.gather(subscriptions.quiesce(client), self._report_state())
         # Handlers running, and RELEASEs of jobs that came while unsubscribing.
         running = self._deliveries.running()
+        grace = self.shutdown_grace if self._stop_grace is None else self._stop_grace
         if running:
-            log.info("waiting_for_jobs count=%d grace=%.1fs", len(running), self.shutdown_grace)
+            log.info("waiting_for_jobs count=%d grace=%.1fs", len(running), grace)
             everything = asyncio.ensure_future(_settled(running))
             force = asyncio.ensure_future(self._force.wait())
-            await asyncio.wait({everything, force}, timeout=self.shutdown_grace,
+            await asyncio.wait({everything, force}, timeout=grace,
                                return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             for task in running:

@@ -15,6 +15,7 @@ from typing import Any, TypeGuard, TypeVar
 
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
+from overhop_client.middleware import Layer
 from overhop_client.results import Quest
 
 log = logging.getLogger("overhop_client.worker")
@@ -40,6 +41,8 @@ class Route:
     timeout: float | None
     concurrency: int
     prefetch: int
+    middleware: tuple[Layer, ...] = ()
+    """The handler's own layers, inside the worker's (see `overhop_client.middleware`)."""
     sid: str | None = None
     """The current subscription; None while not subscribed (also while stopping)."""
     granted: int = 0
