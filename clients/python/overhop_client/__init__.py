@@ -93,6 +93,7 @@ from overhop_client.results import (
 )
 from overhop_client.sync import Client
 from overhop_client.worker import Worker
+from overhop_client.worker_control import WorkerState
 
 __version__ = "0.1.0"
 
@@ -190,5 +191,6 @@ __all__ = [
     "WorkerControl",
     "WorkerInfo",
     "WorkerNotFoundError",
+    "WorkerState",
     "error_from_wire",
 ]

@@ -42,10 +42,17 @@ again; once it does, it subscribes again. It never creates a queue that was remo
 when the runner first subscribes stops it with QueueNotFoundError (most likely a wrong
 name); one missing at a reconnect is waited for in the same way as after SUBEND.
 
+Every run of a handler goes through middleware layers (`overhop_client.middleware`): the
+worker's (`middleware=`, `use`), the handler's own, its timeout. An admin can make a
+running worker go quiet (no new jobs, running ones finish, still connected), stop (as
+`stop()`, with the admin's grace) or change its concurrency live (CONTROL pushes); the
+worker reports its state and concurrency to the server, which STATUS shows.
+
 This module holds `Worker`, its settings and its connection loop; the rest is beside it:
 `worker_deliveries` (the jobs held and their credits), `worker_outcomes` (running a
-handler and reporting its outcome), `worker_subscriptions` (subscribing, SUBEND, BYE)
-and `worker_routes` (what is kept per handler and per job).
+handler through its layers and reporting its outcome), `worker_subscriptions`
+(subscribing, SUBEND, BYE), `worker_routes` (what is kept per handler and per job) and
+`worker_control` (the state reported to the server).
 """
 
 import asyncio
@@ -54,7 +61,6 @@ import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from enum import StrEnum
 from typing import TypeVar
 
 from overhop_client.client import DEFAULT_URL, AsyncClient, TlsOption
@@ -68,6 +74,7 @@ from overhop_client.errors import (
 from overhop_client.middleware import Layer
 from overhop_client.reconnect import ReconnectBackoff
 from overhop_client.results import ControlAction, Quest, ServerLimits, WorkerControl
+from overhop_client.worker_control import WorkerState, pool_size, report_state
 from overhop_client.worker_deliveries import Deliveries
 from overhop_client.worker_routes import Handler, Route, TaskSet
 from overhop_client.worker_subscriptions import Subscriptions
@@ -77,14 +84,6 @@ log = logging.getLogger("overhop_client.worker")
 H = TypeVar("H", bound=Handler)
 L = TypeVar("L", bound=Layer)
 Seconds = float | timedelta
-
-class WorkerState(StrEnum):
-    """What the worker is doing, as it reports it to the server (STATUS shows it)."""
-
-    RUNNING = "running"
-    QUIET = "quiet"
-    STOPPING = "stopping"
-
 
 # Below the server's default `worker.stale_after_ms` (30 s) by a factor of three, so two
 # lost heartbeats in a row still do not make a busy worker look dead.
@@ -145,6 +144,7 @@ class Worker:
         self.state = WorkerState.RUNNING
         """Running, quiet (no new jobs) or stopping; what the server's STATUS shows."""
         self._subscriptions: Subscriptions | None = None
+        self._pool_size = 0
         self._stop_grace: float | None = None
         """The grace an admin's stop gave (None: `shutdown_grace`)."""
         self._stop_requested: asyncio.Event | None = None
@@ -191,25 +191,20 @@ class Worker:
             route.concurrency = concurrency
         if self._stopped is None or self._stopped.is_set():
             return
-        self._resize_threads()
+        if pool_size(self._routes.values(), self.threads) != self._pool_size:
+            old = self._deliveries.executor
+            self._deliveries.executor = self._new_pool()
+            if old is not None:
+                old.shutdown(wait=False)  # its running jobs finish there
         for route in self._routes.values():
             self._deliveries.resized(route)
         log.info("concurrency_changed concurrency=%d", concurrency)
         self._tasks.spawn(self._report_state())
 
-    def _resize_threads(self) -> None:
-        """A new pool for plain-function handlers, sized for the new concurrency (unless
-        `threads` fixed it); jobs in the old one finish there."""
-        old = self._deliveries.executor
-        size = self._thread_count()
-        if self.threads is not None or old is None or size == old._max_workers:
-            return
-        self._deliveries.executor = ThreadPoolExecutor(size, thread_name_prefix="overhop-job")
-        old.shutdown(wait=False)
-
-    def _thread_count(self) -> int:
-        return self.threads or sum(r.concurrency for r in self._routes.values()
-                                   if not r.is_async) or 1
+    def _new_pool(self) -> ThreadPoolExecutor:
+        """The thread pool for plain-function handlers, sized for their concurrency."""
+        self._pool_size = pool_size(self._routes.values(), self.threads)
+        return ThreadPoolExecutor(self._pool_size, thread_name_prefix="overhop-job")
 
     async def quiet(self) -> None:
         """Take no new jobs (unsubscribe, give back those not started) and let running ones
@@ -237,15 +232,7 @@ class Worker:
             self._stop_requested.set()
 
     async def _report_state(self) -> None:
-        """Tell the server this worker's state and concurrency, for STATUS."""
-        client = self._deliveries.client
-        if client is None or client.closed:
-            return
-        concurrency = max((r.concurrency for r in self._routes.values()), default=None)
-        try:
-            await client.report_worker_state(self.state.value, concurrency)
-        except (OverhopError, ConnectionLost) as exc:
-            log.info("state_not_reported: %r", exc)
+        await report_state(self._deliveries.client, self.state, self._routes.values())
 
     @property
     def connected(self) -> bool:
@@ -311,8 +298,7 @@ class Worker:
             self._routes, self._deliveries, self._tasks, stop_requested,
             create_queues=self.create_queues, reconnect_initial=self.reconnect_initial,
             reconnect_max=self.reconnect_max, is_quiet=self._is_quiet)
-        self._deliveries.executor = ThreadPoolExecutor(self._thread_count(),
-                                                       thread_name_prefix="overhop-job")
+        self._deliveries.executor = self._new_pool()
         backoff = ReconnectBackoff(self.reconnect_initial, self.reconnect_max)
         try:
             while not stop_requested.is_set():
