@@ -58,6 +58,8 @@ class ErrorCode(StrEnum):
     DELIVERY_ALREADY_ACKED = "DELIVERY_ALREADY_ACKED"
     # Results (WATCH).
     WATCH_LIMIT = "WATCH_LIMIT"
+    # Worker control (WORKERCTL).
+    WORKER_NOT_FOUND = "WORKER_NOT_FOUND"
     # Storage.
     STORAGE_FULL = "STORAGE_FULL"
     INTERNAL = "INTERNAL"

@@ -1,7 +1,8 @@
 """What the broker tells a worker's connection on its own: domain events, not frames.
 
-The broker hands these to the worker's `Peer`; the server alone turns them into QUEST and
-SUBEND frames (`overhop/server/pushes.py`), so the broker never builds wire messages.
+The broker hands these to the worker's `Peer`; the server alone turns them into QUEST,
+SUBEND, RESULT and CONTROL frames (`overhop/server/pushes.py`), so the broker never builds
+wire messages.
 """
 
 from dataclasses import dataclass
@@ -58,3 +59,22 @@ class JobFinished:
     status: FinalStatus
     result: bytes | None = None
     job: JobRecord | None = None
+
+
+class ControlAction(StrEnum):
+    """What an admin tells a worker to do (WORKERCTL's `action`, CONTROL's `action`)."""
+
+    QUIET = "quiet"  # take no new jobs, finish the running ones, stay connected
+    STOP = "stop"  # give back unstarted jobs, finish running ones within a grace, leave
+    CONCURRENCY = "concurrency"  # run this many jobs at once per queue from now on
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerControlled:
+    """An admin's command for this worker (a CONTROL push)."""
+
+    action: ControlAction
+    concurrency: int | None = None
+    """For CONCURRENCY: jobs at once per queue."""
+    grace_ms: int | None = None
+    """For STOP: how long running jobs may take before they are given back."""

@@ -21,13 +21,14 @@ from typing import Any
 
 from overhop.broker.deliveries import Deliveries
 from overhop.broker.enqueue import Enqueuer, EnqueueRequest
-from overhop.broker.events import FinalStatus
+from overhop.broker.events import FinalStatus, WorkerControlled
 from overhop.broker.maintenance import Maintenance
 from overhop.broker.queue_admin import QueueAdmin
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
 from overhop.broker.state import BrokerState
 from overhop.broker.watches import Watches
+from overhop.broker.worker_control import WorkerReport, apply_report, control_workers
 from overhop.broker.workers import Delivery, Peer, Subscription, Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
@@ -223,6 +224,13 @@ class Broker:
     def worker_gone(self, worker: Worker, outcome: AttemptOutcome) -> None:
         self._deliveries.worker_gone(worker, outcome, self.clock())
         self._watches.worker_gone(worker)
+
+    def control_workers(self, target: str, command: WorkerControlled) -> int:
+        """WORKERCTL from an admin: how many workers `target` (a name or an id) named."""
+        return control_workers(self._state.workers.values(), target, command)
+
+    def worker_reported(self, worker: Worker, report: WorkerReport) -> None:
+        apply_report(worker, report)
 
     # -- results -------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ never a socket.
 """
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
-from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded
+from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded, WorkerControlled
 from overhop.model.jobs import AttemptOutcome
 
 
@@ -22,6 +23,8 @@ class Peer(Protocol):
     def subscription_ended(self, event: SubscriptionEnded) -> None: ...
 
     def job_finished(self, event: JobFinished) -> None: ...
+
+    def worker_controlled(self, event: WorkerControlled) -> None: ...
 
     @property
     def writable(self) -> bool: ...
@@ -61,6 +64,15 @@ class Delivery:
         return self.subscription.worker
 
 
+class WorkerState(StrEnum):
+    """What a worker is doing, as STATUS shows it: set when an admin's command is sent
+    (WORKERCTL) and when the worker reports its own state."""
+
+    RUNNING = "running"
+    QUIET = "quiet"  # takes no new jobs, finishes the running ones
+    STOPPING = "stopping"  # gives its jobs back or finishes them, then leaves
+
+
 @dataclass(slots=True, eq=False)
 class Worker:
     worker_id: str
@@ -73,6 +85,16 @@ class Worker:
     # Jobs whose final outcome this connection waits for (WATCH, ENQUEUE's `watch`).
     watching: set[str] = field(default_factory=set)
     gone: bool = False
+    state: WorkerState = WorkerState.RUNNING
+    # Jobs at once per queue, as the worker last reported it (or an admin last set it);
+    # None until then (a producer, or a client that does not report).
+    concurrency: int | None = None
+
+    @property
+    def name(self) -> str | None:
+        """The name given at REGISTER, if any."""
+        name = self.metadata.get("name")
+        return name if isinstance(name, str) else None
 
     def subscription_for(self, queue_name: str) -> Subscription | None:
         for subscription in self.subscriptions.values():

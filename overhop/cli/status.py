@@ -23,10 +23,11 @@ def render_status(status: ServerStatus) -> str:
                          f"{storage.get('max_map_size_bytes', 0)})"),
         ("space low", storage.get("space_low")),
     ])
-    workers = table(["WORKER", "NAME", "HOST", "PID", "SUBSCRIPTIONS", "DELIVERIES",
-                     "LAST SEEN"],
-                    [[w.worker_id, w.metadata.get("name"), w.metadata.get("host"),
-                      w.metadata.get("pid"), w.subscriptions, w.deliveries, w.last_seen_at]
+    workers = table(["WORKER", "NAME", "STATE", "CONCURRENCY", "HOST", "PID",
+                     "SUBSCRIPTIONS", "DELIVERIES", "LAST SEEN"],
+                    [[w.worker_id, w.metadata.get("name"), w.state, w.concurrency,
+                      w.metadata.get("host"), w.metadata.get("pid"), w.subscriptions,
+                      w.deliveries, w.last_seen_at]
                      for w in status.workers])
     return f"{summary}\n\n{workers}"
 

@@ -1,4 +1,9 @@
-"""`overhop worker MODULE:ATTRIBUTE`: run a worker defined in the user's code.
+"""`overhop worker MODULE:ATTRIBUTE`: run a worker defined in the user's code; and the
+`worker` group that also holds the admin's `quiet`, `stop` and `concurrency` commands.
+
+The words `run`, `quiet`, `stop` and `concurrency` are recognized first; any other first
+argument is a target to run (`overhop worker tasks:app` is `overhop worker run tasks:app`;
+a module named like one of the words is run with `run`).
 
 The module is imported with the current directory first on `sys.path`; ATTRIBUTE (dotted
 for nested objects) names an `overhop_client.Worker`, or a function that returns one when
@@ -20,6 +25,7 @@ from overhop_client.connection import parse_address
 
 from overhop.cli.exits import ERROR_EXIT, USAGE_EXIT, fail
 from overhop.cli.session import URL_ENV
+from overhop.cli.worker_control import concurrency_command, quiet_command, stop_command
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -84,7 +90,16 @@ def load_worker(target: str) -> Worker:
     return made
 
 
-@click.command("worker")
+class WorkerGroup(click.Group):
+    """`overhop worker`: its subcommands, and `run` when the first word is none of them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.command("run")
 @click.argument("target", metavar="MODULE:ATTRIBUTE")
 @click.option("--url", default=None, envvar=URL_ENV, metavar="HOST:PORT",
               help=f"Server address, replacing the worker's own (or ${URL_ENV}).")
@@ -92,8 +107,8 @@ def load_worker(target: str) -> Worker:
               help="Jobs each queue runs at once, replacing the worker's own values.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info",
               show_default=True, help="debug shows a failed job's traceback.")
-def worker_command(target: str, url: str | None, concurrency: int | None,
-                   log_level: str) -> None:
+def run_command(target: str, url: str | None, concurrency: int | None,
+                log_level: str) -> None:
     """Run the overhop_client Worker at MODULE:ATTRIBUTE until SIGINT or SIGTERM."""
     try:
         app = load_worker(target)
@@ -114,3 +129,8 @@ def worker_command(target: str, url: str | None, concurrency: int | None,
         fail(f"{exc.code}: {exc.message}", ERROR_EXIT)
     except RuntimeError as exc:  # no handlers registered, already running
         fail(str(exc), ERROR_EXIT)
+
+
+worker_command = WorkerGroup("worker", commands=[
+    run_command, quiet_command, stop_command, concurrency_command],
+    help="Run a worker (`overhop worker MODULE:ATTRIBUTE`), or control running ones.")

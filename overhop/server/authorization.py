@@ -25,6 +25,7 @@ class QueueSource(Enum):
     NAME = "name"  # the `name` field (ADDQUEUE)
     JID = "jid"  # the queue part of the `jid` field (`<queue>:<uuid>`)
     SID = "sid"  # the queue of this worker's subscription `sid`
+    WORKER = "worker"  # no queue; the verb on `*` only when the request names a worker
 
 
 M = MessageType
@@ -67,6 +68,8 @@ RULES: dict[MessageType, tuple[Verb | None, QueueSource]] = {
     M.USERLIST: (Verb.ADMIN, QueueSource.NONE),
     M.USERRM: (Verb.ADMIN, QueueSource.NONE),
     M.USERPERMIT: (Verb.ADMIN, QueueSource.NONE),
+    # Controlling workers is admin's; a worker's report of itself (no `worker`) needs none.
+    M.WORKERCTL: (Verb.ADMIN, QueueSource.WORKER),
 }
 
 
@@ -86,12 +89,17 @@ def queue_of(source: QueueSource, payload: dict[str, Any], worker: Worker | None
     return None
 
 
+def _is_self_report(payload: dict[str, Any]) -> bool:
+    """WORKERCTL without `worker`: a worker's report of its own state."""
+    return payload.get("worker") is None
+
+
 def authorize(log: Any, user: str, permissions: frozenset[Permission],
               message_type: MessageType, payload: dict[str, Any], worker: Worker | None
               ) -> None:
     """Raise FORBIDDEN (and log it on `log`) unless `permissions` allow this request."""
     verb, source = RULES[message_type]
-    if verb is None:
+    if verb is None or (source is QueueSource.WORKER and _is_self_report(payload)):
         return
     if source is QueueSource.LISTING:
         if holds_verb(permissions, verb):
@@ -99,7 +107,7 @@ def authorize(log: Any, user: str, permissions: frozenset[Permission],
         queue = None
     else:
         queue = queue_of(source, payload, worker)
-        if queue is None and source is not QueueSource.NONE:
+        if queue is None and source not in (QueueSource.NONE, QueueSource.WORKER):
             return  # a malformed request: the handler refuses it with INVALID_PAYLOAD
         if allows(permissions, verb, queue):
             return

@@ -1,10 +1,16 @@
 """The broker's events to a worker, as the frames the server pushes (rid 0).
 
-The only place QUEST and SUBEND frames are built: the broker hands over domain events
-(`overhop.broker.events`), this module turns them into wire messages.
+The only place QUEST, SUBEND, RESULT and CONTROL frames are built: the broker hands over
+domain events (`overhop.broker.events`), this module turns them into wire messages.
 """
 
-from overhop.broker.events import FinalStatus, JobAssigned, JobFinished, SubscriptionEnded
+from overhop.broker.events import (
+    FinalStatus,
+    JobAssigned,
+    JobFinished,
+    SubscriptionEnded,
+    WorkerControlled,
+)
 from overhop.server.views import history_view
 from overhop.wire.encoding import encode_frame, encode_frame_with_raw
 from overhop.wire.messages import PUSH_RID, MessageType
@@ -52,3 +58,14 @@ def encode_result(event: JobFinished) -> bytes:
 def encode_subend(event: SubscriptionEnded) -> bytes:
     return encode_frame(MessageType.SUBEND, PUSH_RID, {
         "sid": event.subscription_id, "q": event.queue_name, "reason": event.reason.value})
+
+
+def encode_control(event: WorkerControlled) -> bytes:
+    """CONTROL: an admin's command for this worker (`concurrency` and `grace_ms` only with
+    the actions they belong to)."""
+    fields: dict[str, object] = {"action": event.action.value}
+    if event.concurrency is not None:
+        fields["concurrency"] = event.concurrency
+    if event.grace_ms is not None:
+        fields["grace_ms"] = event.grace_ms
+    return encode_frame(MessageType.CONTROL, PUSH_RID, fields)

@@ -32,7 +32,8 @@ def status_report(ctx: ServerContext) -> dict[str, Any]:
     queues, queues_cut = fitting_prefix((_queue_entry(ctx, r) for r in broker.queues.values()),
                                         budget)
     workers, workers_cut = fitting_prefix(
-        ({"wid": w.worker_id, "registered_at": to_rfc3339(w.registered_at_ms),
+        ({"wid": w.worker_id, "name": w.name, "state": w.state.value,
+          "concurrency": w.concurrency, "registered_at": to_rfc3339(w.registered_at_ms),
           "last_seen_at": to_rfc3339(w.last_seen_ms), "metadata": w.metadata,
           "subscriptions": len(w.subscriptions), "deliveries": len(w.deliveries)}
          for w in broker.workers.values()), budget)

@@ -54,6 +54,8 @@ class MessageType(IntEnum):
     # Results without polling: be told of a job's final outcome.
     WATCH = 40
     UNWATCH = 41
+    # Worker control: an admin tells workers to go quiet, stop or change concurrency.
+    WORKERCTL = 44
     # Server to client.
     OK = 101
     ERR = 102
@@ -64,6 +66,7 @@ class MessageType(IntEnum):
     BYE = 107
     SUBEND = 108
     RESULT = 110
+    CONTROL = 112
 
     @property
     def is_client_type(self) -> bool:

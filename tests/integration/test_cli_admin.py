@@ -323,3 +323,56 @@ def test_a_cli_call_is_logged_at_debug_only(
     lines = [json.loads(line) for line in server.log_lines[before:]]
     assert {line["event"] for line in lines} >= {"worker_registered", "worker_gone"}
     assert [line for line in lines if line["level"] != "debug"] == []
+
+
+def test_worker_control_commands(url: str, tmp_path: Path) -> None:
+    (tmp_path / "cli_worker_app.py").write_text(WORKER_MODULE, encoding="utf-8")
+    with Client(url) as client:
+        client.add_queue("cli-jobs")
+
+        def shown() -> list[str]:
+            """The status table's row of the worker, split on spaces."""
+            rows = [line.split() for line in run(url, "status").stdout.splitlines()
+                    if "cli-worker-test" in line]
+            return rows[0] if rows else []
+
+        def wait_for(accept: Callable[[list[str]], bool], what: str) -> list[str]:
+            give_up = time.monotonic() + DEADLINE_S
+            while not accept(row := shown()):
+                assert time.monotonic() < give_up and process.poll() is None, (what, row)
+                time.sleep(POLL_PAUSE_S)
+            return row
+
+        # `run` spelled out; the words quiet, stop and concurrency are subcommands.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "overhop", "worker", "run", "cli_worker_app:app",
+             "--url", url], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # The columns: WORKER NAME STATE CONCURRENCY HOST ...
+            assert wait_for(lambda row: row[2:4] == ["running", "2"], "reported")[1] == (
+                "cli-worker-test")
+            result = run(url, "worker", "concurrency", "cli-worker-test", "5")
+            assert result.exit_code == 0 and result.stdout == (
+                "told to run 5 at once: 1 worker\n"), result.output
+            wait_for(lambda row: row[3] == "5", "concurrency 5")
+            assert run_json(url, "worker", "quiet", "cli-worker-test") == {"workers": 1}
+            wait_for(lambda row: row[2] == "quiet", "quiet")
+            assert process.poll() is None  # quiet: still running, still connected
+            result = run(url, "worker", "stop", "cli-worker-test", "--grace", "5")
+            assert result.stdout == "told to stop: 1 worker\n", result.output
+            _, stderr = process.communicate(timeout=DEADLINE_S)  # it exits by itself
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, stderr
+    assert "control_received action=stop" in stderr
+    assert_one_line_error(run(url, "worker", "quiet", "cli-worker-test"), 1,
+                          "WORKER_NOT_FOUND: no connected worker has the name or id "
+                          "'cli-worker-test'")
+    result = run(url, "worker", "concurrency", "cli-worker-test", "0")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "0 is not in the range 1<=x<=10000" in result.output
+    result = run(url, "worker", "stop", "cli-worker-test", "--grace", "-1")
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -198,6 +198,7 @@ PAYLOADS: dict[MessageType, dict[str, Any]] = {
     MessageType.USERLIST: {},
     MessageType.USERRM: {"name": "nobody"},
     MessageType.USERPERMIT: {"name": "nobody", "permissions": []},
+    MessageType.WORKERCTL: {"worker": "nobody", "action": "quiet"},  # WORKER_NOT_FOUND once allowed
 }
 CHECKED = sorted(t for t, (verb, _) in RULES.items() if verb is not None
                  and t is not MessageType.CREDIT)  # CREDIT: the live-change test above
@@ -254,7 +255,8 @@ def test_each_message_needs_its_verb(matrix_server: ServerProcess, message: Mess
         refused = await denied.request(message, PAYLOADS[message])
         await denied.close()
         unchanged = await queue_state() == before
-        allowed_user = f"all-{verb}" if source is QueueSource.NONE else f"only-{verb}"
+        allowed_user = (f"all-{verb}" if source in (QueueSource.NONE, QueueSource.WORKER)
+                        else f"only-{verb}")
         allowed = await scram_login(matrix_server.port, allowed_user, "allowed-Pw-91f")
         accepted = await allowed.request(message, PAYLOADS[message])
         await allowed.close()
@@ -262,7 +264,8 @@ def test_each_message_needs_its_verb(matrix_server: ServerProcess, message: Mess
 
     refused, unchanged, accepted = asyncio.run(run())
     assert refused["t"] == 102 and refused["p"]["code"] == "FORBIDDEN", refused
-    expected_queue = None if source in (QueueSource.NONE, QueueSource.LISTING) else (
+    expected_queue = None if source in (QueueSource.NONE, QueueSource.LISTING,
+                                        QueueSource.WORKER) else (
         "perm-new" if source is QueueSource.NAME else QUEUE)
     assert refused["p"]["details"] == {"verb": verb.value, "queue": expected_queue}
     assert verb.value in refused["p"]["msg"]

@@ -40,14 +40,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from overhop.broker import queue_admin
-from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded
+from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded, WorkerControlled
 from overhop.broker.service import Broker, EnqueueRequest
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueState
-from overhop.server.pushes import encode_quest, encode_result, encode_subend
+from overhop.server.pushes import encode_control, encode_quest, encode_result, encode_subend
 from overhop.storage import operations as job_ops
 from overhop.storage.keys import job_id_from
 from overhop.storage.records import decode_job
@@ -124,6 +124,9 @@ class ModelPeer:
 
     def job_finished(self, event: JobFinished) -> None:
         self.send(encode_result(event))  # the model never watches: take_pushes refuses it
+
+    def worker_controlled(self, event: WorkerControlled) -> None:
+        self.send(encode_control(event))  # the model sends no WORKERCTL: take_pushes refuses it
 
     @property
     def writable(self) -> bool:

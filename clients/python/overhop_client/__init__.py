@@ -2,7 +2,8 @@
 
 - `AsyncClient`: asyncio, every protocol operation, many requests in flight on one connection.
 - `Client`: a blocking, thread-safe facade for producers (enqueue, jobs, queues, stats).
-- `Worker`: the worker runner (handlers per queue, concurrency, retries, graceful stop).
+- `Worker`: the worker runner (handlers per queue, concurrency, retries, graceful stop,
+  middleware layers around each run, control by an admin).
 """
 
 from overhop_client.auth import AuthenticationError
@@ -54,6 +55,7 @@ from overhop_client.errors import (
     UserExistsError,
     UserNotFoundError,
     WatchLimitError,
+    WorkerNotFoundError,
     error_from_wire,
 )
 from overhop_client.jobs import (
@@ -69,10 +71,12 @@ from overhop_client.jobs import (
     JobStatus,
 )
 from overhop_client.messages import MessageType
+from overhop_client.middleware import CallNext, JobTimedOut, Layer, RateLimit, Retry, Timeout
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings
 from overhop_client.results import (
     Bye,
     ClearedJobs,
+    ControlAction,
     FailOutcome,
     JobCounts,
     LogTotals,
@@ -85,11 +89,13 @@ from overhop_client.results import (
     ServerLimits,
     ServerStatus,
     SubscriptionEnded,
+    WorkerControl,
     WorkerInfo,
 )
 from overhop_client.sync import Client
 from overhop_client.tasks import Task
 from overhop_client.worker import Worker
+from overhop_client.worker_control import WorkerState
 from overhop_client.worker_routes import NoHandlerError
 
 __version__ = "0.1.0"
@@ -107,9 +113,11 @@ __all__ = [
     "BlockReason",
     "BlockedBy",
     "Bye",
+    "CallNext",
     "ClearedJobs",
     "Client",
     "ConnectionLost",
+    "ControlAction",
     "DeliveryAlreadyAckedError",
     "DeliveryNotFoundError",
     "DeliveryStaleError",
@@ -136,6 +144,8 @@ __all__ = [
     "JobRemovedError",
     "JobStatus",
     "JobStatusConflictError",
+    "JobTimedOut",
+    "Layer",
     "LogTotals",
     "MalformedError",
     "MessageType",
@@ -159,9 +169,11 @@ __all__ = [
     "QueueStats",
     "QueueStatus",
     "QueueSystemError",
+    "RateLimit",
     "RateStats",
     "RegisterTimeoutError",
     "ResultTooLargeError",
+    "Retry",
     "ServerLimits",
     "ServerStatus",
     "ServerUnreachable",
@@ -171,6 +183,7 @@ __all__ = [
     "SubscriptionNotFoundError",
     "Task",
     "TaskNameInvalidError",
+    "Timeout",
     "TooManyConnectionsError",
     "TooManyQueuesError",
     "TooManyValuesError",
@@ -181,6 +194,9 @@ __all__ = [
     "UserNotFoundError",
     "WatchLimitError",
     "Worker",
+    "WorkerControl",
     "WorkerInfo",
+    "WorkerNotFoundError",
+    "WorkerState",
     "error_from_wire",
 ]

@@ -9,7 +9,7 @@ Deliveries (QUEST pushes) arrive as `Quest` objects on `quests`, an `asyncio.Que
 through the `on_quest` callback given to `connect`. IDENT and pushes this client does not
 use are ignored; BYE (the server is shutting down) is kept in `bye` and passed to
 `on_bye`; SUBEND (a subscription ended because its queue was removed) is passed to
-`on_subscription_end`.
+`on_subscription_end`; CONTROL (an admin's command to this worker) to `on_control`.
 """
 
 import asyncio
@@ -48,6 +48,7 @@ from overhop_client.results import (
     ServerLimits,
     ServerStatus,
     SubscriptionEnded,
+    WorkerControl,
 )
 from overhop_client.tasks import Destination, destination
 from overhop_client.times import format_time, parse_time, to_ms
@@ -128,12 +129,13 @@ class AsyncClient:
 
     def __init__(self, *, on_quest: Callable[[Quest], None] | None = None,
                  on_bye: Callable[[Bye], None] | None = None,
-                 on_subscription_end: Callable[[SubscriptionEnded], None] | None = None
-                 ) -> None:
+                 on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
+                 on_control: Callable[[WorkerControl], None] | None = None) -> None:
         self._connection: Connection | None = None
         self._on_quest = on_quest
         self._on_bye = on_bye
         self._on_subscription_end = on_subscription_end
+        self._on_control = on_control
         self._outcomes = Outcomes()
         self.quests: asyncio.Queue[Quest] = asyncio.Queue()
         """Deliveries, when no `on_quest` callback was given."""
@@ -154,6 +156,7 @@ class AsyncClient:
                       on_quest: Callable[[Quest], None] | None = None,
                       on_bye: Callable[[Bye], None] | None = None,
                       on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
+                      on_control: Callable[[WorkerControl], None] | None = None,
                       timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
                       max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                       user: str | None = None, password: str | None = None,
@@ -185,7 +188,7 @@ class AsyncClient:
                 raise TypeError("labels must map strings to strings")
             register["labels"] = dict(labels)
         client = cls(on_quest=on_quest, on_bye=on_bye,
-                     on_subscription_end=on_subscription_end)
+                     on_subscription_end=on_subscription_end, on_control=on_control)
         async with asyncio.timeout(timeout):
             client._connection = await Connection.open(host, port, client._on_push,
                                                        max_frame_size, context)
@@ -319,6 +322,8 @@ class AsyncClient:
             self._on_subscription_end(SubscriptionEnded.from_wire(payload))
         elif message_type == MessageType.RESULT:
             self._outcomes.arrived(payload)
+        elif message_type == MessageType.CONTROL and self._on_control is not None:
+            self._on_control(WorkerControl.from_wire(payload))
 
     # -- server and queues -----------------------------------------------------------
 
@@ -630,6 +635,39 @@ class AsyncClient:
     async def release(self, delivery: Quest) -> None:
         """Give back a job not started: it waits again, no attempt used."""
         await self.request(MessageType.RELEASE, _delivery(delivery))
+
+    # -- worker control --------------------------------------------------------------
+
+    async def quiet_worker(self, worker: str) -> int:
+        """Tell the workers with this id, or else this name, to take no new jobs and
+        finish their running ones (needs `admin` on `*`); how many there were."""
+        return await self._control_worker({"worker": worker, "action": "quiet"})
+
+    async def stop_worker(self, worker: str, grace: timedelta | None = None) -> int:
+        """Tell the workers with this id or name to give back unstarted jobs, let running
+        ones finish within `grace` (None: the worker's own), and leave."""
+        command: dict[str, object] = {"worker": worker, "action": "stop"}
+        if grace is not None:
+            command["grace_ms"] = to_ms(grace)
+        return await self._control_worker(command)
+
+    async def set_worker_concurrency(self, worker: str, concurrency: int) -> int:
+        """Tell the workers with this id or name to run `concurrency` jobs at once per
+        queue from now on."""
+        return await self._control_worker({"worker": worker, "action": "concurrency",
+                                           "concurrency": concurrency})
+
+    async def _control_worker(self, command: dict[str, object]) -> int:
+        reply = await self.request(MessageType.WORKERCTL, command)
+        return int(reply.get("workers", 0))
+
+    async def report_worker_state(self, state: str, concurrency: int | None = None) -> None:
+        """Tell the server this connection's state ("running", "quiet", "stopping") and
+        jobs at once per queue, which STATUS shows (the `Worker` runner does this)."""
+        report: dict[str, object] = {"action": "report", "state": state}
+        if concurrency is not None:
+            report["concurrency"] = concurrency
+        await self.request(MessageType.WORKERCTL, report)
 
     async def goodbye(self, reason: str = "") -> None:
         """Say goodbye and wait for the server to close the connection. Deliveries still

@@ -223,6 +223,13 @@ class WatchLimitError(OverhopError):
     code = "WATCH_LIMIT"
 
 
+# -- worker control --------------------------------------------------------------------
+class WorkerNotFoundError(OverhopError):
+    """WORKERCTL named no connected worker (by id or by name)."""
+
+    code = "WORKER_NOT_FOUND"
+
+
 # -- storage and the server itself -----------------------------------------------------
 class StorageFullError(OverhopError):
     code = "STORAGE_FULL"
@@ -267,6 +274,7 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError, TaskNameInvalidError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
+    WorkerNotFoundError,
     StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
     UserExistsError, UserNotFoundError,

@@ -50,6 +50,7 @@ class MessageType(IntEnum):
     USERPERMIT = 35
     WATCH = 40
     UNWATCH = 41
+    WORKERCTL = 44
     # Server to client.
     OK = 101
     ERR = 102
@@ -60,3 +61,4 @@ class MessageType(IntEnum):
     BYE = 107
     SUBEND = 108
     RESULT = 110
+    CONTROL = 112

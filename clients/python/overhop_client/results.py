@@ -178,18 +178,26 @@ class ServerLimits:
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
+    """A connection as STATUS shows it. `state` ("running", "quiet", "stopping") and
+    `concurrency` (jobs at once per queue; None when it never said) are what the worker
+    last reported, or an admin last set with WORKERCTL."""
+
     worker_id: str
     registered_at: datetime | None
     last_seen_at: datetime | None
     metadata: dict[str, Any]
     subscriptions: int
     deliveries: int
+    name: str | None = None
+    state: str = "running"
+    concurrency: int | None = None
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "WorkerInfo":
         return cls(p["wid"], parse_time(p.get("registered_at")),
                    parse_time(p.get("last_seen_at")), p.get("metadata") or {},
-                   p.get("subscriptions", 0), p.get("deliveries", 0))
+                   p.get("subscriptions", 0), p.get("deliveries", 0), p.get("name"),
+                   p.get("state", "running"), p.get("concurrency"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +304,30 @@ class Bye:
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Bye":
         return cls(p.get("reason", ""), p.get("grace_ms", 0))
+
+
+class ControlAction(StrEnum):
+    """What an admin tells a worker (WORKERCTL's and CONTROL's `action`)."""
+
+    QUIET = "quiet"
+    STOP = "stop"
+    CONCURRENCY = "concurrency"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerControl:
+    """An admin's command to this worker (a CONTROL push): `concurrency` goes with
+    CONCURRENCY; `grace` (None: the worker's own) with STOP."""
+
+    action: ControlAction
+    concurrency: int | None = None
+    grace: timedelta | None = None
+
+    @classmethod
+    def from_wire(cls, p: dict[str, Any]) -> "WorkerControl":
+        grace_ms = p.get("grace_ms")
+        return cls(ControlAction(p["action"]), p.get("concurrency"),
+                   None if grace_ms is None else timedelta(milliseconds=grace_ms))
 
 
 @dataclass(frozen=True, slots=True)

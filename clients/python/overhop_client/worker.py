@@ -46,10 +46,17 @@ again; once it does, it subscribes again. It never creates a queue that was remo
 when the runner first subscribes stops it with QueueNotFoundError (most likely a wrong
 name); one missing at a reconnect is waited for in the same way as after SUBEND.
 
+Every run of a handler goes through middleware layers (`overhop_client.middleware`): the
+worker's (`middleware=`, `use`), the handler's own, its timeout. An admin can make a
+running worker go quiet (no new jobs, running ones finish, still connected), stop (as
+`stop()`, with the admin's grace) or change its concurrency live (CONTROL pushes); the
+worker reports its state and concurrency to the server, which STATUS shows.
+
 This module holds `Worker`, its settings and its connection loop; the rest is beside it:
 `worker_deliveries` (the jobs held and their credits), `worker_outcomes` (running a
-handler and reporting its outcome), `worker_subscriptions` (subscribing, SUBEND, BYE)
-and `worker_routes` (what is kept per handler and per job).
+handler through its layers and reporting its outcome), `worker_subscriptions`
+(subscribing, SUBEND, BYE), `worker_routes` (what is kept per handler and per job) and
+`worker_control` (the state reported to the server).
 """
 
 import asyncio
@@ -69,9 +76,11 @@ from overhop_client.errors import (
     ShuttingDownError,
     TooManyConnectionsError,
 )
+from overhop_client.middleware import Layer
 from overhop_client.reconnect import ReconnectBackoff
-from overhop_client.results import Quest, ServerLimits
+from overhop_client.results import ControlAction, Quest, ServerLimits, WorkerControl
 from overhop_client.tasks import Task, check_task_name
+from overhop_client.worker_control import WorkerState, pool_size, report_state
 from overhop_client.worker_deliveries import Deliveries
 from overhop_client.worker_routes import Handler, Handling, Route, TaskSet
 from overhop_client.worker_subscriptions import Subscriptions
@@ -80,6 +89,7 @@ log = logging.getLogger("overhop_client.worker")
 
 H = TypeVar("H", bound=Handler)
 R = TypeVar("R")
+L = TypeVar("L", bound=Layer)
 Seconds = float | timedelta
 
 # Below the server's default `worker.stale_after_ms` (30 s) by a factor of three, so two
@@ -108,13 +118,16 @@ class Worker:
                  reconnect_initial: Seconds = DEFAULT_RECONNECT_INITIAL_S,
                  reconnect_max: Seconds = DEFAULT_RECONNECT_MAX_S,
                  max_heartbeat_interval: Seconds = DEFAULT_MAX_HEARTBEAT_INTERVAL_S,
-                 threads: int | None = None, tls: TlsOption = None) -> None:
+                 threads: int | None = None, tls: TlsOption = None,
+                 middleware: Iterable[Layer] = ()) -> None:
         """`url` may be a function returning the address, asked before each connection
         attempt (to follow a server that moved). `concurrency` and `prefetch` are per
         queue, the defaults for `handler`. `create_queues` creates missing queues with
         default settings instead of failing. `threads` sizes the pool for plain-function
         handlers (default: the sum of their queues' concurrency). `tls`: as for
-        `AsyncClient.connect` (a user and password go in the URL or `$OVERHOP_PASSWORD`)."""
+        `AsyncClient.connect` (a user and password go in the URL or `$OVERHOP_PASSWORD`).
+        `middleware`: layers around every handler run, the first outermost (see
+        `overhop_client.middleware`); `use` adds more."""
         if concurrency < 1 or prefetch < 0:
             raise ValueError("concurrency must be >= 1 and prefetch >= 0")
         self.url = url
@@ -133,6 +146,14 @@ class Worker:
         self._routes: dict[str, Route] = {}
         self._tasks = TaskSet()
         self._deliveries = Deliveries(self._routes, self._tasks, self.heartbeat_interval)
+        self._middleware: list[Layer] = list(middleware)
+        self._deliveries.middleware = self._middleware
+        self.state = WorkerState.RUNNING
+        """Running, quiet (no new jobs) or stopping; what the server's STATUS shows."""
+        self._subscriptions: Subscriptions | None = None
+        self._pool_size = 0
+        self._stop_grace: float | None = None
+        """The grace an admin's stop gave (None: `shutdown_grace`)."""
         self._stop_requested: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
@@ -140,28 +161,31 @@ class Worker:
     # -- registration ----------------------------------------------------------------
 
     def handler(self, queue: str, *, timeout: Seconds | None = None,
-                concurrency: int | None = None, prefetch: int | None = None
-                ) -> Callable[[H], H]:
+                concurrency: int | None = None, prefetch: int | None = None,
+                middleware: Iterable[Layer] = ()) -> Callable[[H], H]:
         """Register the decorated function for `queue`'s jobs: those without a task, and
         those whose task has no handler of its own (see `task`). It gets a `JobContext`;
-        what it returns is the job's result. `timeout` bounds one attempt. `concurrency`
-        and `prefetch` are the queue's (see `task`)."""
+        what it returns is the job's result. `timeout` bounds one run of the handler;
+        `middleware`: this handler's own layers, inside the worker's. `concurrency` and
+        `prefetch` are the queue's (see `task`)."""
 
         def register(function: H) -> H:
             route = self._route(queue, concurrency, prefetch)
             if route.own is not None:
                 raise ValueError(f"a handler for {queue!r} is already registered")
-            route.own = Handling(function, _seconds(timeout))
+            route.own = Handling(function, _seconds(timeout), tuple(middleware))
             return function
 
         return register
 
     def task(self, name: str, *, queue: str, timeout: Seconds | None = None,
-             concurrency: int | None = None, prefetch: int | None = None
+             concurrency: int | None = None, prefetch: int | None = None,
+             middleware: Iterable[Layer] = ()
              ) -> Callable[[Callable[[JobContext], R]], Task[[JobContext], R]]:
         """Register the decorated function for the jobs of task `name` on `queue`; several
         tasks may share a queue (and its subscription). It gets a `JobContext`; what it
-        returns is the job's result; `timeout` bounds one attempt. The result is a `Task`:
+        returns is the job's result; `timeout` bounds one run of the handler, `middleware`
+        are its own layers (inside the worker's). The result is a `Task`:
         the function, still callable, which `enqueue(task, payload)` sends to its queue
         with its name. A job whose task has no handler here runs `queue`'s own handler
         (`handler`), if any, else fails with "no handler for task ..." (and is retried
@@ -174,7 +198,7 @@ class Worker:
             if name in route.tasks:
                 raise ValueError(f"task {name!r} already has a handler on queue {queue!r}")
             plain = function.function if isinstance(function, Task) else function
-            route.tasks[name] = Handling(plain, _seconds(timeout))
+            route.tasks[name] = Handling(plain, _seconds(timeout), tuple(middleware))
             return Task(plain, name, queue)
 
         return register
@@ -195,14 +219,66 @@ class Worker:
                 f"prefetch {route.prefetch}: set them on its first registration only")
         return route
 
+    def use(self, layer: L) -> L:
+        """Add a layer around every handler run, inside those given before (usable as a
+        decorator). Takes effect for runs that start after it."""
+        self._middleware.append(layer)
+        return layer
+
     def set_concurrency(self, concurrency: int) -> None:
         """Every handler's queue runs up to `concurrency` jobs at once (as `overhop worker
-        --concurrency` sets it); before `run`, it replaces the registered values."""
+        --concurrency` sets it); before `run`, it replaces the registered values. While
+        running (an admin's `overhop worker concurrency`, say), waiting jobs start or
+        more are asked for at once, fewer run as running ones end, and the server is told."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.concurrency = concurrency
         for route in self._routes.values():
             route.concurrency = concurrency
+        if self._stopped is None or self._stopped.is_set():
+            return
+        if pool_size(self._routes.values(), self.threads) != self._pool_size:
+            old = self._deliveries.executor
+            self._deliveries.executor = self._new_pool()
+            if old is not None:
+                old.shutdown(wait=False)  # its running jobs finish there
+        for route in self._routes.values():
+            self._deliveries.resized(route)
+        log.info("concurrency_changed concurrency=%d", concurrency)
+        self._tasks.spawn(self._report_state())
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        """The thread pool for plain-function handlers, sized for their concurrency."""
+        self._pool_size = pool_size(self._routes.values(), self.threads)
+        return ThreadPoolExecutor(self._pool_size, thread_name_prefix="overhop-job")
+
+    async def quiet(self) -> None:
+        """Take no new jobs (unsubscribe, give back those not started) and let running ones
+        finish; stay connected until `stop`. Also what an admin's `overhop worker quiet`
+        does. A quiet worker stays quiet across reconnects."""
+        if self.state is not WorkerState.RUNNING:
+            return
+        self.state = WorkerState.QUIET
+        log.info("worker_quiet")
+        client, subscriptions = self._deliveries.client, self._subscriptions
+        if client is not None and subscriptions is not None:
+            await subscriptions.quiesce(client)
+            await self._report_state()
+
+    def _on_control(self, control: WorkerControl) -> None:
+        """An admin's command (a CONTROL push)."""
+        log.info("control_received action=%s", control.action)
+        if control.action is ControlAction.QUIET:
+            self._tasks.spawn(self.quiet())
+        elif control.action is ControlAction.CONCURRENCY and control.concurrency is not None:
+            self.set_concurrency(control.concurrency)
+        elif control.action is ControlAction.STOP and self._stop_requested is not None:
+            if control.grace is not None:
+                self._stop_grace = control.grace.total_seconds()
+            self._stop_requested.set()
+
+    async def _report_state(self) -> None:
+        await report_state(self._deliveries.client, self.state, self._routes.values())
 
     @property
     def connected(self) -> bool:
@@ -264,14 +340,12 @@ class Worker:
         stop_requested = self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         stopped = self._stopped = asyncio.Event()
-        subscriptions = Subscriptions(
+        self.state, self._stop_grace = WorkerState.RUNNING, None
+        subscriptions = self._subscriptions = Subscriptions(
             self._routes, self._deliveries, self._tasks, stop_requested,
             create_queues=self.create_queues, reconnect_initial=self.reconnect_initial,
-            reconnect_max=self.reconnect_max)
-        threads = self.threads or sum(r.concurrency for r in self._routes.values()
-                                      if not r.is_async) or 1
-        executor = ThreadPoolExecutor(threads, thread_name_prefix="overhop-job")
-        self._deliveries.executor = executor
+            reconnect_max=self.reconnect_max, is_quiet=self._is_quiet)
+        self._deliveries.executor = self._new_pool()
         backoff = ReconnectBackoff(self.reconnect_initial, self.reconnect_max)
         try:
             while not stop_requested.is_set():
@@ -289,8 +363,13 @@ class Worker:
                 log.info("reconnecting_in %.2fs", delay)
                 await subscriptions.wait_for_stop(delay)
         finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+            if self._deliveries.executor is not None:
+                self._deliveries.executor.shutdown(wait=False, cancel_futures=True)
+            self._subscriptions = None
             stopped.set()
+
+    def _is_quiet(self) -> bool:
+        return self.state is not WorkerState.RUNNING
 
     async def _serve(self, subscriptions: Subscriptions, backoff: ReconnectBackoff) -> None:
         """One connection: subscribe, process until it closes or a stop is requested."""
@@ -300,10 +379,11 @@ class Worker:
                                            on_quest=self._deliveries.on_quest,
                                            on_bye=subscriptions.on_bye,
                                            on_subscription_end=subscriptions.on_subscription_end,
-                                           tls=self.tls)
+                                           on_control=self._on_control, tls=self.tls)
         self._deliveries.client = client
         try:
             await subscriptions.subscribe_all(client)
+            await self._report_state()
             backoff.reset()
             log.info("worker_ready wid=%s url=%s", client.worker_id, redact(url))
             closed = asyncio.ensure_future(client.wait_closed())
@@ -321,14 +401,16 @@ class Worker:
     async def _drain(self, client: AsyncClient, subscriptions: Subscriptions) -> None:
         """Graceful stop: no new jobs, give back unstarted ones, let running ones end."""
         assert self._force is not None
-        await subscriptions.quiesce(client)
+        self.state = WorkerState.STOPPING
+        await asyncio.gather(subscriptions.quiesce(client), self._report_state())
         # Handlers running, and RELEASEs of jobs that came while unsubscribing.
         running = self._deliveries.running()
+        grace = self.shutdown_grace if self._stop_grace is None else self._stop_grace
         if running:
-            log.info("waiting_for_jobs count=%d grace=%.1fs", len(running), self.shutdown_grace)
+            log.info("waiting_for_jobs count=%d grace=%.1fs", len(running), grace)
             everything = asyncio.ensure_future(_settled(running))
             force = asyncio.ensure_future(self._force.wait())
-            await asyncio.wait({everything, force}, timeout=self.shutdown_grace,
+            await asyncio.wait({everything, force}, timeout=grace,
                                return_when=asyncio.FIRST_COMPLETED)
             force.cancel()
             for task in running:

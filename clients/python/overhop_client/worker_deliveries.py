@@ -9,12 +9,13 @@ ends tops its subscription's credits up again (CREDIT), so a route holds at most
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.errors import ConnectionLost, OverhopError
+from overhop_client.middleware import Layer
 from overhop_client.results import Quest, ServerLimits
 from overhop_client.worker_outcomes import report, run_handler
 from overhop_client.worker_routes import Held, Route, TaskSet
@@ -33,6 +34,8 @@ class Deliveries:
         """The current connection; None between connections."""
         self.executor: ThreadPoolExecutor | None = None
         """The pool plain-function handlers run in, while the runner runs."""
+        self.middleware: Sequence[Layer] = ()
+        """The worker's layers around every handler run (`Worker(middleware=...)`)."""
         self._routes = routes
         self._tasks = tasks
         self._heartbeat_interval = heartbeat_interval
@@ -60,6 +63,11 @@ class Deliveries:
         route.waiting.append(held)
         self._start_waiting(route)
 
+    def resized(self, route: Route) -> None:
+        """The route's concurrency changed: start what now fits, ask for what now may come."""
+        self._start_waiting(route)
+        self.top_up(route)
+
     def _start_waiting(self, route: Route) -> None:
         while route.waiting and route.running < route.concurrency and route.sid is not None:
             held = route.waiting.popleft()
@@ -69,7 +77,7 @@ class Deliveries:
     async def _execute(self, held: Held) -> None:
         route = held.route
         try:
-            outcome = await run_handler(route, held.context, self.executor)
+            outcome = await run_handler(route, held.context, self.executor, self.middleware)
             if await held.ack:
                 await held.context.flush_logs()  # the log is complete before the outcome
                 await report(held.client, held.quest, outcome)

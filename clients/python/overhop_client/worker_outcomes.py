@@ -1,4 +1,4 @@
-"""One attempt's outcome: running the handler within its timeout, and reporting the result.
+"""One attempt's outcome: running the handler through its middleware, and reporting it.
 
 A return value is sent with COMPLETE (a result the server cannot store becomes a FAIL
 saying why); an exception with FAIL, its message and the formatted traceback as details;
@@ -13,19 +13,27 @@ import contextvars
 import functools
 import logging
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from overhop_client import tracing
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.errors import InternalError, ResultTooLargeError, StorageFullError
+from overhop_client.middleware import (
+    JobTimedOut,
+    Layer,
+    Timeout,
+    compose,
+    describe_failure,
+    log_failures,
+    trace_job,
+)
 from overhop_client.results import Quest
 from overhop_client.worker_routes import Handling, Route
 
 log = logging.getLogger("overhop_client.worker")
 
-TIMEOUT_MESSAGE = "timeout"
 # Pauses before an outcome the server could not write is sent again (the delivery stays
 # the worker's meanwhile): about 8 s in all, so a store freed by retention or an operator
 # within that time loses no result; the lease covers what comes after.
@@ -43,58 +51,43 @@ class Outcome:
     error_type: str = ""
 
 
-async def run_handler(route: Route, context: JobContext,
-                      executor: ThreadPoolExecutor | None) -> Outcome:
-    """Run the route's handler for this job (its task's: `Route.handling`), on the loop
-    or in `executor`, within the handler's timeout, in its `process` span when tracing is
-    on; what came of it."""
-    quest = context.quest
-    with tracing.processing(quest.queue, quest.jid, quest.attempt, quest.did,
-                            quest.headers) as span:
-        outcome = await _run(route.handling(quest.task), context, executor)
-        if not outcome.completed:
-            tracing.failed(span, outcome.error_type, outcome.message)
-    return outcome
-
-
-async def _run(handling: Handling, context: JobContext,
-               executor: ThreadPoolExecutor | None) -> Outcome:
+async def run_handler(route: Route, context: JobContext, executor: ThreadPoolExecutor | None,
+                      middleware: Sequence[Layer] = ()) -> Outcome:
+    """Run the route's handler for this job (its task's: `Route.handling`) through the
+    stack (see `middleware`): the built-in layers, the worker's `middleware`, the
+    handler's own, its timeout; the handler on the loop or in `executor`. What came of
+    it."""
+    handling = route.handling(context.quest.task)
+    stack: list[Layer] = [trace_job, log_failures, *middleware, *handling.middleware,
+                          Timeout(handling.timeout)]
     try:
-        async with asyncio.timeout(handling.timeout) as scope:
-            if handling.async_function is not None:
-                result = await handling.async_function(context)
-            else:
-                assert executor is not None
-                call = functools.partial(contextvars.copy_context().run, handling.function,
-                                         context)
-                result = await asyncio.get_running_loop().run_in_executor(executor, call)
-    except TimeoutError as exc:
-        if not scope.expired():
-            return _failed(context, exc)
-        log.warning("job_timed_out jid=%s after %ss", context.quest.jid, handling.timeout)
-        return Outcome(False, message=TIMEOUT_MESSAGE,
-                       details=f"the handler ran longer than {handling.timeout} s",
-                       error_type="timeout")
+        result = await compose(stack, functools.partial(_call_handler, handling, executor))(
+            context)
     except Exception as exc:
-        return _failed(context, exc)
+        return failure(exc)
     return Outcome(True, result=result)
 
 
-def _failed(context: JobContext, exc: BaseException) -> Outcome:
-    """The handler raised: one line at WARNING, the traceback at DEBUG."""
-    quest = context.quest
-    log.warning("job_failed jid=%s attempt=%d/%d: %s: %s", quest.jid, quest.attempt,
-                quest.max_attempts, type(exc).__name__, exc)
-    log.debug("job_failed jid=%s traceback:\n%s", quest.jid,
-              "".join(traceback.format_exception(exc)).rstrip())
-    return failure(exc)
+async def _call_handler(handling: Handling, executor: ThreadPoolExecutor | None,
+                        context: JobContext) -> object:
+    """The innermost call: an async handler on the loop, a plain function in a thread."""
+    if handling.async_function is not None:
+        return await handling.async_function(context)
+    assert executor is not None
+    call = functools.partial(contextvars.copy_context().run, handling.function, context)
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
 
 
 def failure(exc: BaseException) -> Outcome:
-    """A failed outcome for a handler's exception: its message, and its traceback."""
-    return Outcome(False, message=str(exc) or type(exc).__name__,
-                   details="".join(traceback.format_exception(exc)),
-                   error_type=type(exc).__qualname__)
+    """A failed outcome for a run that raised: its message and its traceback (a timeout:
+    the message "timeout" and how long the handler had)."""
+    error_type, message = describe_failure(exc)
+    if isinstance(exc, JobTimedOut):
+        return Outcome(False, message=message,
+                       details=f"the handler ran longer than {exc.seconds} s",
+                       error_type=error_type)
+    return Outcome(False, message=message, details="".join(traceback.format_exception(exc)),
+                   error_type=error_type)
 
 
 async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:

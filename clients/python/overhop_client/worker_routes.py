@@ -19,6 +19,7 @@ from typing import Any, TypeGuard, TypeVar
 
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
+from overhop_client.middleware import Layer
 from overhop_client.results import Quest
 from overhop_client.tasks import Task
 
@@ -44,10 +45,12 @@ class NoHandlerError(LookupError):
 
 @dataclass(frozen=True, eq=False)
 class Handling:
-    """One handler as it runs: the function, on the loop or in a thread, and its timeout."""
+    """One handler as it runs: the function, on the loop or in a thread, its timeout,
+    and its own middleware layers (inside the worker's)."""
 
     function: Handler
     timeout: float | None
+    middleware: tuple[Layer, ...] = ()
     async_function: AsyncHandler | None = field(init=False, repr=False)
     """`function` when it is async (it runs on the loop), else None (it runs in a thread)."""
 

@@ -7,12 +7,13 @@ server ends a subscription because its queue was removed or obliterated (SUBEND)
 queue is missing at a reconnect, the route gives back its unstarted jobs and checks with
 capped exponential backoff whether the queue exists again, to subscribe once it does; it
 never creates a queue that was removed. A queue missing when the runner first subscribes
-stops it with QueueNotFoundError (most likely a wrong name).
+stops it with QueueNotFoundError (most likely a wrong name). A quiet worker (an admin's
+`overhop worker quiet`) subscribes to nothing, also after a reconnect.
 """
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from overhop_client.client import AsyncClient
 from overhop_client.errors import (
@@ -34,7 +35,8 @@ class Subscriptions:
 
     def __init__(self, routes: Mapping[str, Route], deliveries: Deliveries, tasks: TaskSet,
                  stop_requested: asyncio.Event, *, create_queues: bool,
-                 reconnect_initial: float, reconnect_max: float) -> None:
+                 reconnect_initial: float, reconnect_max: float,
+                 is_quiet: Callable[[], bool]) -> None:
         self._routes = routes
         self._deliveries = deliveries
         self._tasks = tasks
@@ -42,6 +44,7 @@ class Subscriptions:
         self._create_queues = create_queues
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
+        self._is_quiet = is_quiet
         self._subscribed_once = False
 
     async def wait_for_stop(self, seconds: float) -> None:
@@ -52,7 +55,9 @@ class Subscriptions:
             return
 
     async def subscribe_all(self, client: AsyncClient) -> None:
-        """Subscribe every route on a new connection."""
+        """Subscribe every route on a new connection (none while the worker is quiet)."""
+        if self._is_quiet():
+            return
         for route in self._routes.values():
             try:
                 await self._subscribe(client, route)
@@ -122,7 +127,7 @@ class Subscriptions:
         backoff = ReconnectBackoff(self._reconnect_initial, self._reconnect_max)
         while True:
             await self.wait_for_stop(backoff.next_delay())
-            if (self._stop_requested.is_set() or client.closed
+            if (self._stop_requested.is_set() or self._is_quiet() or client.closed
                     or self._deliveries.client is not client or route.sid is not None):
                 return
             try:

@@ -49,6 +49,7 @@ from overhop.server.handlers.users import (
     handle_userpermit,
     handle_userrm,
 )
+from overhop.server.handlers.workers import handle_workerctl
 from overhop.wire.messages import MessageType
 
 __all__ = ["HANDLERS", "Handler", "Pending", "Reply"]
@@ -88,4 +89,5 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.USERLIST: handle_userlist,
     MessageType.USERRM: handle_userrm,
     MessageType.USERPERMIT: handle_userpermit,
+    MessageType.WORKERCTL: handle_workerctl,
 }
