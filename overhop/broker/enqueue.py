@@ -36,6 +36,7 @@ class EnqueueRequest:
     lease_ms: int | None
     headers: dict[str, str] | None = None
     task: str | None = None
+    priority: int | None = None
 
 
 class Enqueuer:
@@ -133,4 +134,5 @@ class Enqueuer:
             lease_ms=request.lease_ms,
             headers=request.headers,
             task=request.task,
+            priority=request.priority,
         )

@@ -72,6 +72,8 @@ class QueueRuntime:
     # Deliveries whose end is being written, delivery id -> job id. Their slots are free
     # already; with a concurrency limit, a dispatch may use them only if those ends commit.
     ending: dict[str, str] = field(default_factory=dict)
+    # Jobs this queue's dispatches asked for since boot: places the fair-share picks.
+    dispatched: int = 0
 
     def dispatch_guards(self, slots: int) -> list[tuple[str, str]]:
         """(delivery id, job id) of the ends a dispatch of `slots` jobs planned now depends

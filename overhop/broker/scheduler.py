@@ -134,7 +134,9 @@ class Scheduler:
         added_before = runtime.waiting_added
         # QUESTs go out once the move to active is visible (one sync before it is durable).
         write = self._writer.submit(
-            ops.TakeWaiting(runtime.record.name, assignments, now, guards))
+            ops.TakeWaiting(runtime.record.name, assignments, now, guards,
+                            runtime.dispatched))
+        runtime.dispatched += len(plan)
         write.visible.add_done_callback(
             partial(self._on_taken, runtime, plan, assignments, added_before))
 

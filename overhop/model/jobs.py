@@ -45,6 +45,20 @@ TRANSITIONS: dict[tuple[JobStatus, JobStatus], str] = {
     (JobStatus.FAILED, JobStatus.NEW): "RETRY while the queue is paused",
 }
 
+# Priorities: a higher number is dispatched first; jobs without one have the default.
+MIN_PRIORITY = 1
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+# Of every PRIORITY_FAIR_SHARE jobs a queue dispatches, one is its oldest waiting job
+# whatever its priority: so no priority starves (see docs/scheduling.md).
+PRIORITY_FAIR_SHARE = 10
+
+
+def priority_rank(priority: int | None) -> int:
+    """The byte that orders waiting jobs in the index: 0 for the highest priority."""
+    return MAX_PRIORITY - (DEFAULT_PRIORITY if priority is None else priority)
+
+
 # RMJOB may remove a job only in these statuses (the draft's rule).
 REMOVABLE_STATUSES = frozenset(
     {JobStatus.NEW, JobStatus.DELAYED, JobStatus.FAILED, JobStatus.COMPLETED}
@@ -115,6 +129,8 @@ class JobRecord:
     task: str | None = None
     # Why the job was cancelled (CANCEL's reason), set when it ends `cancelled`.
     cancel_reason: str | None = None
+    # The producer's priority (MIN_PRIORITY..MAX_PRIORITY); None: DEFAULT_PRIORITY.
+    priority: int | None = None
 
     @property
     def uuid(self) -> str:

@@ -151,6 +151,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
              tls=tls is not None, users=len(ctx.auth.users), open_access=ctx.auth.open_access,
              storage_path=str(path), writer_pid=writer.pid, config_source=loaded.source,
              queues=len(broker.queues), stale_readers_cleared=store.stale_readers_cleared,
+             migrated_index_entries=store.migrated_entries,
              boot_ms=round((time.perf_counter() - boot_started) * 1000, 1))
     if started is not None:
         started.set_result((host, port))

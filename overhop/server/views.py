@@ -4,7 +4,7 @@ from typing import Any
 
 from overhop.broker.workers import Delivery
 from overhop.clock import to_rfc3339
-from overhop.model.jobs import JobRecord
+from overhop.model.jobs import DEFAULT_PRIORITY, JobRecord
 from overhop.model.queues import JobPolicy, QueueRecord
 from overhop.wire.codec import decode_value
 
@@ -71,4 +71,5 @@ def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None
         "runtime": runtime,
         "headers": job.headers or {},
         "task": job.task,
+        "priority": DEFAULT_PRIORITY if job.priority is None else job.priority,
     }

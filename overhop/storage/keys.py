@@ -1,13 +1,15 @@
 """The whole LMDB key layout on one screen.
 
-Layout version 1. Named databases:
+Layout version 2 (version 1 had no priority byte in `waiting` entries; `migrations.py`
+rewrites them when a version-1 store opens). Named databases:
 
 | db           | key                                              | value                  |
 |--------------|--------------------------------------------------|------------------------|
 | `meta`       | `layout_version`                                 | 1 byte                 |
 | `queues`     | queue name                                       | queue record           |
 | `jobs`       | job id (`<queue>:<uuid7>`)                       | job record             |
-| `by_status`  | queue name, 0x00, status (1 byte), uuid7 (16 B)  | empty                  |
+| `by_status`  | queue name, 0x00, status (1 byte), uuid7 (16 B); | empty                  |
+|              | `waiting`: a priority rank byte before the uuid7 |                        |
 | `by_time`    | queue name, 0x00, start ms (8 B BE), uuid7 (16 B)| empty                  |
 | `by_finish`  | queue name, 0x00, status, finish ms (8 B), uuid7 | empty                  |
 | `counters`   | queue name, 0x00, status (1 byte)                | count (8 B BE)         |
@@ -15,14 +17,17 @@ Layout version 1. Named databases:
 
 Queue names are ASCII letters, digits, `_` and `-`, so 0x00 ends a name unambiguously.
 Numbers are big-endian so byte order is time order; uuid7 bytes sort by creation time, so
-`by_status` is a FIFO per (queue, status), `by_time` finds due delayed jobs with one
+`by_status` is a FIFO per (queue, status) (for `waiting`, per priority: the rank byte,
+0 for the highest priority, comes first), `by_time` finds due delayed jobs with one
 range scan per queue, and `by_finish` orders completed and failed jobs by finish time for
 retention. Bumping the layout: see docs/storage.md.
 """
 
 import struct
 
-LAYOUT_VERSION = 1
+from overhop.model.jobs import JobStatus
+
+LAYOUT_VERSION = 2
 SEPARATOR = b"\x00"
 U64 = struct.Struct(">Q")
 
@@ -70,6 +75,11 @@ def queue_prefixes(queue_name: str) -> tuple[bytes, ...]:
 
 def status_prefix(queue_name: str, status: int) -> bytes:
     return queue_prefixes(queue_name)[status]
+
+
+def waiting_key(prefixes: tuple[bytes, ...], rank: int, uuid_bytes: bytes) -> bytes:
+    """A `waiting` entry of `by_status`: highest priority first, then creation order."""
+    return prefixes[JobStatus.WAITING] + bytes((rank,)) + uuid_bytes
 
 
 def timed_key(prefix: bytes, at_ms: int, uuid_bytes: bytes) -> bytes:

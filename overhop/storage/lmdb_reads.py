@@ -30,6 +30,26 @@ def items_from(cursor: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
     return cast("Iterator[tuple[bytes, bytes]]", iter(cursor))
 
 
+def rank_heads(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[bytes]:
+    """The first key of each priority rank under a `waiting` prefix (the rank byte follows
+    the prefix), best rank first: one seek per rank present."""
+    start = prefix
+    while cursor.set_range(start):
+        key = key_at(cursor)
+        if not key.startswith(prefix):
+            return
+        yield key
+        rank = key[len(prefix)]
+        if rank == 255:
+            return
+        start = prefix + bytes((rank + 1,))
+
+
+def oldest_waiting_key(cursor: lmdb.Cursor, prefix: bytes) -> bytes | None:
+    """The `waiting` entry of the job created first, whatever its priority."""
+    return min(rank_heads(cursor, prefix), key=lambda key: key[-16:], default=None)
+
+
 def count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:
     data = txn.get(keys.counter_key(queue_name, status), db=db)
     return 0 if data is None else U64.unpack(data)[0]

@@ -39,7 +39,7 @@ def encode_job(job: JobRecord) -> bytes:
             job.execution_start_at_ms, job.max_attempts, job.retry_interval_ms, job.lease_ms,
             job.reserved, job.attempts_so_far, job.delivery_id, job.worker_id,
             job.started_at_ms, job.finished_at_ms, job.result, job.history, job.logs,
-            job.logs_dropped, job.headers, job.task, job.cancel_reason,
+            job.logs_dropped, job.headers, job.task, job.cancel_reason, job.priority,
         ]
     )
 

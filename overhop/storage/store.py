@@ -19,10 +19,11 @@ from pathlib import Path
 
 import lmdb
 
-from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.jobs import JobRecord, JobStatus, priority_rank
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
+from overhop.storage.migrations import waiting_ranks
 from overhop.storage.records import decode_job, decode_queue
 
 LOCK_FILE = "overhop.lock"
@@ -72,6 +73,8 @@ class Store:
             sync=sync, metasync=False, readahead=False,
         )
         self.stale_readers_cleared = self.env.reader_check()
+        # `waiting` entries rewritten by a layout migration at this open (docs/storage.md).
+        self.migrated_entries = 0
         self.meta = self.env.open_db(b"meta")
         self.queues_db = self.env.open_db(b"queues")
         self.jobs_db = self.env.open_db(b"jobs")
@@ -90,8 +93,12 @@ class Store:
             raise
 
     def _check_layout(self) -> None:
-        with self.env.begin(write=True) as txn:
+        with self.env.begin() as txn:
             stored = txn.get(keys.META_LAYOUT_VERSION, db=self.meta)
+        if stored is not None and stored[0] == 1:
+            self.migrated_entries = waiting_ranks(self.env, self.by_status, self.meta)
+            stored = bytes((keys.LAYOUT_VERSION,))
+        with self.env.begin(write=True) as txn:
             if stored is None:
                 txn.put(keys.META_LAYOUT_VERSION, bytes((keys.LAYOUT_VERSION,)), db=self.meta)
             elif stored[0] != keys.LAYOUT_VERSION:
@@ -149,9 +156,7 @@ class Store:
         held = 0
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            # Keys are the prefix and 16 uuid bytes: the first key past `after` is at or
-            # above `after` followed by a zero byte.
-            start = prefix if after is None else prefix + after + b"\x00"
+            start = self._page_start(txn, queue_name, status, after)
             if not cursor.set_range(start):
                 return jobs, False, False
             skipped = 0
@@ -191,7 +196,7 @@ class Store:
         read = 0
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            start = prefix if after is None else prefix + after + b"\x00"
+            start = self._page_start(txn, queue_name, status, after)
             if not cursor.set_range(start):
                 return jobs, False, None
             last_read: str | None = None
@@ -217,14 +222,34 @@ class Store:
                 jobs.append(job)
         return jobs, False, None
 
+    def _page_start(self, txn: lmdb.Transaction, queue_name: str, status: JobStatus,
+                    after: bytes | None) -> bytes:
+        """Where a page of one status starts: the first key past `after` (a job id's uuid
+        bytes) is at or above its key followed by a zero byte. A `waiting` key has the
+        job's priority rank before the uuid, read from its record (the default's when the
+        job is gone: the page then goes on from its place among the default priority's)."""
+        prefix = keys.status_prefix(queue_name, status)
+        if after is None:
+            return prefix
+        if status == JobStatus.WAITING:
+            data = reads.get(txn, keys.job_id_from(queue_name, after).encode(), self.jobs_db)
+            priority = None if data is None else decode_job(data).priority
+            prefix += bytes((priority_rank(priority),))
+        return prefix + after + b"\x00"
+
     def oldest_created_ms(self, queue_name: str, status: JobStatus) -> int | None:
-        """Creation time of the oldest job in a status, from its uuid7 in the FIFO index."""
+        """Creation time of the oldest job in a status, from its uuid7 in the FIFO index
+        (for `waiting`, the oldest of the first entries of each priority)."""
         prefix = keys.status_prefix(queue_name, status)
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            if cursor.set_range(prefix) and reads.key_at(cursor).startswith(prefix):
-                return int.from_bytes(reads.key_at(cursor)[len(prefix):len(prefix) + 6], "big")
-        return None
+            if status == JobStatus.WAITING:
+                key = reads.oldest_waiting_key(cursor, prefix)
+            elif cursor.set_range(prefix) and reads.key_at(cursor).startswith(prefix):
+                key = reads.key_at(cursor)
+            else:
+                key = None
+        return None if key is None else int.from_bytes(key[-16:-10], "big")
 
     def first_due_ms(self, queue_name: str) -> int | None:
         """The start time of the queue's earliest delayed job, from the time index."""

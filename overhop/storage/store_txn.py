@@ -9,7 +9,7 @@ from typing import Any
 import lmdb
 
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import TRANSITIONS, JobRecord, JobStatus
+from overhop.model.jobs import TRANSITIONS, JobRecord, JobStatus, priority_rank
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
@@ -18,12 +18,12 @@ from overhop.storage.records import decode_job, decode_queue, encode_job, encode
 from overhop.storage.store import Store
 
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
-IndexState = tuple[JobStatus, int, int | None]
+IndexState = tuple[JobStatus, int, int | None, int | None]
 
 
 def index_state(job: JobRecord) -> IndexState:
     """What a job's index entries are made of: take it before changing the job."""
-    return job.status, job.execution_start_at_ms, job.finished_at_ms
+    return job.status, job.execution_start_at_ms, job.finished_at_ms, job.priority
 
 
 class StoreTxn:
@@ -160,21 +160,45 @@ class StoreTxn:
 
     def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int,
                        before: bytes | None = None) -> list[str]:
-        """Up to `limit` job ids of one status, oldest first (the FIFO index); with
-        `before`, only those whose uuid bytes sort below it."""
+        """Up to `limit` job ids of one status in index order: oldest first (for `waiting`:
+        highest priority first, oldest first within one); with `before`, only those whose
+        uuid bytes sort below it."""
         prefix = keys.status_prefix(queue_name, status)
-        bound = None if before is None else prefix + before
         cursor = self.txn.cursor(db=self._store.by_status)
         found: list[str] = []
-        if not cursor.set_range(prefix):
+        if before is not None and status == JobStatus.WAITING:
+            # One FIFO range per priority rank, each cut at `before`.
+            for head in list(reads.rank_heads(self.txn.cursor(db=self._store.by_status),
+                                              prefix)):
+                if len(found) >= limit:
+                    break
+                self._collect(cursor, head, head[:len(prefix) + 1] + before, queue_name,
+                              limit, found)
             return found
+        self._collect(cursor, prefix, None if before is None else prefix + before,
+                      queue_name, limit, found)
+        return found
+
+    @staticmethod
+    def _collect(cursor: lmdb.Cursor, start: bytes, bound: bytes | None, queue_name: str,
+                 limit: int, found: list[str]) -> None:
+        """Job ids of the keys from `start` on that share its prefix up to the status (and
+        rank) and sort below `bound`, until `found` holds `limit`."""
+        prefix = start[:len(keys.queue_prefix(queue_name)) + 1]
+        if not cursor.set_range(start):
+            return
         for key in reads.keys_from(cursor):
             if not key.startswith(prefix) or len(found) >= limit:
                 break
             if bound is not None and key >= bound:
                 break
-            found.append(keys.job_id_from(queue_name, key[len(prefix):]))
-        return found
+            found.append(keys.job_id_from(queue_name, key[-16:]))
+
+    def oldest_waiting_id(self, queue_name: str) -> str | None:
+        """The waiting job created first, whatever its priority (the fair-share pick)."""
+        key = reads.oldest_waiting_key(self.txn.cursor(db=self._store.by_status),
+                                       keys.status_prefix(queue_name, JobStatus.WAITING))
+        return None if key is None else keys.job_id_from(queue_name, key[-16:])
 
     def due_job_ids(self, queue_name: str, now_ms: int, limit: int) -> list[str]:
         """Up to `limit` delayed job ids whose start time is at or before `now_ms`."""
@@ -202,6 +226,10 @@ class StoreTxn:
     def _index(self, job: JobRecord, prefixes: tuple[bytes, ...], uuid_bytes: bytes) -> None:
         store = self._store
         status = job.status
+        if status == JobStatus.WAITING:
+            self.txn.put(keys.waiting_key(prefixes, priority_rank(job.priority), uuid_bytes),
+                         b"", db=store.by_status)
+            return
         self.txn.put(prefixes[status] + uuid_bytes, b"", db=store.by_status)
         if status == JobStatus.DELAYED:
             self.txn.put(keys.timed_key(prefixes[0], job.execution_start_at_ms, uuid_bytes),
@@ -213,7 +241,11 @@ class StoreTxn:
     def _unindex(self, prefixes: tuple[bytes, ...], uuid_bytes: bytes,
                  before: "IndexState") -> None:
         store = self._store
-        status, start_ms, finished_ms = before
+        status, start_ms, finished_ms, priority = before
+        if status == JobStatus.WAITING:
+            self.txn.delete(keys.waiting_key(prefixes, priority_rank(priority), uuid_bytes),
+                            db=store.by_status)
+            return
         self.txn.delete(prefixes[status] + uuid_bytes, db=store.by_status)
         if status == JobStatus.DELAYED:
             self.txn.delete(keys.timed_key(prefixes[0], start_ms, uuid_bytes), db=store.by_time)

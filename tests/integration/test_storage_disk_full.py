@@ -117,7 +117,7 @@ def test_a_full_disk_refuses_growth_keeps_completions_and_recovers(
             for n in range(10):
                 await writer.submit(ops.Enqueue(_job(n, b"\x01"))).durable
             taken = await writer.submit(ops.TakeWaiting(
-                "q", [(f"d{n}", "w") for n in range(10)], 2, [])).durable
+                "q", [(f"d{n}", "w") for n in range(10)], 2, [], 0)).durable
             assert len(taken.jobs) == 10
             room.limit(writer.pid, ROOM_BYTES)
 

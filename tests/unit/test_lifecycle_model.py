@@ -45,7 +45,16 @@ from overhop.broker.service import Broker, EnqueueRequest
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
+from overhop.model.jobs import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    PRIORITY_FAIR_SHARE,
+    AttemptOutcome,
+    JobRecord,
+    JobStatus,
+    priority_rank,
+)
 from overhop.model.queues import QueueConfig, QueueState
 from overhop.server.pushes import encode_control, encode_quest, encode_result, encode_subend
 from overhop.storage import operations as job_ops
@@ -178,6 +187,7 @@ class MJob:
     status: str
     start_ms: int
     max_attempts: int | None = None  # the job's own override
+    priority: int | None = None  # ENQUEUE's, None: the default
     attempts: int = 0
     finished_ms: int | None = None
     outcomes: list[str] = field(default_factory=list)  # every ended delivery but withdrawn
@@ -449,9 +459,29 @@ class LifecycleMachine(RuleBasedStateMachine):
             limit = self.queues[name].limit
             assert limit is None or self.out(name) <= limit, (name, limit, dispatched)
         if fifo:
-            # Nothing became waiting during the step: the oldest waiting jobs went out.
+            # Nothing became waiting during the step: the jobs that went out are the first
+            # by priority then age, but for the fair-share picks, each the oldest left.
             for name, jids in dispatched.items():
-                assert sorted(jids) == waiting_before[name][:len(jids)], (jids, waiting_before)
+                assert sorted(jids) == self.expected_dispatch(name, waiting_before[name],
+                                                              len(jids)), (jids, waiting_before)
+
+    def expected_dispatch(self, name: str, waiting: list[str], count: int) -> list[str]:
+        """The `count` jobs a dispatch takes from `waiting` (job ids, oldest first)."""
+        left = list(waiting)
+        first = self.broker.queues[name].dispatched - count
+        picks: list[str] = []
+        for index in range(count):
+            if (first + index) % PRIORITY_FAIR_SHARE == PRIORITY_FAIR_SHARE - 1:
+                pick_ = left[0]
+            else:
+                pick_ = min(left, key=lambda jid: (-self.priority(jid), jid))
+            left.remove(pick_)
+            picks.append(pick_)
+        return sorted(picks)
+
+    def priority(self, jid: str) -> int:
+        given = self.jobs[jid].priority
+        return DEFAULT_PRIORITY if given is None else given
 
     def after_step(self, fifo: bool = False) -> None:
         self.promote()
@@ -469,7 +499,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         for credits in workers:
             self.new_worker(0, credits)
         for n in range(jobs):
-            self.enqueue(0, None, n, 1, None)
+            self.enqueue(0, None, n, 1, None, None)
 
     def _add_queue(self, name: str, settings: dict[str, Any]) -> None:
         config = dataclasses.replace(QueueConfig(), **settings)
@@ -648,15 +678,17 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.jobs) < MAX_JOBS and self.queues)
     @rule(index=st.integers(0, 100), delay=st.sampled_from([None, 0, 300, 1500]),
           payload=st.integers(-(2**40), 2**40), count=st.integers(1, 3),
-          max_attempts=st.sampled_from([None, None, 1, 4]))
+          max_attempts=st.sampled_from([None, None, 1, 4]),
+          priority=st.sampled_from([None, None, MIN_PRIORITY, 5, MAX_PRIORITY]))
     def enqueue(self, index: int, delay: int | None, payload: int, count: int,
-                max_attempts: int | None) -> None:
+                max_attempts: int | None, priority: int | None) -> None:
         """`count` ENQUEUEs submitted together (one commit, like pipelined requests), each
-        with `max_attempts` as its own override (None: the queue's in force)."""
+        with `max_attempts` as its own override (None: the queue's in force) and
+        `priority`."""
         name = pick(sorted(self.queues), index)
         scheduled = None if delay is None else self.now + delay
         requests = [EnqueueRequest(name, msgpack.packb(payload + n), scheduled, max_attempts,
-                                   None, None) for n in range(count)]
+                                   None, None, priority=priority) for n in range(count)]
 
         async def submit() -> list[str]:
             return list(await asyncio.gather(*[self.broker.enqueue(r) for r in requests]))
@@ -669,7 +701,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             status = "waiting" if start <= self.now else "delayed"
         for n, job_id in enumerate(added):
             assert job_id not in self.jobs
-            self.jobs[job_id] = MJob(job_id, name, payload + n, status, start, max_attempts)
+            self.jobs[job_id] = MJob(job_id, name, payload + n, status, start, max_attempts,
+                                     priority)
         self.after_step()
 
     @precondition(lambda self: any(j.status == "failed" for j in self.jobs.values()))
@@ -991,7 +1024,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 records[record.job_id] = record
             for key in txn.cursor(db=store.by_status).iternext(values=False):
                 name, rest = key.split(b"\x00", 1)
-                assert len(rest) == 17, key
+                # `waiting` entries carry a priority rank byte before the uuid.
+                assert len(rest) == (18 if rest[0] == JobStatus.WAITING else 17), key
                 by_status[(name.decode(), rest[0])] += 1
                 status_keys.add(key)
             for key in txn.cursor(db=store.by_time).iternext(values=False):
@@ -1019,6 +1053,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert stored == per_status[(name, int(status))], (name, status)
                 assert stored == by_status[(name, int(status))], (name, status)
         expected_keys = {r.queue_name.encode() + b"\x00" + bytes((int(r.status),))
+                         + (bytes((priority_rank(r.priority),))
+                            if r.status == JobStatus.WAITING else b"")
                          + bytes.fromhex(r.uuid.replace("-", "")) for r in records.values()}
         assert status_keys == expected_keys
         delayed = sorted((r.queue_name, r.execution_start_at_ms,
@@ -1042,6 +1078,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert record.attempts_so_far == job.attempts, (job, record)
             assert msgpack.unpackb(record.payload) == job.payload
             assert record.max_attempts == job.max_attempts
+            assert record.priority == job.priority
             kept = [e["outcome"] for e in record.history if e["outcome"] != "withdrawn"]
             assert kept == job.outcomes, (job, record.history)
             for entry in record.history:

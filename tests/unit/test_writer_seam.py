@@ -24,7 +24,7 @@ SAMPLES: list[ops.Operation[Any]] = [
     ops.SetQueueState("q", QueueState.PAUSED),
     ops.Enqueue(JOB),
     ops.EnqueueMany("q", [JOB, JOB]),
-    ops.TakeWaiting("q", [("d1", "w1"), ("d2", "w2")], 9, [("d0", JOB.job_id)]),
+    ops.TakeWaiting("q", [("d1", "w1"), ("d2", "w2")], 9, [("d0", JOB.job_id)], 7),
     ops.Complete(JOB.job_id, "d1", b"\x02", 9, 25),
     ops.EndAttempt(JOB.job_id, "d1", AttemptOutcome.LEASE_EXPIRED, 9, {"message": "late"}),
     ops.RetryFailed(JOB.job_id, 9),

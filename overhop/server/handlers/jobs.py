@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 from overhop.broker.enqueue import EnqueueRequest
 from overhop.clock import MAX_TIME_MS, now_ms
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import STATUS_LABELS, JobStatus
+from overhop.model.jobs import MAX_PRIORITY, MIN_PRIORITY, STATUS_LABELS, JobStatus
 from overhop.model.queues import parse_queue_name
 from overhop.model.tasks import parse_optional_task_name
 from overhop.server.context import ServerContext
@@ -111,6 +111,7 @@ def _enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
         lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
         headers=_headers(p),
         task=parse_optional_task_name(p),
+        priority=parse_optional_int(p, "priority", low=MIN_PRIORITY, high=MAX_PRIORITY),
     )
 
 

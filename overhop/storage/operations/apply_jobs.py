@@ -11,7 +11,13 @@ from typing import Any
 
 from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import REMOVABLE_STATUSES, AttemptOutcome, JobRecord, JobStatus
+from overhop.model.jobs import (
+    PRIORITY_FAIR_SHARE,
+    REMOVABLE_STATUSES,
+    AttemptOutcome,
+    JobRecord,
+    JobStatus,
+)
 from overhop.model.queues import JobPolicy, QueueConfig, QueueRecord, QueueState, resolve_policy
 from overhop.model.retry import plan_after_attempt
 from overhop.storage.operations.catalogue import (
@@ -93,9 +99,23 @@ def apply_take_waiting(txn: StoreTxn, op: TakeWaiting, jobs: JobsConfig
         job = txn.get_job(job_id)
         if job is not None and job.status == JobStatus.ACTIVE and job.delivery_id == delivery_id:
             return taken, txn.count(queue_name, JobStatus.WAITING)
-    job_ids = txn.oldest_job_ids(queue_name, JobStatus.WAITING, len(op.assignments))
-    for job_id, (delivery_id, worker_id) in zip(job_ids, op.assignments, strict=False):
-        taken.append(txn.move_job(txn.indexed_job(job_id), JobStatus.ACTIVE,
+    ranked = txn.oldest_job_ids(queue_name, JobStatus.WAITING, len(op.assignments))
+    chosen: set[str] = set()
+    next_ranked = 0
+    for index, (delivery_id, worker_id) in enumerate(op.assignments[:len(ranked)]):
+        if (op.dispatched + index) % PRIORITY_FAIR_SHARE == PRIORITY_FAIR_SHARE - 1:
+            # The fair share: the oldest waiting job, whatever its priority.
+            oldest = txn.oldest_waiting_id(queue_name)
+            if oldest is None:
+                break
+            picked = oldest
+            chosen.add(picked)
+        else:
+            while ranked[next_ranked] in chosen:
+                next_ranked += 1
+            picked = ranked[next_ranked]
+            next_ranked += 1
+        taken.append(txn.move_job(txn.indexed_job(picked), JobStatus.ACTIVE,
                                   delivery_id=delivery_id, worker_id=worker_id,
                                   started_at_ms=op.now_ms))
     return taken, txn.count(queue_name, JobStatus.WAITING)

@@ -165,20 +165,23 @@ class ReceivedEnqueueMany(EnqueueMany):
 
 @dataclass(frozen=True, slots=True)
 class TakeWaiting(Operation[Taken]):
-    """Move the oldest waiting jobs to active, one per (delivery id, worker id), unless a
-    guard's end was not written (see `apply_take_waiting`)."""
+    """Move the first waiting jobs (highest priority, then oldest) to active, one per
+    (delivery id, worker id), unless a guard's end was not written; `dispatched` counts the
+    queue's earlier dispatches, placing this batch's fair-share picks (see
+    `apply_take_waiting`)."""
 
     queue_name: str
     assignments: list[tuple[str, str]]
     now_ms: int
     guards: list[tuple[str, str]]
+    dispatched: int
     code = OperationCode.TAKE_WAITING
     subject = "dispatching jobs is"
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> "TakeWaiting":
         return cls(wire[1], [(d, w) for d, w in wire[2]], wire[3],
-                   [(d, j) for d, j in wire[4]])
+                   [(d, j) for d, j in wire[4]], wire[5])
 
     @staticmethod
     def decode_result(wire: Any) -> Taken:
