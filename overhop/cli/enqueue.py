@@ -1,7 +1,7 @@
 """`overhop enqueue`: add one job, its payload given as JSON.
 
     overhop enqueue QUEUE [PAYLOAD_JSON | - | @FILE] [--delay-ms MS | --at RFC3339]
-                    [--task NAME] ...
+                    [--task NAME] [--priority 1..9] ...
 
 The payload is the argument itself, or, for `-`, standard input, or, for `@FILE`, that
 file's text. A payload that is not JSON or cannot be sent, a file that cannot be read, or a
@@ -21,6 +21,7 @@ from overhop_client.tasks import check_task_name
 from overhop.cli.exits import USAGE_EXIT, CliFailure, fail
 from overhop.cli.render import emit_json
 from overhop.cli.session import call, common
+from overhop.model.jobs import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 
 
 def read_payload_text(argument: str | None) -> str | None:
@@ -89,10 +90,14 @@ def parse_when(text: str) -> datetime:
 @click.option("--retry-interval-ms", type=click.IntRange(1, 86_400_000), default=None)
 @click.option("--lease-ms", type=click.IntRange(100, 86_400_000), default=None)
 @task_option("The job's task: which of the queue's handlers runs it.")
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), default=None,
+              help=f"Higher runs first ({MIN_PRIORITY} to {MAX_PRIORITY}; "
+                   f"{DEFAULT_PRIORITY} when not given).")
 @common
 def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
                     at: str | None, max_attempts: int | None, retry_interval_ms: int | None,
-                    lease_ms: int | None, task: str | None, url: str, as_json: bool) -> None:
+                    lease_ms: int | None, task: str | None, priority: int | None, url: str,
+                    as_json: bool) -> None:
     """Add a job to QUEUE; PAYLOAD_JSON is the job's payload as JSON (`-`: read it from
     standard input; `@FILE`: from FILE)."""
     try:
@@ -109,7 +114,8 @@ def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
         max_attempts=max_attempts,
         retry_interval=None if retry_interval_ms is None
         else timedelta(milliseconds=retry_interval_ms),
-        lease=None if lease_ms is None else timedelta(milliseconds=lease_ms), task=task))
+        lease=None if lease_ms is None else timedelta(milliseconds=lease_ms), task=task,
+        priority=priority))
     if as_json:
         emit_json({"jid": jid})
     else:

@@ -47,7 +47,7 @@ def render_job(job: Job) -> str:
                                    ("retry_interval", job.overrides.retry_interval),
                                    ("lease", job.overrides.lease)) if value is not None]
     pairs: list[tuple[str, Any]] = [
-        ("jid", job.jid), ("queue", job.queue), ("task", job.task),
+        ("jid", job.jid), ("queue", job.queue), ("task", job.task), ("priority", job.priority),
         ("status", job.status.value),
         ("blocked by", _blocked_text(job)),
         ("attempts", f"{job.attempts_so_far} of {job.max_attempts}"),
@@ -184,9 +184,10 @@ def jobs_command(queue: str, status: str, page: int, page_size: int | None,
         emit_json(raw)
         return
     listing = JobPage.from_wire(raw)
-    click.echo(table(["JID", "STATUS", "ATTEMPTS", "CREATED", "STARTS AT", "BLOCKED BY",
-                      "TASK"],
-                     [[job.jid, job.status.value, f"{job.attempts_so_far}/{job.max_attempts}",
+    click.echo(table(["JID", "STATUS", "PRI", "ATTEMPTS", "CREATED", "STARTS AT",
+                      "BLOCKED BY", "TASK"],
+                     [[job.jid, job.status.value, job.priority,
+                       f"{job.attempts_so_far}/{job.max_attempts}",
                        job.created_at, job.execution_start_at, _blocked_text(job), job.task]
                       for job in listing]))
     note = " (truncated: ask with a smaller --page-size)" if listing.truncated else ""

@@ -34,7 +34,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "server": frozenset({"errors", "clock", "logs", "gc_tuning", "model", "config", "wire",
                          "session", "storage", "broker", "observability", "http", "auth",
                          "__init__"}),
-    "cli": frozenset({"errors", "clock", "logs", "config", "server", "__init__"}),
+    "cli": frozenset({"errors", "clock", "logs", "config", "model", "server", "__init__"}),
     "__main__": frozenset({"cli"}),
     "__init__": frozenset(),
 }

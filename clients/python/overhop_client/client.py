@@ -95,6 +95,7 @@ class EnqueueOptions(TypedDict, total=False):
     retry_interval: timedelta | None
     lease: timedelta | None
     task: str | None
+    priority: int | None
 
 
 class _Register(TypedDict, total=False):
@@ -117,6 +118,7 @@ class _JobFields(TypedDict, total=False):
     lease_ms: int
     headers: dict[str, str]
     task: str
+    priority: int
 
 
 def _delivery(quest: Quest) -> dict[str, object]:
@@ -433,7 +435,7 @@ class AsyncClient:
                       retry_interval: timedelta | None = None,
                       lease: timedelta | None = None,
                       headers: Mapping[str, str] | None = None,
-                      task: str | None = None) -> str:
+                      task: str | None = None, priority: int | None = None) -> str:
         """Add a job; its id (`<queue>:<uuid>`), once the server has it on disk.
 
         `queue` is a queue's name, or a function registered with `@worker.task` (its queue,
@@ -441,12 +443,15 @@ class AsyncClient:
 
         `payload`: any MessagePack-able value (None, bool, int, float, str, bytes, lists,
         maps with string keys). `run_at` (an aware datetime) or `delay` (counted by the
-        server's clock from when it stores the job) schedule it. `headers` travel with the
-        job to its worker; with `opentelemetry-api` installed the trace context is added
-        (see `overhop_client.tracing`).
+        server's clock from when it stores the job) schedule it. `priority` (1 to 9, 5 when
+        not given): waiting jobs of a higher priority are dispatched first (see
+        docs/scheduling.md for the fair share that keeps the others going). `headers`
+        travel with the job to its worker; with `opentelemetry-api` installed the trace
+        context is added (see `overhop_client.tracing`).
         """
         queue, task = destination(queue, task)
-        fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease, task)
+        fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease, task,
+                             priority)
         with tracing.sending(queue, 1, headers) as traced:
             if traced.headers:
                 fields["headers"] = traced.headers
@@ -462,7 +467,7 @@ class AsyncClient:
         queue, task = destination(queue, options.get("task"))
         fields = _job_fields(payload, options.get("run_at"), options.get("delay"),
                              options.get("max_attempts"), options.get("retry_interval"),
-                             options.get("lease"), task)
+                             options.get("lease"), task, options.get("priority"))
         reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue, "watch": True})
         return await self._wait_outcome(parse_reply_str(reply, "jid"), timeout)
 
@@ -502,7 +507,8 @@ class AsyncClient:
                            retry_interval: timedelta | None = None,
                            lease: timedelta | None = None,
                            headers: Mapping[str, str] | None = None,
-                           task: str | None = None) -> list[str]:
+                           task: str | None = None, priority: int | None = None
+                           ) -> list[str]:
         """Add one job per payload, all with the same options (and task: `queue` may be a
         `@worker.task` function); their ids, in order.
 
@@ -512,7 +518,8 @@ class AsyncClient:
         carries `headers` and, when tracing, the context of one `send` span for the batch.
         """
         queue, task = destination(queue, task)
-        options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease, task)
+        options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease, task,
+                              priority)
         payloads = list(payloads)
         with tracing.sending(queue, len(payloads), headers) as traced:
             if traced.headers:
@@ -685,7 +692,8 @@ def _user_info(reply: Mapping[str, Any]) -> UserInfo:
 
 def _job_fields(payload: object, run_at: datetime | None, delay: timedelta | None,
                 max_attempts: int | None, retry_interval: timedelta | None,
-                lease: timedelta | None, task: str | None) -> _JobFields:
+                lease: timedelta | None, task: str | None, priority: int | None
+                ) -> _JobFields:
     """One job's ENQUEUE fields (without `q`)."""
     p: _JobFields = {}
     if payload is not None:
@@ -707,4 +715,6 @@ def _job_fields(payload: object, run_at: datetime | None, delay: timedelta | Non
         p["lease_ms"] = to_ms(lease)
     if task is not None:
         p["task"] = task
+    if priority is not None:
+        p["priority"] = priority
     return p

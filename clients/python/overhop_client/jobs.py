@@ -171,6 +171,8 @@ class Job:
     """Why the job is not running; None while it runs and once it has finished."""
     task: str | None = None
     """The task named at ENQUEUE (which handler runs it), None when none."""
+    priority: int = 5
+    """The job's priority (1 to 9; 5 when ENQUEUE gave none)."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Job":
@@ -212,6 +214,7 @@ class Job:
             logs_dropped=p.get("logs_dropped", 0),
             blocked_by=None if not blocked_by else BlockedBy.from_wire(blocked_by),
             task=p.get("task"),
+            priority=p.get("priority", 5),
         )
 
 
