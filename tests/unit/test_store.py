@@ -9,9 +9,9 @@ import pytest
 
 from overhop.broker.ids import JobIdGenerator
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.jobs import JobRecord, JobStatus, priority_rank
 from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
-from overhop.storage import keys
+from overhop.storage import keys, migrations
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 from overhop.storage.store import Store, StoreLockedError, StoreOpenError
 from overhop.storage.store_txn import StoreTxn, index_state
@@ -187,3 +187,45 @@ def test_another_layout_version_is_refused_in_one_line(tmp_path: Path) -> None:
                 db=env.open_db(b"meta", txn=txn))
     env.close()
     Store(tmp_path / "data", map_size=MAP, sync=True).close()
+
+
+def test_a_layout_1_store_gets_priority_ranks_in_its_waiting_entries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layout 1 had no rank byte in `waiting` entries: opening such a store rewrites them
+    (in several bounded transactions here) with the default priority's rank, leaves the
+    other statuses' entries alone, and then records layout 2."""
+    generator = JobIdGenerator()
+    waiting = [generator.new_job_id("q", 1000 + n) for n in range(5)]
+    delayed = generator.new_job_id("q", 2000)
+    store = Store(tmp_path / "data", map_size=MAP, sync=True)
+    write(store, lambda t: [t.insert_job(new_job(job_id, JobStatus.WAITING))
+                            for job_id in waiting])
+    write(store, lambda t: t.insert_job(new_job(delayed, JobStatus.DELAYED, start_ms=9000)))
+    current = index_entries(store, store.by_status)
+    rank = bytes((priority_rank(None),))
+    waiting_prefix = keys.status_prefix("q", JobStatus.WAITING)
+    # Make it a layout-1 store: waiting entries without the rank byte.
+    with store.env.begin(write=True) as txn:
+        for key in current:
+            if key.startswith(waiting_prefix):
+                txn.delete(key, db=store.by_status)
+                txn.put(waiting_prefix + key[-16:], b"", db=store.by_status)
+        txn.put(keys.META_LAYOUT_VERSION, bytes((1,)), db=store.meta)
+    store.close()
+
+    monkeypatch.setattr(migrations, "MIGRATION_BATCH", 2)
+    reopened = Store(tmp_path / "data", map_size=MAP, sync=True)
+    try:
+        assert reopened.migrated_entries == 5
+        assert index_entries(reopened, reopened.by_status) == current
+        assert all(key[len(waiting_prefix):len(waiting_prefix) + 1] == rank
+                   for key in current if key.startswith(waiting_prefix))
+        with reopened.env.begin() as txn:
+            assert txn.get(keys.META_LAYOUT_VERSION, db=reopened.meta) == bytes((2,))
+        jobs, _, _ = reopened.list_jobs("q", JobStatus.WAITING, 0, 10, 1 << 20)
+        assert [job.job_id for job in jobs] == waiting
+    finally:
+        reopened.close()
+    again = Store(tmp_path / "data", map_size=MAP, sync=True)
+    assert again.migrated_entries == 0
+    again.close()
