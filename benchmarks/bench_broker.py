@@ -24,7 +24,8 @@ run plain and open.
 Clients run in separate processes (producer, workers) so that the client side does not
 share one core; the server runs as `python -m overhop serve`, with any extra arguments from
 the environment variable OVERHOP_BENCH_SERVER_ARGS (e.g. "--storage.sync false" to see what
-the two fdatasyncs of each LMDB commit cost). All loops are bounded.
+the two fdatasyncs of each LMDB commit cost). With OVERHOP_BENCH_PRIORITIES=1 each job
+(one ENQUEUE per job) carries a priority, 1 to 9 in turn. All loops are bounded.
 """
 
 import argparse
@@ -51,6 +52,9 @@ WINDOW = 2048
 BULK = 100
 PHASE_TIMEOUT_S = 300.0
 EXTRA_SERVER_ARGS: list[str] = os.environ.get("OVERHOP_BENCH_SERVER_ARGS", "").split()
+# OVERHOP_BENCH_PRIORITIES=1: every job carries a priority, 1 to 9 in turn (the cost of
+# priorities against the same run without).
+PRIORITIES = os.environ.get("OVERHOP_BENCH_PRIORITIES") == "1"
 
 
 # The scrape phase: how often the scraper reads /metrics (Prometheus' usual interval is
@@ -129,7 +133,10 @@ async def _produce(port: int, queue: str, jobs: int, stamp: bool, batch: int = 1
         await in_flight.acquire()
         if batch == 1:
             payload = {"n": start, "t": time.monotonic_ns()} if stamp else {"n": start}
-            conn.send(14, {"q": queue, "job_payload": payload}, on_reply=on_ok)
+            fields = {"q": queue, "job_payload": payload}
+            if PRIORITIES:
+                fields["priority"] = start % 9 + 1
+            conn.send(14, fields, on_reply=on_ok)
             continue
         conn.send(30, {"q": queue, "jobs": [
             {"job_payload": {"n": index, "t": time.monotonic_ns()} if stamp else {"n": index}}
