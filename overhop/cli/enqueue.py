@@ -90,7 +90,7 @@ def parse_when(text: str) -> datetime:
 @click.option("--retry-interval-ms", type=click.IntRange(1, 86_400_000), default=None)
 @click.option("--lease-ms", type=click.IntRange(100, 86_400_000), default=None)
 @task_option("The job's task: which of the queue's handlers runs it.")
-@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), default=None,
+@click.option("--priority", type=int, default=None,
               help=f"Higher runs first ({MIN_PRIORITY} to {MAX_PRIORITY}; "
                    f"{DEFAULT_PRIORITY} when not given).")
 @common
@@ -106,6 +106,9 @@ def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
     except CliFailure as exc:
         fail(exc.message, exc.exit_code)
     task = checked_task(task)
+    if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        fail(f"--priority must be {MIN_PRIORITY} to {MAX_PRIORITY}, not {priority}",
+             USAGE_EXIT)
     if run_at is not None and delay_ms is not None:
         fail("give --delay-ms or --at, not both", USAGE_EXIT)
     jid = call(url, lambda client: client.enqueue(

@@ -141,9 +141,12 @@ def test_enqueue_jobs_and_job_commands(url: str) -> None:
     assert_one_line_error(run(url, "jobs", "work", "--status", "delayed", "--page-size",
                               "5000"), 2, "overhop: --page-size must be")
     table = run(url, "jobs", "work", "--status", "waiting").stdout.splitlines()
-    assert table[0].split()[:3] == ["JID", "STATUS", "ATTEMPTS"]
+    assert table[0].split()[:4] == ["JID", "STATUS", "PRI", "ATTEMPTS"]
     assert table[1].startswith(first) and "no_worker_credit" in table[1]
+    assert table[1].split()[2] == "5"  # no --priority: the default
     assert table[-1] == "page 1, 1 jobs, page size 15"
+    assert_one_line_error(run(url, "enqueue", "work", "{}", "--priority", "10"), 2,
+                          "--priority must be 1 to 9, not 10")
 
     record = run_json(url, "job", first)
     assert record["payload"] == {"n": 1, "tags": ["a"]}
