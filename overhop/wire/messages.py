@@ -54,6 +54,12 @@ class MessageType(IntEnum):
     # Results without polling: be told of a job's final outcome.
     WATCH = 40
     UNWATCH = 41
+    # Schedules: cron expressions that enqueue jobs.
+    ADDSCHEDULE = 45
+    LSSCHEDULE = 46
+    RMSCHEDULE = 47
+    PAUSESCHEDULE = 48
+    RESUMESCHEDULE = 49
     # Server to client.
     OK = 101
     ERR = 102
