@@ -34,25 +34,28 @@ class CronSpec:
     def next_after(self, after_ms: int) -> int | None:
         """The first occurrence strictly after `after_ms`; None if there is none within
         cronsim's horizon (50 years)."""
-        start = datetime.fromtimestamp(after_ms / 1000, UTC).astimezone(self.zone)
         try:
-            found = next(CronSim(self.expression, start))
+            found = next(CronSim(self.expression, _local(after_ms, self.zone)))
         except StopIteration:
             return None
         return int(found.timestamp()) * 1000
 
     def latest_at_or_before(self, at_ms: int) -> int | None:
-        """The last occurrence at or before `at_ms` (cronsim walks back strictly before a
-        whole second, or from the second itself when the start has a fraction: starting
-        one millisecond later covers both cases)."""
-        start = datetime.fromtimestamp((at_ms + 1) / 1000, UTC).astimezone(self.zone)
-        if start.microsecond == 0:  # a float rounding could leave none
-            start += timedelta(microseconds=1)
+        """The last occurrence at or before `at_ms`. Walking back, cronsim starts strictly
+        before a whole second, or at the second itself when the start has a fraction; so
+        starting one millisecond after `at_ms` finds the occurrences at or before it."""
         try:
-            found = next(CronSim(self.expression, start, reverse=True))
+            found = next(CronSim(self.expression, _local(at_ms + 1, self.zone), reverse=True))
         except StopIteration:
             return None
         return int(found.timestamp()) * 1000
+
+
+def _local(ms: int, zone: ZoneInfo) -> datetime:
+    """`ms` as a time in `zone`, exactly (no float rounding of the milliseconds)."""
+    seconds, millis = divmod(ms, 1000)
+    return (datetime.fromtimestamp(seconds, UTC) + timedelta(milliseconds=millis)
+            ).astimezone(zone)
 
 
 def parse_timezone(value: object) -> ZoneInfo:
@@ -80,7 +83,7 @@ def parse_cron(expression: object, zone: ZoneInfo, now_ms: int) -> CronSpec:
                            f"'cron' is longer than {MAX_CRON_LENGTH} characters")
     spec = CronSpec(" ".join(expression.split()), zone)
     try:
-        CronSim(spec.expression, datetime.fromtimestamp(now_ms / 1000, zone))
+        CronSim(spec.expression, _local(now_ms, zone))
     except (CronSimError, ValueError) as exc:
         raise RequestError(ErrorCode.BAD_CRON,
                            f"bad cron expression {expression!r}: {exc}") from None
