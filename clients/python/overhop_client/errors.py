@@ -217,6 +217,29 @@ class WatchLimitError(OverhopError):
     code = "WATCH_LIMIT"
 
 
+# -- schedules -------------------------------------------------------------------------
+class BadCronError(OverhopError):
+    """The cron expression does not parse, or has no occurrence to come."""
+
+    code = "BAD_CRON"
+
+
+class BadTimezoneError(OverhopError):
+    """The time zone is not an IANA name the server knows."""
+
+    code = "BAD_TIMEZONE"
+
+
+class ScheduleNotFoundError(OverhopError):
+    code = "SCHEDULE_NOT_FOUND"
+
+
+class TooManySchedulesError(OverhopError):
+    """The server holds as many schedules as it allows (`schedules.max_schedules`)."""
+
+    code = "TOO_MANY_SCHEDULES"
+
+
 # -- storage and the server itself -----------------------------------------------------
 class StorageFullError(OverhopError):
     code = "STORAGE_FULL"
@@ -263,7 +286,8 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
     StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
-    UserExistsError, UserNotFoundError,
+    UserExistsError, UserNotFoundError, BadCronError, BadTimezoneError,
+    ScheduleNotFoundError, TooManySchedulesError,
 )
 """ERR code -> exception class. A code missing here becomes a plain `OverhopError`."""
 

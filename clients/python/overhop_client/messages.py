@@ -50,6 +50,11 @@ class MessageType(IntEnum):
     USERPERMIT = 35
     WATCH = 40
     UNWATCH = 41
+    ADDSCHEDULE = 45
+    LSSCHEDULE = 46
+    RMSCHEDULE = 47
+    PAUSESCHEDULE = 48
+    RESUMESCHEDULE = 49
     # Server to client.
     OK = 101
     ERR = 102
