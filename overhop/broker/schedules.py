@@ -13,7 +13,7 @@ PAUSESCHEDULE or RMSCHEDULE committed first wins over a fire submitted before it
 import asyncio
 import heapq
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -65,7 +65,6 @@ class Schedules:
         self._clock = clock
         self._max = max_schedules
         self._schedules: dict[str, ScheduleRuntime] = {}
-        self._adding: set[str] = set()
         # (next run, sequence, name); an entry whose schedule moved on is skipped.
         self._heap: list[tuple[int, int, str]] = []
         self._sequence = 0
@@ -100,6 +99,9 @@ class Schedules:
         self._arm_timer()
 
     # -- changes -------------------------------------------------------------------------
+    # Each change is made in memory at once, so that the requests handled after it see it
+    # (as queue changes are seen), and undone should its write fail. The writer applies
+    # the changes and the fires in the order they were made.
 
     def add(self, request: ScheduleRequest, now: int) -> "asyncio.Future[ScheduleRuntime]":
         """Add a schedule, or replace the one of that name (its last fire is kept)."""
@@ -109,60 +111,85 @@ class Schedules:
         self._enqueuer.new_job(queue, self._enqueue_request(request.queue_name, request.job),
                                now)  # OVERRIDE_NOT_ALLOWED now rather than at each fire
         name = request.name
-        new = name not in self._schedules and name not in self._adding
-        if new and len(self._schedules) + len(self._adding) >= self._max:
+        previous = self._schedules.get(name)
+        if previous is None and len(self._schedules) >= self._max:
             raise RequestError(ErrorCode.TOO_MANY_SCHEDULES,
                                f"the server holds {self._max} schedules, its limit "
                                "(schedules.max_schedules)")
         record = ScheduleRecord(name, request.queue_name, spec.expression, zone.key,
                                 request.job, request.missed, False, None, now, now)
-        self._adding.add(name)
+        if previous is not None:  # as the writer stores a replacement
+            record = replace(record, last_fire_ms=previous.record.last_fire_ms,
+                             created_at_ms=previous.record.created_at_ms)
+        runtime = ScheduleRuntime(record, spec, spec.next_after(max(now, record.fired_up_to_ms)))
+        self._install(runtime)
         durable = self._writer.submit(ops.PutSchedule(record)).durable
-        return _then(durable, partial(self._added, spec), partial(self._add_ended, name))
+        return _then(durable, partial(self._stored, runtime, _copy(runtime), "schedule_added"),
+                     partial(self._undo_add, runtime, previous))
 
-    def _add_ended(self, name: str) -> None:
-        self._adding.discard(name)
+    def _undo_add(self, runtime: ScheduleRuntime, previous: ScheduleRuntime | None) -> None:
+        name = runtime.record.name
+        if self._schedules.get(name) is not runtime:
+            return  # changed again since
+        if previous is None:
+            del self._schedules[name]
+        else:
+            self._install(previous)
 
-    def _added(self, spec: CronSpec, stored: ScheduleRecord) -> ScheduleRuntime:
-        now = self._clock()
-        runtime = ScheduleRuntime(stored, spec, spec.next_after(max(now, stored.fired_up_to_ms)))
-        self._schedules[stored.name] = runtime
-        self._push(runtime)
-        self._arm_timer()
-        log.info("schedule_added", schedule=stored.name, queue=stored.queue_name,
-                 cron=stored.cron, tz=stored.timezone, missed=stored.missed.value)
+    def remove(self, name: str) -> "asyncio.Future[ScheduleRuntime]":
+        runtime = self._known(name)
+        del self._schedules[name]
+        durable = self._writer.submit(ops.RemoveSchedule(name)).durable
+        return _then(durable, partial(self._removed, runtime),
+                     partial(self._undo_remove, runtime))
+
+    def _removed(self, runtime: ScheduleRuntime, _: None) -> ScheduleRuntime:
+        name = runtime.record.name
+        if name not in self._schedules:
+            self._state.tally.schedule_fires.pop(name, None)
+        log.info("schedule_removed", schedule=name, queue=runtime.record.queue_name)
         return runtime
 
-    def remove(self, name: str) -> "asyncio.Future[None]":
-        self._known(name)
-        durable = self._writer.submit(ops.RemoveSchedule(name)).durable
-        return _then(durable, partial(self._removed, name))
-
-    def _removed(self, name: str, _: None) -> None:
-        runtime = self._schedules.pop(name, None)
-        self._state.tally.schedule_fires.pop(name, None)
-        log.info("schedule_removed", schedule=name,
-                 queue=None if runtime is None else runtime.record.queue_name)
+    def _undo_remove(self, runtime: ScheduleRuntime) -> None:
+        if runtime.record.name not in self._schedules:
+            self._install(runtime)
 
     def set_paused(self, name: str, paused: bool, now: int
                    ) -> "asyncio.Future[ScheduleRuntime]":
-        self._known(name)
-        durable = self._writer.submit(ops.SetSchedulePaused(name, paused, now)).durable
-        return _then(durable, self._paused_or_resumed)
-
-    def _paused_or_resumed(self, stored: ScheduleRecord) -> ScheduleRuntime:
-        runtime = self._schedules.get(stored.name)
-        if runtime is None:  # removed meanwhile
-            return ScheduleRuntime(stored, spec_of(stored), None)
-        runtime.record = stored
-        # Resuming counts from the resume on (`counted_from_ms`): nothing is back-filled.
-        runtime.next_run_ms = None if stored.paused else runtime.spec.next_after(
-            max(self._clock(), stored.fired_up_to_ms))
+        runtime = self._known(name)
+        before = _copy(runtime)
+        runtime.record = runtime.record.with_paused(paused, now)
+        # Resuming counts from now on (`counted_from_ms`): nothing is back-filled.
+        runtime.next_run_ms = None if paused else runtime.spec.next_after(
+            max(now, runtime.record.fired_up_to_ms))
         self._push(runtime)
         self._arm_timer()
-        log.info("schedule_paused" if stored.paused else "schedule_resumed",
-                 schedule=stored.name, queue=stored.queue_name)
-        return runtime
+        durable = self._writer.submit(ops.SetSchedulePaused(name, paused, now)).durable
+        event = "schedule_paused" if paused else "schedule_resumed"
+        return _then(durable, partial(self._stored, runtime, _copy(runtime), event),
+                     partial(self._undo_pause, runtime, runtime.record, before))
+
+    def _undo_pause(self, runtime: ScheduleRuntime, record: ScheduleRecord,
+                    before: ScheduleRuntime) -> None:
+        if self._schedules.get(record.name) is runtime and runtime.record is record:
+            runtime.record, runtime.next_run_ms = before.record, before.next_run_ms
+            self._push(runtime)
+            self._arm_timer()
+
+    def _stored(self, runtime: ScheduleRuntime, made: ScheduleRuntime, event: str,
+                stored: ScheduleRecord) -> ScheduleRuntime:
+        """A change is durable: log it, and learn a last fire the writer knew better (a
+        fire of a replaced schedule). The reply shows the schedule as the change made it."""
+        runtime.record = _with_later_fire(runtime.record, stored.last_fire_ms)
+        log.info(event, schedule=stored.name, queue=stored.queue_name, cron=stored.cron,
+                 tz=stored.timezone, missed=stored.missed.value)
+        return ScheduleRuntime(_with_later_fire(made.record, stored.last_fire_ms), made.spec,
+                               made.next_run_ms)
+
+    def _install(self, runtime: ScheduleRuntime) -> None:
+        self._schedules[runtime.record.name] = runtime
+        self._push(runtime)
+        self._arm_timer()
 
     def _known(self, name: str) -> ScheduleRuntime:
         runtime = self._schedules.get(name)
@@ -185,6 +212,8 @@ class Schedules:
                 continue  # moved on since this entry was pushed
             self._fire(runtime, at, now)
             fired += 1
+            if runtime.record.paused:  # paused by the fire: its queue is gone
+                continue
             runtime.next_run_ms = runtime.spec.next_after(at)
             self._push(runtime)
         self._arm_timer()
@@ -226,21 +255,20 @@ class Schedules:
         self._state.tally.enqueued(job.queue_name, 1)
         fires = self._state.tally.schedule_fires
         fires[name] = fires.get(name, 0) + 1
-        if self._schedules.get(name) is runtime and (
-                runtime.record.last_fire_ms is None or occurrence > runtime.record.last_fire_ms):
-            runtime.record = runtime.record.with_fire(occurrence)
+        if self._schedules.get(name) is runtime:
+            runtime.record = _with_later_fire(runtime.record, occurrence)
         log.info("schedule_fired", schedule=name, queue=job.queue_name, jid=job.job_id,
                  occurrence_ms=occurrence)
 
     def _pause_for_missing_queue(self, record: ScheduleRecord) -> None:
         """The target queue is gone: pause the schedule rather than fire into nothing."""
-        if record.name not in self._schedules or record.paused:
+        runtime = self._schedules.get(record.name)
+        if runtime is None or runtime.record.paused:
             return
         log.warning("schedule_paused_queue_missing", schedule=record.name,
                     queue=record.queue_name)
-        durable = self._writer.submit(ops.SetSchedulePaused(record.name, True,
-                                                            self._clock())).durable
-        _then(durable, self._paused_or_resumed)
+        self.set_paused(record.name, True, self._clock()).add_done_callback(
+            partial(_log_failure, record))
 
     @staticmethod
     def _enqueue_request(queue_name: str, job: ScheduleJob) -> EnqueueRequest:
@@ -287,19 +315,42 @@ class Schedules:
             self._timer = None
 
 
+def _copy(runtime: ScheduleRuntime) -> ScheduleRuntime:
+    return ScheduleRuntime(runtime.record, runtime.spec, runtime.next_run_ms)
+
+
+def _with_later_fire(record: ScheduleRecord, last_fire_ms: int | None) -> ScheduleRecord:
+    """`record`, with `last_fire_ms` as its last fire if that is later than its own."""
+    if last_fire_ms is None or (record.last_fire_ms is not None
+                                and record.last_fire_ms >= last_fire_ms):
+        return record
+    return record.with_fire(last_fire_ms)
+
+
+def _log_failure(record: ScheduleRecord, done: "asyncio.Future[ScheduleRuntime]") -> None:
+    error = done.exception()
+    if error is not None:
+        log.error("schedule_pause_failed", schedule=record.name, queue=record.queue_name,
+                  error=str(error))
+
+
 def _then(durable: "asyncio.Future[Any]", shape: Callable[[Any], Any],
-          ended: Callable[[], None] | None = None) -> "asyncio.Future[Any]":
-    """A future of `shape(result)` once `durable` resolves (its error, if it fails)."""
+          undo: Callable[[], None]) -> "asyncio.Future[Any]":
+    """A future of `shape(result)` once `durable` resolves; if it fails, `undo()` and its
+    error."""
     result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def settle(done: "asyncio.Future[Any]") -> None:
-        if ended is not None:
-            ended()
-        if result.cancelled():
+        if done.cancelled():  # not done by the writer's side; the write itself goes on
+            result.cancel()
             return
         error = done.exception()
         if error is not None:
-            result.set_exception(error)
+            undo()
+            if not result.cancelled():
+                result.set_exception(error)
+            return
+        if result.cancelled():
             return
         try:
             result.set_result(shape(done.result()))

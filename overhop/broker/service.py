@@ -230,7 +230,7 @@ class Broker:
     def add_schedule(self, request: ScheduleRequest) -> "asyncio.Future[ScheduleRuntime]":
         return self._schedules.add(request, self.clock())
 
-    def remove_schedule(self, name: str) -> "asyncio.Future[None]":
+    def remove_schedule(self, name: str) -> "asyncio.Future[ScheduleRuntime]":
         return self._schedules.remove(name)
 
     def set_schedule_paused(self, name: str, paused: bool

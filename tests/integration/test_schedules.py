@@ -267,3 +267,34 @@ def occurrences(server: ServerProcess) -> dict[str, list[int]]:
 def fire_jids(server: ServerProcess, name: str) -> set[str]:
     return {str(event["jid"]) for event in server.events("schedule_fired")
             if event["schedule"] == name}
+
+
+def test_pipelined_changes_see_the_ones_before_them(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server()
+
+    async def scenario() -> None:
+        client = await admin(server.port)
+        yearly = {"q": "work", "cron": "0 0 1 1 *"}
+        rids = [
+            await client.send(ADDQUEUE, {"name": "work"}),
+            await client.send(ADDSCHEDULE, {"name": "a", **yearly}),
+            await client.send(PAUSESCHEDULE, {"name": "a"}),
+            await client.send(LSSCHEDULE, {}),
+            await client.send(RMSCHEDULE, {"name": "a"}),
+            await client.send(ADDSCHEDULE, {"name": "a", **yearly, "missed": "once"}),
+            await client.send(RESUMESCHEDULE, {"name": "b"}),
+        ]
+        replies = [await client.reply_to(rid) for rid in rids]
+        assert [reply["t"] for reply in replies] == [101] * 6 + [102]
+        added, paused, listed, removed, again, missing = (r["p"] for r in replies[1:])
+        assert added["paused"] is False and added["next_run_at"] is not None
+        assert paused["paused"] is True and paused["next_run_at"] is None
+        assert [(row["name"], row["paused"]) for row in listed["schedules"]] == [("a", True)]
+        assert removed == {}
+        assert again["missed"] == "once" and again["paused"] is False
+        assert missing["code"] == "SCHEDULE_NOT_FOUND"
+        (row,) = (await client.ok(LSSCHEDULE, {}))["schedules"]
+        assert (row["name"], row["missed"], row["paused"]) == ("a", "once", False)
+
+    asyncio.run(scenario())

@@ -293,3 +293,35 @@ def test_skip_after_a_restart_and_a_queue_that_went_away(tmp_path: Path) -> None
         assert hourly.record.paused and hourly.next_run_ms is None
 
     asyncio.run(run_broker(tmp_path / "data", clock, second))
+
+
+def test_a_change_whose_write_is_refused_is_undone_in_memory(tmp_path: Path) -> None:
+    """The store is made to disagree with memory by writing to it behind the broker's
+    back (through the same writer), so that the broker's next write is refused."""
+    clock = Clock(utc_ms(2026, 6, 1))
+
+    async def body(broker: Broker, store: Store, writer: Writer, clock: Clock) -> None:
+        await broker.add_queue("q", QueueConfig())
+        await broker.add_schedule(request("kept", "0 * * * *"))
+        await writer.submit(ops.RemoveSchedule("kept")).durable
+        with pytest.raises(RequestError) as info:
+            await broker.set_schedule_paused("kept", True)
+        assert info.value.code == ErrorCode.SCHEDULE_NOT_FOUND
+        kept = broker.schedules["kept"]
+        assert not kept.record.paused and kept.next_run_ms == utc_ms(2026, 6, 1, 1)
+        with pytest.raises(RequestError):
+            await broker.remove_schedule("kept")
+        assert broker.schedules["kept"] is kept  # back, as it was
+
+        await writer.submit(ops.RemoveQueue("q")).durable  # the queue is gone on disk
+        replacing = broker.add_schedule(request("kept", "*/5 * * * *"))
+        assert broker.schedules["kept"].spec.expression == "*/5 * * * *"  # seen at once
+        with pytest.raises(RequestError) as info:
+            await replacing
+        assert info.value.code == ErrorCode.QUEUE_NOT_FOUND
+        assert broker.schedules["kept"] is kept
+        with pytest.raises(RequestError):
+            await broker.add_schedule(request("new", "0 * * * *"))
+        assert set(broker.schedules) == {"kept"}
+
+    asyncio.run(run_broker(tmp_path / "data", clock, body))
