@@ -204,9 +204,9 @@ class Schedules:
         if self._state.dispatch_stopped:
             return
         fired = 0
-        heap = self._heap
-        while heap and heap[0][0] <= now and fired < FIRE_BATCH:
-            at, _, name = heapq.heappop(heap)
+        # `self._heap`, not an alias of it: `_push` may rebuild it.
+        while self._heap and self._heap[0][0] <= now and fired < FIRE_BATCH:
+            at, _, name = heapq.heappop(self._heap)
             runtime = self._schedules.get(name)
             if runtime is None or runtime.next_run_ms != at or runtime.record.paused:
                 continue  # moved on since this entry was pushed
@@ -240,6 +240,8 @@ class Schedules:
     def _fired(self, runtime: ScheduleRuntime, occurrence: int, job: JobRecord,
                durable: "asyncio.Future[str | None]") -> None:
         name = runtime.record.name
+        if durable.cancelled():  # not by the writer: the write itself goes on, unobserved
+            return
         error = durable.exception()
         if isinstance(error, OverhopError) and error.code == ErrorCode.QUEUE_NOT_FOUND:
             self._pause_for_missing_queue(runtime.record)
@@ -263,7 +265,8 @@ class Schedules:
     def _pause_for_missing_queue(self, record: ScheduleRecord) -> None:
         """The target queue is gone: pause the schedule rather than fire into nothing."""
         runtime = self._schedules.get(record.name)
-        if runtime is None or runtime.record.paused:
+        if (runtime is None or runtime.record.paused
+                or runtime.record.queue_name != record.queue_name):  # replaced meanwhile
             return
         log.warning("schedule_paused_queue_missing", schedule=record.name,
                     queue=record.queue_name)

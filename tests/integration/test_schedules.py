@@ -184,7 +184,11 @@ def test_a_removed_queue_pauses_its_schedule(start_server: Callable[..., ServerP
         async def paused() -> bool:
             return bool((await schedule(client, "orphan2"))["paused"])
         await until(paused, "the schedule of a removed queue to pause")
-        assert server.events("schedule_paused_queue_missing")
+
+        async def logged() -> bool:  # the server's log is read by a thread of the test
+            return any(event["schedule"] == "orphan2"
+                       for event in server.events("schedule_paused_queue_missing"))
+        await until(logged, "the log line of the pause")
 
     asyncio.run(scenario())
 
@@ -226,8 +230,9 @@ def test_restart_keeps_the_last_fire_and_applies_the_missed_policy(
                 for event in restarted.events("schedule_missed_occurrences")}
         assert set(boot) == {"skip", "once"}
 
-        async def fired_again() -> bool:
-            return all(occurrences(restarted).get(name) for name in ("skip", "once"))
+        async def fired_again() -> bool:  # `once`: its boot fire and a later one
+            fired = occurrences(restarted)
+            return len(fired.get("skip", ())) >= 1 and len(fired.get("once", ())) >= 2
         await until(fired_again, "fires after the restart")
         await client.ok(PAUSESCHEDULE, {"name": "skip"})
         await client.ok(PAUSESCHEDULE, {"name": "once"})
