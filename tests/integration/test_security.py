@@ -132,6 +132,11 @@ def test_the_first_user_closes_open_connections(server: ServerProcess) -> None:
         await bystander.register()
         await add_users(server, {ADMIN[0]: (ADMIN[1], ["admin"])})
         assert await bystander.read_frame() is None
+        # The server's log is read by a thread of the test: give it a moment to catch up.
+        for _ in range(200):
+            if server.events("open_access_ended"):
+                break
+            await asyncio.sleep(0.05)
     asyncio.run(run())
     assert server.events("open_access_ended")
 
