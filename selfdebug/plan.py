@@ -6,7 +6,8 @@ a delivery that completes (with ACK, JOBBEAT, JOBLOG), one that fails, is retrie
 server (a second QUEST, attempt 2), released, failed for good and RETRYed, then a removal,
 a clear and an obliteration; the scratch one is subscribed to and removed with RMQUEUE,
 which ends that subscription with a SUBEND push. One request is
-wrong on purpose (an ENQUEUE into a queue that does not exist) to see an ERR. With a
+wrong on purpose (an ENQUEUE into a queue that does not exist) to see an ERR. A schedule
+on the main queue is added, listed, paused, resumed and removed (schedule_steps.py). With a
 `Login` (selfdebug/login.py), the walk starts with a SCRAM login and ends with the user
 messages.
 """
@@ -19,6 +20,7 @@ from overhop_client.times import format_time
 
 from selfdebug import checks
 from selfdebug.login import Login, login_steps, user_steps
+from selfdebug.schedule_steps import schedule_steps
 from selfdebug.steps import State, Step
 
 LIMIT_KEYS = ("heartbeat_interval_ms", "stale_after_ms", "ack_timeout_ms",
@@ -303,6 +305,7 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
              listed),
         Step("QSTATS", MessageType.QSTATS, ok, "18 QSTATS: OK {q, stats, concurrency, rate, "
              "subscriptions, credits, oldest_waiting_age_ms, state}", q, counted),
+        *schedule_steps(queue),
         # Delivery (section 6).
         Step("SUBSCRIBE", MessageType.SUBSCRIBE, ok, "6 SUBSCRIBE: OK {sid}",
              lambda state: {"q": queue, "credits": 1}, subscribed),

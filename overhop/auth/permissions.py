@@ -8,8 +8,10 @@ A user holds a set of `verb:pattern` permissions. The pattern is a glob on queue
 | `produce` | add jobs: ENQUEUE, ENQUEUEMANY                                        |
 | `consume` | take and finish jobs: SUBSCRIBE, CREDIT, ACK, JOBBEAT, JOBLOG,        |
 |           | COMPLETE, FAIL, RELEASE                                               |
-| `read`    | look: QUEUE, JOB, LSJOB, LSQUEUE, QSTATS, STATUS, WATCH               |
+| `read`    | look: QUEUE, JOB, LSJOB, LSQUEUE, QSTATS, STATUS, WATCH, LSSCHEDULE   |
 | `manage`  | run queues: ADDQUEUE, SETQUEUE, PAUSE, RESUME, CLEARQUEUE, RETRY, RMJOB |
+|           | and their schedules: ADDSCHEDULE, RMSCHEDULE, PAUSESCHEDULE,          |
+|           | RESUMESCHEDULE                                                        |
 | `admin`   | destroy queues: RMQUEUE, OBLITERATE; on `*`, the user messages too    |
 
 Which message needs which verb, and on which queue, is `overhop/server/authorization.py`.

@@ -54,7 +54,7 @@ class Enqueuer:
                 ) -> "asyncio.Future[str]":
         """Add one job; `watcher`, if given, is told of its final outcome (RESULT)."""
         runtime = self._state.user_queue(request.queue_name)
-        job = self._new_job(runtime, request, now)
+        job = self.new_job(runtime, request, now)
         if watcher is not None:
             self._watches.add(watcher, [job.job_id])  # before the job can possibly end
         self._state.tally.enqueued(request.queue_name, 1)
@@ -92,7 +92,7 @@ class Enqueuer:
         jobs = []
         for index, request in enumerate(requests):
             try:
-                jobs.append(self._new_job(runtime, request, now))
+                jobs.append(self.new_job(runtime, request, now))
             except RequestError as exc:
                 raise exc.in_batch(index) from None
         if watcher is not None:
@@ -111,7 +111,9 @@ class Enqueuer:
             future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, first))
         return future
 
-    def _new_job(self, runtime: QueueRuntime, request: EnqueueRequest, now: int) -> JobRecord:
+    def new_job(self, runtime: QueueRuntime, request: EnqueueRequest, now: int) -> JobRecord:
+        """The record of a new job (ENQUEUE, ENQUEUEMANY, a schedule's fire); raises
+        OVERRIDE_NOT_ALLOWED when the queue refuses the job's own settings."""
         config = runtime.record.config
         overrides = (request.max_attempts, request.retry_interval_ms, request.lease_ms)
         if not config.allow_job_overrides and any(v is not None for v in overrides):

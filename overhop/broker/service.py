@@ -10,7 +10,8 @@ and pass the time down; the parts behind them are split by lifecycle:
 - `scheduler.Scheduler`: subscriptions, credits, strict concurrency, dispatch;
 - `deliveries.Deliveries`: ack, leases, outcomes, fencing;
 - `maintenance.Maintenance`: the named, bounded steps of the heartbeat tick;
-- `queue_admin.QueueAdmin`: queue changes, as `async` sequences of steps.
+- `queue_admin.QueueAdmin`: queue changes, as `async` sequences of steps;
+- `schedules.Schedules`: cron schedules and their fires.
 """
 
 import asyncio
@@ -26,20 +27,25 @@ from overhop.broker.maintenance import Maintenance
 from overhop.broker.queue_admin import QueueAdmin
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
+from overhop.broker.schedules import ScheduleRequest, ScheduleRuntime, Schedules
 from overhop.broker.state import BrokerState
 from overhop.broker.watches import Watches
 from overhop.broker.worker_control import WorkerReport, apply_report, control_workers
 from overhop.broker.workers import Delivery, Peer, Subscription, Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
+from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import SYSTEM_QUEUE_NAME, JobPolicy, QueueConfig, QueueRecord, QueueState
 from overhop.observability.tally import Tally
 from overhop.storage import operations as ops
+from overhop.storage.schedule_records import load_schedules
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
-__all__ = ["Broker", "EnqueueRequest"]
+__all__ = ["Broker", "EnqueueRequest", "ScheduleRequest"]
+
+log = get_logger("overhop.broker")
 
 
 class Broker:
@@ -61,6 +67,8 @@ class Broker:
         self._queues = QueueAdmin(state, store, writer, clock, scheduler, self._deliveries,
                                   self._maintenance, watches, self._job_id_boundary,
                                   config.queues.max_queues)
+        self._schedules = Schedules(state, writer, self._enqueuer, scheduler, clock,
+                                    config.schedules.max_schedules)
 
     # -- what the server reads -----------------------------------------------------------
 
@@ -121,10 +129,18 @@ class Broker:
             queues[record.name] = QueueRuntime(record)
         for name in list(queues):
             await self._maintenance.recover_active(name)
+        most = self.config.schedules.max_schedules
+        records = load_schedules(self.store, most + 1)
+        if len(records) > most:  # the setting was lowered below what is stored
+            log.warning("schedules_over_limit", max_schedules=most)
+            records = records[:most]
+        self._schedules.boot(records, self.clock())
 
     def stop_dispatch(self) -> None:
-        """Shutdown: no new QUEST from now on (deliveries already out may still end)."""
+        """Shutdown: no new QUEST and no schedule fire from now on (deliveries already
+        out may still end)."""
         self._state.dispatch_stopped = True
+        self._schedules.stop()
 
     def end_all_deliveries(self, outcome: AttemptOutcome) -> None:
         """Shutdown: every delivery still out goes back through the attempt path."""
@@ -133,6 +149,7 @@ class Broker:
     def tick(self, now_ms: int) -> None:
         """The heartbeat's maintenance: expiries, stale workers, promotion, retention."""
         self._maintenance.tick(now_ms, self._deliveries)
+        self._schedules.fire_due(now_ms)
 
     def promote_due_queues(self, now_ms: int) -> None:
         self._maintenance.promote_due_queues(now_ms)
@@ -200,6 +217,26 @@ class Broker:
         future = self.writer.submit(ops.RetryFailed(job_id, self.clock())).durable
         future.add_done_callback(settle)
         return future
+
+    # -- schedules -----------------------------------------------------------------------
+
+    @property
+    def schedules(self) -> Mapping[str, ScheduleRuntime]:
+        return self._schedules.schedules
+
+    def schedule_queue(self, name: str) -> str | None:
+        """The queue a schedule fires into (for the permission check), None if unknown."""
+        return self._schedules.queue_of(name)
+
+    def add_schedule(self, request: ScheduleRequest) -> "asyncio.Future[ScheduleRuntime]":
+        return self._schedules.add(request, self.clock())
+
+    def remove_schedule(self, name: str) -> "asyncio.Future[ScheduleRuntime]":
+        return self._schedules.remove(name)
+
+    def set_schedule_paused(self, name: str, paused: bool
+                            ) -> "asyncio.Future[ScheduleRuntime]":
+        return self._schedules.set_paused(name, paused, self.clock())
 
     # -- workers and subscriptions ---------------------------------------------------------
 

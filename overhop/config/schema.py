@@ -29,6 +29,7 @@ from overhop.config.sections import (
     LoggingConfig,
     PaginationConfig,
     QueuesConfig,
+    SchedulesConfig,
     ServerConfig,
     ShutdownConfig,
     StorageConfig,
@@ -47,6 +48,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     wire: WireConfig = field(default_factory=WireConfig)
     queues: QueuesConfig = field(default_factory=QueuesConfig)
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
     pagination: PaginationConfig = field(default_factory=PaginationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)

@@ -199,6 +199,15 @@ class QueuesConfig:
 
 
 @dataclass(frozen=True)
+class SchedulesConfig:
+    # Every schedule is in memory and loaded at start, and LSSCHEDULE lists them: 1000
+    # keeps boot's read and a full listing small, as many as the queues a server allows.
+    max_schedules: int = setting(1000, minimum=1, maximum=100_000,
+                                 doc="Most schedules; ADDSCHEDULE of a new one beyond it "
+                                     "is refused.")
+
+
+@dataclass(frozen=True)
 class PaginationConfig:
     # 15 rows fit one terminal screen, the common case for interactive listing.
     page_size: int = setting(15, minimum=1, maximum=10000,

@@ -1,8 +1,9 @@
 """The dashboard's routes: pages, the JSON API it reads, live streams, actions, assets.
 
-Pages: `/` (overview), `/queues/{name}`, `/jobs/{jid}`, `/workers`. Reads:
+Pages: `/` (overview), `/queues/{name}`, `/jobs/{jid}`, `/workers`, `/schedules`. Reads:
 `/api/overview`, `/api/queues/{name}/jobs?status=&after=&limit=`, `/api/jobs/{jid}`,
-`/api/jobs/{jid}/payload` (the whole payload as a download), `/api/workers`. Live:
+`/api/jobs/{jid}/payload` (the whole payload as a download), `/api/workers`,
+`/api/schedules`. Live:
 `/api/events` (the overview) and `/api/jobs/{jid}/events` (one job), as server-sent events.
 Actions: see `overhop.http.actions`.
 """
@@ -29,6 +30,7 @@ from overhop.http.views import (
     job_row,
     pretty_json,
     queue_summary,
+    schedules,
     workers,
 )
 from overhop.model.jobs import STATUS_LABELS, JobStatus
@@ -118,6 +120,10 @@ async def api_workers(request: web.Request) -> web.Response:
     return _json(workers(request.app[SOURCES]))
 
 
+async def api_schedules(request: web.Request) -> web.Response:
+    return _json(schedules(request.app[SOURCES]))
+
+
 async def no_icon(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
@@ -148,11 +154,13 @@ def install(app: web.Application, sources: Sources) -> None:
     router.add_get("/queues/{name}", pages.queue_page)
     router.add_get("/jobs/{jid}", pages.job_page)
     router.add_get("/workers", pages.workers_page)
+    router.add_get("/schedules", pages.schedules_page)
     router.add_get("/api/overview", api_overview)
     router.add_get("/api/queues/{name}/jobs", api_queue_jobs)
     router.add_get("/api/jobs/{jid}", api_job)
     router.add_get("/api/jobs/{jid}/payload", api_job_payload)
     router.add_get("/api/workers", api_workers)
+    router.add_get("/api/schedules", api_schedules)
     router.add_get("/api/events", events_overview)
     router.add_get("/api/jobs/{jid}/events", events_job)
     router.add_get("/favicon.ico", no_icon)

@@ -55,6 +55,7 @@ class Snapshot:
     flows: list[tuple[str, int, dict[str, int], HistogramCopy, HistogramCopy]] = field(
         default_factory=list)
     worker_jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+    schedule_fires: dict[str, int] = field(default_factory=dict)
     gauges: list[tuple[str, str, float]] = field(default_factory=list)
     counters: list[tuple[str, str, int]] = field(default_factory=list)
     storage: list[tuple[str, int]] = field(default_factory=list)
@@ -91,6 +92,7 @@ def take_snapshot(sources: Sources) -> Snapshot:
         snap.flows.append((name, queue.enqueued, dict(queue.ended), _copy(queue.wait),
                            _copy(queue.run)))
     snap.worker_jobs = dict(tally.worker_jobs)
+    snap.schedule_fires = dict(tally.schedule_fires)
     snap.gauges = [
         ("overhop_connections", "Open client connections.", len(sources.connections)),
         ("overhop_workers", "Registered workers (connections past REGISTER).",
@@ -179,8 +181,8 @@ class SnapshotCollector(Collector):
 
     def _flows(self) -> Iterator[Metric]:
         enqueued = CounterMetricFamily("overhop_jobs_enqueued",
-                                       "Jobs accepted by ENQUEUE and ENQUEUEMANY.",
-                                       labels=["queue"])
+                                       "Jobs accepted by ENQUEUE and ENQUEUEMANY, and jobs "
+                                       "schedules fired.", labels=["queue"])
         ended = CounterMetricFamily("overhop_attempts_ended",
                                     "Deliveries ended, by outcome (completed, failed, "
                                     "lease_expired, disconnected, stale_worker, withdrawn, "
@@ -204,7 +206,12 @@ class SnapshotCollector(Collector):
             labels=["worker", "outcome"])
         for (worker, outcome), n in sorted(self._snap.worker_jobs.items()):
             workers.add_metric([worker, outcome], n)
-        yield from (enqueued, ended, wait, run, workers)
+        fires = CounterMetricFamily("overhop_schedule_fires",
+                                    "Jobs a schedule enqueued (committed fires).",
+                                    labels=["schedule"])
+        for schedule, n in sorted(self._snap.schedule_fires.items()):
+            fires.add_metric([schedule], n)
+        yield from (enqueued, ended, wait, run, workers, fires)
 
     def _storage(self) -> Iterator[Metric]:
         storage = GaugeMetricFamily(

@@ -19,7 +19,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-TITLES = {"overview": "Overview", "queue": "Queue", "job": "Job", "workers": "Workers"}
+TITLES = {"overview": "Overview", "queue": "Queue", "job": "Job", "workers": "Workers",
+          "schedules": "Schedules"}
 
 
 def render_page(request: web.Request, page: str, argument: str = "") -> web.Response:
@@ -38,7 +39,8 @@ def render_page(request: web.Request, page: str, argument: str = "") -> web.Resp
 <body data-page="{page}" data-argument="{html.escape(argument)}">
 <header>
   <a class="brand" href="/">Overhop</a>
-  <nav><a href="/">Overview</a><a href="/workers">Workers</a></nav>
+  <nav><a href="/">Overview</a><a href="/workers">Workers</a>
+    <a href="/schedules">Schedules</a></nav>
   <span id="live" class="live" title="live updates">○ connecting</span>
   {'<span class="badge">read-only</span>' if read_only else ''}
 </header>
@@ -66,3 +68,7 @@ async def job_page(request: web.Request) -> web.Response:
 
 async def workers_page(request: web.Request) -> web.Response:
     return render_page(request, "workers")
+
+
+async def schedules_page(request: web.Request) -> web.Response:
+    return render_page(request, "schedules")

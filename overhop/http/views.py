@@ -1,4 +1,4 @@
-"""The dashboard's JSON: the overview, a queue's jobs, one job, the workers.
+"""The dashboard's JSON: the overview, a queue's jobs, one job, the workers, the schedules.
 
 Every read is bounded: the overview reads each queue's counters and oldest waiting job
 (two short read transactions per queue); a page of jobs is at most `MAX_PAGE` jobs and
@@ -202,3 +202,23 @@ def workers(sources: Sources) -> dict[str, Any]:
             "totals_label": label, "totals": totals,
         })
     return {"workers": rows}
+
+
+def schedules(sources: Sources) -> dict[str, Any]:
+    """Every schedule (at most `schedules.max_schedules`) with its next and last run and
+    the jobs it has fired since the server started."""
+    broker = sources.broker
+    fired = broker.tally.schedule_fires
+    rows = []
+    for name in sorted(broker.schedules):
+        runtime = broker.schedules[name]
+        record = runtime.record
+        rows.append({
+            "name": name, "queue": record.queue_name, "cron": record.cron,
+            "tz": record.timezone, "missed": record.missed.value, "paused": record.paused,
+            "next_run_at": _time(runtime.next_run_ms),
+            "last_run_at": _time(record.last_fire_ms),
+            "created_at": to_rfc3339(record.created_at_ms),
+            "fired_since_start": fired.get(name, 0),
+        })
+    return {"schedules": rows}

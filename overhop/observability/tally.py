@@ -70,6 +70,9 @@ class Tally:
     queues: dict[str, QueueTally] = field(default_factory=dict)
     # (worker name, outcome label) -> attempts ended.
     worker_jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Schedule name -> jobs its occurrences enqueued (bounded by `schedules.max_schedules`;
+    # a removed schedule's entry is dropped).
+    schedule_fires: dict[str, int] = field(default_factory=dict)
     _names: set[str] = field(default_factory=set)
 
     def queue(self, name: str) -> QueueTally:

@@ -7,6 +7,7 @@ refused request gets FORBIDDEN naming the verb and the queue, changes nothing, a
 logged with the user. See overhop/auth/permissions.py for the verbs.
 """
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -26,6 +27,7 @@ class QueueSource(Enum):
     JID = "jid"  # the queue part of the `jid` field (`<queue>:<uuid>`)
     SID = "sid"  # the queue of this worker's subscription `sid`
     WORKER = "worker"  # no queue; the verb on `*` only when the request names a worker
+    SCHEDULE = "schedule"  # the queue the schedule named by `name` fires into
 
 
 M = MessageType
@@ -70,13 +72,22 @@ RULES: dict[MessageType, tuple[Verb | None, QueueSource]] = {
     M.USERPERMIT: (Verb.ADMIN, QueueSource.NONE),
     # Controlling workers is admin's; a worker's report of itself (no `worker`) needs none.
     M.WORKERCTL: (Verb.ADMIN, QueueSource.WORKER),
+    # A schedule is part of its queue's set-up, like its settings: `manage` on the queue.
+    M.ADDSCHEDULE: (Verb.MANAGE, QueueSource.Q),
+    M.RMSCHEDULE: (Verb.MANAGE, QueueSource.SCHEDULE),
+    M.PAUSESCHEDULE: (Verb.MANAGE, QueueSource.SCHEDULE),
+    M.RESUMESCHEDULE: (Verb.MANAGE, QueueSource.SCHEDULE),
+    M.LSSCHEDULE: (Verb.READ, QueueSource.LISTING),
 }
+# Listings and the key of their rows' queue names: the rows a user may not read are cut.
+_LISTED = {"queues": "name", "schedules": "q"}
 
 
-def queue_of(source: QueueSource, payload: dict[str, Any], worker: Worker | None
-             ) -> str | None:
+def queue_of(source: QueueSource, payload: dict[str, Any], worker: Worker | None,
+             schedule_queue: Callable[[str], str | None]) -> str | None:
     """The queue a request names, or None when it names none (or names it so badly that
-    the handler will refuse it anyway: a missing or non-string field)."""
+    the handler will refuse it anyway: a missing or non-string field, an unknown
+    schedule)."""
     if source is QueueSource.Q or source is QueueSource.NAME:
         value = payload.get(source.value)
         return value if type(value) is str else None
@@ -86,6 +97,9 @@ def queue_of(source: QueueSource, payload: dict[str, Any], worker: Worker | None
     if source is QueueSource.SID and worker is not None:
         subscription = worker.subscriptions.get(payload.get("sid"))  # type: ignore[arg-type]
         return None if subscription is None else subscription.queue_name
+    if source is QueueSource.SCHEDULE:
+        name = payload.get("name")
+        return schedule_queue(name) if type(name) is str else None
     return None
 
 
@@ -95,8 +109,8 @@ def _is_self_report(payload: dict[str, Any]) -> bool:
 
 
 def authorize(log: Any, user: str, permissions: frozenset[Permission],
-              message_type: MessageType, payload: dict[str, Any], worker: Worker | None
-              ) -> None:
+              message_type: MessageType, payload: dict[str, Any], worker: Worker | None,
+              schedule_queue: Callable[[str], str | None]) -> None:
     """Raise FORBIDDEN (and log it on `log`) unless `permissions` allow this request."""
     verb, source = RULES[message_type]
     if verb is None or (source is QueueSource.WORKER and _is_self_report(payload)):
@@ -106,7 +120,7 @@ def authorize(log: Any, user: str, permissions: frozenset[Permission],
             return
         queue = None
     else:
-        queue = queue_of(source, payload, worker)
+        queue = queue_of(source, payload, worker, schedule_queue)
         if queue is None and source not in (QueueSource.NONE, QueueSource.WORKER):
             return  # a malformed request: the handler refuses it with INVALID_PAYLOAD
         if allows(permissions, verb, queue):
@@ -121,8 +135,12 @@ def authorize(log: Any, user: str, permissions: frozenset[Permission],
 
 def filter_reply(permissions: frozenset[Permission], message_type: MessageType,
                  reply: dict[str, Any]) -> dict[str, Any]:
-    """LSQUEUE and STATUS list only the queues the user may read."""
-    if RULES[message_type][1] is not QueueSource.LISTING or "queues" not in reply:
+    """LSQUEUE and STATUS list only the queues the user may read, LSSCHEDULE only the
+    schedules of those queues."""
+    if RULES[message_type][1] is not QueueSource.LISTING:
         return reply
-    return {**reply, "queues": [queue for queue in reply["queues"]
-                                if allows(permissions, Verb.READ, queue.get("name"))]}
+    for key, queue_key in _LISTED.items():
+        if key in reply:
+            reply = {**reply, key: [row for row in reply[key]
+                                    if allows(permissions, Verb.READ, row.get(queue_key))]}
+    return reply

@@ -315,7 +315,7 @@ class Connection(asyncio.Protocol):
             permissions = self.auth.permissions
             if permissions is not None:
                 authorize(self.log, self.auth.user or "", permissions, message_type,
-                          envelope.payload, self.worker)
+                          envelope.payload, self.worker, self.ctx.broker.schedule_queue)
             reply = HANDLERS[message_type](self.ctx, self, envelope.payload)
             if permissions is not None and type(reply) is dict:
                 reply = filter_reply(permissions, message_type, reply)

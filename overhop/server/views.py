@@ -6,6 +6,7 @@ from overhop.broker.workers import Delivery
 from overhop.clock import to_rfc3339
 from overhop.model.jobs import DEFAULT_PRIORITY, JobRecord
 from overhop.model.queues import JobPolicy, QueueRecord
+from overhop.model.schedules import ScheduleRecord
 from overhop.wire.codec import decode_value
 
 
@@ -72,4 +73,25 @@ def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None
         "headers": job.headers or {},
         "task": job.task,
         "priority": DEFAULT_PRIORITY if job.priority is None else job.priority,
+    }
+
+
+def schedule_view(record: ScheduleRecord, next_run_ms: int | None) -> dict[str, Any]:
+    """A schedule as LSSCHEDULE shows it (and ADDSCHEDULE, PAUSESCHEDULE... reply)."""
+    job = record.job
+    return {
+        "name": record.name,
+        "q": record.queue_name,
+        "cron": record.cron,
+        "tz": record.timezone,
+        "missed": record.missed.value,
+        "paused": record.paused,
+        "next_run_at": _time(next_run_ms),
+        "last_run_at": _time(record.last_fire_ms),
+        "created_at": to_rfc3339(record.created_at_ms),
+        "job_payload": None if job.payload is None else decode_value(job.payload),
+        "overrides": {name: value for name, value in (
+            ("max_attempts", job.max_attempts), ("retry_interval_ms", job.retry_interval_ms),
+            ("lease_ms", job.lease_ms)) if value is not None},
+        "headers": job.headers or {},
     }

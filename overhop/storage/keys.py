@@ -14,6 +14,7 @@ rewrites them when a version-1 store opens). Named databases:
 | `by_finish`  | queue name, 0x00, status, finish ms (8 B), uuid7 | empty                  |
 | `counters`   | queue name, 0x00, status (1 byte)                | count (8 B BE)         |
 | `users`      | user name; 0x00 `secret` for the server's secret | user record; 32 bytes  |
+| `schedules`  | schedule name                                    | schedule record        |
 
 Queue names are ASCII letters, digits, `_` and `-`, so 0x00 ends a name unambiguously.
 Numbers are big-endian so byte order is time order; uuid7 bytes sort by creation time, so

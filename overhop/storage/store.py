@@ -83,6 +83,7 @@ class Store:
         self.by_finish = self.env.open_db(b"by_finish")
         self.counters_db = self.env.open_db(b"counters")
         self.users_db = self.env.open_db(b"users")
+        self.schedules_db = self.env.open_db(b"schedules")
         self._page_size: int = self.env.stat()["psize"]
         if not owner:
             return

@@ -56,6 +56,12 @@ class MessageType(IntEnum):
     UNWATCH = 41
     # Worker control: an admin tells workers to go quiet, stop or change concurrency.
     WORKERCTL = 44
+    # Schedules: cron expressions that enqueue jobs.
+    ADDSCHEDULE = 45
+    LSSCHEDULE = 46
+    RMSCHEDULE = 47
+    PAUSESCHEDULE = 48
+    RESUMESCHEDULE = 49
     # Server to client.
     OK = 101
     ERR = 102

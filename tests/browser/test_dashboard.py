@@ -196,3 +196,27 @@ def test_running_job_logs_appear_live_and_workers_page(server: ServerProcess, pa
     finally:
         background.run(worker.close())
         background.close()
+
+
+def test_schedules_page_lists_next_and_last_runs(server: ServerProcess, page: "Page",
+                                                 shots: Path) -> None:
+    expect.set_options(timeout=UPDATE_TIMEOUT_MS)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        client.add_queue("reports")
+        client.add_schedule("nightly", "reports", "30 2 * * *", timezone="Europe/Berlin")
+        client.add_schedule("tick", "reports", "* * * * * *")
+        page.goto(f"{server.http_url}/schedules")
+        nightly = page.locator('tr[data-schedule="nightly"]')
+        expect(nightly).to_contain_text("30 2 * * *")
+        expect(nightly).to_contain_text("Europe/Berlin")
+        expect(nightly.locator('[data-field="last_run_at"]')).to_have_text("—")
+        tick = page.locator('tr[data-schedule="tick"]')
+        # Live: the fires of the every-second schedule show without a reload.
+        page.evaluate("window.notReloaded = true")
+        expect(tick.locator('[data-field="fired"]')).not_to_have_text("0")
+        expect(tick.locator('[data-field="last_run_at"]')).not_to_have_text("—")
+        assert page.evaluate("window.notReloaded") is True
+        client.pause_schedule("tick")
+        expect(tick.locator('[data-field="state"]')).to_have_text("paused")
+        expect(tick.locator('[data-field="next_run_at"]')).to_have_text("—")
+        screenshot(page, shots, "schedules")

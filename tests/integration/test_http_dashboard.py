@@ -5,6 +5,7 @@ import asyncio
 import http.client
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from tests.support.failed_jobs import failed_jobs as failed_jobs_on
 from tests.support.http_client import HttpReply, request
 from tests.support.server_process import ServerProcess
 
-PAGES = ["/", "/queues/mails", "/jobs/mails:0", "/workers"]
+PAGES = ["/", "/queues/mails", "/jobs/mails:0", "/workers", "/schedules"]
 
 
 def token(server: ServerProcess) -> str:
@@ -52,7 +53,8 @@ def test_pages_are_html_with_token_and_policy(server: ServerProcess, path: str) 
 
 
 def test_static_assets_and_icon(server: ServerProcess) -> None:
-    for name in ("style.css", "common.js", "overview.js", "queue.js", "job.js", "workers.js"):
+    for name in ("style.css", "common.js", "overview.js", "queue.js", "job.js", "workers.js",
+                 "schedules.js"):
         assert request(f"{server.http_url}/static/{name}").status == 200, name
     assert request(server.http_url + "/static/nope.js").status == 404
     assert request(server.http_url + "/favicon.ico").status == 204
@@ -163,6 +165,30 @@ def test_workers_json(server: ServerProcess) -> None:
             assert worker["jobs"] == [] and worker["pid"] > 0 and worker["host"]
 
     asyncio.run(scenario())
+
+
+def test_schedules_json(server: ServerProcess) -> None:
+    assert request(server.http_url + "/api/schedules").json() == {"schedules": []}
+    with producer(server) as client:
+        client.add_queue("mails")
+        client.add_schedule("digest", "mails", "0 8 * * MON", timezone="Europe/Berlin",
+                            missed="once")
+        client.add_schedule("tick", "mails", "* * * * * *")
+        deadline = time.monotonic() + 15
+        while client.stats("mails").counts.waiting < 1:
+            assert time.monotonic() < deadline, "the schedule did not fire"
+            time.sleep(0.05)
+        client.pause_schedule("tick")
+        fired = client.stats("mails").counts.waiting
+    rows = request(server.http_url + "/api/schedules").json()["schedules"]
+    assert [row["name"] for row in rows] == ["digest", "tick"]
+    digest, tick = rows
+    assert (digest["queue"], digest["cron"], digest["tz"], digest["missed"]) == (
+        "mails", "0 8 * * MON", "Europe/Berlin", "once")
+    assert digest["paused"] is False and digest["next_run_at"].endswith("Z")
+    assert digest["last_run_at"] is None and digest["fired_since_start"] == 0
+    assert tick["paused"] is True and tick["next_run_at"] is None
+    assert tick["last_run_at"].endswith("Z") and tick["fired_since_start"] == fired
 
 
 def first_event(server: ServerProcess, path: str) -> dict[str, Any]:

@@ -5,10 +5,11 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from overhop_client import AsyncClient, JobContext, Worker
+from overhop_client import AsyncClient, Client, JobContext, Worker
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sdk.harness import running, wait_until
@@ -205,3 +206,22 @@ def test_unsynced_commits_are_flushed_and_counted(start_server) -> None:
             raise AssertionError("no flush within 10 s of unsynced commits")
 
     assert asyncio.run(scenario()) >= 1
+
+
+def test_schedule_fires_are_counted(server: ServerProcess) -> None:
+    with Client(f"127.0.0.1:{server.port}") as client:
+        client.add_queue("ticks")
+        client.add_schedule("tick", "ticks", "* * * * * *")
+        client.add_schedule("yearly", "ticks", "0 0 1 1 *")
+        deadline = time.monotonic() + 15
+        while client.stats("ticks").counts.waiting < 2:
+            assert time.monotonic() < deadline, "the schedule did not fire"
+            time.sleep(0.05)
+        client.pause_schedule("tick")
+        fired = client.stats("ticks").counts.waiting
+        samples = scrape(server)
+        assert value(samples, "overhop_schedule_fires_total", schedule="tick") == fired
+        assert value(samples, "overhop_jobs_enqueued_total", queue="ticks") == fired
+        assert (("schedule", "yearly"),) not in samples["overhop_schedule_fires_total"]
+        client.remove_schedule("tick")
+        assert "overhop_schedule_fires_total" not in scrape(server)

@@ -100,6 +100,7 @@ def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
 def test_sections_are_the_toml_tables() -> None:
     assert {
         "logging", "heartbeat", "server", "server.tls", "auth", "wire", "wire.session", "queues",
+        "schedules",
         "pagination", "storage", "dispatch", "jobs", "worker", "shutdown", "http",
     } == SECTIONS
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
+from overhop.model.schedules import MissedPolicy, ScheduleJob, ScheduleRecord
 from overhop.storage import operations as ops
 from overhop.storage.operations.table import APPLY
 from overhop.storage.writer_messages import packer, unpacker
@@ -16,6 +17,9 @@ JOB = JobRecord("q:01234567-89ab-7def-8123-456789abcdef", "q", JobStatus.DELAYED
 CONFIG = QueueConfig(concurrency_limit=2, backoff=BackoffKind.EXPONENTIAL,
                      completed_max_count=10)
 RECORD = QueueRecord("qid", "q", QueueState.PAUSED, 7, CONFIG)
+SCHEDULE = ScheduleRecord("nightly", "q", "0 3 * * *", "Europe/Berlin",
+                          ScheduleJob(b"\x01", 2, None, 500, {"k": "v"}), MissedPolicy.ONCE,
+                          False, 60_000, 5, 4)
 
 SAMPLES: list[ops.Operation[Any]] = [
     ops.Barrier(),
@@ -41,6 +45,10 @@ SAMPLES: list[ops.Operation[Any]] = [
     ops.AddUser(b"\x92\xa3ann", bytes(32)),
     ops.RemoveUser("ann"),
     ops.SetUserPermissions("ann", ["read:*"]),
+    ops.PutSchedule(SCHEDULE),
+    ops.RemoveSchedule("nightly"),
+    ops.SetSchedulePaused("nightly", True, 9),
+    ops.FireSchedule("nightly", 60_000, JOB),
 ]
 
 
@@ -51,9 +59,11 @@ def _values(op: ops.Operation[Any]) -> list[Any]:
 def test_every_operation_has_one_code_and_an_apply_function() -> None:
     assert sorted(type(op).code for op in SAMPLES) == list(ops.OperationCode)
     assert len(APPLY) == len(ops.OperationCode) == len(ops.OPERATIONS)
-    assert [cls.code for cls in ops.OPERATION_BY_CODE] == list(ops.OperationCode)
+    assert [cls.code for cls in ops.OPERATION_BY_CODE.values()] == list(ops.OperationCode)
+    assert all(code == cls.code for code, cls in ops.OPERATION_BY_CODE.items())
     growing = {type(op).__name__ for op in SAMPLES if type(op).grows}
-    assert growing == {"AddQueue", "Enqueue", "EnqueueMany", "AppendLogs", "AddUser"}
+    assert growing == {"AddQueue", "Enqueue", "EnqueueMany", "AppendLogs", "AddUser",
+                       "PutSchedule", "FireSchedule"}
 
 
 def test_every_operation_crosses_the_wire_unchanged() -> None:

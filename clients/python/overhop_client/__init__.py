@@ -13,7 +13,9 @@ from overhop_client.errors import (
     ERROR_CLASSES,
     AlreadySubscribedError,
     AuthFailedError,
+    BadCronError,
     BadEnvelopeError,
+    BadTimezoneError,
     ConnectionLost,
     DeliveryAlreadyAckedError,
     DeliveryNotFoundError,
@@ -42,6 +44,7 @@ from overhop_client.errors import (
     QueueSystemError,
     RegisterTimeoutError,
     ResultTooLargeError,
+    ScheduleNotFoundError,
     ServerUnreachable,
     ShuttingDownError,
     StorageFullError,
@@ -49,6 +52,7 @@ from overhop_client.errors import (
     TaskNameInvalidError,
     TooManyConnectionsError,
     TooManyQueuesError,
+    TooManySchedulesError,
     TooManyValuesError,
     UnknownTypeError,
     UnsupportedVersionError,
@@ -92,6 +96,7 @@ from overhop_client.results import (
     WorkerControl,
     WorkerInfo,
 )
+from overhop_client.schedules import MissedPolicy, ScheduleInfo
 from overhop_client.sync import Client
 from overhop_client.tasks import Task
 from overhop_client.worker import Worker
@@ -109,7 +114,9 @@ __all__ = [
     "AuthFailedError",
     "AuthenticationError",
     "Backoff",
+    "BadCronError",
     "BadEnvelopeError",
+    "BadTimezoneError",
     "BlockReason",
     "BlockedBy",
     "Bye",
@@ -149,6 +156,7 @@ __all__ = [
     "LogTotals",
     "MalformedError",
     "MessageType",
+    "MissedPolicy",
     "NoHandlerError",
     "OverhopError",
     "OverrideNotAllowedError",
@@ -174,6 +182,8 @@ __all__ = [
     "RegisterTimeoutError",
     "ResultTooLargeError",
     "Retry",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "ServerLimits",
     "ServerStatus",
     "ServerUnreachable",
@@ -186,6 +196,7 @@ __all__ = [
     "Timeout",
     "TooManyConnectionsError",
     "TooManyQueuesError",
+    "TooManySchedulesError",
     "TooManyValuesError",
     "UnknownTypeError",
     "UnsupportedVersionError",

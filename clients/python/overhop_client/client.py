@@ -50,6 +50,7 @@ from overhop_client.results import (
     SubscriptionEnded,
     WorkerControl,
 )
+from overhop_client.schedules import MissedPolicy, ScheduleInfo, schedule_fields
 from overhop_client.tasks import Destination, destination
 from overhop_client.times import format_time, parse_time, to_ms
 
@@ -426,6 +427,49 @@ class AsyncClient:
 
     async def stats(self, queue: str) -> QueueStats:
         return QueueStats.from_wire(await self.request(MessageType.QSTATS, {"q": queue}))
+
+    # -- schedules -------------------------------------------------------------------
+
+    async def add_schedule(self, name: str, queue: str, cron: str, *,
+                           timezone: str | None = None,
+                           missed: MissedPolicy | str = MissedPolicy.SKIP,
+                           payload: object = None, max_attempts: int | None = None,
+                           retry_interval: timedelta | None = None,
+                           lease: timedelta | None = None,
+                           headers: dict[str, str] | None = None) -> ScheduleInfo:
+        """Have the server enqueue a job into `queue` at each occurrence of `cron` (five
+        fields, or six with seconds first) in `timezone` (an IANA name; UTC when None);
+        replaces a schedule of the same name. `missed` says what happens at the server's
+        start to occurrences that fell while it was down (`skip` or `once`). The job
+        options are ENQUEUE's. The schedule, with its `next_run_at`."""
+        fields = schedule_fields(name, queue, cron, timezone=timezone, missed=missed,
+                                 payload=payload, max_attempts=max_attempts,
+                                 retry_interval=retry_interval, lease=lease, headers=headers)
+        return ScheduleInfo.from_wire(await self.request(MessageType.ADDSCHEDULE, fields))
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule (those of queues this user may read), by name."""
+        found: list[ScheduleInfo] = []
+        after: str | None = None
+        while True:
+            reply = await self.request(MessageType.LSSCHEDULE,
+                                       {} if after is None else {"after": after})
+            found.extend(ScheduleInfo.from_wire(row) for row in reply.get("schedules") or ())
+            after = reply.get("next_after")
+            if not after:
+                return found
+
+    async def remove_schedule(self, name: str) -> None:
+        await self.request(MessageType.RMSCHEDULE, {"name": name})
+
+    async def pause_schedule(self, name: str) -> ScheduleInfo:
+        return ScheduleInfo.from_wire(
+            await self.request(MessageType.PAUSESCHEDULE, {"name": name}))
+
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Fire again from now on; occurrences while paused are not back-filled."""
+        return ScheduleInfo.from_wire(
+            await self.request(MessageType.RESUMESCHEDULE, {"name": name}))
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -230,6 +230,29 @@ class WorkerNotFoundError(OverhopError):
     code = "WORKER_NOT_FOUND"
 
 
+# -- schedules -------------------------------------------------------------------------
+class BadCronError(OverhopError):
+    """The cron expression does not parse, or has no occurrence to come."""
+
+    code = "BAD_CRON"
+
+
+class BadTimezoneError(OverhopError):
+    """The time zone is not an IANA name the server knows."""
+
+    code = "BAD_TIMEZONE"
+
+
+class ScheduleNotFoundError(OverhopError):
+    code = "SCHEDULE_NOT_FOUND"
+
+
+class TooManySchedulesError(OverhopError):
+    """The server holds as many schedules as it allows (`schedules.max_schedules`)."""
+
+    code = "TOO_MANY_SCHEDULES"
+
+
 # -- storage and the server itself -----------------------------------------------------
 class StorageFullError(OverhopError):
     code = "STORAGE_FULL"
@@ -277,7 +300,8 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     WorkerNotFoundError,
     StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
-    UserExistsError, UserNotFoundError,
+    UserExistsError, UserNotFoundError, BadCronError, BadTimezoneError,
+    ScheduleNotFoundError, TooManySchedulesError,
 )
 """ERR code -> exception class. A code missing here becomes a plain `OverhopError`."""
 

@@ -51,6 +51,11 @@ class MessageType(IntEnum):
     WATCH = 40
     UNWATCH = 41
     WORKERCTL = 44
+    ADDSCHEDULE = 45
+    LSSCHEDULE = 46
+    RMSCHEDULE = 47
+    PAUSESCHEDULE = 48
+    RESUMESCHEDULE = 49
     # Server to client.
     OK = 101
     ERR = 102

@@ -130,6 +130,11 @@ class Client:
     users = _blocking(AsyncClient.users)
     remove_user = _blocking(AsyncClient.remove_user)
     set_permissions = _blocking(AsyncClient.set_permissions)
+    add_schedule = _blocking(AsyncClient.add_schedule)
+    schedules = _blocking(AsyncClient.schedules)
+    remove_schedule = _blocking(AsyncClient.remove_schedule)
+    pause_schedule = _blocking(AsyncClient.pause_schedule)
+    resume_schedule = _blocking(AsyncClient.resume_schedule)
 
     def result(self, jid: str, *, timeout: float | None = None) -> Any:
         """`AsyncClient.result`, blocking: the job's result once it has completed; waits up

@@ -42,6 +42,13 @@ from overhop.server.handlers.queues import (
     handle_status,
 )
 from overhop.server.handlers.replies import Handler, Pending, Reply
+from overhop.server.handlers.schedules import (
+    handle_addschedule,
+    handle_lsschedule,
+    handle_pauseschedule,
+    handle_resumeschedule,
+    handle_rmschedule,
+)
 from overhop.server.handlers.session import handle_goodbye, handle_register
 from overhop.server.handlers.users import (
     handle_useradd,
@@ -90,4 +97,9 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.USERRM: handle_userrm,
     MessageType.USERPERMIT: handle_userpermit,
     MessageType.WORKERCTL: handle_workerctl,
+    MessageType.ADDSCHEDULE: handle_addschedule,
+    MessageType.LSSCHEDULE: handle_lsschedule,
+    MessageType.RMSCHEDULE: handle_rmschedule,
+    MessageType.PAUSESCHEDULE: handle_pauseschedule,
+    MessageType.RESUMESCHEDULE: handle_resumeschedule,
 }

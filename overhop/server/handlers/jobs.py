@@ -33,7 +33,7 @@ HEADERS_MAX_BYTES = 4096
 
 
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    request = _enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
+    request = parse_enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
     watcher = conn.require_worker() if _watch(p) else None
     return ctx.broker.enqueue(request, watcher), _jid_reply
 
@@ -53,7 +53,7 @@ def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]
             if "q" in item:
                 raise RequestError(ErrorCode.INVALID_PAYLOAD,
                                    "a job of ENQUEUEMANY takes its queue from 'q'")
-            requests.append(_enqueue_request(ctx, queue_name, item, _PAYLOAD_ONLY))
+            requests.append(parse_enqueue_request(ctx, queue_name, item, _PAYLOAD_ONLY))
         except RequestError as exc:
             raise exc.in_batch(index) from None
     watcher = conn.require_worker() if _watch(p) else None
@@ -85,9 +85,9 @@ def _enqueue_queue(ctx: ServerContext, p: dict[str, Any]) -> str:
     return queue_name
 
 
-def _enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
-                     plain_keys: frozenset[str]) -> EnqueueRequest:
-    """One job's fields (ENQUEUE's payload, or one job of ENQUEUEMANY)."""
+def parse_enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any],
+                          plain_keys: frozenset[str]) -> EnqueueRequest:
+    """One job's fields (ENQUEUE's payload, one job of ENQUEUEMANY, ADDSCHEDULE's job)."""
     payload = encode_value(p["job_payload"]) if "job_payload" in p else None
     limit = ctx.config.wire.max_envelope_size_bytes - QUEST_OVERHEAD_BYTES
     if payload is not None and len(payload) > limit:
@@ -134,6 +134,7 @@ _QUEUE_AND_PAYLOAD = frozenset({"q", "job_payload", "watch"})
 
 
 _PAYLOAD_ONLY = frozenset({"job_payload"})
+PAYLOAD_ONLY = _PAYLOAD_ONLY
 
 
 def _jid_reply(job_id: str) -> dict[str, Any]:

@@ -38,12 +38,19 @@ from overhop.storage.operations.catalogue import (
     SetUserPermissions,
     TakeWaiting,
 )
+from overhop.storage.operations.schedule_ops import (
+    FireSchedule,
+    PutSchedule,
+    RemoveSchedule,
+    SetSchedulePaused,
+)
 
 __all__ = [
     "CLEARABLE_STATUSES", "OPERATIONS", "OPERATION_BY_CODE", "AddQueue", "AddUser", "AdvanceNew",
     "AppendLogs", "Barrier", "ClearQueueBatch", "Complete", "DeleteEmptyQueue", "EndAttempt",
-    "Enqueue", "EnqueueMany", "Moved", "ObliterateBatch", "Operation", "OperationCode",
-    "PromoteDue", "PruneFinished", "RecoverActive", "RemoveJob", "RemoveQueue", "RemoveUser",
-    "Removed", "RetryFailed", "SetQueueConfig", "SetQueueState", "SetUserPermissions",
+    "Enqueue", "EnqueueMany", "FireSchedule", "Moved", "ObliterateBatch", "Operation",
+    "OperationCode", "PromoteDue", "PruneFinished", "PutSchedule", "RecoverActive",
+    "RemoveJob", "RemoveQueue", "RemoveSchedule", "RemoveUser", "Removed", "RetryFailed",
+    "SetQueueConfig", "SetQueueState", "SetSchedulePaused", "SetUserPermissions",
     "TakeWaiting", "Taken", "job_policy",
 ]

@@ -36,6 +36,10 @@ class OperationCode(IntEnum):
     ADD_USER = 20
     REMOVE_USER = 21
     SET_USER_PERMISSIONS = 22
+    PUT_SCHEDULE = 27
+    REMOVE_SCHEDULE = 28
+    SET_SCHEDULE_PAUSED = 29
+    FIRE_SCHEDULE = 30
 
 
 class Operation(Generic[T]):

@@ -21,6 +21,7 @@ from typing import Any
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState
 from overhop.storage.operations.base import Moved, Operation, OperationCode, Removed, Taken
+from overhop.storage.operations.schedule_ops import SCHEDULE_OPERATIONS
 from overhop.storage.records import (
     decode_job,
     decode_queue,
@@ -381,11 +382,12 @@ OPERATIONS: tuple[type[Operation[Any]], ...] = (
     Barrier, AddQueue, RemoveQueue, SetQueueState, Enqueue, EnqueueMany, TakeWaiting,
     Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
     SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
-    AppendLogs, AddUser, RemoveUser, SetUserPermissions,
+    AppendLogs, AddUser, RemoveUser, SetUserPermissions, *SCHEDULE_OPERATIONS,
 )
-# Indexed by code: the table both sides of the writer decode with.
-OPERATION_BY_CODE: tuple[type[Operation[Any]], ...] = tuple(
-    sorted(OPERATIONS, key=lambda cls: cls.code))
+# By code: the table both sides of the writer decode with (a mapping, since codes
+# allocated to work not in this build leave gaps).
+OPERATION_BY_CODE: dict[int, type[Operation[Any]]] = {
+    cls.code: cls for cls in sorted(OPERATIONS, key=lambda cls: cls.code)}
 
 
 def _fields_getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
@@ -413,7 +415,8 @@ def _fast_init(cls: type[Operation[Any]], names: list[str]) -> Callable[..., Non
 
 
 def _register() -> None:
-    assert [cls.code for cls in OPERATION_BY_CODE] == list(OperationCode), "one class a code"
+    assert [cls.code for cls in OPERATION_BY_CODE.values()] == list(OperationCode), (
+        "one class a code")
     for cls in OPERATIONS:
         names = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
         cls._fields = staticmethod(_fields_getter(names))

@@ -7,6 +7,7 @@ from typing import Any
 from overhop.config.sections import JobsConfig
 from overhop.storage.operations import apply_jobs as jobs
 from overhop.storage.operations import apply_queues as queues
+from overhop.storage.operations import apply_schedules as schedules
 from overhop.storage.operations import apply_users as users
 from overhop.storage.operations.base import OperationCode
 from overhop.storage.store_txn import StoreTxn
@@ -37,6 +38,10 @@ _BY_CODE: dict[OperationCode, Apply] = {
     OperationCode.ADD_USER: users.apply_add_user,
     OperationCode.REMOVE_USER: users.apply_remove_user,
     OperationCode.SET_USER_PERMISSIONS: users.apply_set_user_permissions,
+    OperationCode.PUT_SCHEDULE: schedules.apply_put_schedule,
+    OperationCode.REMOVE_SCHEDULE: schedules.apply_remove_schedule,
+    OperationCode.SET_SCHEDULE_PAUSED: schedules.apply_set_schedule_paused,
+    OperationCode.FIRE_SCHEDULE: schedules.apply_fire_schedule,
 }
-# Indexed by code, for the writer's loop.
-APPLY: tuple[Apply, ...] = tuple(_BY_CODE[code] for code in OperationCode)
+# By code, for the writer's loop (every code, in order).
+APPLY: dict[int, Apply] = {code: _BY_CODE[code] for code in OperationCode}
