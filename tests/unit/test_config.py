@@ -85,7 +85,7 @@ def test_defaults_are_valid_and_match_the_spec() -> None:
     assert config.storage.max_map_size_bytes == 64 * 1024**3
     assert config.storage.self_debug_path == ""
     assert config.server.host == "127.0.0.1"  # safe by default (docs/security.md)
-    assert len(SETTINGS) == 54
+    assert len(SETTINGS) == 55
 
 
 def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
