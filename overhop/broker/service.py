@@ -10,7 +10,8 @@ and pass the time down; the parts behind them are split by lifecycle:
 - `scheduler.Scheduler`: subscriptions, credits, strict concurrency, dispatch;
 - `deliveries.Deliveries`: ack, leases, outcomes, fencing;
 - `maintenance.Maintenance`: the named, bounded steps of the heartbeat tick;
-- `queue_admin.QueueAdmin`: queue changes, as `async` sequences of steps.
+- `queue_admin.QueueAdmin`: queue changes, as `async` sequences of steps;
+- `job_actions.JobActions`: CANCEL, and BULK actions in bounded batches.
 """
 
 import asyncio
@@ -22,6 +23,7 @@ from typing import Any
 from overhop.broker.deliveries import Deliveries
 from overhop.broker.enqueue import Enqueuer, EnqueueRequest
 from overhop.broker.events import FinalStatus
+from overhop.broker.job_actions import BulkAction, JobActions
 from overhop.broker.maintenance import Maintenance
 from overhop.broker.queue_admin import QueueAdmin
 from overhop.broker.runtime import QueueRuntime
@@ -38,7 +40,7 @@ from overhop.storage import operations as ops
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
-__all__ = ["Broker", "EnqueueRequest"]
+__all__ = ["Broker", "BulkAction", "EnqueueRequest"]
 
 
 class Broker:
@@ -60,6 +62,8 @@ class Broker:
         self._queues = QueueAdmin(state, store, writer, clock, scheduler, self._deliveries,
                                   self._maintenance, watches, self._job_id_boundary,
                                   config.queues.max_queues)
+        self._actions = JobActions(state, store, writer, scheduler, watches,
+                                   self._job_id_boundary)
 
     # -- what the server reads -----------------------------------------------------------
 
@@ -200,6 +204,17 @@ class Broker:
         future.add_done_callback(settle)
         return future
 
+    def cancel_job(self, job_id: str, reason: str) -> "asyncio.Future[JobRecord]":
+        """CANCEL: the job as stored after it (cancelled, or active and being cancelled)."""
+        if job_id.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM,
+                               "jobs of system queues cannot be cancelled")
+        return self._actions.cancel(job_id, reason, self.clock())
+
+    def bulk(self, queue_name: str, status: JobStatus, action: BulkAction, reason: str
+             ) -> "asyncio.Task[tuple[int, bool]]":
+        return self._actions.bulk(queue_name, status, action, reason, self.clock())
+
     # -- workers and subscriptions ---------------------------------------------------------
 
     def register_worker(self, peer: Peer, metadata: dict[str, Any]) -> Worker:
@@ -244,7 +259,7 @@ class Broker:
     def heartbeat(self, delivery: Delivery, progress: Any) -> int:
         return self._deliveries.heartbeat(delivery, progress, self.clock())
 
-    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[None]":
+    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[int]":
         return self._deliveries.complete(delivery, result, self.clock())
 
     def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":

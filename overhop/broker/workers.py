@@ -7,7 +7,7 @@ never a socket.
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded
+from overhop.broker.events import CancelRequested, JobAssigned, JobFinished, SubscriptionEnded
 from overhop.model.jobs import AttemptOutcome
 
 
@@ -22,6 +22,8 @@ class Peer(Protocol):
     def subscription_ended(self, event: SubscriptionEnded) -> None: ...
 
     def job_finished(self, event: JobFinished) -> None: ...
+
+    def cancel_requested(self, event: CancelRequested) -> None: ...
 
     @property
     def writable(self) -> bool: ...
@@ -55,6 +57,8 @@ class Delivery:
     # The server's own ending of this delivery whose write failed, and when to try again.
     retry_ending: tuple[AttemptOutcome, dict[str, Any] | None] | None = None
     retry_at_ms: int = 0
+    # Set when the job was CANCELled while out: its lease is no longer extended.
+    cancel_requested: bool = False
 
     @property
     def worker(self) -> "Worker":

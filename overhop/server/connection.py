@@ -24,7 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
-from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded
+from overhop.broker.events import CancelRequested, JobAssigned, JobFinished, SubscriptionEnded
 from overhop.broker.workers import Worker
 from overhop.clock import now_ms, to_rfc3339
 from overhop.errors import ErrorCode, OverhopError, ProtocolError
@@ -34,7 +34,7 @@ from overhop.server.authentication import ConnectionAuth
 from overhop.server.authorization import authorize, filter_reply
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
-from overhop.server.pushes import encode_quest, encode_result, encode_subend
+from overhop.server.pushes import encode_abort, encode_quest, encode_result, encode_subend
 from overhop.session.states import Session
 from overhop.wire.codec import Body, FrameDecoder, decode_envelope
 from overhop.wire.encoding import encode_frame
@@ -174,6 +174,9 @@ class Connection(asyncio.Protocol):
 
     def job_finished(self, event: JobFinished) -> None:
         self.send(encode_result(event))
+
+    def cancel_requested(self, event: CancelRequested) -> None:
+        self.send(encode_abort(event))
 
     def close(self) -> None:
         self._closing = True

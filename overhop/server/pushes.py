@@ -1,10 +1,16 @@
 """The broker's events to a worker, as the frames the server pushes (rid 0).
 
-The only place QUEST and SUBEND frames are built: the broker hands over domain events
+The only place QUEST, SUBEND, RESULT and ABORT frames are built: the broker hands over domain events
 (`overhop.broker.events`), this module turns them into wire messages.
 """
 
-from overhop.broker.events import FinalStatus, JobAssigned, JobFinished, SubscriptionEnded
+from overhop.broker.events import (
+    CancelRequested,
+    FinalStatus,
+    JobAssigned,
+    JobFinished,
+    SubscriptionEnded,
+)
 from overhop.server.views import history_view
 from overhop.wire.encoding import encode_frame, encode_frame_with_raw
 from overhop.wire.messages import PUSH_RID, MessageType
@@ -41,6 +47,8 @@ def encode_result(event: JobFinished) -> bytes:
         fields["attempts_so_far"] = event.job.attempts_so_far
         fields["error"] = history[-1].get("error") if history else None
         fields["history"] = [history_view(entry) for entry in history]
+    if event.status == FinalStatus.CANCELLED and event.job is not None:
+        fields["reason"] = event.job.cancel_reason
     if event.status != FinalStatus.COMPLETED:
         return encode_frame(MessageType.RESULT, PUSH_RID, fields)
     return encode_frame_with_raw(MessageType.RESULT, PUSH_RID, fields,
@@ -50,3 +58,9 @@ def encode_result(event: JobFinished) -> bytes:
 def encode_subend(event: SubscriptionEnded) -> bytes:
     return encode_frame(MessageType.SUBEND, PUSH_RID, {
         "sid": event.subscription_id, "q": event.queue_name, "reason": event.reason.value})
+
+
+def encode_abort(event: CancelRequested) -> bytes:
+    """ABORT: the job this delivery runs was cancelled; its worker is to stop."""
+    return encode_frame(MessageType.ABORT, PUSH_RID, {
+        "jid": event.job_id, "did": event.delivery_id, "reason": event.reason})

@@ -70,4 +70,5 @@ def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None
         "blocked_by": blocked_by,
         "runtime": runtime,
         "headers": job.headers or {},
+        "cancel_reason": job.cancel_reason,
     }

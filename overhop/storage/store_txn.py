@@ -9,7 +9,7 @@ from typing import Any
 import lmdb
 
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import TRANSITIONS, JobRecord, JobStatus
+from overhop.model.jobs import FINISHED_STATUSES, TRANSITIONS, JobRecord, JobStatus
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
@@ -17,7 +17,6 @@ from overhop.storage.keys import U64
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 from overhop.storage.store import Store
 
-FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 IndexState = tuple[JobStatus, int, int | None]
 
 
@@ -145,7 +144,7 @@ class StoreTxn:
 
     def finished_job_ids(self, queue_name: str, status: JobStatus, limit: int
                          ) -> list[tuple[int, str]]:
-        """Up to `limit` (finish ms, job id) of completed or failed jobs, earliest first."""
+        """Up to `limit` (finish ms, job id) of finished jobs of one status, earliest first."""
         prefix = keys.status_prefix(queue_name, status)
         cursor = self.txn.cursor(db=self._store.by_finish)
         found: list[tuple[int, str]] = []
@@ -159,20 +158,23 @@ class StoreTxn:
         return found
 
     def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int,
-                       before: bytes | None = None) -> list[str]:
+                       before: bytes | None = None, after: bytes | None = None) -> list[str]:
         """Up to `limit` job ids of one status, oldest first (the FIFO index); with
-        `before`, only those whose uuid bytes sort below it."""
+        `before`, only those whose uuid bytes sort below it; with `after`, above it."""
         prefix = keys.status_prefix(queue_name, status)
         bound = None if before is None else prefix + before
+        start = prefix if after is None else prefix + after
         cursor = self.txn.cursor(db=self._store.by_status)
         found: list[str] = []
-        if not cursor.set_range(prefix):
+        if not cursor.set_range(start):
             return found
         for key in reads.keys_from(cursor):
             if not key.startswith(prefix) or len(found) >= limit:
                 break
             if bound is not None and key >= bound:
                 break
+            if key == start:
+                continue
             found.append(keys.job_id_from(queue_name, key[len(prefix):]))
         return found
 
@@ -206,7 +208,7 @@ class StoreTxn:
         if status == JobStatus.DELAYED:
             self.txn.put(keys.timed_key(prefixes[0], job.execution_start_at_ms, uuid_bytes),
                          b"", db=store.by_time)
-        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
+        elif status in FINISHED_STATUSES:
             self.txn.put(keys.timed_key(prefixes[status], job.finished_at_ms or 0, uuid_bytes),
                          b"", db=store.by_finish)
 
@@ -217,7 +219,7 @@ class StoreTxn:
         self.txn.delete(prefixes[status] + uuid_bytes, db=store.by_status)
         if status == JobStatus.DELAYED:
             self.txn.delete(keys.timed_key(prefixes[0], start_ms, uuid_bytes), db=store.by_time)
-        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
+        elif status in FINISHED_STATUSES:
             self.txn.delete(keys.timed_key(prefixes[status], finished_ms or 0, uuid_bytes),
                             db=store.by_finish)
 

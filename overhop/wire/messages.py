@@ -54,6 +54,9 @@ class MessageType(IntEnum):
     # Results without polling: be told of a job's final outcome.
     WATCH = 40
     UNWATCH = 41
+    # Job actions: cancel a job; act on a queue's jobs of one status.
+    CANCEL = 42
+    BULK = 43
     # Server to client.
     OK = 101
     ERR = 102
@@ -64,6 +67,7 @@ class MessageType(IntEnum):
     BYE = 107
     SUBEND = 108
     RESULT = 110
+    ABORT = 111
 
     @property
     def is_client_type(self) -> bool:

@@ -41,6 +41,10 @@ SAMPLES: list[ops.Operation[Any]] = [
     ops.AddUser(b"\x92\xa3ann", bytes(32)),
     ops.RemoveUser("ann"),
     ops.SetUserPermissions("ann", ["read:*"]),
+    ops.CancelJob(JOB.job_id, "not needed", 9),
+    ops.RetryFailedBatch("q", 500, bytes(16), None, 9),
+    ops.RemoveJobsBatch("q", JobStatus.CANCELLED, 500, bytes(16), b"\x01" * 16),
+    ops.CancelJobsBatch("q", JobStatus.DELAYED, 500, bytes(16), None, "why", 9),
 ]
 
 

@@ -36,6 +36,10 @@ class OperationCode(IntEnum):
     ADD_USER = 20
     REMOVE_USER = 21
     SET_USER_PERMISSIONS = 22
+    CANCEL_JOB = 23
+    RETRY_FAILED_BATCH = 24
+    REMOVE_JOBS_BATCH = 25
+    CANCEL_JOBS_BATCH = 26
 
 
 class Operation(Generic[T]):

@@ -21,6 +21,12 @@ from typing import Any
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState
 from overhop.storage.operations.base import Moved, Operation, OperationCode, Removed, Taken
+from overhop.storage.operations.catalogue_actions import (
+    CancelJob,
+    CancelJobsBatch,
+    RemoveJobsBatch,
+    RetryFailedBatch,
+)
 from overhop.storage.records import (
     decode_job,
     decode_queue,
@@ -186,7 +192,9 @@ class TakeWaiting(Operation[Taken]):
 
 
 @dataclass(frozen=True, slots=True)
-class Complete(Operation[None]):
+class Complete(Operation[int]):
+    """The job's new status number: completed, or cancelled (CANCELled while it ran)."""
+
     job_id: str
     delivery_id: str
     result: bytes | None
@@ -378,7 +386,8 @@ OPERATIONS: tuple[type[Operation[Any]], ...] = (
     Barrier, AddQueue, RemoveQueue, SetQueueState, Enqueue, EnqueueMany, TakeWaiting,
     Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
     SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
-    AppendLogs, AddUser, RemoveUser, SetUserPermissions,
+    AppendLogs, AddUser, RemoveUser, SetUserPermissions, CancelJob, RetryFailedBatch,
+    RemoveJobsBatch, CancelJobsBatch,
 )
 # Indexed by code: the table both sides of the writer decode with.
 OPERATION_BY_CODE: tuple[type[Operation[Any]], ...] = tuple(
