@@ -70,6 +70,7 @@ from overhop_client.jobs import (
 from overhop_client.messages import MessageType
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings
 from overhop_client.results import (
+    Abort,
     Bye,
     ClearedJobs,
     FailOutcome,
@@ -91,10 +92,11 @@ from overhop_client.worker import Worker
 
 __version__ = "0.1.0"
 
-from overhop_client.outcomes import JobFailedError, JobRemovedError
+from overhop_client.outcomes import JobCancelledError, JobFailedError, JobRemovedError
 
 __all__ = [
     "ERROR_CLASSES",
+    "Abort",
     "AlreadySubscribedError",
     "AsyncClient",
     "AuthFailedError",
@@ -122,6 +124,7 @@ __all__ = [
     "Job",
     "JobAttempt",
     "JobBackoff",
+    "JobCancelledError",
     "JobContext",
     "JobCounts",
     "JobDelivery",

@@ -21,6 +21,7 @@ class JobStatus(StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class BlockReason(StrEnum):
@@ -169,6 +170,9 @@ class Job:
     logs_dropped: int = 0
     blocked_by: BlockedBy | None = None
     """Why the job is not running; None while it runs and once it has finished."""
+    cancel_reason: str | None = None
+    """Why it was cancelled: set once it is `cancelled`, and while an active job is being
+    cancelled (it ends `cancelled` when its attempt does)."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Job":
@@ -209,6 +213,7 @@ class Job:
                   for entry in p.get("logs") or ()],
             logs_dropped=p.get("logs_dropped", 0),
             blocked_by=None if not blocked_by else BlockedBy.from_wire(blocked_by),
+            cancel_reason=p.get("cancel_reason"),
         )
 
 

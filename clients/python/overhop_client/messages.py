@@ -50,6 +50,8 @@ class MessageType(IntEnum):
     USERPERMIT = 35
     WATCH = 40
     UNWATCH = 41
+    CANCEL = 42
+    BULK = 43
     # Server to client.
     OK = 101
     ERR = 102
@@ -60,3 +62,4 @@ class MessageType(IntEnum):
     BYE = 107
     SUBEND = 108
     RESULT = 110
+    ABORT = 111

@@ -56,11 +56,12 @@ class JobCounts:
     active: int = 0
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
 
     @property
     def total(self) -> int:
         return (self.new + self.waiting + self.delayed + self.active + self.completed
-                + self.failed)
+                + self.failed + self.cancelled)
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "JobCounts":
@@ -293,6 +294,19 @@ class Bye:
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Bye":
         return cls(p.get("reason", ""), p.get("grace_ms", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """ABORT: the job of delivery `did` was cancelled (CANCEL) while this worker ran it."""
+
+    jid: str
+    did: str
+    reason: str
+
+    @classmethod
+    def from_wire(cls, p: dict[str, Any]) -> "Abort":
+        return cls(str(p.get("jid", "")), str(p.get("did", "")), str(p.get("reason", "")))
 
 
 @dataclass(frozen=True, slots=True)
