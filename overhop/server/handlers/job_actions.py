@@ -48,4 +48,4 @@ def _bulk_reply(done: tuple[int, bool]) -> dict[str, Any]:
 
 def _reason(p: dict[str, Any]) -> str:
     reason = parse_optional_str(p, "reason", max_length=MAX_REASON_LENGTH)
-    return reason if reason else DEFAULT_CANCEL_REASON
+    return DEFAULT_CANCEL_REASON if reason is None else reason
