@@ -3,8 +3,10 @@ client would use them, each answer checked against what `protocol/PROTOCOL.md` s
 
 Two queues are used: the main one goes through pause, settings, enqueues of four jobs,
 a delivery that completes (with ACK, JOBBEAT, JOBLOG), one that fails, is retried by the
-server (a second QUEST, attempt 2), released, failed for good and RETRYed, then a removal,
-a clear and an obliteration; the scratch one is subscribed to and removed with RMQUEUE,
+server (a second QUEST, attempt 2), released, failed for good and RETRYed, then delivered
+again and CANCELled while it runs (an ABORT push; FAIL ends it cancelled), a delayed job
+cancelled, the cancelled jobs removed with BULK, then a removal, a clear and an
+obliteration; the scratch one is subscribed to and removed with RMQUEUE,
 which ends that subscription with a SUBEND push. One request is
 wrong on purpose (an ENQUEUE into a queue that does not exist) to see an ERR. A schedule
 on the main queue is added, listed, paused, resumed and removed (schedule_steps.py). With a
@@ -42,6 +44,7 @@ CONCURRENCY = 10
 RATE_LIMIT = 1000
 RATE_WINDOW_MS = 1000
 MISSING_QUEUE = "self-debug-no-such-queue"
+CANCEL_REASON = "self-debug: cancelling on purpose"
 
 
 def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch",
@@ -165,7 +168,8 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
     def counted(state: State, p: dict[str, Any]) -> None:
         checks.equal(p.get("q"), queue, "q")
         checks.equal(checks.mapping(p, "stats"), {"new": 0, "waiting": 2, "delayed": 4,
-                                                  "active": 0, "completed": 0, "failed": 0},
+                                                  "active": 0, "completed": 0, "failed": 0,
+                                                  "cancelled": 0},
                      "stats")
         checks.equal(checks.field(p, "concurrency"), {"active": 0, "limit": CONCURRENCY},
                      "concurrency")
@@ -353,13 +357,37 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
              lambda state, p: checks.equal(p, {"status": "waiting"}, "payload")),
         Step("JOB (retried, with its history)", MessageType.JOB, ok,
              "15 JOB: history entries with counted", job("jid_b"), retried_job),
+        Step("CREDIT (for the job to cancel)", MessageType.CREDIT, ok, "8 CREDIT: OK {}",
+             lambda state: {"sid": state["sid"], "credits": 1}, empty),
+        Step("QUEST (the retried job: attempt 1)", None, MessageType.QUEST,
+             "24 RETRY gives a fresh set of attempts", check=quest("jid_b", 1, FAILING_PAYLOAD)),
+        Step("CANCEL (the active job)", MessageType.CANCEL, ok,
+             "42 CANCEL: OK {status: active}, its worker is told",
+             lambda state: {"jid": state["jid_b"], "reason": CANCEL_REASON},
+             lambda state, p: checks.equal(p, {"status": "active"}, "payload")),
+        Step("ABORT (received)", None, MessageType.ABORT, "111 ABORT push {jid, did, reason}",
+             check=lambda state, p: checks.equal(p, {
+                 "jid": state["jid_b"], "did": state["did"], "reason": CANCEL_REASON},
+                 "payload")),
+        Step("FAIL (after ABORT)", MessageType.FAIL, ok,
+             "42 CANCEL: the attempt's end ends the job cancelled",
+             lambda state: {**delivery(state), "error": {"message": "cancelled"}},
+             lambda state, p: checks.equal(p, {"status": "cancelled", "attempts_so_far": 1},
+                                           "payload")),
+        Step("CANCEL (a delayed job)", MessageType.CANCEL, ok,
+             "42 CANCEL: OK {status: cancelled} at once", job("jid_d"),
+             lambda state, p: checks.equal(p, {"status": "cancelled"}, "payload")),
+        Step("BULK (remove the cancelled jobs)", MessageType.BULK, ok,
+             "43 BULK: OK {count, more}",
+             lambda state: {"q": queue, "status": "cancelled", "action": "remove"},
+             lambda state, p: checks.equal(p, {"count": 2, "more": False}, "payload")),
         Step("RMJOB", MessageType.RMJOB, ok, "16 RMJOB: OK {}", job("jid_c"), empty),
         Step("JOB (removed: OK {})", MessageType.JOB, ok, "15 JOB: OK {} when no such job",
              job("jid_c"), empty),
         Step("CLEARQUEUE", MessageType.CLEARQUEUE, ok,
              "28 CLEARQUEUE: OK {removed: {new, waiting, delayed}}", q,
-             lambda state, p: checks.equal(p, {"removed": {"new": 0, "waiting": 1,
-                                                           "delayed": 3}}, "payload")),
+             lambda state, p: checks.equal(p, {"removed": {"new": 0, "waiting": 0,
+                                                           "delayed": 2}}, "payload")),
         Step("UNSUBSCRIBE", MessageType.UNSUBSCRIBE, ok, "7 UNSUBSCRIBE: OK {}",
              lambda state: {"sid": state["sid"]}, empty),
         Step("OBLITERATE", MessageType.OBLITERATE, ok, "29 OBLITERATE: OK {removed}",

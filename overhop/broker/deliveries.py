@@ -68,8 +68,10 @@ class Deliveries:
         delivery.lease_deadline_ms = now + delivery.lease_ms
 
     def heartbeat(self, delivery: Delivery, progress: Any, now: int) -> int:
+        """Extend the lease, unless the job was cancelled: then it ends within a lease."""
+        if not delivery.acked or not delivery.cancel_requested:
+            delivery.lease_deadline_ms = now + delivery.lease_ms
         delivery.acked = True
-        delivery.lease_deadline_ms = now + delivery.lease_ms
         if progress is not None:
             delivery.progress = progress
         return delivery.lease_deadline_ms
@@ -84,7 +86,7 @@ class Deliveries:
     # -- outcomes ----------------------------------------------------------------------
 
     def complete(self, delivery: Delivery, result: bytes | None, now: int
-                 ) -> "asyncio.Future[None]":
+                 ) -> "asyncio.Future[int]":
         self._state.forget(delivery)
         write = self._writer.submit(ops.Complete(
             delivery.job_id, delivery.delivery_id, result, now,
@@ -155,8 +157,13 @@ class Deliveries:
         delivery.retry_at_ms = self._clock() + self._config.heartbeat.interval_ms
 
     def _completed(self, job_id: str, result: bytes | None,
-                   durable: "asyncio.Future[None]") -> None:
-        if not durable.cancelled() and durable.exception() is None:
+                   durable: "asyncio.Future[int]") -> None:
+        if durable.cancelled() or durable.exception() is not None:
+            return
+        if durable.result() == JobStatus.CANCELLED:  # CANCELled while it ran
+            self._watches.finished(job_id, FinalStatus.CANCELLED,
+                                   job=self._store.get_job(job_id))
+        else:
             self._watches.finished(job_id, FinalStatus.COMPLETED, result=result)
 
     def _after_attempt(self, delivery: Delivery, outcome: AttemptOutcome,
@@ -170,6 +177,11 @@ class Deliveries:
                  wid=delivery.worker.worker_id, outcome=outcome.label, status=job.status.label)
         if job.status == JobStatus.FAILED:
             self._watches.finished(job.job_id, FinalStatus.FAILED, job=job)
+            return
+        if job.status == JobStatus.CANCELLED:
+            log.info("job_cancelled", jid=job.job_id, queue=job.queue_name,
+                     reason=job.cancel_reason)
+            self._watches.finished(job.job_id, FinalStatus.CANCELLED, job=job)
             return
         runtime = self._state.queues.get(job.queue_name)
         if runtime is None:

@@ -1,8 +1,8 @@
 """What the broker tells a worker's connection on its own: domain events, not frames.
 
 The broker hands these to the worker's `Peer`; the server alone turns them into QUEST,
-SUBEND, RESULT and CONTROL frames (`overhop/server/pushes.py`), so the broker never builds
-wire messages.
+SUBEND, RESULT, ABORT and CONTROL frames (`overhop/server/pushes.py`), so the broker never
+builds wire messages.
 """
 
 from dataclasses import dataclass
@@ -39,20 +39,32 @@ class SubscriptionEnded:
     reason: SubscriptionEnd
 
 
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """The job this delivery runs was CANCELled (durably): its worker is to stop (an
+    ABORT); whatever ends the attempt ends the job `cancelled`."""
+
+    delivery_id: str
+    job_id: str
+    reason: str
+
+
 class FinalStatus(StrEnum):
     """How a watched job ended, as RESULT says it."""
 
     COMPLETED = "completed"
     FAILED = "failed"
     REMOVED = "removed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
 class JobFinished:
     """A watched job reached its final outcome, durably (a RESULT push).
 
-    A completed job carries its `result` (encoded, as stored); a failed one the `job`
-    record (its history holds the errors); a removed one nothing more.
+    A completed job carries its `result` (encoded, as stored); a failed or cancelled one
+    the `job` record (its history holds the errors, its `cancel_reason` why); a removed one
+    nothing more.
     """
 
     job_id: str

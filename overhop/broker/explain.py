@@ -9,7 +9,7 @@ from typing import Any
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.service import Broker
 from overhop.clock import to_rfc3339
-from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.jobs import FINISHED_STATUSES, JobRecord, JobStatus
 from overhop.model.queues import QueueState
 
 
@@ -25,7 +25,7 @@ def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] |
     `concurrency_limit`; `rate_limited` (with `until`); `no_worker_credit`; else `in_line`
     (dispatch is under way, older jobs first).
     """
-    if job.status in (JobStatus.ACTIVE, JobStatus.COMPLETED, JobStatus.FAILED):
+    if job.status == JobStatus.ACTIVE or job.status in FINISHED_STATUSES:
         return None
     runtime = broker.queues.get(job.queue_name)
     if runtime is None:

@@ -12,6 +12,7 @@ and pass the time down; the parts behind them are split by lifecycle:
 - `maintenance.Maintenance`: the named, bounded steps of the heartbeat tick;
 - `queue_admin.QueueAdmin`: queue changes, as `async` sequences of steps;
 - `schedules.Schedules`: cron schedules and their fires.
+- `job_actions.JobActions`: CANCEL, and BULK actions in bounded batches.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ from typing import Any
 from overhop.broker.deliveries import Deliveries
 from overhop.broker.enqueue import Enqueuer, EnqueueRequest
 from overhop.broker.events import FinalStatus, WorkerControlled
+from overhop.broker.job_actions import BulkAction, JobActions
 from overhop.broker.maintenance import Maintenance
 from overhop.broker.queue_admin import QueueAdmin
 from overhop.broker.runtime import QueueRuntime
@@ -43,7 +45,7 @@ from overhop.storage.schedule_records import load_schedules
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
-__all__ = ["Broker", "EnqueueRequest", "ScheduleRequest"]
+__all__ = ["Broker", "BulkAction", "EnqueueRequest", "ScheduleRequest"]
 
 log = get_logger("overhop.broker")
 
@@ -69,6 +71,8 @@ class Broker:
                                   config.queues.max_queues)
         self._schedules = Schedules(state, writer, self._enqueuer, scheduler, clock,
                                     config.schedules.max_schedules)
+        self._actions = JobActions(state, store, writer, scheduler, watches,
+                                   self._job_id_boundary)
 
     # -- what the server reads -----------------------------------------------------------
 
@@ -238,6 +242,19 @@ class Broker:
                             ) -> "asyncio.Future[ScheduleRuntime]":
         return self._schedules.set_paused(name, paused, self.clock())
 
+    # -- job actions ---------------------------------------------------------------------
+
+    def cancel_job(self, job_id: str, reason: str) -> "asyncio.Future[JobRecord]":
+        """CANCEL: the job as stored after it (cancelled, or active and being cancelled)."""
+        if job_id.startswith("_"):
+            raise RequestError(ErrorCode.QUEUE_SYSTEM,
+                               "jobs of system queues cannot be cancelled")
+        return self._actions.cancel(job_id, reason, self.clock())
+
+    def bulk(self, queue_name: str, status: JobStatus, action: BulkAction, reason: str
+             ) -> "asyncio.Task[tuple[int, bool]]":
+        return self._actions.bulk(queue_name, status, action, reason, self.clock())
+
     # -- workers and subscriptions ---------------------------------------------------------
 
     def register_worker(self, peer: Peer, metadata: dict[str, Any]) -> Worker:
@@ -289,7 +306,7 @@ class Broker:
     def heartbeat(self, delivery: Delivery, progress: Any) -> int:
         return self._deliveries.heartbeat(delivery, progress, self.clock())
 
-    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[None]":
+    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[int]":
         return self._deliveries.complete(delivery, result, self.clock())
 
     def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":

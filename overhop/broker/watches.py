@@ -1,7 +1,8 @@
 """Results without polling: connections that wait for a job's final outcome.
 
 A connection watches a job (WATCH, or ENQUEUE with `watch`) and is told once, with a
-RESULT push, when the job completes, fails for good, or is removed; the watch then ends.
+RESULT push, when the job completes, fails for good, is cancelled or is removed; the
+watch then ends.
 The outcome is pushed once its commit is durable, like an OK. Nobody watching costs one
 empty-dict test per ending job; a connection may watch at most
 `MAX_WATCHES_PER_CONNECTION` jobs at once.
@@ -22,7 +23,8 @@ log = get_logger("overhop.broker")
 
 # Enough for a producer waiting on a large batch of its jobs; each watch costs a set entry.
 MAX_WATCHES_PER_CONNECTION = 10_000
-_FINAL = {JobStatus.COMPLETED: FinalStatus.COMPLETED, JobStatus.FAILED: FinalStatus.FAILED}
+_FINAL = {JobStatus.COMPLETED: FinalStatus.COMPLETED, JobStatus.FAILED: FinalStatus.FAILED,
+          JobStatus.CANCELLED: FinalStatus.CANCELLED}
 
 
 class Watches:
@@ -93,12 +95,16 @@ class Watches:
                 worker.peer.job_finished(event)
 
     def queue_emptied(self, queue_name: str) -> None:
-        """A clear or obliterate removed jobs of the queue: watchers of jobs now gone are
-        told `removed` (watched jobs are few; each is one read)."""
+        """A clear, obliterate or bulk action ended or removed jobs of the queue: watchers
+        of jobs now gone are told `removed`, of jobs now cancelled `cancelled` (watched
+        jobs are few; each is one read)."""
         prefix = f"{queue_name}:"
         for job_id in [jid for jid in self._watchers if jid.startswith(prefix)]:
-            if self._store.get_job(job_id) is None:
+            job = self._store.get_job(job_id)
+            if job is None:
                 self.finished(job_id, FinalStatus.REMOVED)
+            elif job.status == JobStatus.CANCELLED:
+                self.finished(job_id, FinalStatus.CANCELLED, job=job)
 
 
 def _event(job: JobRecord, status: FinalStatus) -> JobFinished:

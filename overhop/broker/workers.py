@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded, WorkerControlled
+from overhop.broker.events import (
+    CancelRequested,
+    JobAssigned,
+    JobFinished,
+    SubscriptionEnded,
+    WorkerControlled,
+)
 from overhop.model.jobs import AttemptOutcome
 
 
@@ -25,6 +31,7 @@ class Peer(Protocol):
     def job_finished(self, event: JobFinished) -> None: ...
 
     def worker_controlled(self, event: WorkerControlled) -> None: ...
+    def cancel_requested(self, event: CancelRequested) -> None: ...
 
     @property
     def writable(self) -> bool: ...
@@ -58,6 +65,8 @@ class Delivery:
     # The server's own ending of this delivery whose write failed, and when to try again.
     retry_ending: tuple[AttemptOutcome, dict[str, Any] | None] | None = None
     retry_at_ms: int = 0
+    # Set when the job was CANCELled while out: its lease is no longer extended.
+    cancel_requested: bool = False
 
     @property
     def worker(self) -> "Worker":

@@ -30,12 +30,13 @@ _config_option = click.option(
 # Commands that talk to a running server through the Python SDK (`clients/python`). They
 # are loaded on first use: `overhop serve` and `overhop config` need only the server.
 SDK_COMMANDS = ("queues", "queue", "enqueue", "job", "jobs", "status", "worker", "users",
-                "schedule")
+                "schedule", "cancel", "bulk")
 SDK_MISSING = "needs the Python SDK: pip install ./clients/python (the overhop-client package)"
 
 
 def _sdk_commands() -> tuple[click.Command, ...]:
     """The commands named in SDK_COMMANDS; ModuleNotFoundError without the SDK."""
+    from overhop.cli.bulk import bulk_command, cancel_command
     from overhop.cli.enqueue import enqueue_command
     from overhop.cli.jobs import job_group, jobs_command
     from overhop.cli.queues import queue_group, queues_command
@@ -45,7 +46,8 @@ def _sdk_commands() -> tuple[click.Command, ...]:
     from overhop.cli.worker import worker_command
 
     return (queues_command, queue_group, enqueue_command, job_group, jobs_command,
-            status_command, worker_command, users_group, schedule_group)
+            status_command, worker_command, users_group, schedule_group, cancel_command,
+            bulk_command)
 
 
 def _sdk_missing_command(name: str) -> click.Command:

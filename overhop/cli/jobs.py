@@ -1,7 +1,8 @@
-"""`overhop job JID`, `overhop job retry|rm JID` and `overhop jobs`: one job, or one page
-of a queue's jobs in one status.
+"""`overhop job JID`, `overhop job retry|rm|cancel JID` and `overhop jobs`: one job, or
+one page of a queue's jobs in one status.
 
     overhop job JID | overhop job retry JID | overhop job rm JID
+    overhop job cancel JID [--reason TEXT]   (also `overhop cancel JID`)
     overhop jobs QUEUE --status STATUS [--page N | --after JID] [--page-size N] [--task NAME]
 """
 
@@ -19,7 +20,7 @@ from overhop.cli.session import call, common
 
 
 class JobGroup(click.Group):
-    """`overhop job JID` shows the job; `overhop job retry|rm JID` act on it."""
+    """`overhop job JID` shows the job; `overhop job retry|rm|cancel JID` act on it."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         plain = [arg for arg in args if arg not in ("-h", "--help")]
@@ -56,6 +57,7 @@ def render_job(job: Job) -> str:
         ("own settings", ", ".join(own) or None),
         ("created", job.created_at), ("starts at", job.execution_start_at),
         ("finished", job.finished_at), ("payload", job.payload), ("result", job.result),
+        ("cancel reason", job.cancel_reason),
     ]
     if delivery is not None:
         pairs += [("delivery", delivery.delivery_id), ("worker", delivery.worker_id),
@@ -79,7 +81,7 @@ def render_job(job: Job) -> str:
 
 @click.group("job", cls=JobGroup)
 def job_group() -> None:
-    """Show a job (`overhop job JID`), retry a failed one or remove one."""
+    """Show a job (`overhop job JID`), retry a failed one, cancel or remove one."""
 
 
 @job_group.command("show")
@@ -112,12 +114,30 @@ def job_retry(jid: str, url: str, as_json: bool) -> None:
 @click.argument("jid")
 @common
 def job_rm(jid: str, url: str, as_json: bool) -> None:
-    """Remove the job JID (new, delayed, completed or failed)."""
+    """Remove the job JID (any status but active)."""
     call(url, lambda client: client.remove_job(jid))
     if as_json:
         emit_json({"jid": jid, "removed": True})
     else:
         click.echo(f"job {jid} removed")
+
+
+@job_group.command("cancel")
+@click.argument("jid")
+@click.option("--reason", metavar="TEXT", default=None,
+              help="Why (stored with the job, told to its worker and watchers).")
+@common
+def job_cancel(jid: str, reason: str | None, url: str, as_json: bool) -> None:
+    """Cancel the job JID: at once if it has not started; if it runs, its worker is told
+    to stop and it ends cancelled when that attempt ends. It never runs again."""
+    status = call(url, lambda client: client.cancel(jid, reason))
+    if as_json:
+        emit_json({"jid": jid, "status": status.value})
+    elif status == JobStatus.CANCELLED:
+        click.echo(f"job {jid} cancelled")
+    else:
+        click.echo(f"job {jid} is active: its worker was told to stop; it ends cancelled "
+                   "when that attempt ends")
 
 
 # LSJOB's fields as the CLI's flags, for the server's refusals of a page.

@@ -32,13 +32,13 @@ def queues_command(url: str, as_json: bool) -> None:
     rows: list[list[Any]] = []
     for queue in sorted(status.queues, key=lambda q: q.info.name):
         counts = queue.counts
-        numbers: list[int | None] = [None] * 6 if counts is None else [
+        numbers: list[int | None] = [None] * 7 if counts is None else [
             counts.new, counts.waiting, counts.delayed, counts.active, counts.completed,
-            counts.failed]
+            counts.failed, counts.cancelled]
         rows.append([queue.info.name, queue.info.state.value, *numbers,
                      queue.subscriptions, queue.info.config.concurrency_limit])
     click.echo(table(["NAME", "STATE", "NEW", "WAITING", "DELAYED", "ACTIVE", "COMPLETED",
-                      "FAILED", "SUBSCRIPTIONS", "CONCURRENCY"], rows))
+                      "FAILED", "CANCELLED", "SUBSCRIPTIONS", "CONCURRENCY"], rows))
 
 
 @click.group("queue")
@@ -155,6 +155,7 @@ def queue_stats(name: str, url: str, as_json: bool) -> None:
         ("queue", stats.queue), ("state", stats.state.value),
         ("new", counts.new), ("waiting", counts.waiting), ("delayed", counts.delayed),
         ("active", counts.active), ("completed", counts.completed), ("failed", counts.failed),
+        ("cancelled", counts.cancelled),
         ("in flight", f"{stats.in_flight} (limit: {limit})"), ("rate", rate),
         ("subscriptions", stats.subscriptions), ("credits", stats.credits),
         ("oldest waiting", stats.oldest_waiting_age),

@@ -19,6 +19,7 @@ class JobStatus(IntEnum):
     ACTIVE = 4
     COMPLETED = 5
     FAILED = 6
+    CANCELLED = 7
 
     @property
     def label(self) -> str:
@@ -43,6 +44,10 @@ TRANSITIONS: dict[tuple[JobStatus, JobStatus], str] = {
     (JobStatus.ACTIVE, JobStatus.FAILED): "attempt ended without success, none remain",
     (JobStatus.FAILED, JobStatus.WAITING): "RETRY",
     (JobStatus.FAILED, JobStatus.NEW): "RETRY while the queue is paused",
+    (JobStatus.NEW, JobStatus.CANCELLED): "CANCEL (or BULK cancel)",
+    (JobStatus.WAITING, JobStatus.CANCELLED): "CANCEL (or BULK cancel)",
+    (JobStatus.DELAYED, JobStatus.CANCELLED): "CANCEL (or BULK cancel)",
+    (JobStatus.ACTIVE, JobStatus.CANCELLED): "the attempt of a job CANCELled while active ended",
 }
 
 # Priorities: a higher number is dispatched first; jobs without one have the default.
@@ -59,10 +64,19 @@ def priority_rank(priority: int | None) -> int:
     return MAX_PRIORITY - (DEFAULT_PRIORITY if priority is None else priority)
 
 
-# RMJOB may remove a job only in these statuses (the draft's rule).
+# Statuses a job never leaves on its own: they hold a finish time (the `by_finish` index)
+# and retention prunes them.
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+# Statuses CANCEL moves to `cancelled` at once: work not started yet.
+CANCELLABLE_NOW = frozenset({JobStatus.NEW, JobStatus.WAITING, JobStatus.DELAYED})
+# RMJOB may remove a job only in these statuses: never an active one (its worker holds it).
 REMOVABLE_STATUSES = frozenset(
-    {JobStatus.NEW, JobStatus.DELAYED, JobStatus.FAILED, JobStatus.COMPLETED}
+    {JobStatus.NEW, JobStatus.WAITING, JobStatus.DELAYED, JobStatus.FAILED,
+     JobStatus.COMPLETED, JobStatus.CANCELLED}
 )
+# When CANCEL gives no reason, the one stored (a reason set on an active job is also the
+# mark that its attempt must end `cancelled`).
+DEFAULT_CANCEL_REASON = "cancelled"
 
 
 class AttemptOutcome(IntEnum):
@@ -127,7 +141,9 @@ class JobRecord:
     headers: dict[str, str] | None = None
     # The producer's optional task name: which of a queue's handlers runs the job.
     task: str | None = None
-    # Why the job was cancelled (CANCEL's reason), set when it ends `cancelled`.
+    # Why the job was cancelled (CANCEL's reason). Set on an active job when CANCEL comes
+    # (durably: whatever ends that attempt, even a restart, ends the job `cancelled`), and
+    # on every job that ends `cancelled`.
     cancel_reason: str | None = None
     # The producer's priority (MIN_PRIORITY..MAX_PRIORITY); None: DEFAULT_PRIORITY.
     priority: int | None = None

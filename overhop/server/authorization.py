@@ -64,6 +64,8 @@ RULES: dict[MessageType, tuple[Verb | None, QueueSource]] = {
     M.CLEARQUEUE: (Verb.MANAGE, QueueSource.Q),
     M.RETRY: (Verb.MANAGE, QueueSource.JID),
     M.RMJOB: (Verb.MANAGE, QueueSource.JID),
+    M.CANCEL: (Verb.MANAGE, QueueSource.JID),
+    M.BULK: (Verb.MANAGE, QueueSource.Q),
     M.RMQUEUE: (Verb.ADMIN, QueueSource.Q),
     M.OBLITERATE: (Verb.ADMIN, QueueSource.Q),
     M.USERADD: (Verb.ADMIN, QueueSource.NONE),

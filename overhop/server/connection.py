@@ -24,7 +24,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
-from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded, WorkerControlled
+from overhop.broker.events import (
+    CancelRequested,
+    JobAssigned,
+    JobFinished,
+    SubscriptionEnded,
+    WorkerControlled,
+)
 from overhop.broker.workers import Worker
 from overhop.clock import now_ms, to_rfc3339
 from overhop.errors import ErrorCode, OverhopError, ProtocolError
@@ -34,7 +40,13 @@ from overhop.server.authentication import ConnectionAuth
 from overhop.server.authorization import authorize, filter_reply
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
-from overhop.server.pushes import encode_control, encode_quest, encode_result, encode_subend
+from overhop.server.pushes import (
+    encode_abort,
+    encode_control,
+    encode_quest,
+    encode_result,
+    encode_subend,
+)
 from overhop.session.states import Session
 from overhop.wire.codec import Body, FrameDecoder, decode_envelope
 from overhop.wire.encoding import encode_frame
@@ -179,6 +191,9 @@ class Connection(asyncio.Protocol):
         self.log.info("worker_controlled", action=event.action.value,
                       concurrency=event.concurrency, grace_ms=event.grace_ms)
         self.send(encode_control(event))
+
+    def cancel_requested(self, event: CancelRequested) -> None:
+        self.send(encode_abort(event))
 
     def close(self) -> None:
         self._closing = True

@@ -1,10 +1,11 @@
 """The broker's events to a worker, as the frames the server pushes (rid 0).
 
-The only place QUEST, SUBEND, RESULT and CONTROL frames are built: the broker hands over
-domain events (`overhop.broker.events`), this module turns them into wire messages.
+The only place QUEST, SUBEND, RESULT, ABORT and CONTROL frames are built: the broker hands
+over domain events (`overhop.broker.events`), this module turns them into wire messages.
 """
 
 from overhop.broker.events import (
+    CancelRequested,
     FinalStatus,
     JobAssigned,
     JobFinished,
@@ -49,6 +50,8 @@ def encode_result(event: JobFinished) -> bytes:
         fields["attempts_so_far"] = event.job.attempts_so_far
         fields["error"] = history[-1].get("error") if history else None
         fields["history"] = [history_view(entry) for entry in history]
+    if event.status == FinalStatus.CANCELLED and event.job is not None:
+        fields["reason"] = event.job.cancel_reason
     if event.status != FinalStatus.COMPLETED:
         return encode_frame(MessageType.RESULT, PUSH_RID, fields)
     return encode_frame_with_raw(MessageType.RESULT, PUSH_RID, fields,
@@ -69,3 +72,9 @@ def encode_control(event: WorkerControlled) -> bytes:
     if event.grace_ms is not None:
         fields["grace_ms"] = event.grace_ms
     return encode_frame(MessageType.CONTROL, PUSH_RID, fields)
+
+
+def encode_abort(event: CancelRequested) -> bytes:
+    """ABORT: the job this delivery runs was cancelled; its worker is to stop."""
+    return encode_frame(MessageType.ABORT, PUSH_RID, {
+        "jid": event.job_id, "did": event.delivery_id, "reason": event.reason})

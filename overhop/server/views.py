@@ -73,6 +73,7 @@ def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None
         "headers": job.headers or {},
         "task": job.task,
         "priority": DEFAULT_PRIORITY if job.priority is None else job.priority,
+        "cancel_reason": job.cancel_reason,
     }
 
 

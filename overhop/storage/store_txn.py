@@ -9,7 +9,13 @@ from typing import Any
 import lmdb
 
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import TRANSITIONS, JobRecord, JobStatus, priority_rank
+from overhop.model.jobs import (
+    FINISHED_STATUSES,
+    TRANSITIONS,
+    JobRecord,
+    JobStatus,
+    priority_rank,
+)
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
@@ -17,7 +23,6 @@ from overhop.storage.keys import U64
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 from overhop.storage.store import Store
 
-FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 IndexState = tuple[JobStatus, int, int | None, int | None]
 
 
@@ -145,7 +150,7 @@ class StoreTxn:
 
     def finished_job_ids(self, queue_name: str, status: JobStatus, limit: int
                          ) -> list[tuple[int, str]]:
-        """Up to `limit` (finish ms, job id) of completed or failed jobs, earliest first."""
+        """Up to `limit` (finish ms, job id) of finished jobs of one status, earliest first."""
         prefix = keys.status_prefix(queue_name, status)
         cursor = self.txn.cursor(db=self._store.by_finish)
         found: list[tuple[int, str]] = []
@@ -159,23 +164,28 @@ class StoreTxn:
         return found
 
     def oldest_job_ids(self, queue_name: str, status: JobStatus, limit: int,
-                       before: bytes | None = None) -> list[str]:
+                       before: bytes | None = None, after: bytes | None = None) -> list[str]:
         """Up to `limit` job ids of one status in index order: oldest first (for `waiting`:
         highest priority first, oldest first within one); with `before`, only those whose
-        uuid bytes sort below it."""
+        uuid bytes sort below it; with `after` (not for `waiting`, which is not in uuid
+        order), only those above it."""
         prefix = keys.status_prefix(queue_name, status)
         cursor = self.txn.cursor(db=self._store.by_status)
         found: list[str] = []
-        if before is not None and status == JobStatus.WAITING:
-            # One FIFO range per priority rank, each cut at `before`.
-            for head in list(reads.rank_heads(self.txn.cursor(db=self._store.by_status),
-                                              prefix)):
-                if len(found) >= limit:
-                    break
-                self._collect(cursor, head, head[:len(prefix) + 1] + before, queue_name,
-                              limit, found)
-            return found
-        self._collect(cursor, prefix, None if before is None else prefix + before,
+        if status == JobStatus.WAITING:
+            if after is not None:
+                raise RuntimeError("waiting entries are in priority order: no 'after'")
+            if before is not None:
+                # One FIFO range per priority rank, each cut at `before`.
+                for head in list(reads.rank_heads(self.txn.cursor(db=self._store.by_status),
+                                                  prefix)):
+                    if len(found) >= limit:
+                        break
+                    self._collect(cursor, head, head[:len(prefix) + 1] + before, queue_name,
+                                  limit, found)
+                return found
+        start = prefix if after is None else prefix + after + b"\x00"
+        self._collect(cursor, start, None if before is None else prefix + before,
                       queue_name, limit, found)
         return found
 
@@ -234,7 +244,7 @@ class StoreTxn:
         if status == JobStatus.DELAYED:
             self.txn.put(keys.timed_key(prefixes[0], job.execution_start_at_ms, uuid_bytes),
                          b"", db=store.by_time)
-        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
+        elif status in FINISHED_STATUSES:
             self.txn.put(keys.timed_key(prefixes[status], job.finished_at_ms or 0, uuid_bytes),
                          b"", db=store.by_finish)
 
@@ -249,7 +259,7 @@ class StoreTxn:
         self.txn.delete(prefixes[status] + uuid_bytes, db=store.by_status)
         if status == JobStatus.DELAYED:
             self.txn.delete(keys.timed_key(prefixes[0], start_ms, uuid_bytes), db=store.by_time)
-        elif status == JobStatus.COMPLETED or status == JobStatus.FAILED:
+        elif status in FINISHED_STATUSES:
             self.txn.delete(keys.timed_key(prefixes[status], finished_ms or 0, uuid_bytes),
                             db=store.by_finish)
 

@@ -54,6 +54,9 @@ class MessageType(IntEnum):
     # Results without polling: be told of a job's final outcome.
     WATCH = 40
     UNWATCH = 41
+    # Job actions: cancel a job; act on a queue's jobs of one status.
+    CANCEL = 42
+    BULK = 43
     # Worker control: an admin tells workers to go quiet, stop or change concurrency.
     WORKERCTL = 44
     # Schedules: cron expressions that enqueue jobs.
@@ -72,6 +75,7 @@ class MessageType(IntEnum):
     BYE = 107
     SUBEND = 108
     RESULT = 110
+    ABORT = 111
     CONTROL = 112
 
     @property

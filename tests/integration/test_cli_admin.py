@@ -93,7 +93,8 @@ def test_queue_commands(url: str) -> None:
     assert names["emails"]["stats"]["waiting"] == 0
     table = run(url, "queues").stdout.splitlines()
     assert table[0].split() == ["NAME", "STATE", "NEW", "WAITING", "DELAYED", "ACTIVE",
-                                "COMPLETED", "FAILED", "SUBSCRIPTIONS", "CONCURRENCY"]
+                                "COMPLETED", "FAILED", "CANCELLED", "SUBSCRIPTIONS",
+                                "CONCURRENCY"]
     assert [line.split()[0] for line in table[1:]] == ["_system", "emails", "reports"]
     # Aligned: counts end in the column where their header ends.
     end = table[0].index("WAITING") + len("WAITING")

@@ -35,7 +35,7 @@ OK, ERR, QUEST = 101, 102, 106
 LIMIT = 3
 WORKERS = 12
 CREDITS = 5
-STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed")
+STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed", "cancelled")
 REPLY_TIMEOUT_S = 20.0
 # Bound for a whole run; a healthy run takes a few seconds even on a loaded machine.
 RUN_TIMEOUT_S = 90.0

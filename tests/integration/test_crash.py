@@ -22,7 +22,7 @@ OK, QUEST = 101, 106
 JOBS = 400
 WORKERS = 4
 CREDITS = 10
-STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed")
+STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed", "cancelled")
 REPLY_TIMEOUT_S = 20.0
 RUN_TIMEOUT_S = 90.0
 

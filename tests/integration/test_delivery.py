@@ -21,7 +21,7 @@ ENQUEUE, JOB, RMJOB, QSTATS = 14, 15, 16, 18
 ACK, COMPLETE, FAIL, JOBBEAT, GOODBYE, RETRY, RELEASE = 19, 20, 21, 22, 23, 24, 25
 OK, ERR, PONG, QUEST, BYE = 101, 102, 105, 106, 107
 
-STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed")
+STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed", "cancelled")
 QUEST_FIELDS = {"did", "sid", "jid", "q", "attempt", "max_attempts", "lease_ms",
                 "ack_timeout_ms", "job_payload"}
 # Bound for a server-driven change (timeout, lease, promotion) to show; never waited out

@@ -57,7 +57,7 @@ def test_acknowledged_enqueues_survive_sigkill(
             assert job["payload"] == {"n": index}
         stats = (await client.ok(QSTATS, {"q": "durable"}))["stats"]
         assert stats == {"new": 0, "waiting": JOBS, "delayed": 0, "completed": 0, "failed": 0,
-                         "active": 0}
+                         "active": 0, "cancelled": 0}
         listed = await client.ok(LSJOB, {"q": "durable", "status": "waiting",
                                          "page_size": 1000})
         assert [job["jid"] for job in listed["jobs"]] == jids

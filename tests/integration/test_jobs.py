@@ -17,7 +17,7 @@ ENQUEUEMANY = 30
 ACK, COMPLETE, FAIL = 19, 20, 21
 QUEST = 106
 
-STATUSES = ("new", "waiting", "delayed", "completed", "failed", "active")
+STATUSES = ("new", "waiting", "delayed", "completed", "failed", "active", "cancelled")
 JOB_FIELDS = {"uuid", "jid", "queue_name", "payload", "status", "execution_start_at",
               "max_attempts", "retry_interval_ms", "created_at", "runtime"}
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
@@ -418,14 +418,13 @@ def test_rmjob(start_server: Callable[..., ServerProcess]) -> None:
         await removed_everywhere(producer, "rm", delayed, "delayed")
         await removed_everywhere(producer, "rm", to_fail, "failed")
         await removed_everywhere(producer, "rm", to_complete, "completed")
+        await removed_everywhere(producer, "rm", waiting, "waiting")
 
-        # Waiting and active jobs stay.
-        for jid, status in ((waiting, "waiting"), (stays_active, "active")):
-            assert await producer.err(RMJOB, {"jid": jid}) == "JOB_STATUS_CONFLICT"
-            assert await status_of(producer, jid) == status
-            assert jid in await listed(producer, "rm", status)
-        assert await stats(producer, "rm") == {**dict.fromkeys(STATUSES, 0), "waiting": 1,
-                                               "active": 1}
+        # An active job stays: its worker holds it.
+        assert await producer.err(RMJOB, {"jid": stays_active}) == "JOB_STATUS_CONFLICT"
+        assert await status_of(producer, stays_active) == "active"
+        assert stays_active in await listed(producer, "rm", "active")
+        assert await stats(producer, "rm") == {**dict.fromkeys(STATUSES, 0), "active": 1}
 
         assert await producer.err(RMJOB, {"jid": f"rm:{uuid.uuid4()}"}) == "JOB_NOT_FOUND"
         assert await producer.err(RMJOB, {"jid": "garbage"}) == "JOB_NOT_FOUND"
@@ -582,9 +581,9 @@ def test_qstats_agree_with_lsjob(start_server: Callable[..., ServerProcess]) -> 
 
         await producer.ok(RMJOB, {"jid": delayed[0]})
         await producer.ok(RMJOB, {"jid": first[0]})
-        assert await producer.err(RMJOB, {"jid": first[4]}) == "JOB_STATUS_CONFLICT"
-        await agree(producer, "mix", {"waiting": 1, "active": 1, "completed": 1, "failed": 1,
-                                      "delayed": 2})
+        assert await producer.err(RMJOB, {"jid": first[3]}) == "JOB_STATUS_CONFLICT"  # active
+        await producer.ok(RMJOB, {"jid": first[4]})  # waiting
+        await agree(producer, "mix", {"active": 1, "completed": 1, "failed": 1, "delayed": 2})
 
         await producer.ok(PAUSE, {"q": "mix-held"})
         held = [await enqueue(producer, "mix-held") for _ in range(2)]
@@ -592,8 +591,7 @@ def test_qstats_agree_with_lsjob(start_server: Callable[..., ServerProcess]) -> 
         await producer.ok(RMJOB, {"jid": held[0]})
         await agree(producer, "mix-held", {"new": 1})
         # The other queue is untouched by all of it.
-        await agree(producer, "mix", {"waiting": 1, "active": 1, "completed": 1, "failed": 1,
-                                      "delayed": 2})
+        await agree(producer, "mix", {"active": 1, "completed": 1, "failed": 1, "delayed": 2})
 
         assert await producer.err(QSTATS, {"q": "nope"}) == "QUEUE_NOT_FOUND"
         assert await producer.err(QSTATS, {"q": "_system"}) == "QUEUE_SYSTEM"

@@ -23,7 +23,7 @@ ACK, COMPLETE, FAIL = 19, 20, 21
 SETQUEUE, JOBLOG, CLEARQUEUE, OBLITERATE = 26, 27, 28, 29
 OK, ERR, PONG, QUEST, SUBEND = 101, 102, 105, 106, 108
 
-STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed")
+STATUSES = ("new", "waiting", "delayed", "active", "completed", "failed", "cancelled")
 # Bound for a server-driven change (retention, promotion, a timer) to show; never waited
 # out when the server behaves.
 CHANGE_TIMEOUT_S = 10.0

@@ -202,7 +202,7 @@ def test_rmqueue(server: ServerProcess) -> None:
         await client.ok(ADDQUEUE, {"name": "later"})
         stats = (await client.ok(QSTATS, {"q": "later"}))["stats"]
         assert stats == {"new": 0, "waiting": 0, "delayed": 0, "completed": 0, "failed": 0,
-                         "active": 0}
+                         "active": 0, "cancelled": 0}
 
     asyncio.run(scenario())
 

@@ -30,7 +30,7 @@ RUN_TIMEOUT_S = 60.0
 # Every type the walk sends or must receive: IDENT and BYE are timer and shutdown pushes.
 WALKED = [t for t in MessageType if t.is_client_type] + [
     MessageType.OK, MessageType.ERR, MessageType.HI, MessageType.PONG, MessageType.QUEST,
-    MessageType.SUBEND, MessageType.RESULT, MessageType.CONTROL]
+    MessageType.SUBEND, MessageType.RESULT, MessageType.CONTROL, MessageType.ABORT]
 ANSI = re.compile(r"\x1b\[")
 
 

@@ -4,7 +4,8 @@ Real `Store` (LMDB in a temporary directory), real `Writer` thread, real `Broker
 manual clock and `ModelPeer`, a small implementation of the broker's `Peer` protocol (its
 documented seam to connections) that keeps the frames sent to it. Hypothesis runs random
 sequences of: adding queues, enqueuing (now or later), subscribing, credits, ACK, JOBBEAT,
-COMPLETE, FAIL, RELEASE, RETRY, outcomes for stale, foreign and fenced deliveries, time
+COMPLETE, FAIL, RELEASE, RETRY, CANCEL (of jobs in every status), BULK (retry, remove,
+cancel, in small batches), RMJOB, outcomes for stale, foreign and fenced deliveries, time
 passing (acknowledgement timeouts, leases, stale workers, backoffs, retention), disconnects,
 PAUSE/RESUME, SETQUEUE, CLEARQUEUE, OBLITERATE (forced or not, the name added again) and
 restarts. A plain model (job id -> status and attempts) predicts every step from
@@ -39,9 +40,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from overhop.broker import queue_admin
-from overhop.broker.events import JobAssigned, JobFinished, SubscriptionEnded, WorkerControlled
-from overhop.broker.service import Broker, EnqueueRequest
+from overhop.broker import job_actions, queue_admin
+from overhop.broker.events import (
+    CancelRequested,
+    JobAssigned,
+    JobFinished,
+    SubscriptionEnded,
+    WorkerControlled,
+)
+from overhop.broker.service import Broker, BulkAction, EnqueueRequest
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
 from overhop.errors import ErrorCode, RequestError
@@ -56,7 +63,13 @@ from overhop.model.jobs import (
     priority_rank,
 )
 from overhop.model.queues import QueueConfig, QueueState
-from overhop.server.pushes import encode_control, encode_quest, encode_result, encode_subend
+from overhop.server.pushes import (
+    encode_abort,
+    encode_control,
+    encode_quest,
+    encode_result,
+    encode_subend,
+)
 from overhop.storage import operations as job_ops
 from overhop.storage.keys import job_id_from
 from overhop.storage.records import decode_job
@@ -71,6 +84,7 @@ STALE_MS = 5000
 DEFAULT_MAX_ATTEMPTS = 3
 QUEST = 106
 SUBEND = 108
+ABORT = 111
 QUEUE_NAMES = ("q0", "q1", "q2")
 MAX_QUEUES = len(QUEUE_NAMES)
 MAX_WORKERS = 4
@@ -81,7 +95,11 @@ U64 = struct.Struct(">Q")
 # Clock steps: below every timeout, past the ack timeout, past a lease, past staleness.
 CLOCK_STEPS = (100, 600, 1100, 2100, 5100)
 CLEARABLE = ("new", "waiting", "delayed")
-FINISHED = ("completed", "failed")
+FINISHED = ("completed", "failed", "cancelled")
+# Retention's statuses and the settings each follows (cancelled jobs: the failed ones).
+RETAINED = (("completed", "completed"), ("failed", "failed"), ("cancelled", "failed"))
+BULK_STATUSES = {"retry": ("failed",), "remove": ("completed", "failed", "cancelled"),
+                 "cancel": ("new", "waiting", "delayed")}
 # Queue settings for ADDQUEUE and SETQUEUE (nil clears one).
 SETTING_VALUES = {
     "concurrency_limit": st.sampled_from([None, 1, 2, 3]),
@@ -137,6 +155,9 @@ class ModelPeer:
     def worker_controlled(self, event: WorkerControlled) -> None:
         self.send(encode_control(event))  # the model sends no WORKERCTL: take_pushes refuses it
 
+    def cancel_requested(self, event: CancelRequested) -> None:
+        self.send(encode_abort(event))
+
     @property
     def writable(self) -> bool:
         return not self.closed
@@ -144,18 +165,21 @@ class ModelPeer:
     def close(self) -> None:
         self.closed = True
 
-    def take_pushes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The payloads of the QUESTs and of the SUBENDs sent since the last call."""
-        quests, subends = [], []
+    def take_pushes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                   list[dict[str, Any]]]:
+        """The payloads of the QUESTs, SUBENDs and ABORTs sent since the last call."""
+        quests: list[dict[str, Any]] = []
+        subends: list[dict[str, Any]] = []
+        aborts: list[dict[str, Any]] = []
         for frame in self.frames:
             (length,) = struct.unpack(">I", frame[:4])
             assert len(frame) == 4 + length
             envelope = msgpack.unpackb(frame[4:], raw=False)
             assert envelope["v"] == 2 and envelope["rid"] == "0", envelope
-            assert envelope["t"] in (QUEST, SUBEND), envelope
-            (quests if envelope["t"] == QUEST else subends).append(envelope["p"])
+            assert envelope["t"] in (QUEST, SUBEND, ABORT), envelope
+            {QUEST: quests, SUBEND: subends, ABORT: aborts}[envelope["t"]].append(envelope["p"])
         self.frames.clear()
-        return quests, subends
+        return quests, subends, aborts
 
 
 @dataclass
@@ -191,6 +215,7 @@ class MJob:
     attempts: int = 0
     finished_ms: int | None = None
     outcomes: list[str] = field(default_factory=list)  # every ended delivery but withdrawn
+    cancel_reason: str | None = None  # CANCEL's: on a cancelled job, or an active one
 
 
 @dataclass
@@ -254,6 +279,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.vanished: list[tuple[str, str, int | None]] = []
         # Worker key -> the SUBEND payloads its peer must have received by the next check.
         self.subends_due: dict[int, list[dict[str, Any]]] = {}
+        # Worker key -> the ABORT payloads its peer must have received by the next check.
+        self.aborts_due: dict[int, list[dict[str, Any]]] = {}
         self.next_worker = 0
         self.restarts = 0
         self._open()
@@ -367,7 +394,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.ended.append((delivery.did, delivery.jid))
         job = self.jobs[delivery.jid]
         assert job.status == "active"
-        if outcome in ("withdrawn", "released", "server_shutdown"):
+        if job.cancel_reason is not None:  # CANCELled while out: whatever the outcome
+            job.status = "cancelled"
+            job.finished_ms = self.now
+            job.attempts += outcome not in ("withdrawn", "released", "server_shutdown")
+        elif outcome in ("withdrawn", "released", "server_shutdown"):
             job.status = "waiting"
         else:
             job.attempts += 1
@@ -399,9 +430,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         (by finish time, then id) go while more than the count remain or while they
         finished at least the age ago."""
         for name, queue in self.queues.items():
-            for status in FINISHED:
-                max_count = getattr(queue.config, f"{status}_max_count")
-                max_age = getattr(queue.config, f"{status}_max_age_ms")
+            for status, kept_as in RETAINED:
+                max_count = getattr(queue.config, f"{kept_as}_max_count")
+                max_age = getattr(queue.config, f"{kept_as}_max_age_ms")
                 finished = sorted((j.finished_ms or 0, j.jid) for j in self.jobs.values()
                                   if j.queue == name and j.status == status)
                 excess = 0 if max_count is None else max(0, len(finished) - max_count)
@@ -431,8 +462,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                                        if j.queue == name and j.status == "waiting")
                           for name in self.queues}
         for mw in self.workers.values():
-            quests, subends = mw.peer.take_pushes()
+            quests, subends, aborts = mw.peer.take_pushes()
             assert subends == self.subends_due.pop(mw.key, []), (subends, mw.sids)
+            assert aborts == self.aborts_due.pop(mw.key, []), aborts
             for quest in quests:
                 job = self.jobs[quest["jid"]]
                 assert job.status == "waiting", (quest, job)
@@ -723,6 +755,79 @@ class LifecycleMachine(RuleBasedStateMachine):
         job.start_ms = self.now
         self.after_step()
 
+    @precondition(lambda self: self.jobs)
+    @rule(index=st.integers(0, 1000), reason=st.sampled_from(["cancelled", "stop", "x" * 50]))
+    def cancel(self, index: int, reason: str) -> None:
+        """CANCEL: an unstarted job is cancelled at once; an active one stays active with
+        the reason stored, and its holder gets ABORT; a cancelled one is answered the same;
+        a completed or failed one is refused."""
+        job = self.jobs[pick(sorted(self.jobs), index)]
+        if job.status in ("completed", "failed"):
+            self.refused(ErrorCode.JOB_STATUS_CONFLICT,
+                         lambda: self.broker.cancel_job(job.jid, reason))
+            return
+        record = self.call(lambda: self.broker.cancel_job(job.jid, reason))
+        if job.status in CLEARABLE:
+            job.status = "cancelled"
+            job.finished_ms = self.now
+            job.cancel_reason = reason
+        elif job.status == "active" and job.cancel_reason is None:
+            job.cancel_reason = reason
+            delivery = next(d for d in self.deliveries.values() if d.jid == job.jid)
+            self.aborts_due.setdefault(delivery.worker_key, []).append(
+                {"jid": job.jid, "did": delivery.did, "reason": reason})
+        assert record.status.label == job.status
+        assert record.cancel_reason == job.cancel_reason
+        self.after_step()
+
+    @precondition(lambda self: self.queues)
+    @rule(index=st.integers(0, 100), action=st.sampled_from(sorted(BULK_STATUSES)),
+          which=st.integers(0, 2), batch=st.sampled_from([1, 2, 500]))
+    def bulk(self, index: int, action: str, which: int, batch: int) -> None:
+        """BULK in batches of `batch` jobs: every job of the queue in the status, each
+        acted on once; a status the action does not take is refused."""
+        name = pick(sorted(self.queues), index)
+        status = pick(list(BULK_STATUSES[action]), which)
+        wrong = next(s for s in FINISHED + CLEARABLE if s not in BULK_STATUSES[action])
+        self.refused(ErrorCode.INVALID_PAYLOAD, lambda: self.broker.bulk(
+            name, JobStatus.parse(wrong), BulkAction(action), "bulk"))
+        jids = sorted(j.jid for j in self.jobs.values() if j.queue == name and j.status == status)
+        saved = job_actions.BULK_BATCH
+        job_actions.BULK_BATCH = batch
+        try:
+            count, more = self.call(lambda: self.broker.bulk(
+                name, JobStatus.parse(status), BulkAction(action), "bulk"))
+        finally:
+            job_actions.BULK_BATCH = saved
+        assert (count, more) == (len(jids), False)
+        if action == "remove":
+            self.vanish(jids)
+        for jid in jids if action != "remove" else ():
+            job = self.jobs[jid]
+            if action == "retry":
+                job.status = "new" if self.queues[name].paused else "waiting"
+                job.attempts = 0
+                job.finished_ms = None
+                job.start_ms = self.now
+            else:
+                job.status = "cancelled"
+                job.finished_ms = self.now
+                job.cancel_reason = "bulk"
+        self.after_step()
+
+    @precondition(lambda self: self.jobs)
+    @rule(index=st.integers(0, 1000))
+    def remove_job(self, index: int) -> None:
+        """RMJOB: any job but an active one."""
+        job = self.jobs[pick(sorted(self.jobs), index)]
+        if job.status == "active":
+            self.refused(ErrorCode.JOB_STATUS_CONFLICT,
+                         lambda: self.broker.remove_job(job.jid))
+            return
+        self.call(lambda: self.broker.remove_job(job.jid))
+        self.vanish([job.jid])
+        self.after_step()
+
     # -- rules: workers and subscriptions ------------------------------------------------
 
     @precondition(lambda self: len(self.workers) < MAX_WORKERS and self.queues)
@@ -832,8 +937,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.seen(mw)
         found = self._own(delivery, mw)
         deadline = self.call(lambda: self.broker.heartbeat(found, progress))
+        if not delivery.acked or self.jobs[delivery.jid].cancel_reason is None:
+            delivery.lease_deadline_ms = self.now + delivery.lease_ms  # not once cancelled
         delivery.acked = True
-        delivery.lease_deadline_ms = self.now + delivery.lease_ms
         assert deadline == delivery.lease_deadline_ms and found.progress == progress
         self.after_step()
 
@@ -847,11 +953,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         del self.deliveries[delivery.did]
         self.ended.append((delivery.did, delivery.jid))
         job = self.jobs[delivery.jid]
-        job.status = "completed"
+        job.status = "completed" if job.cancel_reason is None else "cancelled"
         job.finished_ms = self.now
         job.attempts += 1
         job.outcomes.append("completed")
-        assert record.status == JobStatus.COMPLETED
+        assert record.status.label == job.status
         assert msgpack.unpackb(record.result) == result
         assert record.finished_at_ms == self.now
         self.after_step()
@@ -967,9 +1073,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         most the count is kept, and nothing finished the age ago or earlier."""
         records = self._scan()[0]
         for name, queue in self.queues.items():
-            for status in FINISHED:
-                max_count = getattr(queue.config, f"{status}_max_count")
-                max_age = getattr(queue.config, f"{status}_max_age_ms")
+            for status, kept_as in RETAINED:
+                max_count = getattr(queue.config, f"{kept_as}_max_count")
+                max_age = getattr(queue.config, f"{kept_as}_max_age_ms")
                 finished = [r.finished_at_ms or 0 for r in records.values()
                             if r.queue_name == name and r.status.label == status]
                 assert max_count is None or len(finished) <= max_count, (name, status)
@@ -1064,7 +1170,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         finished = sorted((r.queue_name, int(r.status), r.finished_at_ms or 0,
                            bytes.fromhex(r.uuid.replace("-", "")))
                           for r in records.values()
-                          if r.status in (JobStatus.COMPLETED, JobStatus.FAILED))
+                          if r.status.label in FINISHED)
         assert sorted(by_finish) == finished
 
     @invariant()
@@ -1092,6 +1198,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert record.delivery_id is None
             assert record.finished_at_ms == job.finished_ms, (job, record)
             assert (job.finished_ms is not None) == (job.status in FINISHED)
+            assert record.cancel_reason == job.cancel_reason, (job, record)
 
     @invariant()
     def deliveries_match_active_jobs(self) -> None:

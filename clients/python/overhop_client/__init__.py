@@ -78,6 +78,7 @@ from overhop_client.messages import MessageType
 from overhop_client.middleware import CallNext, JobTimedOut, Layer, RateLimit, Retry, Timeout
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings
 from overhop_client.results import (
+    Abort,
     Bye,
     ClearedJobs,
     ControlAction,
@@ -105,10 +106,11 @@ from overhop_client.worker_routes import NoHandlerError
 
 __version__ = "0.1.0"
 
-from overhop_client.outcomes import JobFailedError, JobRemovedError
+from overhop_client.outcomes import JobCancelledError, JobFailedError, JobRemovedError
 
 __all__ = [
     "ERROR_CLASSES",
+    "Abort",
     "AlreadySubscribedError",
     "AsyncClient",
     "AuthFailedError",
@@ -140,6 +142,7 @@ __all__ = [
     "Job",
     "JobAttempt",
     "JobBackoff",
+    "JobCancelledError",
     "JobContext",
     "JobCounts",
     "JobDelivery",

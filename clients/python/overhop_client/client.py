@@ -9,7 +9,8 @@ Deliveries (QUEST pushes) arrive as `Quest` objects on `quests`, an `asyncio.Que
 through the `on_quest` callback given to `connect`. IDENT and pushes this client does not
 use are ignored; BYE (the server is shutting down) is kept in `bye` and passed to
 `on_bye`; SUBEND (a subscription ended because its queue was removed) is passed to
-`on_subscription_end`; CONTROL (an admin's command to this worker) to `on_control`.
+`on_subscription_end`; CONTROL (an admin's command to this worker) to `on_control`; ABORT (a
+job this worker runs was cancelled) to `on_abort`.
 """
 
 import asyncio
@@ -38,6 +39,7 @@ from overhop_client.outcomes import Outcomes
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings, settings_to_wire
 from overhop_client.results import (
     DEFAULT_MAX_ENQUEUE_BATCH,
+    Abort,
     Bye,
     ClearedJobs,
     FailOutcome,
@@ -133,8 +135,10 @@ class AsyncClient:
     def __init__(self, *, on_quest: Callable[[Quest], None] | None = None,
                  on_bye: Callable[[Bye], None] | None = None,
                  on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
-                 on_control: Callable[[WorkerControl], None] | None = None) -> None:
+                 on_control: Callable[[WorkerControl], None] | None = None,
+                 on_abort: Callable[[Abort], None] | None = None) -> None:
         self._connection: Connection | None = None
+        self._on_abort = on_abort
         self._on_quest = on_quest
         self._on_bye = on_bye
         self._on_subscription_end = on_subscription_end
@@ -160,6 +164,7 @@ class AsyncClient:
                       on_bye: Callable[[Bye], None] | None = None,
                       on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
                       on_control: Callable[[WorkerControl], None] | None = None,
+                      on_abort: Callable[[Abort], None] | None = None,
                       timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
                       max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                       user: str | None = None, password: str | None = None,
@@ -191,7 +196,8 @@ class AsyncClient:
                 raise TypeError("labels must map strings to strings")
             register["labels"] = dict(labels)
         client = cls(on_quest=on_quest, on_bye=on_bye,
-                     on_subscription_end=on_subscription_end, on_control=on_control)
+                     on_subscription_end=on_subscription_end, on_control=on_control,
+                     on_abort=on_abort)
         async with asyncio.timeout(timeout):
             client._connection = await Connection.open(host, port, client._on_push,
                                                        max_frame_size, context)
@@ -327,6 +333,8 @@ class AsyncClient:
             self._outcomes.arrived(payload)
         elif message_type == MessageType.CONTROL and self._on_control is not None:
             self._on_control(WorkerControl.from_wire(payload))
+        elif message_type == MessageType.ABORT and self._on_abort is not None:
+            self._on_abort(Abort.from_wire(payload))
 
     # -- server and queues -----------------------------------------------------------
 
@@ -606,12 +614,51 @@ class AsyncClient:
         return JobPage.from_wire(await self.request(MessageType.LSJOB, p))
 
     async def remove_job(self, jid: str) -> None:
-        """Delete a job that is new, delayed, completed or failed."""
+        """Delete a job that is not active (new, waiting, delayed or finished)."""
         await self.request(MessageType.RMJOB, {"jid": jid})
 
     async def retry_job(self, jid: str) -> JobStatus:
         """Put a failed job back with a fresh set of attempts; its new status."""
         return JobStatus((await self.request(MessageType.RETRY, {"jid": jid}))["status"])
+
+    async def cancel(self, jid: str, reason: str | None = None) -> JobStatus:
+        """Cancel a job that has not ended: a new, waiting or delayed one is `cancelled` at
+        once (the returned status); an active one stays `active` until its worker stops
+        (it is told), its lease ends or the server restarts, then ends `cancelled`. Never
+        runs again. `JobStatusConflictError` for a completed or failed job."""
+        p: dict[str, object] = {"jid": jid}
+        if reason is not None:
+            p["reason"] = reason
+        return JobStatus((await self.request(MessageType.CANCEL, p))["status"])
+
+    async def bulk(self, queue: str, status: JobStatus | str, action: str,
+                   reason: str | None = None) -> int:
+        """BULK `action` ("retry", "remove" or "cancel") on every job of `queue` in
+        `status` that exists now, in bounded batches on the server; how many jobs it acted
+        on. Sent again while the server says more remain past its per-request bound."""
+        p: dict[str, object] = {"q": queue, "status": str(status), "action": action}
+        if reason is not None:
+            p["reason"] = reason
+        total = 0
+        while True:
+            reply = await self.request(MessageType.BULK, p)
+            total += int(reply.get("count", 0))
+            if not reply.get("more"):
+                return total
+
+    async def retry_failed(self, queue: str) -> int:
+        """Put every failed job of the queue back (as `retry_job`); how many."""
+        return await self.bulk(queue, JobStatus.FAILED, "retry")
+
+    async def remove_jobs(self, queue: str, status: JobStatus | str) -> int:
+        """Remove every completed, failed or cancelled (`status`) job of the queue."""
+        return await self.bulk(queue, status, "remove")
+
+    async def cancel_waiting(self, queue: str, reason: str | None = None,
+                             status: JobStatus | str = JobStatus.WAITING) -> int:
+        """Cancel every waiting (or new, or delayed: `status`) job of the queue; how many.
+        Active jobs are left alone: `cancel` them one by one."""
+        return await self.bulk(queue, status, "cancel", reason)
 
     # -- deliveries ------------------------------------------------------------------
 

@@ -42,6 +42,9 @@ class JobContext:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._log_sends: set[asyncio.Task[LogTotals]] = set()
         self._log_closed = False
+        self._cancel_reason: str | None = None
+        self.running: asyncio.Task[Any] | None = None
+        """The task running the handler, while it does (the runner sets it)."""
 
     @property
     def payload(self) -> Any:
@@ -74,6 +77,22 @@ class JobContext:
     @property
     def is_last_attempt(self) -> bool:
         return self.quest.attempt >= self.quest.max_attempts
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled (CANCEL) while this worker holds it. An async
+        handler's task is cancelled then; a plain function handler should check this now
+        and then and return early: whatever it returns, the job ends `cancelled`."""
+        return self._cancel_reason is not None
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """CANCEL's reason, once `cancelled`."""
+        return self._cancel_reason
+
+    def mark_cancelled(self, reason: str) -> None:
+        """The server said the job was cancelled (ABORT); the runner calls this."""
+        self._cancel_reason = reason
 
     def progress(self, value: object) -> None:
         """Record progress on the server (a JOBBEAT, which also extends the lease).

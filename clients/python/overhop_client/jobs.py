@@ -21,6 +21,7 @@ class JobStatus(StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class BlockReason(StrEnum):
@@ -173,6 +174,9 @@ class Job:
     """The task named at ENQUEUE (which handler runs it), None when none."""
     priority: int = 5
     """The job's priority (1 to 9; 5 when ENQUEUE gave none)."""
+    cancel_reason: str | None = None
+    """Why it was cancelled: set once it is `cancelled`, and while an active job is being
+    cancelled (it ends `cancelled` when its attempt does)."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Job":
@@ -215,6 +219,7 @@ class Job:
             blocked_by=None if not blocked_by else BlockedBy.from_wire(blocked_by),
             task=p.get("task"),
             priority=p.get("priority", 5),
+            cancel_reason=p.get("cancel_reason"),
         )
 
 

@@ -50,6 +50,8 @@ class MessageType(IntEnum):
     USERPERMIT = 35
     WATCH = 40
     UNWATCH = 41
+    CANCEL = 42
+    BULK = 43
     WORKERCTL = 44
     ADDSCHEDULE = 45
     LSSCHEDULE = 46
@@ -66,4 +68,5 @@ class MessageType(IntEnum):
     BYE = 107
     SUBEND = 108
     RESULT = 110
+    ABORT = 111
     CONTROL = 112

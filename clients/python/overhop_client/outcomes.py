@@ -1,9 +1,9 @@
 """Waiting for a job's final outcome without polling: WATCH and RESULT.
 
 `Outcomes` keeps one future per job this connection waits for; the server pushes RESULT
-once per watch and the future resolves with the job's result, or with `JobFailedError` or
-`JobRemovedError`. A RESULT that arrives before anyone awaits it (ENQUEUE's OK and the
-RESULT in one read) is kept in its future until `wait` takes it.
+once per watch and the future resolves with the job's result, or with `JobFailedError`,
+`JobCancelledError` or `JobRemovedError`. A RESULT that arrives before anyone awaits it
+(ENQUEUE's OK and the RESULT in one read) is kept in its future until `wait` takes it.
 """
 
 import asyncio
@@ -37,6 +37,16 @@ class JobRemovedError(Exception):
         self.jid = jid
 
 
+class JobCancelledError(Exception):
+    """The job was cancelled (CANCEL, or a BULK cancel) before it completed; `reason` says
+    why, as the canceller gave it."""
+
+    def __init__(self, jid: str, reason: str) -> None:
+        super().__init__(f"job {jid} was cancelled: {reason}")
+        self.jid = jid
+        self.reason = reason
+
+
 class Outcomes:
     """The futures of the jobs one connection watches."""
 
@@ -65,6 +75,8 @@ class Outcomes:
             history = [JobAttempt.from_wire(entry) for entry in payload.get("history") or ()]
             future.set_exception(JobFailedError(jid, int(payload.get("attempts_so_far", 0)),
                                                 payload.get("error"), history))
+        elif status == "cancelled":
+            future.set_exception(JobCancelledError(jid, str(payload.get("reason") or "")))
         else:
             future.set_exception(JobRemovedError(jid))
 

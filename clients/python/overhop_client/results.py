@@ -56,11 +56,12 @@ class JobCounts:
     active: int = 0
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
 
     @property
     def total(self) -> int:
         return (self.new + self.waiting + self.delayed + self.active + self.completed
-                + self.failed)
+                + self.failed + self.cancelled)
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "JobCounts":
@@ -328,6 +329,19 @@ class WorkerControl:
         grace_ms = p.get("grace_ms")
         return cls(ControlAction(p["action"]), p.get("concurrency"),
                    None if grace_ms is None else timedelta(milliseconds=grace_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """ABORT: the job of delivery `did` was cancelled (CANCEL) while this worker ran it."""
+
+    jid: str
+    did: str
+    reason: str
+
+    @classmethod
+    def from_wire(cls, p: dict[str, Any]) -> "Abort":
+        return cls(str(p.get("jid", "")), str(p.get("did", "")), str(p.get("reason", "")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -379,7 +379,9 @@ class Worker:
                                            on_quest=self._deliveries.on_quest,
                                            on_bye=subscriptions.on_bye,
                                            on_subscription_end=subscriptions.on_subscription_end,
-                                           on_control=self._on_control, tls=self.tls)
+                                           on_control=self._on_control,
+                                           on_abort=self._deliveries.on_abort,
+                                           tls=self.tls)
         self._deliveries.client = client
         try:
             await subscriptions.subscribe_all(client)

@@ -2,7 +2,10 @@
 
 A job received is acknowledged at once (ACK) and kept alive by heartbeats (JOBBEAT) while
 it waits for one of its route's `concurrency` slots and while it runs; it ends when its
-outcome is sent, when it is given back (RELEASE), or with its connection. Each job that
+outcome is sent, when it is given back (RELEASE), or with its connection. A job cancelled
+on the server (ABORT) is marked on its context (`ctx.cancelled`); an async handler's task
+is cancelled and the job answered with FAIL "cancelled" (the server ends it `cancelled`
+whatever the answer); a job still waiting for a slot is given back. Each job that
 ends tops its subscription's credits up again (CREDIT), so a route holds at most
 `concurrency + prefetch` jobs: the server's credits plus the jobs in hand.
 """
@@ -16,13 +19,15 @@ from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.errors import ConnectionLost, OverhopError
 from overhop_client.middleware import Layer
-from overhop_client.results import Quest, ServerLimits
-from overhop_client.worker_outcomes import report, run_handler
+from overhop_client.results import Abort, Quest, ServerLimits
+from overhop_client.worker_outcomes import Outcome, report, run_handler
 from overhop_client.worker_routes import Held, Route, TaskSet
 
 log = logging.getLogger("overhop_client.worker")
 
 HeartbeatInterval = Callable[[Quest, ServerLimits | None], float]
+# FAIL's message for a job whose handler was stopped by ABORT.
+CANCELLED_MESSAGE = "cancelled"
 
 
 class Deliveries:
@@ -74,10 +79,39 @@ class Deliveries:
             route.running += 1
             held.task = self._tasks.spawn(self._execute(held))
 
+    def on_abort(self, abort: Abort) -> None:
+        """ABORT: the job was cancelled on the server; stop it."""
+        held = self._held.get(abort.did)
+        if held is None:
+            return  # its outcome went out already
+        held.context.mark_cancelled(abort.reason)
+        log.info("job_cancelled jid=%s reason=%s", abort.jid, abort.reason)
+        if held in held.route.waiting:  # not started: give it back, it ends cancelled
+            held.route.waiting.remove(held)
+            held.task = self._tasks.spawn(self.release(held))
+        elif (held.context.running is not None
+              and held.route.handling(held.context.quest.task).async_function is not None):
+            held.context.running.cancel()
+
+    async def _run(self, held: Held) -> Outcome:
+        """The handler's outcome; FAIL "cancelled" when ABORT cancelled its task."""
+        task = asyncio.current_task()
+        held.context.running = task
+        try:
+            return await run_handler(held.route, held.context, self.executor, self.middleware)
+        except asyncio.CancelledError:
+            if task is None or not held.context.cancelled or task.cancelling() > 1:
+                raise  # the connection went, or the runner is stopping
+            task.uncancel()
+            return Outcome(False, message=CANCELLED_MESSAGE,
+                           details=held.context.cancel_reason, error_type="cancelled")
+        finally:
+            held.context.running = None
+
     async def _execute(self, held: Held) -> None:
         route = held.route
         try:
-            outcome = await run_handler(route, held.context, self.executor, self.middleware)
+            outcome = await self._run(held)
             if await held.ack:
                 await held.context.flush_logs()  # the log is complete before the outcome
                 await report(held.client, held.quest, outcome)

@@ -130,7 +130,7 @@ const Overhop = (() => {
   // A job's page: its id stays readable (`emails:0190…`), the rest is escaped.
   const jobHref = (jid) => `/jobs/${encodeURIComponent(jid).replace(/%3A/gi, ":")}`;
 
-  const STATUSES = ["new", "waiting", "delayed", "active", "completed", "failed"];
+  const STATUSES = ["new", "waiting", "delayed", "active", "completed", "failed", "cancelled"];
 
   return { el, fill, flash, getJSON, act, button, stream, age, bytes, time, sparkline, readOnly,
     argument, STATUSES, setLive, jobHref };

@@ -18,6 +18,7 @@ from overhop.server.handlers.deliveries import (
     handle_subscribe,
     handle_unsubscribe,
 )
+from overhop.server.handlers.job_actions import handle_bulk, handle_cancel
 from overhop.server.handlers.jobs import (
     handle_enqueue,
     handle_enqueuemany,
@@ -96,6 +97,8 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.USERLIST: handle_userlist,
     MessageType.USERRM: handle_userrm,
     MessageType.USERPERMIT: handle_userpermit,
+    MessageType.CANCEL: handle_cancel,
+    MessageType.BULK: handle_bulk,
     MessageType.WORKERCTL: handle_workerctl,
     MessageType.ADDSCHEDULE: handle_addschedule,
     MessageType.LSSCHEDULE: handle_lsschedule,

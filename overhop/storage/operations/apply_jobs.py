@@ -62,7 +62,7 @@ def _queue_not_found(name: str) -> RequestError:
     return RequestError(ErrorCode.QUEUE_NOT_FOUND, f"queue {name!r} does not exist")
 
 
-def _job_or_raise(txn: StoreTxn, job_id: str) -> JobRecord:
+def job_or_raise(txn: StoreTxn, job_id: str) -> JobRecord:
     job = txn.get_job(job_id)
     if job is None:
         raise RequestError(ErrorCode.JOB_NOT_FOUND, f"job {job_id!r} does not exist")
@@ -143,12 +143,16 @@ def _append_history(job: JobRecord, entry: dict[str, Any], keep: int) -> None:
         del job.history[: len(job.history) - keep]
 
 
-def apply_complete(txn: StoreTxn, op: Complete, jobs: JobsConfig) -> None:
+def apply_complete(txn: StoreTxn, op: Complete, jobs: JobsConfig) -> int:
+    """The job's new status: completed, or cancelled when CANCEL came while it ran (the
+    result is kept all the same)."""
     job = txn.current_delivery(op.job_id, op.delivery_id)
     _append_history(job, _history_entry(job, AttemptOutcome.COMPLETED, op.now_ms, None),
                     op.history_limit)
-    txn.move_job(job, JobStatus.COMPLETED, attempts_so_far=job.attempts_so_far + 1,
+    status = JobStatus.COMPLETED if job.cancel_reason is None else JobStatus.CANCELLED
+    txn.move_job(job, status, attempts_so_far=job.attempts_so_far + 1,
                  result=op.result, finished_at_ms=op.now_ms, delivery_id=None)
+    return int(status)
 
 
 def end_attempt(txn: StoreTxn, job_id: str, delivery_id: str, outcome: AttemptOutcome,
@@ -159,6 +163,9 @@ def end_attempt(txn: StoreTxn, job_id: str, delivery_id: str, outcome: AttemptOu
     queue = txn.get_queue(job.queue_name)
     policy = job_policy(job, queue.config if queue else QueueConfig(), jobs)
     _append_history(job, _history_entry(job, outcome, now_ms, error), jobs.max_error_history)
+    if job.cancel_reason is not None:  # CANCELled while active: it never runs again
+        return txn.move_job(job, JobStatus.CANCELLED, delivery_id=None, finished_at_ms=now_ms,
+                            attempts_so_far=job.attempts_so_far + outcome.uses_attempt)
     status, start_ms, attempts = plan_after_attempt(job, policy, outcome, now_ms, _rng)
     finished = now_ms if status == JobStatus.FAILED else job.finished_at_ms
     return txn.move_job(job, status, execution_start_at_ms=start_ms,
@@ -171,7 +178,7 @@ def apply_end_attempt(txn: StoreTxn, op: EndAttempt, jobs: JobsConfig) -> bytes:
 
 def apply_retry_failed(txn: StoreTxn, op: RetryFailed, jobs: JobsConfig) -> bytes:
     """RETRY: a failed job waits again with a fresh set of attempts; its history stays."""
-    job = _job_or_raise(txn, op.job_id)
+    job = job_or_raise(txn, op.job_id)
     if job.status != JobStatus.FAILED:
         raise RequestError(ErrorCode.JOB_STATUS_CONFLICT,
                            f"job {op.job_id!r} is {job.status.label}, not failed")
@@ -182,12 +189,12 @@ def apply_retry_failed(txn: StoreTxn, op: RetryFailed, jobs: JobsConfig) -> byte
 
 
 def apply_remove_job(txn: StoreTxn, op: RemoveJob, jobs: JobsConfig) -> bytes:
-    job = _job_or_raise(txn, op.job_id)
+    job = job_or_raise(txn, op.job_id)
     if job.status not in REMOVABLE_STATUSES:
         raise RequestError(
             ErrorCode.JOB_STATUS_CONFLICT,
-            f"job {op.job_id!r} is {job.status.label}; only new, delayed, failed and "
-            "completed jobs can be removed",
+            f"job {op.job_id!r} is {job.status.label}; an active job cannot be removed "
+            "(CANCEL it)",
         )
     txn.delete_job(job)
     return encode_job(job)

@@ -21,8 +21,12 @@ from overhop.storage.operations.catalogue import (
     SetQueueState,
 )
 from overhop.storage.records import encode_queue
-from overhop.storage.store_txn import FINISHED_STATUSES, StoreTxn
+from overhop.storage.store_txn import StoreTxn
 
+# Retention's statuses, and the settings each follows: cancelled jobs are kept as long as
+# failed ones (both are jobs that did not do their work; one pair of settings covers them).
+RETAINED_STATUSES = ((JobStatus.COMPLETED, "completed"), (JobStatus.FAILED, "failed"),
+                     (JobStatus.CANCELLED, "failed"))
 # Statuses CLEARQUEUE removes: work not yet started. Active and finished jobs stay.
 CLEARABLE_STATUSES = (JobStatus.NEW, JobStatus.WAITING, JobStatus.DELAYED)
 
@@ -155,14 +159,14 @@ def apply_delete_empty_queue(txn: StoreTxn, op: DeleteEmptyQueue, jobs: JobsConf
 
 
 def apply_prune_finished(txn: StoreTxn, op: PruneFinished, jobs: JobsConfig) -> RemovedWire:
-    """Retention: remove completed and failed jobs beyond the queue's count and age limits,
-    earliest finished first, at most `limit` in this step."""
+    """Retention: remove completed, failed and cancelled jobs beyond the queue's count and
+    age limits (cancelled ones under the failed settings, counted apart), earliest finished
+    first, at most `limit` in this step."""
     queue_name, config = op.queue_name, op.config
     budget = op.limit
     removed: dict[int, int] = {}
     more = False
-    for status in FINISHED_STATUSES:
-        prefix = status.label
+    for status, prefix in RETAINED_STATUSES:
         max_count = getattr(config, f"{prefix}_max_count")
         max_age = getattr(config, f"{prefix}_max_age_ms")
         if max_count is None and max_age is None:

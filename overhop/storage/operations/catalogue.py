@@ -21,6 +21,12 @@ from typing import Any
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState
 from overhop.storage.operations.base import Moved, Operation, OperationCode, Removed, Taken
+from overhop.storage.operations.catalogue_actions import (
+    CancelJob,
+    CancelJobsBatch,
+    RemoveJobsBatch,
+    RetryFailedBatch,
+)
 from overhop.storage.operations.schedule_ops import SCHEDULE_OPERATIONS
 from overhop.storage.records import (
     decode_job,
@@ -190,7 +196,9 @@ class TakeWaiting(Operation[Taken]):
 
 
 @dataclass(frozen=True, slots=True)
-class Complete(Operation[None]):
+class Complete(Operation[int]):
+    """The job's new status number: completed, or cancelled (CANCELled while it ran)."""
+
     job_id: str
     delivery_id: str
     result: bytes | None
@@ -382,7 +390,8 @@ OPERATIONS: tuple[type[Operation[Any]], ...] = (
     Barrier, AddQueue, RemoveQueue, SetQueueState, Enqueue, EnqueueMany, TakeWaiting,
     Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
     SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
-    AppendLogs, AddUser, RemoveUser, SetUserPermissions, *SCHEDULE_OPERATIONS,
+    AppendLogs, AddUser, RemoveUser, SetUserPermissions, CancelJob, RetryFailedBatch,
+    RemoveJobsBatch, CancelJobsBatch, *SCHEDULE_OPERATIONS,
 )
 # By code: the table both sides of the writer decode with (a mapping, since codes
 # allocated to work not in this build leave gaps).

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from overhop.config.sections import JobsConfig
+from overhop.storage.operations import apply_actions as actions
 from overhop.storage.operations import apply_jobs as jobs
 from overhop.storage.operations import apply_queues as queues
 from overhop.storage.operations import apply_schedules as schedules
@@ -38,6 +39,10 @@ _BY_CODE: dict[OperationCode, Apply] = {
     OperationCode.ADD_USER: users.apply_add_user,
     OperationCode.REMOVE_USER: users.apply_remove_user,
     OperationCode.SET_USER_PERMISSIONS: users.apply_set_user_permissions,
+    OperationCode.CANCEL_JOB: actions.apply_cancel_job,
+    OperationCode.RETRY_FAILED_BATCH: actions.apply_retry_failed_batch,
+    OperationCode.REMOVE_JOBS_BATCH: actions.apply_remove_jobs_batch,
+    OperationCode.CANCEL_JOBS_BATCH: actions.apply_cancel_jobs_batch,
     OperationCode.PUT_SCHEDULE: schedules.apply_put_schedule,
     OperationCode.REMOVE_SCHEDULE: schedules.apply_remove_schedule,
     OperationCode.SET_SCHEDULE_PAUSED: schedules.apply_set_schedule_paused,
