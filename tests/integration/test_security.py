@@ -214,6 +214,8 @@ PAYLOADS: dict[MessageType, dict[str, Any]] = {
     MessageType.CLEARQUEUE: {"q": QUEUE},
     MessageType.RETRY: {"jid": JID},
     MessageType.RMJOB: {"jid": JID},
+    MessageType.CANCEL: {"jid": JID},
+    MessageType.BULK: {"q": QUEUE, "status": "failed", "action": "retry"},
     MessageType.RMQUEUE: {"q": QUEUE},
     MessageType.OBLITERATE: {"q": QUEUE},
     MessageType.USERADD: {"name": "someone"},  # refused as incomplete once allowed
