@@ -276,7 +276,8 @@ class Schedules:
     @staticmethod
     def _enqueue_request(queue_name: str, job: ScheduleJob) -> EnqueueRequest:
         return EnqueueRequest(queue_name, job.payload, None, job.max_attempts,
-                              job.retry_interval_ms, job.lease_ms, job.headers)
+                              job.retry_interval_ms, job.lease_ms, job.headers, job.task,
+                              job.priority)
 
     # -- the heap and the timer ----------------------------------------------------------
 

@@ -33,6 +33,8 @@ class ScheduleJob:
     retry_interval_ms: int | None = None
     lease_ms: int | None = None
     headers: dict[str, str] | None = None
+    task: str | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,4 +95,6 @@ def schedule_view(record: ScheduleRecord, next_run_ms: int | None) -> dict[str, 
             ("max_attempts", job.max_attempts), ("retry_interval_ms", job.retry_interval_ms),
             ("lease_ms", job.lease_ms)) if value is not None},
         "headers": job.headers or {},
+        "task": job.task,
+        "priority": DEFAULT_PRIORITY if job.priority is None else job.priority,
     }

@@ -25,7 +25,7 @@ def encode_schedule(record: ScheduleRecord) -> bytes:
         [record.name, record.queue_name, record.cron, record.timezone, job.payload,
          job.max_attempts, job.retry_interval_ms, job.lease_ms, job.headers,
          record.missed.value, record.paused, record.last_fire_ms, record.counted_from_ms,
-         record.created_at_ms], use_bin_type=True)
+         record.created_at_ms, job.task, job.priority], use_bin_type=True)
     return _FORMAT_BYTE + body
 
 
@@ -35,9 +35,11 @@ def decode_schedule(data: bytes) -> ScheduleRecord:
     fields: list[Any] = msgpack.unpackb(data[1:], raw=False)
     (name, queue_name, cron, timezone, payload, max_attempts, retry_interval_ms, lease_ms,
      headers, missed, paused, last_fire_ms, counted_from_ms, created_at_ms) = fields[:14]
+    # `task` and `priority` were appended later: older records have neither.
+    task, priority = (*fields[14:16], None, None)[:2]
     return ScheduleRecord(
         name, queue_name, cron, timezone,
-        ScheduleJob(payload, max_attempts, retry_interval_ms, lease_ms, headers),
+        ScheduleJob(payload, max_attempts, retry_interval_ms, lease_ms, headers, task, priority),
         MissedPolicy(missed), paused, last_fire_ms, counted_from_ms, created_at_ms)
 
 

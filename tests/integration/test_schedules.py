@@ -54,8 +54,9 @@ def test_a_schedule_with_seconds_fires_jobs_once_per_occurrence(
         await client.ok(ADDQUEUE, {"name": "ticks"})
         added = await client.ok(ADDSCHEDULE, {
             "name": "tick", "q": "ticks", "cron": EVERY_SECOND, "job_payload": {"n": 1},
-            "max_attempts": 2, "headers": {"k": "v"}})
+            "max_attempts": 2, "headers": {"k": "v"}, "task": "reports.tick", "priority": 8})
         assert added["name"] == "tick" and added["q"] == "ticks"
+        assert added["task"] == "reports.tick" and added["priority"] == 8
         assert added["paused"] is False and added["last_run_at"] is None
         assert ms(added["next_run_at"]) % 1000 == 0
         assert ms(added["next_run_at"]) > await server_now(client) - 1000
@@ -68,6 +69,7 @@ def test_a_schedule_with_seconds_fires_jobs_once_per_occurrence(
         assert all(job["payload"] == {"n": 1} for job in jobs)
         assert all(job["overrides"] == {"max_attempts": 2} for job in jobs)
         assert all(job["headers"] == {"k": "v"} for job in jobs)
+        assert all(job["task"] == "reports.tick" and job["priority"] == 8 for job in jobs)
         assert starts == sorted(starts)
         row = await schedule(client, "tick")
         last = ms(row["last_run_at"])
@@ -130,6 +132,8 @@ def test_bad_requests_get_stable_codes(start_server: Callable[..., ServerProcess
             ({**base, "tz": "Mars/Olympus"}, "BAD_TIMEZONE"),
             ({**base, "tz": "../../etc/passwd"}, "BAD_TIMEZONE"),
             ({**base, "missed": "twice"}, "INVALID_PAYLOAD"),
+            ({**base, "task": "a/b"}, "TASK_NAME_INVALID"),
+            ({**base, "priority": 10}, "INVALID_PAYLOAD"),
             ({**base, "name": "no spaces"}, "INVALID_PAYLOAD"),
             ({**base, "q": "missing"}, "QUEUE_NOT_FOUND"),
             ({**base, "q": "_system"}, "QUEUE_SYSTEM"),

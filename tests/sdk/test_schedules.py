@@ -28,7 +28,9 @@ def test_the_async_client_manages_schedules_and_receives_their_jobs(url: str) ->
             added = await client.add_schedule(
                 "nightly", "reports", "0 3 * * *", timezone="Europe/Berlin",
                 missed=MissedPolicy.ONCE, payload={"kind": "nightly"}, max_attempts=2,
-                lease=timedelta(minutes=5), headers={"team": "ops"})
+                lease=timedelta(minutes=5), headers={"team": "ops"}, task="reports.nightly",
+                priority=7)
+            assert (added.task, added.priority) == ("reports.nightly", 7)
             assert (added.name, added.queue, added.cron, added.timezone) == (
                 "nightly", "reports", "0 3 * * *", "Europe/Berlin")
             assert added.missed is MissedPolicy.ONCE and not added.paused
@@ -40,6 +42,7 @@ def test_the_async_client_manages_schedules_and_receives_their_jobs(url: str) ->
 
             ticking = await client.add_schedule("tick", "reports", "* * * * * *")
             assert ticking.timezone == "UTC" and ticking.missed is MissedPolicy.SKIP
+            assert (ticking.task, ticking.priority) == (None, 5)
             assert [s.name for s in await client.schedules()] == ["nightly", "tick"]
             deadline = time.monotonic() + FIRE_TIMEOUT_S
             while (await client.stats("reports")).counts.waiting < 2:

@@ -444,15 +444,18 @@ class AsyncClient:
                            payload: object = None, max_attempts: int | None = None,
                            retry_interval: timedelta | None = None,
                            lease: timedelta | None = None,
-                           headers: dict[str, str] | None = None) -> ScheduleInfo:
+                           headers: dict[str, str] | None = None, task: str | None = None,
+                           priority: int | None = None) -> ScheduleInfo:
         """Have the server enqueue a job into `queue` at each occurrence of `cron` (five
         fields, or six with seconds first) in `timezone` (an IANA name; UTC when None);
         replaces a schedule of the same name. `missed` says what happens at the server's
         start to occurrences that fell while it was down (`skip` or `once`). The job
-        options are ENQUEUE's. The schedule, with its `next_run_at`."""
+        options are ENQUEUE's, `task` and `priority` included. The schedule, with its
+        `next_run_at`."""
         fields = schedule_fields(name, queue, cron, timezone=timezone, missed=missed,
                                  payload=payload, max_attempts=max_attempts,
-                                 retry_interval=retry_interval, lease=lease, headers=headers)
+                                 retry_interval=retry_interval, lease=lease, headers=headers,
+                                 task=task, priority=priority)
         return ScheduleInfo.from_wire(await self.request(MessageType.ADDSCHEDULE, fields))
 
     async def schedules(self) -> list[ScheduleInfo]:

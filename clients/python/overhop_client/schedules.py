@@ -36,6 +36,10 @@ class ScheduleInfo:
     payload: Any
     overrides: dict[str, int]
     headers: dict[str, str]
+    task: str | None = None
+    """The task its jobs are enqueued with (which handler runs them), None when none."""
+    priority: int = 5
+    """The priority its jobs are enqueued with (1 to 9)."""
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "ScheduleInfo":
@@ -52,13 +56,16 @@ class ScheduleInfo:
             payload=p.get("job_payload"),
             overrides=dict(p.get("overrides") or {}),
             headers=dict(p.get("headers") or {}),
+            task=p.get("task"),
+            priority=p.get("priority", 5),
         )
 
 
 def schedule_fields(name: str, queue: str, cron: str, *, timezone: str | None,
                     missed: MissedPolicy | str, payload: object, max_attempts: int | None,
                     retry_interval: timedelta | None, lease: timedelta | None,
-                    headers: dict[str, str] | None) -> dict[str, object]:
+                    headers: dict[str, str] | None, task: str | None = None,
+                    priority: int | None = None) -> dict[str, object]:
     """ADDSCHEDULE's payload."""
     p: dict[str, object] = {"name": name, "q": queue, "cron": cron,
                             "missed": MissedPolicy(missed).value}
@@ -75,4 +82,8 @@ def schedule_fields(name: str, queue: str, cron: str, *, timezone: str | None,
         p["lease_ms"] = to_ms(lease)
     if headers:
         p["headers"] = dict(headers)
+    if task is not None:
+        p["task"] = task
+    if priority is not None:
+        p["priority"] = priority
     return p

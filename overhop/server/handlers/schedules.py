@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 from overhop.server.handlers.replies import Reply, empty
 
 # ENQUEUE's fields a schedule's job takes; a start time makes no sense for one.
-_JOB_FIELDS = ("job_payload", "max_attempts", "retry_interval_ms", "lease_ms", "headers")
+_JOB_FIELDS = ("job_payload", "max_attempts", "retry_interval_ms", "lease_ms", "headers",
+               "task", "priority")
 
 
 def handle_addschedule(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -37,7 +38,7 @@ def handle_addschedule(ctx: ServerContext, conn: "Connection", p: dict[str, Any]
         cron=parse_str(p, "cron", max_length=MAX_CRON_LENGTH),
         timezone=parse_optional_str(p, "tz", max_length=MAX_TIMEZONE_LENGTH),
         job=ScheduleJob(job.payload, job.max_attempts, job.retry_interval_ms, job.lease_ms,
-                        job.headers),
+                        job.headers, job.task, job.priority),
         missed=parse_missed_policy(p.get("missed")))
     return ctx.broker.add_schedule(request), _schedule_reply
 
