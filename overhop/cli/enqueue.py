@@ -69,6 +69,21 @@ def checked_task(task: str | None) -> str | None:
         fail(f"--task: {exc}", USAGE_EXIT)
 
 
+def priority_option(help_text: str) -> Callable[[F], F]:
+    """The `--priority N` option (enqueue, schedule add); check it with `checked_priority`."""
+    return click.option("--priority", type=int, default=None, metavar="N",
+                        help=f"{help_text} ({MIN_PRIORITY} to {MAX_PRIORITY}; "
+                             f"{DEFAULT_PRIORITY} when not given).")
+
+
+def checked_priority(priority: int | None) -> int | None:
+    """--priority's value, or one line saying the range and exit 2."""
+    if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        fail(f"--priority must be {MIN_PRIORITY} to {MAX_PRIORITY}, not {priority}",
+             USAGE_EXIT)
+    return priority
+
+
 def parse_when(text: str) -> datetime:
     """An RFC 3339 time with an offset or Z; CliFailure (exit 2) otherwise."""
     try:
@@ -90,9 +105,7 @@ def parse_when(text: str) -> datetime:
 @click.option("--retry-interval-ms", type=click.IntRange(1, 86_400_000), default=None)
 @click.option("--lease-ms", type=click.IntRange(100, 86_400_000), default=None)
 @task_option("The job's task: which of the queue's handlers runs it.")
-@click.option("--priority", type=int, default=None,
-              help=f"Higher runs first ({MIN_PRIORITY} to {MAX_PRIORITY}; "
-                   f"{DEFAULT_PRIORITY} when not given).")
+@priority_option("The job's priority: higher runs first")
 @common
 def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
                     at: str | None, max_attempts: int | None, retry_interval_ms: int | None,
@@ -106,9 +119,7 @@ def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
     except CliFailure as exc:
         fail(exc.message, exc.exit_code)
     task = checked_task(task)
-    if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-        fail(f"--priority must be {MIN_PRIORITY} to {MAX_PRIORITY}, not {priority}",
-             USAGE_EXIT)
+    checked_priority(priority)
     if run_at is not None and delay_ms is not None:
         fail("give --delay-ms or --at, not both", USAGE_EXIT)
     jid = call(url, lambda client: client.enqueue(

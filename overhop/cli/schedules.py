@@ -1,7 +1,8 @@
 """`overhop schedule add|ls|rm|pause|resume`: the server's cron schedules.
 
     overhop schedule add NAME QUEUE CRON [--tz ZONE] [--payload JSON|-|@FILE]
-                         [--missed skip|once] [--max-attempts N] ...
+                         [--missed skip|once] [--max-attempts N] [--task NAME]
+                         [--priority N] ...
     overhop schedule ls
     overhop schedule rm|pause|resume NAME
 """
@@ -13,7 +14,14 @@ import click
 from overhop_client import AsyncClient, MessageType, ScheduleInfo
 from overhop_client.times import format_time
 
-from overhop.cli.enqueue import parse_payload, read_payload_text
+from overhop.cli.enqueue import (
+    checked_priority,
+    checked_task,
+    parse_payload,
+    priority_option,
+    read_payload_text,
+    task_option,
+)
 from overhop.cli.exits import CliFailure, fail
 from overhop.cli.render import cell, emit_json, fields, table
 from overhop.cli.session import call, common
@@ -52,16 +60,21 @@ def _echo(schedule: ScheduleInfo, raw: dict[str, Any], as_json: bool) -> None:
 @click.option("--max-attempts", type=click.IntRange(1, 1000), default=None)
 @click.option("--retry-interval-ms", type=click.IntRange(1, 86_400_000), default=None)
 @click.option("--lease-ms", type=click.IntRange(100, 86_400_000), default=None)
+@task_option("The jobs' task: which of the queue's handlers runs them.")
+@priority_option("The jobs' priority: higher runs first")
 @common
 def schedule_add(name: str, queue: str, cron: str, tz: str | None, payload_json: str | None,
                  missed: str, max_attempts: int | None, retry_interval_ms: int | None,
-                 lease_ms: int | None, url: str, as_json: bool) -> None:
+                 lease_ms: int | None, task: str | None, priority: int | None, url: str,
+                 as_json: bool) -> None:
     """Enqueue a job into QUEUE at each occurrence of CRON (five fields, or six with
     seconds first; quote it); replaces a schedule of the same NAME."""
     try:
         payload = parse_payload(read_payload_text(payload_json))
     except CliFailure as exc:
         fail(exc.message, exc.exit_code)
+    task = checked_task(task)
+    checked_priority(priority)
 
     def ms(value: int | None) -> timedelta | None:
         return None if value is None else timedelta(milliseconds=value)
@@ -69,7 +82,7 @@ def schedule_add(name: str, queue: str, cron: str, tz: str | None, payload_json:
     schedule = call(url, lambda client: client.add_schedule(
         name, queue, cron, timezone=tz, missed=missed, payload=payload,
         max_attempts=max_attempts, retry_interval=ms(retry_interval_ms),
-        lease=ms(lease_ms)))
+        lease=ms(lease_ms), task=task, priority=priority))
     if as_json:
         emit_json({"name": schedule.name, "q": schedule.queue,
                    "next_run_at": cell_or_none(schedule.next_run_at)})

@@ -35,7 +35,7 @@ def test_schedule_commands(url: str, tmp_path: Path) -> None:
     payload_file.write_text('{"report": "daily"}', encoding="utf-8")
     added = run(url, "schedule", "add", "daily", "reports", "30 2 * * *", "--tz",
                 "Europe/Berlin", "--payload", f"@{payload_file}", "--missed", "once",
-                "--max-attempts", "2", "--json")
+                "--max-attempts", "2", "--task", "reports.daily", "--priority", "8", "--json")
     assert added.exit_code == 0, added.output
     reply = json.loads(added.stdout)
     assert reply["name"] == "daily" and reply["q"] == "reports"
@@ -57,6 +57,8 @@ def test_schedule_commands(url: str, tmp_path: Path) -> None:
     assert [(r["name"], r["job_payload"], r["missed"]) for r in rows] == [
         ("daily", {"report": "daily"}, "once"), ("hourly", [1, 2], "skip")]
     assert rows[0]["overrides"] == {"max_attempts": 2}
+    assert (rows[0]["task"], rows[0]["priority"]) == ("reports.daily", 8)
+    assert (rows[1]["task"], rows[1]["priority"]) == (None, 5)
 
     paused = run(url, "schedule", "pause", "daily")
     assert paused.exit_code == 0 and "paused    yes" in paused.stdout
@@ -79,5 +81,9 @@ def test_schedule_errors_are_one_line(url: str) -> None:
                    "QUEUE_NOT_FOUND")
     one_line_error(run(url, "schedule", "add", "s", "reports", "0 * * * *", "--payload",
                        "{not json"), 2, "not valid JSON")
+    one_line_error(run(url, "schedule", "add", "s", "reports", "0 * * * *", "--priority",
+                       "0"), 2, "--priority must be 1 to 9, not 0")
+    one_line_error(run(url, "schedule", "add", "s", "reports", "0 * * * *", "--task", "a/b"),
+                   2, "--task")
     bad_choice = run(url, "schedule", "add", "s", "reports", "0 * * * *", "--missed", "twice")
     assert bad_choice.exit_code == 2 and "Traceback" not in bad_choice.output
