@@ -11,7 +11,6 @@ Actions: see `overhop.http.actions`.
 import asyncio
 import contextlib
 import secrets
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from overhop.http.views import (
     schedules,
     workers,
 )
-from overhop.model.jobs import STATUS_LABELS, JobStatus
+from overhop.model.jobs import STATUS_LABELS, JobStatus, uuid_of_job_id
 
 STATIC = Path(__file__).resolve().parent / "static"
 HUB = web.AppKey("hub", LiveHub)
@@ -81,11 +80,8 @@ async def api_queue_jobs(request: web.Request) -> web.Response:
 def _after_bytes(after: str | None, queue_name: str) -> bytes | None:
     if not after:
         return None
-    queue_part, _, uuid_part = after.rpartition(":")
     try:
-        if queue_part != queue_name:
-            raise ValueError
-        return uuid.UUID(uuid_part).bytes
+        return uuid_of_job_id(after, queue_name)
     except ValueError:
         raise web.HTTPBadRequest(text=f"after must be a job id of queue {queue_name}") from None
 

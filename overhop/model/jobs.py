@@ -4,6 +4,7 @@ The transition table is data: the storage layer refuses any move it does not lis
 docs draw their diagram from it, and the lifecycle tests check against it.
 """
 
+import uuid
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from operator import attrgetter
@@ -103,6 +104,15 @@ class AttemptOutcome(IntEnum):
     def uses_attempt(self) -> bool:
         return self not in (AttemptOutcome.WITHDRAWN, AttemptOutcome.RELEASED,
                             AttemptOutcome.SERVER_SHUTDOWN)
+
+
+def uuid_of_job_id(job_id: str, queue_name: str) -> bytes:
+    """The 16 uuid bytes of a job id of `queue_name` (`<queue>:<uuid>`), as given by a
+    client to page on from; ValueError when it is not a job id of that queue."""
+    queue_part, _, uuid_part = job_id.rpartition(":")
+    if queue_part != queue_name:
+        raise ValueError(f"{job_id!r} is not a job id of queue {queue_name!r}")
+    return uuid.UUID(uuid_part).bytes
 
 
 @dataclass(slots=True)

@@ -452,10 +452,11 @@ class AsyncClient:
         start to occurrences that fell while it was down (`skip` or `once`). The job
         options are ENQUEUE's, `task` and `priority` included. The schedule, with its
         `next_run_at`."""
-        fields = schedule_fields(name, queue, cron, timezone=timezone, missed=missed,
-                                 payload=payload, max_attempts=max_attempts,
-                                 retry_interval=retry_interval, lease=lease, headers=headers,
-                                 task=task, priority=priority)
+        job = _job_fields(payload, None, None, max_attempts, retry_interval, lease, task,
+                          priority)
+        if headers:
+            job["headers"] = dict(headers)
+        fields = schedule_fields(name, queue, cron, timezone=timezone, missed=missed, job=job)
         return ScheduleInfo.from_wire(await self.request(MessageType.ADDSCHEDULE, fields))
 
     async def schedules(self) -> list[ScheduleInfo]:

@@ -6,13 +6,13 @@ payload. The `AsyncClient` methods are `add_schedule`, `schedules`, `remove_sche
 `pause_schedule` and `resume_schedule`.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from overhop_client.codec import check_value
-from overhop_client.times import parse_time, to_ms
+from overhop_client.times import parse_time
 
 
 class MissedPolicy(StrEnum):
@@ -62,28 +62,12 @@ class ScheduleInfo:
 
 
 def schedule_fields(name: str, queue: str, cron: str, *, timezone: str | None,
-                    missed: MissedPolicy | str, payload: object, max_attempts: int | None,
-                    retry_interval: timedelta | None, lease: timedelta | None,
-                    headers: dict[str, str] | None, task: str | None = None,
-                    priority: int | None = None) -> dict[str, object]:
-    """ADDSCHEDULE's payload."""
-    p: dict[str, object] = {"name": name, "q": queue, "cron": cron,
+                    missed: MissedPolicy | str, job: Mapping[str, object]
+                    ) -> dict[str, object]:
+    """ADDSCHEDULE's payload: the schedule's own fields and `job`, its jobs' ENQUEUE
+    fields (as `AsyncClient.enqueue` builds them)."""
+    p: dict[str, object] = {**job, "name": name, "q": queue, "cron": cron,
                             "missed": MissedPolicy(missed).value}
     if timezone is not None:
         p["tz"] = timezone
-    if payload is not None:
-        check_value(payload)
-        p["job_payload"] = payload
-    if max_attempts is not None:
-        p["max_attempts"] = max_attempts
-    if retry_interval is not None:
-        p["retry_interval_ms"] = to_ms(retry_interval)
-    if lease is not None:
-        p["lease_ms"] = to_ms(lease)
-    if headers:
-        p["headers"] = dict(headers)
-    if task is not None:
-        p["task"] = task
-    if priority is not None:
-        p["priority"] = priority
     return p

@@ -1,12 +1,17 @@
 """Job handlers: ENQUEUE, ENQUEUEMANY, JOB, LSJOB, RMJOB, RETRY."""
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from overhop.broker.enqueue import EnqueueRequest
 from overhop.clock import MAX_TIME_MS, now_ms
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.jobs import MAX_PRIORITY, MIN_PRIORITY, STATUS_LABELS, JobStatus
+from overhop.model.jobs import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    STATUS_LABELS,
+    JobStatus,
+    uuid_of_job_id,
+)
 from overhop.model.queues import parse_queue_name
 from overhop.model.tasks import parse_optional_task_name
 from overhop.server.context import ServerContext
@@ -201,11 +206,8 @@ def _page_after(p: dict[str, Any], queue_name: str) -> bytes | None:
     after = parse_optional_str(p, "after", max_length=200)
     if after is None:
         return None
-    queue_part, _, uuid_part = after.rpartition(":")
     try:
-        if queue_part != queue_name:
-            raise ValueError
-        return uuid.UUID(uuid_part).bytes
+        return uuid_of_job_id(after, queue_name)
     except ValueError:
         raise RequestError(ErrorCode.INVALID_PAYLOAD,
                            f"'after' must be a job id of queue {queue_name!r}") from None
