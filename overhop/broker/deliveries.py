@@ -123,7 +123,7 @@ class Deliveries:
         if runtime is not None:
             runtime.ending[delivery.delivery_id] = delivery.job_id
             runtime.active -= 1
-            self._scheduler.pump(runtime)
+            self._scheduler.slot_freed(runtime)
 
     def _outcome_written(self, delivery: Delivery, ending: Ending | None,
                          visible: "asyncio.Future[Any]") -> None:

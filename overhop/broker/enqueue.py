@@ -18,10 +18,14 @@ from overhop.broker.state import BrokerState
 from overhop.broker.watches import Watches
 from overhop.broker.workers import Worker
 from overhop.errors import ErrorCode, RequestError
+from overhop.logs import get_logger
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueState
+from overhop.model.uniqueness import UniqueScope
 from overhop.storage import operations as ops
 from overhop.storage.writer import Writer
+
+log = get_logger("overhop.broker")
 
 
 @dataclass(slots=True)
@@ -37,6 +41,10 @@ class EnqueueRequest:
     headers: dict[str, str] | None = None
     task: str | None = None
     priority: int | None = None
+    unique_key: str | None = None
+    unique_scope: UniqueScope | None = None
+    unique_expires_at_ms: int | None = None
+    group: str | None = None
 
 
 class Enqueuer:
@@ -51,28 +59,50 @@ class Enqueuer:
         self.job_ids = JobIdGenerator()
 
     def enqueue(self, request: EnqueueRequest, now: int, watcher: Worker | None = None
-                ) -> "asyncio.Future[str]":
-        """Add one job; `watcher`, if given, is told of its final outcome (RESULT)."""
+                ) -> tuple[str, "asyncio.Future[str]"]:
+        """Add one job: its id, and the future of the id of the job that holds its unique
+        key once the commit is durable (its own id, unless it was a duplicate and nothing
+        was added). `watcher`, if given, is told of the final outcome (RESULT)."""
         runtime = self._state.user_queue(request.queue_name)
         job = self.new_job(runtime, request, now)
         if watcher is not None:
             self._watches.add(watcher, [job.job_id])  # before the job can possibly end
-        self._state.tally.enqueued(request.queue_name, 1)
         future = self._submit(runtime, job, now)
-        if watcher is not None:
-            future.add_done_callback(partial(self._unwatch_if_refused, watcher, [job.job_id]))
-        return future
+        self._after_commit(future, [job.job_id], watcher)
+        return job.job_id, future
 
-    def _unwatch_if_refused(self, watcher: Worker, job_ids: list[str],
-                            done: "asyncio.Future[Any]") -> None:
+    def _after_commit(self, future: "asyncio.Future[Any]", job_ids: list[str],
+                      watcher: Worker | None) -> None:
+        """Count the jobs added; move a watch from a duplicate to its holder."""
+        queue_name = job_ids[0].rsplit(":", 1)[0]
+        future.add_done_callback(partial(self._committed, queue_name, job_ids, watcher))
+
+    def _committed(self, queue_name: str, job_ids: list[str], watcher: Worker | None,
+                   done: "asyncio.Future[Any]") -> None:
         if done.cancelled() or done.exception() is not None:
-            for job_id in job_ids:
-                self._watches.remove(watcher, job_id)
+            if watcher is not None:
+                for job_id in job_ids:
+                    self._watches.remove(watcher, job_id)
+            return
+        result = done.result()
+        holders: list[str] = [result] if isinstance(result, str) else result
+        duplicates = [(new, held) for new, held in zip(job_ids, holders, strict=True)
+                      if new != held]
+        self._state.tally.enqueued(queue_name, len(job_ids) - len(duplicates))
+        if watcher is None or watcher.gone:
+            return
+        for new, held in duplicates:
+            self._watches.remove(watcher, new)
+            try:
+                self._watches.watch(watcher, held)
+            except RequestError as exc:  # the holder went meanwhile: nothing will come
+                log.info("duplicate_watch_dropped", jid=held, error=exc.code.name)
 
     def _submit(self, runtime: QueueRuntime, job: JobRecord, now: int
                 ) -> "asyncio.Future[str]":
         status = job.status
-        if status == JobStatus.WAITING and self._scheduler.can_hand_over(runtime):
+        if (status == JobStatus.WAITING and self._scheduler.can_hand_over(runtime)
+                and (job.group is None or runtime.record.config.group_concurrency_limit is None)):
             return self._scheduler.enqueue_handed_over(runtime, job, now)
         future = self._writer.submit(ops.Enqueue(job)).durable
         if status == JobStatus.WAITING:
@@ -83,8 +113,10 @@ class Enqueuer:
         return future
 
     def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest], now: int,
-                     watcher: Worker | None = None) -> "asyncio.Future[list[str]]":
-        """Several jobs of one queue in one operation: all are committed, or none.
+                     watcher: Worker | None = None
+                     ) -> tuple[list[str], "asyncio.Future[list[str]]"]:
+        """Several jobs of one queue in one operation: all are committed, or none. Their
+        ids, and the future of the ids of the jobs holding their unique keys (as `enqueue`).
 
         They are dispatched from `waiting` like any other jobs, oldest first (no direct
         hand-over: a batch is not latency-bound)."""
@@ -95,13 +127,11 @@ class Enqueuer:
                 jobs.append(self.new_job(runtime, request, now))
             except RequestError as exc:
                 raise exc.in_batch(index) from None
+        job_ids = [job.job_id for job in jobs]
         if watcher is not None:
-            self._watches.add(watcher, [job.job_id for job in jobs])
+            self._watches.add(watcher, job_ids)
         future = self._writer.submit(ops.EnqueueMany(queue_name, jobs)).durable
-        if watcher is not None:
-            future.add_done_callback(partial(self._unwatch_if_refused, watcher,
-                                             [job.job_id for job in jobs]))
-        self._state.tally.enqueued(queue_name, len(jobs))
+        self._after_commit(future, job_ids, watcher)
         waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
         if waiting:
             self._scheduler.add_waiting(runtime, waiting)
@@ -109,7 +139,7 @@ class Enqueuer:
         if starts:
             first = min(starts)
             future.add_done_callback(lambda f: f.exception() or self._note_due(runtime, first))
-        return future
+        return job_ids, future
 
     def new_job(self, runtime: QueueRuntime, request: EnqueueRequest, now: int) -> JobRecord:
         """The record of a new job (ENQUEUE, ENQUEUEMANY, a schedule's fire); raises
@@ -137,4 +167,8 @@ class Enqueuer:
             headers=request.headers,
             task=request.task,
             priority=request.priority,
+            unique_key=request.unique_key,
+            unique_scope=request.unique_scope,
+            unique_expires_at_ms=request.unique_expires_at_ms,
+            group=request.group,
         )

@@ -136,7 +136,8 @@ class QueueAdmin:
             runtime, previous, self._writer.submit(ops.SetQueueConfig(name, config)).durable,
             "queue_settings_changed", settings=sorted(changes))
         self._scheduler.cancel_rate_timer(name)  # the window may have changed: plan afresh
-        self._scheduler.pump(runtime)  # a raised concurrency or rate limit dispatches at once
+        # A raised concurrency, group or rate limit dispatches at once.
+        self._scheduler.slot_freed(runtime)
         return task
 
     def _settle_record(self, runtime: QueueRuntime, previous: QueueRecord,

@@ -74,6 +74,9 @@ class QueueRuntime:
     ending: dict[str, str] = field(default_factory=dict)
     # Jobs this queue's dispatches asked for since boot: places the fair-share picks.
     dispatched: int = 0
+    # Waiting jobs held back by their group's limit, as the last dispatch found them: an
+    # end in the queue may free one, so it is worth a dispatch (`Scheduler.slot_freed`).
+    blocked_waiting: int = 0
 
     def dispatch_guards(self, slots: int) -> list[tuple[str, str]]:
         """(delivery id, job id) of the ends a dispatch of `slots` jobs planned now depends

@@ -109,6 +109,14 @@ class Scheduler:
         runtime.waiting_added += count
         self.pump(runtime)
 
+    def slot_freed(self, runtime: QueueRuntime) -> None:
+        """A job's end or a changed limit freed room: dispatch, also when the only waiting
+        jobs are held back by their groups' limits (the dispatch finds whether one may go
+        now)."""
+        if runtime.blocked_waiting > 0 and runtime.waiting_estimate <= 0:
+            runtime.waiting_estimate = 1
+        self.pump(runtime)
+
     def pump(self, runtime: QueueRuntime) -> None:
         """Dispatch what the queue's limits, credits and waiting jobs allow now."""
         if (self._state.dispatch_stopped or runtime.dispatch_in_flight
@@ -172,6 +180,7 @@ class Scheduler:
             self.deliver(subscription, delivery_id, job, now)
         self._refund(runtime, plan[len(taken.jobs):])
         runtime.waiting_estimate = taken.waiting_left + (runtime.waiting_added - added_before)
+        runtime.blocked_waiting = taken.blocked
         self.pump(runtime)
 
     def _refund(self, runtime: QueueRuntime, unused: list[Subscription]) -> None:
@@ -251,7 +260,8 @@ class Scheduler:
         def on_visible(visible: "asyncio.Future[str]") -> None:
             # The QUEST goes out once the commit is visible, one sync before the ENQUEUE's
             # OK (which waits for the commit to be durable): see docs/storage.md.
-            if visible.exception() is not None:
+            if visible.exception() is not None or visible.result() != job.job_id:
+                # Refused, or a duplicate of a job holding its unique key: nothing added.
                 self._refund(runtime, [subscription])
                 self.pump(runtime)
                 return

@@ -182,11 +182,12 @@ class Broker:
     # -- jobs --------------------------------------------------------------------------------
 
     def enqueue(self, request: EnqueueRequest, watcher: Worker | None = None
-                ) -> "asyncio.Future[str]":
+                ) -> tuple[str, "asyncio.Future[str]"]:
         return self._enqueuer.enqueue(request, self.clock(), watcher)
 
     def enqueue_many(self, queue_name: str, requests: list[EnqueueRequest],
-                     watcher: Worker | None = None) -> "asyncio.Future[list[str]]":
+                     watcher: Worker | None = None
+                     ) -> tuple[list[str], "asyncio.Future[list[str]]"]:
         return self._enqueuer.enqueue_many(queue_name, requests, self.clock(), watcher)
 
     def job(self, job_id: str) -> JobRecord | None:

@@ -16,8 +16,9 @@ from overhop.broker.runtime import QueueRuntime
 from overhop.clock import to_rfc3339
 from overhop.http.sentences import blocked_sentence
 from overhop.http.sources import Sources, rss_bytes
-from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.jobs import JobRecord, JobStatus, effective_priority
 from overhop.model.queues import QueueState
+from overhop.model.uniqueness import unique_until
 
 # Rows one page of the queue view shows at most: a screenful or a few, never a scan.
 MAX_PAGE = 200
@@ -124,6 +125,7 @@ def job_row(job: JobRecord) -> dict[str, Any]:
             last_error = str(error.get("message", ""))[:200]
             break
     return {"jid": job.job_id, "status": job.status.label, "task": job.task,
+            "priority": effective_priority(job), "group": job.group,
             "created_at": to_rfc3339(job.created_at_ms),
             "execution_start_at": to_rfc3339(job.execution_start_at_ms),
             "finished_at": _time(job.finished_at_ms), "attempts": job.attempts_so_far,
@@ -159,6 +161,9 @@ def job_detail(sources: Sources, job: JobRecord) -> dict[str, Any]:
         "task": job.task, "created_at": to_rfc3339(job.created_at_ms),
         "execution_start_at": to_rfc3339(job.execution_start_at_ms),
         "finished_at": _time(job.finished_at_ms),
+        "priority": effective_priority(job), "group": job.group,
+        "unique_key": job.unique_key, "unique_until": unique_until(job),
+        "unique_expires_at": _time(job.unique_expires_at_ms),
         "attempts": job.attempts_so_far, "max_attempts": policy.max_attempts,
         "lease_ms": policy.lease_ms,
         "payload": payload, "payload_length": payload_bytes, "payload_cut": payload_cut,

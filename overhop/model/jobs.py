@@ -60,6 +60,11 @@ DEFAULT_PRIORITY = 5
 PRIORITY_FAIR_SHARE = 10
 
 
+def effective_priority(job: "JobRecord") -> int:
+    """The job's priority, the default when ENQUEUE gave none."""
+    return DEFAULT_PRIORITY if job.priority is None else job.priority
+
+
 def priority_rank(priority: int | None) -> int:
     """The byte that orders waiting jobs in the index: 0 for the highest priority."""
     return MAX_PRIORITY - (DEFAULT_PRIORITY if priority is None else priority)
@@ -157,6 +162,14 @@ class JobRecord:
     cancel_reason: str | None = None
     # The producer's priority (MIN_PRIORITY..MAX_PRIORITY); None: DEFAULT_PRIORITY.
     priority: int | None = None
+    # The producer's unique key, its scope (a `uniqueness.UniqueScope` number) and, for a
+    # duration, when it ends: the key is held in the store's `unique` table while the job
+    # holds it (model/uniqueness.py).
+    unique_key: str | None = None
+    unique_scope: int | None = None
+    unique_expires_at_ms: int | None = None
+    # The producer's group (a tenant): its queue's group limit and turns apply.
+    group: str | None = None
 
     @property
     def uuid(self) -> str:

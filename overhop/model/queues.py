@@ -42,6 +42,8 @@ class QueueConfig:
     completed_max_age_ms: int | None = None
     failed_max_count: int | None = None
     failed_max_age_ms: int | None = None
+    # At most this many active jobs per group (ENQUEUE's `group`) at any instant.
+    group_concurrency_limit: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -64,7 +66,8 @@ class QueueConfig:
 RETENTION_SETTINGS = ("completed_max_count", "completed_max_age_ms", "failed_max_count",
                       "failed_max_age_ms")
 _OPTIONAL_INT_SETTINGS = ("concurrency_limit", "max_attempts", "retry_interval_ms",
-                          "backoff_max_ms", "lease_ms", "rate_limit", *RETENTION_SETTINGS)
+                          "backoff_max_ms", "lease_ms", "rate_limit", *RETENTION_SETTINGS,
+                          "group_concurrency_limit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,7 @@ _INT_SETTINGS: dict[str, tuple[int, int]] = {
     "completed_max_age_ms": (0, 315_360_000_000),
     "failed_max_count": (0, 1_000_000_000),
     "failed_max_age_ms": (0, 315_360_000_000),
+    "group_concurrency_limit": (1, 1_000_000),
 }
 # Settings that cannot be cleared with nil (they always have a value).
 _REQUIRED_INT_SETTINGS = frozenset({"rate_window_ms"})

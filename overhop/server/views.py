@@ -4,9 +4,10 @@ from typing import Any
 
 from overhop.broker.workers import Delivery
 from overhop.clock import to_rfc3339
-from overhop.model.jobs import DEFAULT_PRIORITY, JobRecord
+from overhop.model.jobs import DEFAULT_PRIORITY, JobRecord, effective_priority
 from overhop.model.queues import JobPolicy, QueueRecord
 from overhop.model.schedules import ScheduleRecord
+from overhop.model.uniqueness import unique_until
 from overhop.wire.codec import decode_value
 
 
@@ -72,8 +73,12 @@ def job_view(job: JobRecord, policy: JobPolicy, delivery: Delivery | None = None
         "runtime": runtime,
         "headers": job.headers or {},
         "task": job.task,
-        "priority": DEFAULT_PRIORITY if job.priority is None else job.priority,
+        "priority": effective_priority(job),
         "cancel_reason": job.cancel_reason,
+        "group": job.group,
+        "unique_key": job.unique_key,
+        "unique_until": unique_until(job),
+        "unique_expires_at": _time(job.unique_expires_at_ms),
     }
 
 

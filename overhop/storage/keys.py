@@ -1,7 +1,8 @@
 """The whole LMDB key layout on one screen.
 
-Layout version 2 (version 1 had no priority byte in `waiting` entries; `migrations.py`
-rewrites them when a version-1 store opens). Named databases:
+Layout version 3 (version 1 had no priority byte in `waiting` entries; `migrations.py`
+rewrites them when a version-1 store opens; version 2 had no unique and group tables and
+no grouped `waiting` entries, so it becomes 3 as it is). Named databases:
 
 | db           | key                                              | value                  |
 |--------------|--------------------------------------------------|------------------------|
@@ -10,11 +11,16 @@ rewrites them when a version-1 store opens). Named databases:
 | `jobs`       | job id (`<queue>:<uuid7>`)                       | job record             |
 | `by_status`  | queue name, 0x00, status (1 byte), uuid7 (16 B); | empty                  |
 |              | `waiting`: a priority rank byte before the uuid7 |                        |
+|              | (with 0x80 set for a job with a group)           |                        |
 | `by_time`    | queue name, 0x00, start ms (8 B BE), uuid7 (16 B)| empty                  |
 | `by_finish`  | queue name, 0x00, status, finish ms (8 B), uuid7 | empty                  |
 | `counters`   | queue name, 0x00, status (1 byte)                | count (8 B BE)         |
 | `users`      | user name; 0x00 `secret` for the server's secret | user record; 32 bytes  |
 | `schedules`  | schedule name                                    | schedule record        |
+| `unique`     | queue name, 0x00, unique key                     | holder uuid7, ends ms  |
+| `groups`     | queue name, 0x00, group (the queue's turns: none)| counts (group_index.py)|
+| `group_ring` | queue name, 0x00, `r`, turn (8 B) / `p`, group   | group / empty          |
+|`group_waiting`| queue name, 0x00, group, 0x00, rank, uuid7      | empty                  |
 
 Queue names are ASCII letters, digits, `_` and `-`, so 0x00 ends a name unambiguously.
 Numbers are big-endian so byte order is time order; uuid7 bytes sort by creation time, so
@@ -28,7 +34,7 @@ import struct
 
 from overhop.model.jobs import JobStatus
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 SEPARATOR = b"\x00"
 U64 = struct.Struct(">Q")
 
@@ -78,9 +84,22 @@ def status_prefix(queue_name: str, status: int) -> bytes:
     return queue_prefixes(queue_name)[status]
 
 
+# Set in the rank byte of a grouped job's `waiting` entry: ungrouped jobs (the dispatch
+# order's FIFO per priority) come first and grouped ones (dispatched from `group_waiting`,
+# listed here) after them.
+GROUPED_RANK = 0x80
+
+
 def waiting_key(prefixes: tuple[bytes, ...], rank: int, uuid_bytes: bytes) -> bytes:
     """A `waiting` entry of `by_status`: highest priority first, then creation order."""
     return prefixes[JobStatus.WAITING] + bytes((rank,)) + uuid_bytes
+
+
+def unique_key(queue_name: str, key: str) -> bytes:
+    return queue_prefix(queue_name) + key.encode()
+
+
+UNIQUE_HOLDER = struct.Struct(">16sQ")
 
 
 def timed_key(prefix: bytes, at_ms: int, uuid_bytes: bytes) -> bytes:

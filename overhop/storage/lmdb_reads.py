@@ -30,24 +30,27 @@ def items_from(cursor: lmdb.Cursor) -> Iterator[tuple[bytes, bytes]]:
     return cast("Iterator[tuple[bytes, bytes]]", iter(cursor))
 
 
-def rank_heads(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[bytes]:
+def rank_heads(cursor: lmdb.Cursor, prefix: bytes, below: int = 256) -> Iterator[bytes]:
     """The first key of each priority rank under a `waiting` prefix (the rank byte follows
-    the prefix), best rank first: one seek per rank present."""
+    the prefix), best rank first, ranks below `below` only: one seek per rank present."""
     start = prefix
     while cursor.set_range(start):
         key = key_at(cursor)
         if not key.startswith(prefix):
             return
-        yield key
         rank = key[len(prefix)]
+        if rank >= below:
+            return
+        yield key
         if rank == 255:
             return
         start = prefix + bytes((rank + 1,))
 
 
-def oldest_waiting_key(cursor: lmdb.Cursor, prefix: bytes) -> bytes | None:
-    """The `waiting` entry of the job created first, whatever its priority."""
-    return min(rank_heads(cursor, prefix), key=lambda key: key[-16:], default=None)
+def oldest_waiting_key(cursor: lmdb.Cursor, prefix: bytes, below: int = 256) -> bytes | None:
+    """The `waiting` entry of the job created first, whatever its priority (of the ranks
+    below `below`)."""
+    return min(rank_heads(cursor, prefix, below), key=lambda key: key[-16:], default=None)
 
 
 def count(txn: lmdb.Transaction, db: lmdb._Database, queue_name: str, status: int) -> int:

@@ -40,6 +40,7 @@ def encode_job(job: JobRecord) -> bytes:
             job.reserved, job.attempts_so_far, job.delivery_id, job.worker_id,
             job.started_at_ms, job.finished_at_ms, job.result, job.history, job.logs,
             job.logs_dropped, job.headers, job.task, job.cancel_reason, job.priority,
+            job.unique_key, job.unique_scope, job.unique_expires_at_ms, job.group,
         ]
     )
 

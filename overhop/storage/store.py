@@ -84,6 +84,10 @@ class Store:
         self.counters_db = self.env.open_db(b"counters")
         self.users_db = self.env.open_db(b"users")
         self.schedules_db = self.env.open_db(b"schedules")
+        self.unique_db = self.env.open_db(b"unique")
+        self.groups_db = self.env.open_db(b"groups")
+        self.group_ring = self.env.open_db(b"group_ring")
+        self.group_waiting = self.env.open_db(b"group_waiting")
         self._page_size: int = self.env.stat()["psize"]
         if not owner:
             return
@@ -98,7 +102,13 @@ class Store:
             stored = txn.get(keys.META_LAYOUT_VERSION, db=self.meta)
         if stored is not None and stored[0] == 1:
             self.migrated_entries = waiting_ranks(self.env, self.by_status, self.meta)
+            stored = bytes((2,))
+        if stored is not None and stored[0] == 2:
+            # Layout 3 added the unique and group tables (empty in a layout-2 store) and
+            # grouped `waiting` entries: only the version changes.
             stored = bytes((keys.LAYOUT_VERSION,))
+            with self.env.begin(write=True) as txn:
+                txn.put(keys.META_LAYOUT_VERSION, stored, db=self.meta)
         with self.env.begin(write=True) as txn:
             if stored is None:
                 txn.put(keys.META_LAYOUT_VERSION, bytes((keys.LAYOUT_VERSION,)), db=self.meta)

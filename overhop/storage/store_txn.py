@@ -17,9 +17,11 @@ from overhop.model.jobs import (
     priority_rank,
 )
 from overhop.model.queues import QueueRecord
+from overhop.model.uniqueness import holds_key
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
-from overhop.storage.keys import U64
+from overhop.storage.group_index import GroupBook, group_waiting_prefix
+from overhop.storage.keys import GROUPED_RANK, U64
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 from overhop.storage.store import Store
 
@@ -34,11 +36,14 @@ def index_state(job: JobRecord) -> IndexState:
 class StoreTxn:
     """The write primitives of one write transaction. Used only by the writer thread."""
 
-    __slots__ = ("_counter_deltas", "_store", "txn")
+    __slots__ = ("_counter_deltas", "_group_limits", "_store", "groups", "txn")
 
     def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
         self._store = store
         self.txn = txn
+        self.groups = GroupBook(txn, store.groups_db, store.group_ring)
+        # Each queue's group limit, read once per transaction when a grouped job moves.
+        self._group_limits: dict[str, int | None] = {}
         # Counter changes are summed here and written once per (queue, status) by
         # `flush_counters`, just before the commit: a batch of 500 enqueues writes the
         # waiting counter once, not 500 times.
@@ -52,6 +57,14 @@ class StoreTxn:
 
     def put_queue(self, queue: QueueRecord) -> None:
         self.txn.put(queue.name.encode(), encode_queue(queue), db=self._store.queues_db)
+        self._group_limits.pop(queue.name, None)
+
+    def group_limit(self, queue_name: str) -> int | None:
+        limits = self._group_limits
+        if queue_name not in limits:
+            queue = self.get_queue(queue_name)
+            limits[queue_name] = None if queue is None else queue.config.group_concurrency_limit
+        return limits[queue_name]
 
     def queue_exists(self, name: str) -> bool:
         return self.txn.get(name.encode(), db=self._store.queues_db) is not None
@@ -63,6 +76,7 @@ class StoreTxn:
             key = keys.counter_key(name, status)
             self.txn.delete(key, db=store.counters_db)
             self._counter_deltas.pop(key, None)
+        self.groups.forget_queue(keys.queue_prefix(name))
 
     def count(self, queue_name: str, status: JobStatus) -> int:
         stored = reads.count(self.txn, self._store.counters_db, queue_name, status)
@@ -83,8 +97,47 @@ class StoreTxn:
         data = encode_job(job) if stored is None else stored
         self.txn.put(job.job_id.encode(), data, db=self._store.jobs_db)
         prefixes = keys.queue_prefixes(job.queue_name)
-        self._index(job, prefixes, keys.job_uuid_bytes(job.job_id))
+        uuid_bytes = keys.job_uuid_bytes(job.job_id)
+        self._index(job, prefixes, uuid_bytes)
         self._bump(prefixes[job.status], 1)
+        if job.group is not None:
+            self._group_moved(job, None, job.status)
+        if (job.unique_key is not None and job.unique_scope is not None
+                and holds_key(job.unique_scope, job.status)):
+            self.txn.put(keys.unique_key(job.queue_name, job.unique_key),
+                         keys.UNIQUE_HOLDER.pack(uuid_bytes, job.unique_expires_at_ms or 0),
+                         db=self._store.unique_db)
+
+    def unique_holder(self, queue_name: str, unique_key: str, now_ms: int) -> str | None:
+        """The id of the job holding this unique key now, if one does (a held duration that
+        has run out holds nothing)."""
+        data = reads.get(self.txn, keys.unique_key(queue_name, unique_key),
+                         self._store.unique_db)
+        if data is None:
+            return None
+        uuid_bytes, ends_ms = keys.UNIQUE_HOLDER.unpack(data)
+        if ends_ms and ends_ms <= now_ms:
+            return None
+        return keys.job_id_from(queue_name, uuid_bytes)
+
+    def _let_go_of_key(self, job: JobRecord) -> None:
+        """The job no longer holds its unique key: free it, unless another job has taken
+        it since (a duration ran out)."""
+        assert job.unique_key is not None
+        key = keys.unique_key(job.queue_name, job.unique_key)
+        data = reads.get(self.txn, key, self._store.unique_db)
+        if data is not None and data[:16] == keys.job_uuid_bytes(job.job_id):
+            self.txn.delete(key, db=self._store.unique_db)
+
+    def _group_moved(self, job: JobRecord, before: JobStatus | None, after: JobStatus | None
+                     ) -> None:
+        """Keep the job's group counts and turn in step with its move."""
+        waiting = (after == JobStatus.WAITING) - (before == JobStatus.WAITING)
+        active = (after == JobStatus.ACTIVE) - (before == JobStatus.ACTIVE)
+        if waiting or active:
+            assert job.group is not None
+            self.groups.change(keys.queue_prefix(job.queue_name), job.group, waiting, active,
+                               self.group_limit(job.queue_name))
 
     def indexed_job(self, job_id: str) -> JobRecord:
         """A job an index just named: its absence is a broken index, a bug."""
@@ -135,18 +188,28 @@ class StoreTxn:
         if index_state(job) != before:
             prefixes = keys.queue_prefixes(job.queue_name)
             uuid_bytes = keys.job_uuid_bytes(job.job_id)
-            self._unindex(prefixes, uuid_bytes, before)
+            self._unindex(job, prefixes, uuid_bytes, before)
             self._index(job, prefixes, uuid_bytes)
             if status != previous_status:
                 self._bump(prefixes[previous_status], -1)
                 self._bump(prefixes[status], 1)
+                if job.group is not None:
+                    self._group_moved(job, previous_status, status)
+                if (job.unique_key is not None and job.unique_scope is not None
+                        and holds_key(job.unique_scope, previous_status)
+                        and not holds_key(job.unique_scope, status)):
+                    self._let_go_of_key(job)
         return data
 
     def delete_job(self, job: JobRecord) -> None:
         self.txn.delete(job.job_id.encode(), db=self._store.jobs_db)
         prefixes = keys.queue_prefixes(job.queue_name)
-        self._unindex(prefixes, keys.job_uuid_bytes(job.job_id), index_state(job))
+        self._unindex(job, prefixes, keys.job_uuid_bytes(job.job_id), index_state(job))
         self._bump(prefixes[job.status], -1)
+        if job.group is not None:
+            self._group_moved(job, job.status, None)
+        if job.unique_key is not None:
+            self._let_go_of_key(job)
 
     def finished_job_ids(self, queue_name: str, status: JobStatus, limit: int
                          ) -> list[tuple[int, str]]:
@@ -205,9 +268,35 @@ class StoreTxn:
             found.append(keys.job_id_from(queue_name, key[-16:]))
 
     def oldest_waiting_id(self, queue_name: str) -> str | None:
-        """The waiting job created first, whatever its priority (the fair-share pick)."""
+        """The ungrouped waiting job created first, whatever its priority (the fair-share
+        pick)."""
         key = reads.oldest_waiting_key(self.txn.cursor(db=self._store.by_status),
-                                       keys.status_prefix(queue_name, JobStatus.WAITING))
+                                       keys.status_prefix(queue_name, JobStatus.WAITING),
+                                       below=GROUPED_RANK)
+        return None if key is None else keys.job_id_from(queue_name, key[-16:])
+
+    def first_ungrouped_waiting_id(self, queue_name: str) -> str | None:
+        """The ungrouped waiting job dispatched next: highest priority, then oldest."""
+        prefix = keys.status_prefix(queue_name, JobStatus.WAITING)
+        cursor = self.txn.cursor(db=self._store.by_status)
+        if not cursor.set_range(prefix):
+            return None
+        key = reads.key_at(cursor)
+        if not key.startswith(prefix) or key[len(prefix)] >= GROUPED_RANK:
+            return None
+        return keys.job_id_from(queue_name, key[-16:])
+
+    def group_waiting_id(self, queue_name: str, group: str, oldest: bool) -> str | None:
+        """The group's waiting job dispatched next (highest priority, then oldest), or with
+        `oldest` the one created first (the group's fair-share pick)."""
+        prefix = group_waiting_prefix(keys.queue_prefix(queue_name), group)
+        cursor = self.txn.cursor(db=self._store.group_waiting)
+        if oldest:
+            key = reads.oldest_waiting_key(cursor, prefix)
+        elif cursor.set_range(prefix) and reads.key_at(cursor).startswith(prefix):
+            key = reads.key_at(cursor)
+        else:
+            key = None
         return None if key is None else keys.job_id_from(queue_name, key[-16:])
 
     def due_job_ids(self, queue_name: str, now_ms: int, limit: int) -> list[str]:
@@ -237,8 +326,15 @@ class StoreTxn:
         store = self._store
         status = job.status
         if status == JobStatus.WAITING:
-            self.txn.put(keys.waiting_key(prefixes, priority_rank(job.priority), uuid_bytes),
-                         b"", db=store.by_status)
+            rank = priority_rank(job.priority)
+            if job.group is None:
+                self.txn.put(keys.waiting_key(prefixes, rank, uuid_bytes), b"",
+                             db=store.by_status)
+                return
+            self.txn.put(keys.waiting_key(prefixes, rank | GROUPED_RANK, uuid_bytes), b"",
+                         db=store.by_status)
+            self.txn.put(group_waiting_prefix(prefixes[0], job.group) + bytes((rank,))
+                         + uuid_bytes, b"", db=store.group_waiting)
             return
         self.txn.put(prefixes[status] + uuid_bytes, b"", db=store.by_status)
         if status == JobStatus.DELAYED:
@@ -248,13 +344,20 @@ class StoreTxn:
             self.txn.put(keys.timed_key(prefixes[status], job.finished_at_ms or 0, uuid_bytes),
                          b"", db=store.by_finish)
 
-    def _unindex(self, prefixes: tuple[bytes, ...], uuid_bytes: bytes,
+    def _unindex(self, job: JobRecord, prefixes: tuple[bytes, ...], uuid_bytes: bytes,
                  before: "IndexState") -> None:
         store = self._store
         status, start_ms, finished_ms, priority = before
         if status == JobStatus.WAITING:
-            self.txn.delete(keys.waiting_key(prefixes, priority_rank(priority), uuid_bytes),
+            rank = priority_rank(priority)
+            if job.group is None:
+                self.txn.delete(keys.waiting_key(prefixes, rank, uuid_bytes),
+                                db=store.by_status)
+                return
+            self.txn.delete(keys.waiting_key(prefixes, rank | GROUPED_RANK, uuid_bytes),
                             db=store.by_status)
+            self.txn.delete(group_waiting_prefix(prefixes[0], job.group) + bytes((rank,))
+                            + uuid_bytes, db=store.group_waiting)
             return
         self.txn.delete(prefixes[status] + uuid_bytes, db=store.by_status)
         if status == JobStatus.DELAYED:

@@ -3,7 +3,8 @@
 Real `Store` (LMDB in a temporary directory), real `Writer` thread, real `Broker`, with a
 manual clock and `ModelPeer`, a small implementation of the broker's `Peer` protocol (its
 documented seam to connections) that keeps the frames sent to it. Hypothesis runs random
-sequences of: adding queues, enqueuing (now or later), subscribing, credits, ACK, JOBBEAT,
+sequences of: adding queues, enqueuing (now or later, with priorities, unique keys of
+each scope and groups), subscribing, credits, ACK, JOBBEAT,
 COMPLETE, FAIL, RELEASE, RETRY, CANCEL (of jobs in every status), BULK (retry, remove,
 cancel, in small batches), RMJOB, outcomes for stale, foreign and fenced deliveries, time
 passing (acknowledgement timeouts, leases, stale workers, backoffs, retention), disconnects,
@@ -19,7 +20,12 @@ stored and in force are the model's; the in-memory deliveries are exactly the ac
 records; no queue dispatches at or above its concurrency limit (a lowered limit only
 drains); credits add up; no queue with waiting jobs has an idle subscription with credit
 and a free slot; and the model's statuses, attempts, finish times and outcome histories
-agree with the records (no job lost). After every heartbeat tick, each queue's retention
+agree with the records (no job lost). Unique keys: the store's `unique` table holds exactly
+the model's holders (one job per key), and a held key makes ENQUEUE a duplicate that adds
+nothing. Groups: the group tables hold each live group's waiting and active counts, its
+place (in turn, parked at its limit, idle) and its waiting jobs; no group has more active
+jobs than its limit (a lowered one only drains); no job of a group below its limit waits
+beside an idle subscription with credit. After every heartbeat tick, each queue's retention
 limits hold.
 """
 
@@ -63,6 +69,7 @@ from overhop.model.jobs import (
     priority_rank,
 )
 from overhop.model.queues import QueueConfig, QueueState
+from overhop.model.uniqueness import UniqueScope, holds_key
 from overhop.server.pushes import (
     encode_abort,
     encode_control,
@@ -70,8 +77,9 @@ from overhop.server.pushes import (
     encode_result,
     encode_subend,
 )
+from overhop.storage import group_index
 from overhop.storage import operations as job_ops
-from overhop.storage.keys import job_id_from
+from overhop.storage.keys import GROUPED_RANK, UNIQUE_HOLDER, job_id_from
 from overhop.storage.records import decode_job
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
@@ -110,6 +118,7 @@ SETTING_VALUES = {
     "completed_max_age_ms": st.sampled_from([None, 0, 1000, 4000]),
     "failed_max_count": st.sampled_from([None, 0, 1, 2]),
     "failed_max_age_ms": st.sampled_from([None, 0, 1000, 4000]),
+    "group_concurrency_limit": st.sampled_from([None, 1, 2]),
 }
 SETTINGS = st.fixed_dictionaries({}, optional=SETTING_VALUES)
 # SETQUEUE names at least one setting.
@@ -189,6 +198,11 @@ class MQueue:
     # The most jobs the queue may have out now: its limit, or, after SETQUEUE lowered the
     # limit below the jobs already out, those jobs (never more) until they drain below it.
     ceiling: int | None = None
+    # A job with a group was enqueued: groups take turns, dispatch order is checked per
+    # group rather than queue-wide.
+    grouped: bool = False
+    # The same as `ceiling`, per group, for the queue's group limit.
+    group_ceilings: dict[str, int] = field(default_factory=dict)
 
     @property
     def limit(self) -> int | None:
@@ -216,6 +230,8 @@ class MJob:
     finished_ms: int | None = None
     outcomes: list[str] = field(default_factory=list)  # every ended delivery but withdrawn
     cancel_reason: str | None = None  # CANCEL's: on a cancelled job, or an active one
+    group: str | None = None
+    unique: tuple[str, int, int | None] | None = None  # key, scope, duration's end
 
 
 @dataclass
@@ -283,6 +299,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.aborts_due: dict[int, list[dict[str, Any]]] = {}
         self.next_worker = 0
         self.restarts = 0
+        # (queue, unique key) -> (holder job id, scope, duration's end or 0): the store's
+        # `unique` table as it must be.
+        self.held: dict[tuple[str, str], tuple[str, int, int]] = {}
         self._open()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -494,6 +513,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             # Nothing became waiting during the step: the jobs that went out are the first
             # by priority then age, but for the fair-share picks, each the oldest left.
             for name, jids in dispatched.items():
+                if self.queues[name].grouped:
+                    continue  # groups take turns: test_groups.py checks the order
                 assert sorted(jids) == self.expected_dispatch(name, waiting_before[name],
                                                               len(jids)), (jids, waiting_before)
 
@@ -518,6 +539,21 @@ class LifecycleMachine(RuleBasedStateMachine):
     def after_step(self, fifo: bool = False) -> None:
         self.promote()
         self.take_quests(fifo)
+        self.let_go_of_keys()
+
+    def let_go_of_keys(self) -> None:
+        """Jobs that no longer hold their unique keys (or are gone) free them; a key once
+        let go is never taken back by its job."""
+        for where, (jid, scope, _) in list(self.held.items()):
+            job = self.jobs.get(jid)
+            if job is None or not holds_key(scope, JobStatus.parse(job.status)):
+                del self.held[where]
+
+    def holder(self, queue: str, key: str) -> str | None:
+        held = self.held.get((queue, key))
+        if held is None or (held[2] and held[2] <= self.now):
+            return None
+        return held[0]
 
     # -- rules: queues -------------------------------------------------------------------
 
@@ -586,7 +622,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         async def go() -> tuple[dict[JobStatus, int], str | None]:
             cleared = self.broker.clear_queue(name)
-            added = None if behind is None else self.broker.enqueue(request)
+            added = None if behind is None else self.broker.enqueue(request)[1]
             removed = await cleared
             return removed, None if added is None else await added
 
@@ -620,7 +656,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         holders = {d.did: self.workers[d.worker_key].worker for d in fenced}
         request = EnqueueRequest(name, msgpack.packb(0), None, None, None, None)
         gone_for: list[tuple[ErrorCode, Callable[[], Any]]] = [
-            (ErrorCode.QUEUE_NOT_FOUND, lambda: self.broker.enqueue(request)),
+            (ErrorCode.QUEUE_NOT_FOUND, lambda: self.broker.enqueue(request)[1]),
             (ErrorCode.QUEUE_EXISTS,
              lambda: self.broker.add_queue(name, QueueConfig())),
             (ErrorCode.QUEUE_NOT_FOUND, lambda: self.broker.clear_queue(name)),
@@ -711,30 +747,56 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 100), delay=st.sampled_from([None, 0, 300, 1500]),
           payload=st.integers(-(2**40), 2**40), count=st.integers(1, 3),
           max_attempts=st.sampled_from([None, None, 1, 4]),
-          priority=st.sampled_from([None, None, MIN_PRIORITY, 5, MAX_PRIORITY]))
+          priority=st.sampled_from([None, None, MIN_PRIORITY, 5, MAX_PRIORITY]),
+          unique=st.none() | st.tuples(st.sampled_from(["k0", "k1"]),
+                                       st.sampled_from(["start", "finish", 600, 3000])),
+          group=st.sampled_from([None, None, "g0", "g1", "g2"]))
     def enqueue(self, index: int, delay: int | None, payload: int, count: int,
-                max_attempts: int | None, priority: int | None) -> None:
+                max_attempts: int | None, priority: int | None,
+                unique: tuple[str, str | int] | None = None, group: str | None = None) -> None:
         """`count` ENQUEUEs submitted together (one commit, like pipelined requests), each
-        with `max_attempts` as its own override (None: the queue's in force) and
-        `priority`."""
+        with `max_attempts` as its own override (None: the queue's in force), `priority`,
+        a unique key (the same for all: the first may take it, the others are duplicates)
+        and a group."""
         name = pick(sorted(self.queues), index)
         scheduled = None if delay is None else self.now + delay
+        key, scope, ends = None, None, None
+        if unique is not None:
+            key, until = unique
+            if isinstance(until, int):
+                scope, ends = UniqueScope.TTL, self.now + until
+            else:
+                scope = UniqueScope.START if until == "start" else UniqueScope.FINISH
         requests = [EnqueueRequest(name, msgpack.packb(payload + n), scheduled, max_attempts,
-                                   None, None, priority=priority) for n in range(count)]
+                                   None, None, priority=priority, unique_key=key,
+                                   unique_scope=scope, unique_expires_at_ms=ends,
+                                   group=group) for n in range(count)]
 
-        async def submit() -> list[str]:
-            return list(await asyncio.gather(*[self.broker.enqueue(r) for r in requests]))
+        async def submit() -> list[tuple[str, str]]:
+            submitted = [self.broker.enqueue(r) for r in requests]
+            holders = await asyncio.gather(*[added for _, added in submitted])
+            return [(new, holder) for (new, _), holder in zip(submitted, holders, strict=True)]
 
-        added: list[str] = self.call(submit)
+        added: list[tuple[str, str]] = self.call(submit)
         start = self.now if scheduled is None else scheduled
         if self.queues[name].paused:
             status = "new"
         else:
             status = "waiting" if start <= self.now else "delayed"
-        for n, job_id in enumerate(added):
+        for n, (job_id, holder) in enumerate(added):
             assert job_id not in self.jobs
+            held = None if key is None else self.holder(name, key)
+            if held is not None:
+                assert holder == held, (holder, held)  # a duplicate: nothing added
+                continue
+            assert holder == job_id
             self.jobs[job_id] = MJob(job_id, name, payload + n, status, start, max_attempts,
-                                     priority)
+                                     priority, group=group,
+                                     unique=None if key is None else (key, int(scope or 0), ends))
+            if key is not None and scope is not None:
+                self.held[(name, key)] = (job_id, int(scope), ends or 0)
+            if group is not None:
+                self.queues[name].grouped = True
         self.after_step()
 
     @precondition(lambda self: any(j.status == "failed" for j in self.jobs.values()))
@@ -1159,7 +1221,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert stored == per_status[(name, int(status))], (name, status)
                 assert stored == by_status[(name, int(status))], (name, status)
         expected_keys = {r.queue_name.encode() + b"\x00" + bytes((int(r.status),))
-                         + (bytes((priority_rank(r.priority),))
+                         + (bytes((priority_rank(r.priority)
+                                   | (0 if r.group is None else GROUPED_RANK),))
                             if r.status == JobStatus.WAITING else b"")
                          + bytes.fromhex(r.uuid.replace("-", "")) for r in records.values()}
         assert status_keys == expected_keys
@@ -1242,13 +1305,102 @@ class LifecycleMachine(RuleBasedStateMachine):
             expected = {mw.sids[name]: mw.credits[name] for mw in self.workers.values()
                         if name in mw.sids}
             assert {sid: s.credits for sid, s in live.items()} == expected
-            # Work is never left waiting next to an idle subscription with credit.
+            # Work is never left waiting next to an idle subscription with credit (but for
+            # jobs of a group at its limit).
+            group_limit = queue.config.group_concurrency_limit
+            group_out = Counter(r.group for r in records.values()
+                                if r.queue_name == name and r.status == JobStatus.ACTIVE)
             waiting = any(j.queue == name and j.status == "waiting"
+                          and (j.group is None or group_limit is None
+                               or group_out[j.group] < group_limit)
                           for j in self.jobs.values())
             if waiting and not queue.paused:
                 full = queue.limit is not None and out >= queue.limit
                 assert full or not any(expected.values()), (name, expected, out)
 
+
+    @invariant()
+    def unique_keys_have_one_holder(self) -> None:
+        stored: dict[tuple[str, str], tuple[str, int]] = {}
+        with self.store.env.begin() as txn:
+            for key, value in txn.cursor(db=self.store.unique_db):
+                name, unique_key = key.split(b"\x00", 1)
+                uuid_bytes, ends = UNIQUE_HOLDER.unpack(value)
+                stored[(name.decode(), unique_key.decode())] = (
+                    job_id_from(name.decode(), uuid_bytes), ends)
+        assert stored == {where: (jid, ends) for where, (jid, _, ends) in self.held.items()}
+        records = self._scan()[0]
+        for (name, unique_key), (jid, scope, _) in self.held.items():
+            record = records[jid]
+            assert record.unique_key == unique_key and record.queue_name == name
+            assert holds_key(scope, record.status), (record.job_id, record.status)
+        for jid, job in self.jobs.items():
+            unique = None if records[jid].unique_key is None else (
+                records[jid].unique_key, records[jid].unique_scope,
+                records[jid].unique_expires_at_ms)
+            assert unique == job.unique and records[jid].group == job.group
+
+    @invariant()
+    def groups_agree_and_stay_within_their_limit(self) -> None:
+        records = self._scan()[0]
+        waiting: Counter[tuple[str, str]] = Counter()
+        active: Counter[tuple[str, str]] = Counter()
+        waiting_keys: set[bytes] = set()
+        for r in records.values():
+            if r.group is None:
+                continue
+            if r.status == JobStatus.WAITING:
+                waiting[(r.queue_name, r.group)] += 1
+                waiting_keys.add(group_index.group_waiting_prefix(
+                    r.queue_name.encode() + b"\x00", r.group)
+                    + bytes((priority_rank(r.priority),)) + bytes.fromhex(r.uuid.replace("-", "")))
+            elif r.status == JobStatus.ACTIVE:
+                active[(r.queue_name, r.group)] += 1
+        counts: dict[tuple[str, str], tuple[int, ...]] = {}
+        turns: dict[str, tuple[int, ...]] = {}
+        ring: set[tuple[str, str]] = set()
+        parked: set[tuple[str, str]] = set()
+        with self.store.env.begin() as txn:
+            for key, value in txn.cursor(db=self.store.groups_db):
+                name, group = key.split(b"\x00", 1)
+                if group:
+                    counts[(name.decode(), group.decode())] = struct.unpack(">QQQQB", value)
+                else:
+                    turns[name.decode()] = struct.unpack(">QQQQ", value)
+            for key, value in txn.cursor(db=self.store.group_ring):
+                name, rest = key.split(b"\x00", 1)
+                if rest[:1] == group_index.RING:
+                    ring.add((name.decode(), value.decode()))
+                else:
+                    parked.add((name.decode(), rest[1:].decode()))
+            stored_keys = set(txn.cursor(db=self.store.group_waiting).iternext(values=False))
+        assert stored_keys == waiting_keys
+        live = set(waiting) | set(active)
+        assert set(counts) == live, (counts, live)
+        expect_ring, expect_parked = set(), set()
+        for where in live:
+            name, group = where
+            limit = self.queues[name].config.group_concurrency_limit
+            assert counts[where][:2] == (waiting[where], active[where]), (where, counts[where])
+            if waiting[where]:
+                below = limit is None or active[where] < limit
+                (expect_ring if below else expect_parked).add(where)
+                assert counts[where][4] == (group_index.IN_TURN if below
+                                            else group_index.PARKED)
+        assert ring == expect_ring and parked == expect_parked, (ring, parked)
+        for name, record in turns.items():
+            assert record[3] == sum(waiting[w] for w in expect_parked if w[0] == name)
+            assert name in self.queues or name == "_system"
+        for name, queue in self.queues.items():
+            limit = queue.config.group_concurrency_limit
+            for (queue_name, group), out in active.items():
+                if queue_name != name or limit is None:
+                    continue
+                ceiling = queue.group_ceilings.get(group, limit)
+                assert out <= max(ceiling, limit), (name, group, out, limit)
+            queue.group_ceilings = {group: max(limit or 0, out)
+                                    for (queue_name, group), out in active.items()
+                                    if queue_name == name}
 
     @invariant()
     def no_loop_errors(self) -> None:

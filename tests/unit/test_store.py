@@ -221,7 +221,8 @@ def test_a_layout_1_store_gets_priority_ranks_in_its_waiting_entries(
         assert all(key[len(waiting_prefix):len(waiting_prefix) + 1] == rank
                    for key in current if key.startswith(waiting_prefix))
         with reopened.env.begin() as txn:
-            assert txn.get(keys.META_LAYOUT_VERSION, db=reopened.meta) == bytes((2,))
+            assert txn.get(keys.META_LAYOUT_VERSION, db=reopened.meta) == bytes(
+                (keys.LAYOUT_VERSION,))
         jobs, _, _ = reopened.list_jobs("q", JobStatus.WAITING, 0, 10, 1 << 20)
         assert [job.job_id for job in jobs] == waiting
     finally:

@@ -46,11 +46,13 @@
   function jobTable(page) {
     if (!page.jobs.length) return el("p", { class: "muted" }, `No ${status} jobs.`);
     return el("table", { id: "jobs" },
-      el("thead", {}, el("tr", {}, ["Job", "Task", "Status", "Created", "Attempts", "Finished", "Last error"]
+      el("thead", {}, el("tr", {}, ["Job", "Task", "Priority", "Group", "Status", "Created", "Attempts", "Finished", "Last error"]
         .map((h) => el("th", {}, h)))),
       el("tbody", {}, page.jobs.map((job) => el("tr", { "data-jid": job.jid },
         el("td", {}, el("a", { href: Overhop.jobHref(job.jid) }, job.jid)),
         el("td", {}, job.task === null ? "—" : el("code", {}, job.task)),
+        el("td", { class: "num" }, job.priority),
+        el("td", {}, job.group === null ? "—" : job.group),
         el("td", { class: `status-${job.status}` }, job.status),
         el("td", {}, time(job.created_at)),
         el("td", { class: "num" }, job.attempts),

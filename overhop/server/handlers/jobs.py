@@ -1,5 +1,6 @@
 """Job handlers: ENQUEUE, ENQUEUEMANY, JOB, LSJOB, RMJOB, RETRY."""
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from overhop.broker.enqueue import EnqueueRequest
@@ -14,6 +15,7 @@ from overhop.model.jobs import (
 )
 from overhop.model.queues import parse_queue_name
 from overhop.model.tasks import parse_optional_task_name
+from overhop.model.uniqueness import parse_optional_group, parse_unique
 from overhop.server.context import ServerContext
 from overhop.wire.encoding import encode_value
 from overhop.wire.payloads import (
@@ -40,7 +42,10 @@ HEADERS_MAX_BYTES = 4096
 def handle_enqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     request = parse_enqueue_request(ctx, _enqueue_queue(ctx, p), p, _QUEUE_AND_PAYLOAD)
     watcher = conn.require_worker() if _watch(p) else None
-    return ctx.broker.enqueue(request, watcher), _jid_reply
+    job_id, added = ctx.broker.enqueue(request, watcher)
+    if request.unique_key is None:
+        return added, _jid_reply
+    return added, partial(_unique_reply, job_id)
 
 
 def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -62,7 +67,10 @@ def handle_enqueuemany(ctx: ServerContext, conn: "Connection", p: dict[str, Any]
         except RequestError as exc:
             raise exc.in_batch(index) from None
     watcher = conn.require_worker() if _watch(p) else None
-    return ctx.broker.enqueue_many(queue_name, requests, watcher), _jids_reply
+    job_ids, added = ctx.broker.enqueue_many(queue_name, requests, watcher)
+    if all(request.unique_key is None for request in requests):
+        return added, _jids_reply
+    return added, partial(_unique_many_reply, job_ids)
 
 
 def _watch(p: dict[str, Any]) -> bool:
@@ -107,6 +115,7 @@ def parse_enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any]
             raise RequestError(ErrorCode.INVALID_PAYLOAD,
                                "give 'scheduled_at' or 'delay_ms', not both")
         scheduled_at = min(now_ms() + delay_ms, MAX_TIME_MS)
+    unique_key, unique_scope, unique_ends = parse_unique(p, now_ms())
     return EnqueueRequest(
         queue_name=queue_name,
         payload=payload,
@@ -117,6 +126,10 @@ def parse_enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any]
         headers=_headers(p),
         task=parse_optional_task_name(p),
         priority=parse_optional_int(p, "priority", low=MIN_PRIORITY, high=MAX_PRIORITY),
+        unique_key=unique_key,
+        unique_scope=unique_scope,
+        unique_expires_at_ms=unique_ends,
+        group=parse_optional_group(p),
     )
 
 
@@ -148,6 +161,18 @@ def _jid_reply(job_id: str) -> dict[str, Any]:
 
 def _jids_reply(job_ids: list[str]) -> dict[str, Any]:
     return {"jids": job_ids}
+
+
+def _unique_reply(job_id: str, holder: str) -> dict[str, Any]:
+    """A job with a unique key: the id of the job holding the key, and whether that is
+    another job (a duplicate: nothing was added)."""
+    return {"jid": holder, "duplicate": holder != job_id}
+
+
+def _unique_many_reply(job_ids: list[str], holders: list[str]) -> dict[str, Any]:
+    return {"jids": holders,
+            "duplicate": [holder != job_id for job_id, holder in zip(job_ids, holders,
+                                                                     strict=True)]}
 
 
 def handle_job(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:

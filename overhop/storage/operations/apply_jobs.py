@@ -20,6 +20,7 @@ from overhop.model.jobs import (
 )
 from overhop.model.queues import JobPolicy, QueueConfig, QueueRecord, QueueState, resolve_policy
 from overhop.model.retry import plan_after_attempt
+from overhop.storage import keys
 from overhop.storage.operations.catalogue import (
     AppendLogs,
     Complete,
@@ -70,35 +71,50 @@ def job_or_raise(txn: StoreTxn, job_id: str) -> JobRecord:
 
 
 def apply_enqueue(txn: StoreTxn, op: Enqueue, jobs: JobsConfig) -> str:
+    """The new job's id; for a job whose unique key is held, the holder's id, and nothing
+    is added (the check and the insert are in one transaction: no race makes two)."""
     job = op.job
     _require_queue(txn, job.queue_name)
-    txn.insert_job(job, op.stored if isinstance(op, ReceivedEnqueue) else None)
-    return job.job_id
+    return _insert_unless_held(txn, job, op.stored if isinstance(op, ReceivedEnqueue) else None)
 
 
 def apply_enqueue_many(txn: StoreTxn, op: EnqueueMany, jobs: JobsConfig) -> list[str]:
+    """Each job's id, or its unique key's holder's (an earlier job of the batch too)."""
     _require_queue(txn, op.queue_name)
     if isinstance(op, ReceivedEnqueueMany):
-        for job, stored in zip(op.jobs, op.stored, strict=True):
-            txn.insert_job(job, stored)
-    else:
-        for job in op.jobs:
-            txn.insert_job(job)
-    return [job.job_id for job in op.jobs]
+        return [_insert_unless_held(txn, job, stored)
+                for job, stored in zip(op.jobs, op.stored, strict=True)]
+    return [_insert_unless_held(txn, job, None) for job in op.jobs]
+
+
+def _insert_unless_held(txn: StoreTxn, job: JobRecord, stored: bytes | None) -> str:
+    if job.unique_key is not None:
+        holder = txn.unique_holder(job.queue_name, job.unique_key, job.created_at_ms)
+        if holder is not None:
+            return holder
+    txn.insert_job(job, stored)
+    return job.job_id
 
 
 def apply_take_waiting(txn: StoreTxn, op: TakeWaiting, jobs: JobsConfig
-                       ) -> tuple[list[bytes], int]:
-    """`guards` are (delivery id, job id) of deliveries whose ends were written before this
+                       ) -> tuple[list[bytes], int, int]:
+    """The jobs taken (stored bytes), the waiting jobs left that a later dispatch could
+    take, and those held back because their group is at its limit.
+
+    `guards` are (delivery id, job id) of deliveries whose ends were written before this
     (earlier in this transaction or before it) and whose concurrency slots this dispatch
     uses: if one of those jobs is still active with that delivery, its end failed and the
     slot is not free, so nothing is taken."""
     queue_name = op.queue_name
-    taken: list[bytes] = []
     for delivery_id, job_id in op.guards:
         job = txn.get_job(job_id)
         if job is not None and job.status == JobStatus.ACTIVE and job.delivery_id == delivery_id:
-            return taken, txn.count(queue_name, JobStatus.WAITING)
+            return [], *_dispatchable(txn, queue_name)
+    queue_prefix = keys.queue_prefix(queue_name)
+    if txn.groups.turns(queue_prefix) is not None:
+        # The queue has had jobs with a group: the groups take turns.
+        return _take_in_turns(txn, op, queue_prefix), *_dispatchable(txn, queue_name)
+    taken: list[bytes] = []
     ranked = txn.oldest_job_ids(queue_name, JobStatus.WAITING, len(op.assignments))
     chosen: set[str] = set()
     next_ranked = 0
@@ -118,7 +134,51 @@ def apply_take_waiting(txn: StoreTxn, op: TakeWaiting, jobs: JobsConfig
         taken.append(txn.move_job(txn.indexed_job(picked), JobStatus.ACTIVE,
                                   delivery_id=delivery_id, worker_id=worker_id,
                                   started_at_ms=op.now_ms))
-    return taken, txn.count(queue_name, JobStatus.WAITING)
+    return taken, txn.count(queue_name, JobStatus.WAITING), 0
+
+
+def _dispatchable(txn: StoreTxn, queue_name: str) -> tuple[int, int]:
+    """The waiting jobs a dispatch could take, and those of groups at their limit."""
+    turns = txn.groups.turns(keys.queue_prefix(queue_name))
+    blocked = 0 if turns is None else turns.blocked
+    return txn.count(queue_name, JobStatus.WAITING) - blocked, blocked
+
+
+def _take_in_turns(txn: StoreTxn, op: TakeWaiting, queue_prefix: bytes) -> list[bytes]:
+    """A dispatch in a queue with groups: each job goes to the group served longest ago
+    (the ungrouped jobs take their turn as one group) among the groups below their limit;
+    within a group, highest priority then oldest, and every PRIORITY_FAIR_SHARE-th of its
+    dispatches its oldest job."""
+    queue_name = op.queue_name
+    groups = txn.groups
+    taken: list[bytes] = []
+    for delivery_id, worker_id in op.assignments:
+        turns = groups.turns(queue_prefix)
+        assert turns is not None
+        head = groups.first_in_turn(queue_prefix)
+        ungrouped = txn.first_ungrouped_waiting_id(queue_name)
+        if head is not None and (ungrouped is None or head[0] < turns.ungrouped_turn):
+            group = head[1]
+            fair = _fair_turn(groups.counts(queue_prefix, group).taken)
+            picked = txn.group_waiting_id(queue_name, group, oldest=fair)
+            if picked is None:
+                raise RuntimeError(f"group {group!r} is in turn with nothing waiting")
+            groups.served(queue_prefix, group)
+        elif ungrouped is not None:
+            fair = _fair_turn(turns.ungrouped_taken)
+            picked = txn.oldest_waiting_id(queue_name) if fair else ungrouped
+            groups.ungrouped_served(queue_prefix)
+        else:
+            break
+        assert picked is not None
+        taken.append(txn.move_job(txn.indexed_job(picked), JobStatus.ACTIVE,
+                                  delivery_id=delivery_id, worker_id=worker_id,
+                                  started_at_ms=op.now_ms))
+    return taken
+
+
+def _fair_turn(taken: int) -> bool:
+    return taken % PRIORITY_FAIR_SHARE == PRIORITY_FAIR_SHARE - 1
 
 
 def _history_entry(job: JobRecord, outcome: AttemptOutcome, now_ms: int,

@@ -5,6 +5,7 @@ from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import AttemptOutcome, JobStatus
 from overhop.model.queues import QueueRecord, QueueState
+from overhop.storage import keys
 from overhop.storage.operations.apply_jobs import end_attempt, queue_or_raise
 from overhop.storage.operations.catalogue import (
     AddQueue,
@@ -66,6 +67,9 @@ def apply_set_queue_config(txn: StoreTxn, op: SetQueueConfig, jobs: JobsConfig) 
     updated = QueueRecord(queue.queue_id, queue.name, queue.state, queue.created_at_ms,
                           op.config)
     txn.put_queue(updated)
+    limit = op.config.group_concurrency_limit
+    if limit != queue.config.group_concurrency_limit:
+        txn.groups.replace_all(keys.queue_prefix(op.name), limit)
     return encode_queue(updated)
 
 

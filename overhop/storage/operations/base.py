@@ -73,10 +73,12 @@ class Operation(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Taken:
-    """What a dispatch took: the jobs now active (in order) and the waiting jobs left."""
+    """What a dispatch took: the jobs now active (in order), the waiting jobs left that a
+    dispatch could take, and those held back because their group is at its limit."""
 
     jobs: list[JobRecord]
     waiting_left: int
+    blocked: int = 0
 
 
 @dataclass(frozen=True, slots=True)

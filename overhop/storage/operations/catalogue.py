@@ -192,7 +192,7 @@ class TakeWaiting(Operation[Taken]):
 
     @staticmethod
     def decode_result(wire: Any) -> Taken:
-        return Taken([decode_job(data) for data in wire[0]], wire[1])
+        return Taken([decode_job(data) for data in wire[0]], wire[1], wire[2])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,185 @@
+"""Groups in the store: each group's counts and its place in its queue's turns.
+
+Only jobs with a `group` touch this; a queue that never had one pays one read per
+dispatch (its absent turn record). Four pieces, all changed in the job's own transaction:
+
+- `groups`, key queue prefix + group: the group's `waiting` and `active` counts, its
+  `state` (idle: nothing waiting; in turn; parked: at its queue's group limit with jobs
+  waiting), its `turn` while in turn, and `taken` (its dispatches, for the fair share).
+  Under the queue prefix alone: the queue's turn record (`next_turn`, the ungrouped jobs'
+  turn and `taken`, and `blocked`, the waiting jobs of parked groups).
+- `group_ring`, key queue prefix + `r` + turn (8 bytes): the groups in turn, the one
+  served longest ago first; queue prefix + `p` + group: the parked groups.
+- `group_waiting`, key queue prefix + group + 0x00 + rank + uuid7: each group's waiting
+  jobs, highest priority first, then oldest.
+
+A group's record is deleted once nothing of it waits or runs, so the tables hold only live
+groups: their size is bounded by the jobs stored.
+"""
+
+import struct
+from dataclasses import dataclass
+
+import lmdb
+
+from overhop.storage import lmdb_reads as reads
+
+_GROUP = struct.Struct(">QQQQB")
+_TURNS = struct.Struct(">QQQQ")
+_U64 = struct.Struct(">Q")
+IDLE, IN_TURN, PARKED = 0, 1, 2
+RING = b"r"
+PARKED_MARK = b"p"
+
+
+@dataclass(slots=True)
+class GroupCounts:
+    waiting: int = 0
+    active: int = 0
+    turn: int = 0
+    taken: int = 0
+    state: int = IDLE
+
+
+@dataclass(slots=True)
+class QueueTurns:
+    """A queue's turn record: the next turn to hand out, the ungrouped jobs' turn and
+    dispatches, and the waiting jobs held back by parked groups."""
+
+    next_turn: int = 0
+    ungrouped_turn: int = 0
+    ungrouped_taken: int = 0
+    blocked: int = 0
+
+
+def group_waiting_prefix(queue_prefix: bytes, group: str) -> bytes:
+    return queue_prefix + group.encode() + b"\x00"
+
+
+class GroupBook:
+    """The group tables of one write transaction."""
+
+    __slots__ = ("_groups", "_ring", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction, groups: "lmdb._Database",
+                 ring: "lmdb._Database") -> None:
+        self._txn = txn
+        self._groups = groups
+        self._ring = ring
+
+    def turns(self, queue_prefix: bytes) -> QueueTurns | None:
+        data = reads.get(self._txn, queue_prefix, self._groups)
+        return None if data is None else QueueTurns(*_TURNS.unpack(data))
+
+    def put_turns(self, queue_prefix: bytes, turns: QueueTurns) -> None:
+        self._txn.put(queue_prefix, _TURNS.pack(turns.next_turn, turns.ungrouped_turn,
+                                                turns.ungrouped_taken, turns.blocked),
+                      db=self._groups)
+
+    def counts(self, queue_prefix: bytes, group: str) -> GroupCounts:
+        data = reads.get(self._txn, queue_prefix + group.encode(), self._groups)
+        return GroupCounts() if data is None else GroupCounts(*_GROUP.unpack(data))
+
+    def change(self, queue_prefix: bytes, group: str, waiting: int, active: int,
+               limit: int | None) -> None:
+        """A job of the group entered or left `waiting` or `active` (the deltas)."""
+        counts = self.counts(queue_prefix, group)
+        counts.waiting += waiting
+        counts.active += active
+        if counts.waiting < 0 or counts.active < 0:
+            raise RuntimeError(f"group {group!r} counts would go negative")
+        turns = self.turns(queue_prefix) or QueueTurns()
+        self._place(queue_prefix, group, counts, turns, limit, waiting_delta=waiting)
+        self.put_turns(queue_prefix, turns)
+
+    def served(self, queue_prefix: bytes, group: str) -> None:
+        """The group's job was just dispatched: to the back of the turns, if still in."""
+        counts = self.counts(queue_prefix, group)
+        counts.taken += 1
+        turns = self.turns(queue_prefix) or QueueTurns()
+        if counts.state == IN_TURN:
+            self._txn.delete(queue_prefix + RING + _U64.pack(counts.turn), db=self._ring)
+            counts.turn = _next_turn(turns)
+            self._txn.put(queue_prefix + RING + _U64.pack(counts.turn), group.encode(),
+                          db=self._ring)
+        self._store(queue_prefix, group, counts)
+        self.put_turns(queue_prefix, turns)
+
+    def ungrouped_served(self, queue_prefix: bytes) -> None:
+        """An ungrouped job was just dispatched: the ungrouped jobs go to the back."""
+        turns = self.turns(queue_prefix) or QueueTurns()
+        turns.ungrouped_taken += 1
+        turns.ungrouped_turn = _next_turn(turns)
+        self.put_turns(queue_prefix, turns)
+
+    def first_in_turn(self, queue_prefix: bytes) -> tuple[int, str] | None:
+        """The turn and name of the group served longest ago among those in turn."""
+        cursor = self._txn.cursor(db=self._ring)
+        start = queue_prefix + RING
+        if not cursor.set_range(start):
+            return None
+        key = reads.key_at(cursor)
+        if not key.startswith(start):
+            return None
+        return _U64.unpack_from(key, len(start))[0], reads.get(
+            self._txn, key, self._ring).decode()  # type: ignore[union-attr]
+
+    def replace_all(self, queue_prefix: bytes, limit: int | None) -> None:
+        """The queue's group limit changed: every live group takes its place again (one
+        read per live group: a settings change, not a hot path)."""
+        turns = self.turns(queue_prefix)
+        if turns is None:
+            return
+        cursor = self._txn.cursor(db=self._groups)
+        found: list[tuple[str, GroupCounts]] = []
+        if cursor.set_range(queue_prefix + b"\x01"):
+            for key, value in reads.items_from(cursor):
+                if not key.startswith(queue_prefix):
+                    break
+                found.append((key[len(queue_prefix):].decode(),
+                              GroupCounts(*_GROUP.unpack(value))))
+        for group, counts in found:
+            self._place(queue_prefix, group, counts, turns, limit, waiting_delta=0)
+        self.put_turns(queue_prefix, turns)
+
+    def forget_queue(self, queue_prefix: bytes) -> None:
+        """The queue is gone (it had no jobs left, so no live groups): its turn record."""
+        self._txn.delete(queue_prefix, db=self._groups)
+
+    def _place(self, queue_prefix: bytes, group: str, counts: GroupCounts,
+               turns: QueueTurns, limit: int | None, waiting_delta: int) -> None:
+        """Put the group where its counts say: in turn, parked or idle; keep `blocked`."""
+        eligible = counts.waiting > 0 and (limit is None or counts.active < limit)
+        state = IN_TURN if eligible else PARKED if counts.waiting > 0 else IDLE
+        name = group.encode()
+        if state != counts.state:
+            if counts.state == IN_TURN:
+                self._txn.delete(queue_prefix + RING + _U64.pack(counts.turn), db=self._ring)
+            elif counts.state == PARKED:
+                self._txn.delete(queue_prefix + PARKED_MARK + name, db=self._ring)
+                turns.blocked -= counts.waiting - waiting_delta
+            if state == IN_TURN:
+                counts.turn = _next_turn(turns)
+                self._txn.put(queue_prefix + RING + _U64.pack(counts.turn), name,
+                              db=self._ring)
+            elif state == PARKED:
+                self._txn.put(queue_prefix + PARKED_MARK + name, b"", db=self._ring)
+                turns.blocked += counts.waiting
+            counts.state = state
+        elif state == PARKED:
+            turns.blocked += waiting_delta
+        self._store(queue_prefix, group, counts)
+
+    def _store(self, queue_prefix: bytes, group: str, counts: GroupCounts) -> None:
+        key = queue_prefix + group.encode()
+        if counts.waiting == 0 and counts.active == 0:
+            self._txn.delete(key, db=self._groups)
+            return
+        self._txn.put(key, _GROUP.pack(counts.waiting, counts.active, counts.turn,
+                                       counts.taken, counts.state), db=self._groups)
+
+
+def _next_turn(turns: QueueTurns) -> int:
+    turn = turns.next_turn
+    turns.next_turn += 1
+    return turn
