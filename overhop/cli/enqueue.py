@@ -1,7 +1,8 @@
 """`overhop enqueue`: add one job, its payload given as JSON.
 
     overhop enqueue QUEUE [PAYLOAD_JSON | - | @FILE] [--delay-ms MS | --at RFC3339]
-                    [--task NAME] [--priority 1..9] ...
+                    [--task NAME] [--priority 1..9] [--group G]
+                    [--unique-key K [--unique-for start|finish|MS]] ...
 
 The payload is the argument itself, or, for `-`, standard input, or, for `@FILE`, that
 file's text. A payload that is not JSON or cannot be sent, a file that cannot be read, or a
@@ -12,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 from overhop_client.codec import check_value
@@ -106,31 +107,60 @@ def parse_when(text: str) -> datetime:
 @click.option("--lease-ms", type=click.IntRange(100, 86_400_000), default=None)
 @task_option("The job's task: which of the queue's handlers runs it.")
 @priority_option("The job's priority: higher runs first")
+@click.option("--group", default=None, metavar="G",
+              help="The job's group (a tenant): the queue's group limit and turns apply.")
+@click.option("--unique-key", default=None, metavar="K",
+              help="Add nothing while another job of the queue holds this key.")
+@click.option("--unique-for", default=None, metavar="start|finish|MS",
+              help="How long the job holds its key: until it starts, until it finishes "
+                   "(the default), or MS milliseconds.")
 @common
 def enqueue_command(queue: str, payload_json: str | None, delay_ms: int | None,
                     at: str | None, max_attempts: int | None, retry_interval_ms: int | None,
-                    lease_ms: int | None, task: str | None, priority: int | None, url: str,
-                    as_json: bool) -> None:
+                    lease_ms: int | None, task: str | None, priority: int | None,
+                    group: str | None, unique_key: str | None, unique_for: str | None,
+                    url: str, as_json: bool) -> None:
     """Add a job to QUEUE; PAYLOAD_JSON is the job's payload as JSON (`-`: read it from
-    standard input; `@FILE`: from FILE)."""
+    standard input; `@FILE`: from FILE). With --unique-key, prints the id of the job
+    holding the key (and, with --json, whether this one was a duplicate)."""
     try:
         payload = parse_payload(read_payload_text(payload_json))
         run_at = None if at is None else parse_when(at)
+        held_for = parse_unique_for(unique_key, unique_for)
     except CliFailure as exc:
         fail(exc.message, exc.exit_code)
     task = checked_task(task)
     checked_priority(priority)
     if run_at is not None and delay_ms is not None:
         fail("give --delay-ms or --at, not both", USAGE_EXIT)
-    jid = call(url, lambda client: client.enqueue(
+    added = call(url, lambda client: client.enqueue_unique(
         queue, payload, run_at=run_at,
         delay=None if delay_ms is None else timedelta(milliseconds=delay_ms),
         max_attempts=max_attempts,
         retry_interval=None if retry_interval_ms is None
         else timedelta(milliseconds=retry_interval_ms),
         lease=None if lease_ms is None else timedelta(milliseconds=lease_ms), task=task,
-        priority=priority))
+        priority=priority, group=group, unique_key=unique_key, unique_for=held_for))
     if as_json:
-        emit_json({"jid": jid})
+        emit_json({"jid": added.jid} if unique_key is None
+                  else {"jid": added.jid, "duplicate": added.duplicate})
     else:
-        click.echo(jid)
+        click.echo(added.jid)
+
+
+def parse_unique_for(unique_key: str | None, text: str | None
+                     ) -> Literal["start", "finish"] | timedelta | None:
+    """--unique-for's value; CliFailure (exit 2) when it is not start, finish or a number
+    of milliseconds, or comes without --unique-key."""
+    if text is None:
+        return None
+    if unique_key is None:
+        raise CliFailure("--unique-for needs --unique-key", USAGE_EXIT)
+    if text == "start":
+        return "start"
+    if text == "finish":
+        return "finish"
+    if not text.isdigit() or int(text) < 1:
+        raise CliFailure(f"--unique-for: {text!r} is not start, finish or milliseconds",
+                         USAGE_EXIT)
+    return timedelta(milliseconds=int(text))

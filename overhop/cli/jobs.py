@@ -49,6 +49,10 @@ def render_job(job: Job) -> str:
                                    ("lease", job.overrides.lease)) if value is not None]
     pairs: list[tuple[str, Any]] = [
         ("jid", job.jid), ("queue", job.queue), ("task", job.task), ("priority", job.priority),
+        ("group", job.group),
+        ("unique key", None if job.unique_key is None else
+         f"{job.unique_key} (held until "
+         f"{job.unique_expires_at if job.unique_until == 'ttl' else job.unique_until})"),
         ("status", job.status.value),
         ("blocked by", _blocked_text(job)),
         ("attempts", f"{job.attempts_so_far} of {job.max_attempts}"),

@@ -46,6 +46,8 @@ class OptionalInt(click.ParamType[int | None]):
 _SETTING_OPTIONS: tuple[tuple[str, str, str, int, int, str], ...] = (
     ("--concurrency", "concurrency_limit", "int", 1, 1_000_000,
      "Most jobs of the queue out at once."),
+    ("--group-concurrency", "group_concurrency_limit", "int", 1, 1_000_000,
+     "Most jobs of one group (ENQUEUE's group) out at once."),
     ("--rate", "rate_limit", "int", 1, 1_000_000,
      "Most jobs started per rate window."),
     ("--rate-window-ms", "rate_window", "ms", 10, 86_400_000,
@@ -122,6 +124,7 @@ def config_rows(config: QueueConfig) -> list[tuple[str, Any]]:
     """A queue's configuration as `fields` rows."""
     return [
         ("concurrency", config.concurrency_limit),
+        ("group concurrency", config.group_concurrency_limit),
         ("rate", None if config.rate_limit is None
          else f"{config.rate_limit} per {duration(config.rate_window)}"),
         ("max attempts", config.max_attempts),

@@ -216,6 +216,30 @@ def test_enqueue_with_a_task_and_list_and_show_it(url: str) -> None:
     assert len(run_json(url, "jobs", "mail", "--status", "waiting")["jobs"]) == 2
 
 
+def test_enqueue_with_a_unique_key_and_a_group(url: str) -> None:
+    run_json(url, "queue", "add", "tenants", "--group-concurrency", "2")
+    changed = run(url, "queue", "set", "tenants", "--group-concurrency", "3").stdout
+    assert [line.split() for line in changed.splitlines()
+            if line.startswith("group concurrency")] == [["group", "concurrency", "3"]]
+    first = run_json(url, "enqueue", "tenants", "1", "--unique-key", "k", "--group", "acme")
+    assert first["duplicate"] is False
+    again = run_json(url, "enqueue", "tenants", "2", "--unique-key", "k")
+    assert again == {"jid": first["jid"], "duplicate": True}
+    assert run(url, "enqueue", "tenants", "--unique-key", "k").stdout.strip() == first["jid"]
+    timed = run(url, "enqueue", "tenants", "--unique-key", "t", "--unique-for", "60000"
+                ).stdout.strip()
+    shown = run(url, "job", first["jid"]).stdout
+    assert "group           acme" in shown and "unique key      k (held until finish)" in shown
+    assert "unique key      t (held until 20" in run(url, "job", timed).stdout
+    assert_one_line_error(run(url, "enqueue", "tenants", "--unique-for", "start"), 2,
+                          "--unique-for needs --unique-key")
+    assert_one_line_error(run(url, "enqueue", "tenants", "--unique-key", "k",
+                              "--unique-for", "later"), 2,
+                          "--unique-for: 'later' is not start, finish or milliseconds")
+    refused = run(url, "queue", "set", "tenants", "--group-concurrency", "0")
+    assert refused.exit_code == 2 and "0 is not in 1..1000000" in refused.stderr
+
+
 def test_obliterate_refuses_active_jobs_unless_forced(url: str) -> None:
     run_json(url, "queue", "add", "busy")
     run_json(url, "enqueue", "busy", '"payload"')

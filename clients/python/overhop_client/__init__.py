@@ -7,8 +7,9 @@
 """
 
 from overhop_client.auth import AuthenticationError
-from overhop_client.client import AsyncClient, EnqueueOptions, UserInfo
+from overhop_client.client import AsyncClient, UserInfo
 from overhop_client.context import JobContext
+from overhop_client.enqueue_fields import Enqueued, EnqueueOptions
 from overhop_client.errors import (
     ERROR_CLASSES,
     AlreadySubscribedError,
@@ -131,6 +132,7 @@ __all__ = [
     "DeliveryNotFoundError",
     "DeliveryStaleError",
     "EnqueueOptions",
+    "Enqueued",
     "FailOutcome",
     "ForbiddenError",
     "FrameEmptyError",

@@ -32,6 +32,7 @@ from overhop_client.auth import (
 )
 from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value, parse_reply_str
 from overhop_client.connection import Connection, parse_url
+from overhop_client.enqueue_fields import Enqueued, EnqueueOptions, JobFields, job_fields
 from overhop_client.errors import ConnectionLost
 from overhop_client.jobs import Job, JobPage, JobStatus
 from overhop_client.messages import MessageType
@@ -54,7 +55,7 @@ from overhop_client.results import (
 )
 from overhop_client.schedules import MissedPolicy, ScheduleInfo, schedule_fields
 from overhop_client.tasks import Destination, destination
-from overhop_client.times import format_time, parse_time, to_ms
+from overhop_client.times import parse_time, to_ms
 
 DEFAULT_URL = "127.0.0.1:9876"
 # Connecting, HELLO and REGISTER are three round trips; 10 s covers a loaded network
@@ -89,18 +90,6 @@ class UserInfo(TypedDict):
     created_at: str
 
 
-class EnqueueOptions(TypedDict, total=False):
-    """The keyword options of `AsyncClient.enqueue`, for wrappers that pass them on."""
-
-    run_at: datetime | None
-    delay: timedelta | None
-    max_attempts: int | None
-    retry_interval: timedelta | None
-    lease: timedelta | None
-    task: str | None
-    priority: int | None
-
-
 class _Register(TypedDict, total=False):
     """The REGISTER payload: who this client is, shown in the server's STATUS."""
 
@@ -108,20 +97,6 @@ class _Register(TypedDict, total=False):
     pid: int
     name: str
     labels: dict[str, str]
-
-
-class _JobFields(TypedDict, total=False):
-    """One job's fields in ENQUEUE (beside `q`) and in each entry of ENQUEUEMANY."""
-
-    job_payload: object
-    delay_ms: int
-    scheduled_at: str
-    max_attempts: int
-    retry_interval_ms: int
-    lease_ms: int
-    headers: dict[str, str]
-    task: str
-    priority: int
 
 
 def _delivery(quest: Quest) -> dict[str, object]:
@@ -365,7 +340,8 @@ class AsyncClient:
                         keep_completed: int | None = None,
                         keep_completed_for: timedelta | None = None,
                         keep_failed: int | None = None,
-                        keep_failed_for: timedelta | None = None) -> str:
+                        keep_failed_for: timedelta | None = None,
+                        group_concurrency_limit: int | None = None) -> str:
         """Create a queue; its id. Settings left None take the server's defaults.
 
         `concurrency_limit` caps the queue's jobs in flight across all workers;
@@ -376,6 +352,7 @@ class AsyncClient:
         `rate_window` (default one second). Retention: `keep_completed` /
         `keep_failed` keep at most that many finished jobs (the oldest are removed),
         `keep_completed_for` / `keep_failed_for` remove them once finished that long ago.
+        `group_concurrency_limit` caps the active jobs of each group (ENQUEUE's `group`).
         """
         settings: dict[str, object] = {
             "allow_job_overrides": allow_job_overrides, "backoff": backoff,
@@ -386,7 +363,8 @@ class AsyncClient:
                            ("rate_limit", rate_limit), ("rate_window", rate_window),
                            ("keep_completed", keep_completed),
                            ("keep_completed_for", keep_completed_for),
-                           ("keep_failed", keep_failed), ("keep_failed_for", keep_failed_for)):
+                           ("keep_failed", keep_failed), ("keep_failed_for", keep_failed_for),
+                           ("group_concurrency_limit", group_concurrency_limit)):
             if value is not None:
                 settings[key] = value
         reply = await self.request(MessageType.ADDQUEUE,
@@ -452,8 +430,9 @@ class AsyncClient:
         start to occurrences that fell while it was down (`skip` or `once`). The job
         options are ENQUEUE's, `task` and `priority` included. The schedule, with its
         `next_run_at`."""
-        job = _job_fields(payload, None, None, max_attempts, retry_interval, lease, task,
-                          priority)
+        job = job_fields(payload, {"max_attempts": max_attempts,
+                                   "retry_interval": retry_interval, "lease": lease,
+                                   "task": task, "priority": priority})
         if headers:
             job["headers"] = dict(headers)
         fields = schedule_fields(name, queue, cron, timezone=timezone, missed=missed, job=job)
@@ -486,12 +465,8 @@ class AsyncClient:
     # -- jobs ------------------------------------------------------------------------
 
     async def enqueue(self, queue: Destination, payload: object = None, *,
-                      run_at: datetime | None = None,
-                      delay: timedelta | None = None, max_attempts: int | None = None,
-                      retry_interval: timedelta | None = None,
-                      lease: timedelta | None = None,
                       headers: Mapping[str, str] | None = None,
-                      task: str | None = None, priority: int | None = None) -> str:
+                      **options: Unpack[EnqueueOptions]) -> str:
         """Add a job; its id (`<queue>:<uuid>`), once the server has it on disk.
 
         `queue` is a queue's name, or a function registered with `@worker.task` (its queue,
@@ -503,27 +478,41 @@ class AsyncClient:
         not given): waiting jobs of a higher priority are dispatched first (see
         docs/scheduling.md for the fair share that keeps the others going). `headers`
         travel with the job to its worker; with `opentelemetry-api` installed the trace
-        context is added (see `overhop_client.tracing`).
+        context is added (see `overhop_client.tracing`). `max_attempts`, `retry_interval`
+        and `lease` override the queue's settings for this job.
+
+        `unique_key`: while another job of the queue holds this key, nothing is added and
+        the id returned is that job's (`enqueue_unique` also says whether it was a
+        duplicate); `unique_for` says how long a job holds its key: until it `"start"`s,
+        until it `"finish"`es (the default), or a `timedelta` from now. `group` (a tenant,
+        a customer): the queue's `group_concurrency_limit` applies per group, and groups
+        take turns (docs/scheduling.md).
         """
-        queue, task = destination(queue, task)
-        fields = _job_fields(payload, run_at, delay, max_attempts, retry_interval, lease, task,
-                             priority)
+        return (await self.enqueue_unique(queue, payload, headers=headers, **options)).jid
+
+    async def enqueue_unique(self, queue: Destination, payload: object = None, *,
+                             headers: Mapping[str, str] | None = None,
+                             **options: Unpack[EnqueueOptions]) -> Enqueued:
+        """`enqueue`, telling also whether the job was a duplicate of the one holding its
+        `unique_key` (then nothing was added, and `jid` is the holder's)."""
+        queue, task = destination(queue, options.get("task"))
+        fields = job_fields(payload, {**options, "task": task})
         with tracing.sending(queue, 1, headers) as traced:
             if traced.headers:
                 fields["headers"] = traced.headers
             reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue})
             jid = parse_reply_str(reply, "jid")
-            traced.sent([jid])
-        return jid
+            duplicate = reply.get("duplicate") is True
+            if not duplicate:
+                traced.sent([jid])
+        return Enqueued(jid, duplicate)
 
     async def run(self, queue: Destination, payload: object = None, *,
                   timeout: float | None = None, **options: Unpack[EnqueueOptions]) -> Any:
         """Enqueue a job (with `enqueue`'s options; `queue` may be a task) and wait for its
         result (see `result`): one call, no polling."""
         queue, task = destination(queue, options.get("task"))
-        fields = _job_fields(payload, options.get("run_at"), options.get("delay"),
-                             options.get("max_attempts"), options.get("retry_interval"),
-                             options.get("lease"), task, options.get("priority"))
+        fields = job_fields(payload, {**options, "task": task})
         reply = await self.request(MessageType.ENQUEUE, {**fields, "q": queue, "watch": True})
         return await self._wait_outcome(parse_reply_str(reply, "jid"), timeout)
 
@@ -558,31 +547,29 @@ class AsyncClient:
         return outcome.result()
 
     async def enqueue_many(self, queue: Destination, payloads: Iterable[object], *,
-                           run_at: datetime | None = None, delay: timedelta | None = None,
-                           max_attempts: int | None = None,
-                           retry_interval: timedelta | None = None,
-                           lease: timedelta | None = None,
                            headers: Mapping[str, str] | None = None,
-                           task: str | None = None, priority: int | None = None
-                           ) -> list[str]:
+                           **options: Unpack[EnqueueOptions]) -> list[str]:
         """Add one job per payload, all with the same options (and task: `queue` may be a
-        `@worker.task` function); their ids, in order.
+        `@worker.task` function); their ids, in order. A `unique_key` would make every job
+        but the first a duplicate: give each its own with `enqueue`.
 
         Sent as ENQUEUEMANY requests of at most the server's `max_enqueue_batch` jobs,
         pipelined: each request is committed whole or not at all, so if one fails (its
         error is raised) the jobs of the others may still have been added. Every job
         carries `headers` and, when tracing, the context of one `send` span for the batch.
         """
-        queue, task = destination(queue, task)
-        options = _job_fields(None, run_at, delay, max_attempts, retry_interval, lease, task,
-                              priority)
+        if options.get("unique_key") is not None:
+            raise ValueError("enqueue_many takes no unique_key: one key would make every "
+                             "job but the first a duplicate")
+        queue, task = destination(queue, options.get("task"))
+        job_options = job_fields(None, {**options, "task": task})
         payloads = list(payloads)
         with tracing.sending(queue, len(payloads), headers) as traced:
             if traced.headers:
-                options["headers"] = traced.headers
-            jobs: list[_JobFields] = []
+                job_options["headers"] = traced.headers
+            jobs: list[JobFields] = []
             for payload in payloads:
-                job = options.copy()
+                job = job_options.copy()
                 if payload is not None:
                     check_value(payload)
                     job["job_payload"] = payload
@@ -783,33 +770,3 @@ def _user_info(reply: Mapping[str, Any]) -> UserInfo:
                     permissions=[str(p) for p in reply.get("permissions") or ()],
                     iterations=int(reply.get("iterations", 0)),
                     created_at=str(reply.get("created_at", "")))
-
-
-def _job_fields(payload: object, run_at: datetime | None, delay: timedelta | None,
-                max_attempts: int | None, retry_interval: timedelta | None,
-                lease: timedelta | None, task: str | None, priority: int | None
-                ) -> _JobFields:
-    """One job's ENQUEUE fields (without `q`)."""
-    p: _JobFields = {}
-    if payload is not None:
-        check_value(payload)
-        p["job_payload"] = payload
-    if delay is not None:
-        if run_at is not None:
-            raise ValueError("give run_at or delay, not both")
-        if delay < timedelta(0):
-            raise ValueError("delay must not be negative")
-        p["delay_ms"] = to_ms(delay)
-    if run_at is not None:
-        p["scheduled_at"] = format_time(run_at)
-    if max_attempts is not None:
-        p["max_attempts"] = max_attempts
-    if retry_interval is not None:
-        p["retry_interval_ms"] = to_ms(retry_interval)
-    if lease is not None:
-        p["lease_ms"] = to_ms(lease)
-    if task is not None:
-        p["task"] = task
-    if priority is not None:
-        p["priority"] = priority
-    return p

@@ -14,8 +14,9 @@ import logging
 from datetime import datetime
 from typing import Any, Unpack
 
-from overhop_client.client import MAX_LOG_LINES_PER_MESSAGE, AsyncClient, EnqueueOptions
+from overhop_client.client import MAX_LOG_LINES_PER_MESSAGE, AsyncClient
 from overhop_client.codec import check_value
+from overhop_client.enqueue_fields import EnqueueOptions
 from overhop_client.errors import OverhopError
 from overhop_client.results import LogTotals, Quest
 from overhop_client.tasks import Destination

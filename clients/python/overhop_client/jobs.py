@@ -177,6 +177,14 @@ class Job:
     cancel_reason: str | None = None
     """Why it was cancelled: set once it is `cancelled`, and while an active job is being
     cancelled (it ends `cancelled` when its attempt does)."""
+    group: str | None = None
+    """The group (tenant) named at ENQUEUE, None when none."""
+    unique_key: str | None = None
+    """The unique key named at ENQUEUE, None when none."""
+    unique_until: str | None = None
+    """How the job holds its unique key: `start`, `finish` or `ttl` (until
+    `unique_expires_at`)."""
+    unique_expires_at: datetime | None = None
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "Job":
@@ -220,6 +228,10 @@ class Job:
             task=p.get("task"),
             priority=p.get("priority", 5),
             cancel_reason=p.get("cancel_reason"),
+            group=p.get("group"),
+            unique_key=p.get("unique_key"),
+            unique_until=p.get("unique_until"),
+            unique_expires_at=parse_time(p.get("unique_expires_at")),
         )
 
 

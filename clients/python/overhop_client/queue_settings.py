@@ -54,6 +54,7 @@ class QueueSettings(TypedDict, total=False):
     keep_completed_for: timedelta | None
     keep_failed: int | None
     keep_failed_for: timedelta | None
+    group_concurrency_limit: int | None
 
 
 Kind = Literal["int", "bool", "duration", "backoff"]
@@ -81,6 +82,7 @@ SETTINGS: dict[str, _Setting] = {
     "keep_completed_for": _Setting("completed_max_age_ms", "duration", True),
     "keep_failed": _Setting("failed_max_count", "int", True),
     "keep_failed_for": _Setting("failed_max_age_ms", "duration", True),
+    "group_concurrency_limit": _Setting("group_concurrency_limit", "int", True),
 }
 """Python name -> its wire key, its kind and whether None (nil) may clear it."""
 
@@ -152,6 +154,8 @@ class QueueConfig:
     """Completed jobs are removed once finished this long ago; None: never."""
     keep_failed: int | None = None
     keep_failed_for: timedelta | None = None
+    group_concurrency_limit: int | None = None
+    """At most this many active jobs per group (ENQUEUE's `group`); None: no limit."""
 
     @classmethod
     def from_wire(cls, p: Mapping[str, Any]) -> "QueueConfig":

@@ -19,9 +19,9 @@ from overhop_client.client import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_URL,
     AsyncClient,
-    EnqueueOptions,
     TlsOption,
 )
+from overhop_client.enqueue_fields import EnqueueOptions
 from overhop_client.tasks import Destination
 
 P = ParamSpec("P")
@@ -122,6 +122,7 @@ class Client:
     stats = _blocking(AsyncClient.stats)
     enqueue = _blocking(AsyncClient.enqueue)
     enqueue_many = _blocking(AsyncClient.enqueue_many)
+    enqueue_unique = _blocking(AsyncClient.enqueue_unique)
     job = _blocking(AsyncClient.job)
     jobs = _blocking(AsyncClient.jobs)
     remove_job = _blocking(AsyncClient.remove_job)
