@@ -25,7 +25,8 @@ Clients run in separate processes (producer, workers) so that the client side do
 share one core; the server runs as `python -m overhop serve`, with any extra arguments from
 the environment variable OVERHOP_BENCH_SERVER_ARGS (e.g. "--storage.sync false" to see what
 the two fdatasyncs of each LMDB commit cost). With OVERHOP_BENCH_PRIORITIES=1 each job
-(one ENQUEUE per job) carries a priority, 1 to 9 in turn. All loops are bounded.
+(one ENQUEUE per job) carries a priority, 1 to 9 in turn; with OVERHOP_BENCH_GROUPS=N,
+a group, N groups in turn. All loops are bounded.
 """
 
 import argparse
@@ -55,6 +56,9 @@ EXTRA_SERVER_ARGS: list[str] = os.environ.get("OVERHOP_BENCH_SERVER_ARGS", "").s
 # OVERHOP_BENCH_PRIORITIES=1: every job carries a priority, 1 to 9 in turn (the cost of
 # priorities against the same run without).
 PRIORITIES = os.environ.get("OVERHOP_BENCH_PRIORITIES") == "1"
+# OVERHOP_BENCH_GROUPS=N: every job (one ENQUEUE per job) carries a group, N in turn (the
+# cost of groups taking turns, issue 17).
+GROUPS = int(os.environ.get("OVERHOP_BENCH_GROUPS", "0"))
 
 
 # The scrape phase: how often the scraper reads /metrics (Prometheus' usual interval is
@@ -136,6 +140,8 @@ async def _produce(port: int, queue: str, jobs: int, stamp: bool, batch: int = 1
             fields = {"q": queue, "job_payload": payload}
             if PRIORITIES:
                 fields["priority"] = start % 9 + 1
+            if GROUPS:
+                fields["group"] = f"g{start % GROUPS}"
             conn.send(14, fields, on_reply=on_ok)
             continue
         conn.send(30, {"q": queue, "jobs": [

@@ -22,7 +22,8 @@ def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] |
 
     Reasons, checked in this order: `queue_missing`; `queue_paused`; for delayed jobs
     `backing_off` or `scheduled` (with `until`); for new jobs `being_advanced`;
-    `concurrency_limit`; `rate_limited` (with `until`); `no_worker_credit`; else `in_line`
+    `concurrency_limit`; `group_limit` (its group's active jobs at the queue's group
+    limit); `rate_limited` (with `until`); `no_worker_credit`; else `in_line`
     (dispatch is under way, older jobs first).
     """
     if job.status == JobStatus.ACTIVE or job.status in FINISHED_STATUSES:
@@ -41,6 +42,12 @@ def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] |
     if config.concurrency_limit is not None and runtime.active >= config.concurrency_limit:
         return {"reason": "concurrency_limit", "active": runtime.active,
                 "limit": config.concurrency_limit}
+    group_limit = config.group_concurrency_limit
+    if job.group is not None and group_limit is not None:
+        active = broker.store.group_active(job.queue_name, job.group)
+        if active >= group_limit:
+            return {"reason": "group_limit", "group": job.group, "active": active,
+                    "limit": group_limit}
     if runtime.rate_allowance(now_ms) <= 0:
         opening = runtime.rate.next_opening_ms(config.rate_window_ms)
         return {"reason": "rate_limited",

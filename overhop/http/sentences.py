@@ -23,6 +23,10 @@ def blocked_sentence(blocked: dict[str, Any] | None, queue_name: str) -> str | N
     if reason == "concurrency_limit":
         return (f"Concurrency {blocked.get('active')}/{blocked.get('limit')} on "
                 f"{queue_name!r}: it starts when one of the jobs running ends.")
+    if reason == "group_limit":
+        return (f"Group {blocked.get('group')!r} has {blocked.get('active')}/"
+                f"{blocked.get('limit')} jobs running on {queue_name!r}: it starts when one "
+                "of them ends.")
     if reason == "rate_limited":
         return (f"The rate limit of {queue_name!r} is used up for this window; the next "
                 f"start is allowed at {until}.")

@@ -57,28 +57,59 @@ def group_waiting_prefix(queue_prefix: bytes, group: str) -> bytes:
 
 
 class GroupBook:
-    """The group tables of one write transaction."""
+    """The group tables of one write transaction.
 
-    __slots__ = ("_groups", "_ring", "_txn")
+    Counts and turn records are read once and written once per transaction (`flush`, just
+    before the commit, like the status counters): a dispatch of 64 jobs of one group
+    reads and writes its record once, not 128 times. The turn and parked entries of
+    `group_ring` are written at once, since dispatch reads them with a cursor."""
+
+    __slots__ = ("_counts", "_groups", "_ring", "_turns", "_txn")
 
     def __init__(self, txn: lmdb.Transaction, groups: "lmdb._Database",
                  ring: "lmdb._Database") -> None:
         self._txn = txn
         self._groups = groups
         self._ring = ring
+        self._counts: dict[bytes, GroupCounts] = {}
+        self._turns: dict[bytes, QueueTurns | None] = {}
 
     def turns(self, queue_prefix: bytes) -> QueueTurns | None:
-        data = reads.get(self._txn, queue_prefix, self._groups)
-        return None if data is None else QueueTurns(*_TURNS.unpack(data))
+        if queue_prefix not in self._turns:
+            data = reads.get(self._txn, queue_prefix, self._groups)
+            self._turns[queue_prefix] = None if data is None else QueueTurns(
+                *_TURNS.unpack(data))
+        return self._turns[queue_prefix]
 
     def put_turns(self, queue_prefix: bytes, turns: QueueTurns) -> None:
-        self._txn.put(queue_prefix, _TURNS.pack(turns.next_turn, turns.ungrouped_turn,
-                                                turns.ungrouped_taken, turns.blocked),
-                      db=self._groups)
+        self._turns[queue_prefix] = turns
 
     def counts(self, queue_prefix: bytes, group: str) -> GroupCounts:
-        data = reads.get(self._txn, queue_prefix + group.encode(), self._groups)
-        return GroupCounts() if data is None else GroupCounts(*_GROUP.unpack(data))
+        key = queue_prefix + group.encode()
+        counts = self._counts.get(key)
+        if counts is None:
+            data = reads.get(self._txn, key, self._groups)
+            counts = GroupCounts() if data is None else GroupCounts(*_GROUP.unpack(data))
+            self._counts[key] = counts
+        return counts
+
+    def flush(self) -> None:
+        """Write the counts and turn records changed in this transaction."""
+        txn, db = self._txn, self._groups
+        for key, counts in self._counts.items():
+            if counts.waiting == 0 and counts.active == 0:
+                txn.delete(key, db=db)
+            else:
+                txn.put(key, _GROUP.pack(counts.waiting, counts.active, counts.turn,
+                                         counts.taken, counts.state), db=db)
+        for key, turns in self._turns.items():
+            if turns is None:
+                txn.delete(key, db=db)
+            else:
+                txn.put(key, _TURNS.pack(turns.next_turn, turns.ungrouped_turn,
+                                         turns.ungrouped_taken, turns.blocked), db=db)
+        self._counts.clear()
+        self._turns.clear()
 
     def change(self, queue_prefix: bytes, group: str, waiting: int, active: int,
                limit: int | None) -> None:
@@ -88,29 +119,29 @@ class GroupBook:
         counts.active += active
         if counts.waiting < 0 or counts.active < 0:
             raise RuntimeError(f"group {group!r} counts would go negative")
-        turns = self.turns(queue_prefix) or QueueTurns()
+        turns = self.turns(queue_prefix)
+        if turns is None:
+            turns = QueueTurns()
+            self.put_turns(queue_prefix, turns)
         self._place(queue_prefix, group, counts, turns, limit, waiting_delta=waiting)
-        self.put_turns(queue_prefix, turns)
 
     def served(self, queue_prefix: bytes, group: str) -> None:
         """The group's job was just dispatched: to the back of the turns, if still in."""
         counts = self.counts(queue_prefix, group)
         counts.taken += 1
-        turns = self.turns(queue_prefix) or QueueTurns()
-        if counts.state == IN_TURN:
+        turns = self.turns(queue_prefix)
+        if counts.state == IN_TURN and turns is not None:
             self._txn.delete(queue_prefix + RING + _U64.pack(counts.turn), db=self._ring)
             counts.turn = _next_turn(turns)
             self._txn.put(queue_prefix + RING + _U64.pack(counts.turn), group.encode(),
                           db=self._ring)
-        self._store(queue_prefix, group, counts)
-        self.put_turns(queue_prefix, turns)
 
     def ungrouped_served(self, queue_prefix: bytes) -> None:
         """An ungrouped job was just dispatched: the ungrouped jobs go to the back."""
-        turns = self.turns(queue_prefix) or QueueTurns()
-        turns.ungrouped_taken += 1
-        turns.ungrouped_turn = _next_turn(turns)
-        self.put_turns(queue_prefix, turns)
+        turns = self.turns(queue_prefix)
+        if turns is not None:
+            turns.ungrouped_taken += 1
+            turns.ungrouped_turn = _next_turn(turns)
 
     def first_in_turn(self, queue_prefix: bytes) -> tuple[int, str] | None:
         """The turn and name of the group served longest ago among those in turn."""
@@ -130,6 +161,9 @@ class GroupBook:
         turns = self.turns(queue_prefix)
         if turns is None:
             return
+        self.flush()  # the scan below reads the table
+        turns = self.turns(queue_prefix)
+        assert turns is not None
         cursor = self._txn.cursor(db=self._groups)
         found: list[tuple[str, GroupCounts]] = []
         if cursor.set_range(queue_prefix + b"\x01"):
@@ -139,12 +173,12 @@ class GroupBook:
                 found.append((key[len(queue_prefix):].decode(),
                               GroupCounts(*_GROUP.unpack(value))))
         for group, counts in found:
+            self._counts[queue_prefix + group.encode()] = counts
             self._place(queue_prefix, group, counts, turns, limit, waiting_delta=0)
-        self.put_turns(queue_prefix, turns)
 
     def forget_queue(self, queue_prefix: bytes) -> None:
         """The queue is gone (it had no jobs left, so no live groups): its turn record."""
-        self._txn.delete(queue_prefix, db=self._groups)
+        self._turns[queue_prefix] = None
 
     def _place(self, queue_prefix: bytes, group: str, counts: GroupCounts,
                turns: QueueTurns, limit: int | None, waiting_delta: int) -> None:
@@ -168,15 +202,6 @@ class GroupBook:
             counts.state = state
         elif state == PARKED:
             turns.blocked += waiting_delta
-        self._store(queue_prefix, group, counts)
-
-    def _store(self, queue_prefix: bytes, group: str, counts: GroupCounts) -> None:
-        key = queue_prefix + group.encode()
-        if counts.waiting == 0 and counts.active == 0:
-            self._txn.delete(key, db=self._groups)
-            return
-        self._txn.put(key, _GROUP.pack(counts.waiting, counts.active, counts.turn,
-                                       counts.taken, counts.state), db=self._groups)
 
 
 def _next_turn(turns: QueueTurns) -> int:

@@ -23,6 +23,7 @@ from overhop.model.jobs import JobRecord, JobStatus, priority_rank
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
+from overhop.storage.group_index import GroupBook
 from overhop.storage.migrations import waiting_ranks
 from overhop.storage.records import decode_job, decode_queue
 
@@ -247,6 +248,12 @@ class Store:
             priority = None if data is None else decode_job(data).priority
             prefix += bytes((priority_rank(priority),))
         return prefix + after + b"\x00"
+
+    def group_active(self, queue_name: str, group: str) -> int:
+        """How many of the group's jobs are active (its record in `groups`)."""
+        with self._read() as txn:
+            return GroupBook(txn, self.groups_db, self.group_ring).counts(
+                keys.queue_prefix(queue_name), group).active
 
     def oldest_created_ms(self, queue_name: str, status: JobStatus) -> int | None:
         """Creation time of the oldest job in a status, from its uuid7 in the FIFO index

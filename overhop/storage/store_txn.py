@@ -371,7 +371,9 @@ class StoreTxn:
         deltas[counter_key] = deltas.get(counter_key, 0) + delta
 
     def flush_counters(self) -> None:
-        """Write the summed counter changes; the writer calls this right before commit."""
+        """Write the summed counter changes (and the group records changed); the writer
+        calls this right before commit."""
+        self.groups.flush()
         db = self._store.counters_db
         for key, delta in self._counter_deltas.items():
             if not delta:

@@ -154,6 +154,9 @@ def test_a_group_limit_holds_while_other_groups_go_on(
         waiting = await client.ok(LSJOB, {"q": "g", "status": "waiting"})
         assert [(job["payload"], job["group"]) for job in waiting["jobs"]] == [
             ("a1", "acme"), ("a2", "acme")]
+        held = await client.ok(JOB, {"jid": waiting["jobs"][0]["jid"]})
+        assert held["blocked_by"] == {"reason": "group_limit", "group": "acme", "active": 1,
+                                      "limit": 1}
         for expected in ("a1", "a2"):
             acme = next(q for q in first if q["job_payload"].startswith("a"))
             await finish(client, acme)

@@ -783,9 +783,17 @@ class LifecycleMachine(RuleBasedStateMachine):
             status = "new"
         else:
             status = "waiting" if start <= self.now else "delayed"
+        batch = [job_id for job_id, _ in added]
         for n, (job_id, holder) in enumerate(added):
             assert job_id not in self.jobs
             held = None if key is None else self.holder(name, key)
+            if (held in batch and scope == UniqueScope.START and holder == job_id
+                    and key is not None):
+                # The holder, enqueued just before in this batch, was handed over to a
+                # worker in its own commit: it started, so it let go of the key (its
+                # QUEST is checked by `after_step`).
+                del self.held[(name, key)]
+                held = None
             if held is not None:
                 assert holder == held, (holder, held)  # a duplicate: nothing added
                 continue

@@ -36,6 +36,9 @@ class BlockReason(StrEnum):
     BEING_ADVANCED = "being_advanced"
     """`new` in an active queue: the server is moving it to waiting or delayed."""
     CONCURRENCY_LIMIT = "concurrency_limit"
+    GROUP_LIMIT = "group_limit"
+    """Its group has the queue's `group_concurrency_limit` of jobs running (`group`,
+    `active`, `limit`)."""
     RATE_LIMITED = "rate_limited"
     """The queue's rate limit is used up until `until`."""
     NO_WORKER_CREDIT = "no_worker_credit"
