@@ -152,8 +152,7 @@ class GroupBook:
         key = reads.key_at(cursor)
         if not key.startswith(start):
             return None
-        return _U64.unpack_from(key, len(start))[0], reads.get(
-            self._txn, key, self._ring).decode()  # type: ignore[union-attr]
+        return _U64.unpack_from(key, len(start))[0], reads.value_at(cursor).decode()
 
     def replace_all(self, queue_prefix: bytes, limit: int | None) -> None:
         """The queue's group limit changed: every live group takes its place again (one

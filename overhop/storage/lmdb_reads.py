@@ -21,6 +21,10 @@ def key_at(cursor: lmdb.Cursor) -> bytes:
     return cast(bytes, cursor.key())
 
 
+def value_at(cursor: lmdb.Cursor) -> bytes:
+    return cast(bytes, cursor.value())
+
+
 def keys_from(cursor: lmdb.Cursor) -> Iterator[bytes]:
     """The keys from the cursor's position on."""
     return cast("Iterator[bytes]", cursor.iternext(values=False))

@@ -152,11 +152,15 @@ def _take_in_turns(txn: StoreTxn, op: TakeWaiting, queue_prefix: bytes) -> list[
     queue_name = op.queue_name
     groups = txn.groups
     taken: list[bytes] = []
+    # Dispatch only takes waiting jobs away: once no ungrouped job waits, none will in
+    # this dispatch.
+    ungrouped_left = True
     for delivery_id, worker_id in op.assignments:
         turns = groups.turns(queue_prefix)
         assert turns is not None
         head = groups.first_in_turn(queue_prefix)
-        ungrouped = txn.first_ungrouped_waiting_id(queue_name)
+        ungrouped = txn.first_ungrouped_waiting_id(queue_name) if ungrouped_left else None
+        ungrouped_left = ungrouped is not None
         if head is not None and (ungrouped is None or head[0] < turns.ungrouped_turn):
             group = head[1]
             fair = _fair_turn(groups.counts(queue_prefix, group).taken)
