@@ -68,14 +68,20 @@ class Enqueuer:
         if watcher is not None:
             self._watches.add(watcher, [job.job_id])  # before the job can possibly end
         future = self._submit(runtime, job, now)
-        self._after_commit(future, [job.job_id], watcher)
+        self._after_commit(future, [job], watcher)
         return job.job_id, future
 
-    def _after_commit(self, future: "asyncio.Future[Any]", job_ids: list[str],
+    def _after_commit(self, future: "asyncio.Future[Any]", jobs: list[JobRecord],
                       watcher: Worker | None) -> None:
-        """Count the jobs added; move a watch from a duplicate to its holder."""
-        queue_name = job_ids[0].rsplit(":", 1)[0]
-        future.add_done_callback(partial(self._committed, queue_name, job_ids, watcher))
+        """Count the jobs added; with a watcher, unwatch them if refused; with unique keys,
+        count only the jobs added and move a watch from a duplicate to its holder. (The
+        usual job, neither watched nor unique, is counted now: no callback.)"""
+        queue_name = jobs[0].queue_name
+        if watcher is None and all(job.unique_key is None for job in jobs):
+            self._state.tally.enqueued(queue_name, len(jobs))
+            return
+        future.add_done_callback(partial(self._committed, queue_name,
+                                         [job.job_id for job in jobs], watcher))
 
     def _committed(self, queue_name: str, job_ids: list[str], watcher: Worker | None,
                    done: "asyncio.Future[Any]") -> None:
@@ -131,7 +137,7 @@ class Enqueuer:
         if watcher is not None:
             self._watches.add(watcher, job_ids)
         future = self._writer.submit(ops.EnqueueMany(queue_name, jobs)).durable
-        self._after_commit(future, job_ids, watcher)
+        self._after_commit(future, jobs, watcher)
         waiting = sum(1 for job in jobs if job.status == JobStatus.WAITING)
         if waiting:
             self._scheduler.add_waiting(runtime, waiting)
