@@ -101,7 +101,7 @@ class StoreTxn:
         self._index(job, prefixes, uuid_bytes)
         self._bump(prefixes[job.status], 1)
         if job.group is not None:
-            self._group_moved(job, None, job.status)
+            self._group_moved(job, prefixes[0], None, job.status)
         if (job.unique_key is not None and job.unique_scope is not None
                 and holds_key(job.unique_scope, job.status)):
             self.txn.put(keys.unique_key(job.queue_name, job.unique_key),
@@ -129,14 +129,14 @@ class StoreTxn:
         if data is not None and data[:16] == keys.job_uuid_bytes(job.job_id):
             self.txn.delete(key, db=self._store.unique_db)
 
-    def _group_moved(self, job: JobRecord, before: JobStatus | None, after: JobStatus | None
-                     ) -> None:
+    def _group_moved(self, job: JobRecord, queue_prefix: bytes, before: JobStatus | None,
+                     after: JobStatus | None) -> None:
         """Keep the job's group counts and turn in step with its move."""
         waiting = (after == JobStatus.WAITING) - (before == JobStatus.WAITING)
         active = (after == JobStatus.ACTIVE) - (before == JobStatus.ACTIVE)
         if waiting or active:
             assert job.group is not None
-            self.groups.change(keys.queue_prefix(job.queue_name), job.group, waiting, active,
+            self.groups.change(queue_prefix, job.group, waiting, active,
                                self.group_limit(job.queue_name))
 
     def indexed_job(self, job_id: str) -> JobRecord:
@@ -194,7 +194,7 @@ class StoreTxn:
                 self._bump(prefixes[previous_status], -1)
                 self._bump(prefixes[status], 1)
                 if job.group is not None:
-                    self._group_moved(job, previous_status, status)
+                    self._group_moved(job, prefixes[0], previous_status, status)
                 if (job.unique_key is not None and job.unique_scope is not None
                         and holds_key(job.unique_scope, previous_status)
                         and not holds_key(job.unique_scope, status)):
@@ -207,7 +207,7 @@ class StoreTxn:
         self._unindex(job, prefixes, keys.job_uuid_bytes(job.job_id), index_state(job))
         self._bump(prefixes[job.status], -1)
         if job.group is not None:
-            self._group_moved(job, job.status, None)
+            self._group_moved(job, prefixes[0], job.status, None)
         if job.unique_key is not None:
             self._let_go_of_key(job)
 
