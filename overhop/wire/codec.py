@@ -136,7 +136,7 @@ class FrameDecoder:
                 end = offset + 4 + length
                 if end < len(buffer):
                     self._offset = end
-                    return bytes(buffer[offset + 4 : end])
+                    return buffer[offset + 4 : end]  # a copy of its own: no need for bytes
                 # The frame ends the buffer: hand the buffer itself out, not a copy (a
                 # large frame usually arrives alone, and copying 8 MiB takes milliseconds).
                 self._buffer = bytearray()
