@@ -91,8 +91,8 @@ class Deliveries:
         write = self._writer.submit(ops.Complete(
             delivery.job_id, delivery.delivery_id, result, now,
             self._config.jobs.max_error_history))
-        write.visible.add_done_callback(partial(self._outcome_written, delivery, None))
-        write.durable.add_done_callback(partial(self._completed, delivery.job_id, result))
+        write.when_visible(partial(self._outcome_written, delivery, None))
+        write.when_durable(partial(self._completed, delivery.job_id, result))
         self._state.tally.ended(delivery.queue_name, "completed",
                                 delivery.worker.metadata.get("name"), now - delivery.sent_at_ms)
         self._lend_slot(delivery)
@@ -105,7 +105,7 @@ class Deliveries:
         ending = None if by_worker else (outcome, error)
         write = self._writer.submit(ops.EndAttempt(
             delivery.job_id, delivery.delivery_id, outcome, now, error))
-        write.visible.add_done_callback(partial(self._outcome_written, delivery, ending))
+        write.when_visible(partial(self._outcome_written, delivery, ending))
         write.durable.add_done_callback(partial(self._after_attempt, delivery, outcome))
         self._state.tally.ended(delivery.queue_name, outcome.label,
                                 delivery.worker.metadata.get("name"), now - delivery.sent_at_ms)
@@ -125,8 +125,8 @@ class Deliveries:
             runtime.active -= 1
             self._scheduler.slot_freed(runtime)
 
-    def _outcome_written(self, delivery: Delivery, ending: Ending | None,
-                         visible: "asyncio.Future[Any]") -> None:
+    def _outcome_written(self, delivery: Delivery, ending: Ending | None, _result: Any,
+                         error: RequestError | None) -> None:
         """A delivery's end was committed, refused, or its write failed.
 
         The job's concurrency slot was lent when the end was submitted (`_lend_slot`).
@@ -139,7 +139,6 @@ class Deliveries:
         runtime = self._state.queues.get(delivery.queue_name)
         if runtime is not None:
             runtime.ending.pop(delivery.delivery_id, None)
-        error = visible.exception()
         if error is None or not _write_failed(error):
             return
         log.error("delivery_end_not_written", jid=delivery.job_id, did=delivery.delivery_id,
@@ -156,11 +155,12 @@ class Deliveries:
         delivery.retry_ending = ending
         delivery.retry_at_ms = self._clock() + self._config.heartbeat.interval_ms
 
-    def _completed(self, job_id: str, result: bytes | None,
-                   durable: "asyncio.Future[int]") -> None:
-        if durable.cancelled() or durable.exception() is not None:
+    def _completed(self, job_id: str, result: bytes | None, status: int | None,
+                   error: RequestError | None) -> None:
+        """COMPLETE's write is durable (the job's status now), or failed (`error`)."""
+        if error is not None:
             return
-        if durable.result() == JobStatus.CANCELLED:  # CANCELled while it ran
+        if status == JobStatus.CANCELLED:  # CANCELled while it ran
             self._watches.finished(job_id, FinalStatus.CANCELLED,
                                    job=self._store.get_job(job_id))
         else:

@@ -20,6 +20,12 @@ future, resolved already if the outcome is known). When a `visible` future was a
 the failure set on `durable` is marked retrieved: a caller who acts on the visible point
 alone is not told "exception was never retrieved".
 
+A caller on the loop's thread that only reacts to a signal (the broker's bookkeeping, not a
+reply) can instead give a callback, `when_visible` or `when_durable`, called with
+`(result, None)` or `(None, failure)` directly as the writer's message is read, in the order
+the futures resolve, without a future or a turn of the loop for each (one that raises is
+logged, and the others still run). Register it in the same turn as `submit`.
+
 If the writer process ends without being asked to (it crashed, or was killed), every
 write in flight fails with INTERNAL, saying its outcome is unknown (it may or may not have
 been stored), and every later one with INTERNAL saying nothing was written; `failed` and
@@ -74,12 +80,15 @@ class WriterStartError(Exception):
 class Write(Generic[T]):
     """One submitted operation and its two signals (see the module docstring)."""
 
-    __slots__ = ("_decode", "_loop", "_outcome", "_visible", "durable")
+    __slots__ = ("_decode", "_loop", "_on_durable", "_on_visible", "_outcome", "_visible",
+                 "durable")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, decode: Callable[[Any], T]) -> None:
         self._loop = loop
         self._decode = decode
         self._visible: asyncio.Future[T] | None = None
+        self._on_visible: Signal | None = None
+        self._on_durable: Signal | None = None
         # None until known; then (True, result) or (False, RequestError).
         self._outcome: tuple[bool, Any] | None = None
         self.durable: asyncio.Future[T] = loop.create_future()
@@ -92,21 +101,35 @@ class Write(Generic[T]):
                 _settle(self._visible, self._outcome)
         return self._visible
 
+    def when_visible(self, callback: "Signal") -> None:
+        """Call `callback(result, failure)` at the visible point (module docstring)."""
+        self._on_visible = callback
+        if self._outcome is not None:
+            self._loop.call_soon(_signal, callback, self._outcome)
+
+    def when_durable(self, callback: "Signal") -> None:
+        """Call `callback(result, failure)` at the durable point (module docstring)."""
+        self._on_durable = callback
+
     def _known(self, outcome: tuple[bool, Any]) -> None:
         """The visible point: the outcome is known."""
         self._outcome = outcome
         if self._visible is not None:
             _settle(self._visible, outcome)
+        if self._on_visible is not None:
+            _signal(self._on_visible, outcome)
 
     def _make_durable(self, failure: RequestError | None) -> None:
         durable = self.durable
-        if durable.done():  # cancelled by its caller
-            return
         outcome = self._outcome if failure is None else (False, failure)
         assert outcome is not None
+        if self._on_durable is not None:
+            _signal(self._on_durable, outcome)
+        if durable.done():  # cancelled by its caller
+            return
         _settle(durable, outcome)
-        if not outcome[0] and self._visible is not None:
-            durable.exception()  # the visible future carries the failure to its caller
+        if not outcome[0] and (self._visible is not None or self._on_visible is not None):
+            durable.exception()  # the visible signal carries the failure to its caller
 
     def _fail(self, failure: RequestError) -> None:
         """No outcome will come: both signals fail."""
@@ -117,6 +140,19 @@ class Write(Generic[T]):
 
 # The decoder of results that travel as they are: skipped on the hot path.
 _as_sent = Operation.decode_result
+# A callback given to `when_visible` or `when_durable`: called with (result, None) or
+# (None, failure).
+Signal = Callable[[Any, RequestError | None], None]
+
+
+def _signal(callback: Signal, outcome: tuple[bool, Any]) -> None:
+    try:
+        if outcome[0]:
+            callback(outcome[1], None)
+        else:
+            callback(None, outcome[1])
+    except Exception:  # as the loop does with a future's callback: logged, the rest go on
+        log.exception("write_callback_failed")
 
 
 def _settle(future: "asyncio.Future[Any]", outcome: tuple[bool, Any]) -> None:
@@ -281,6 +317,8 @@ class Writer(asyncio.Protocol):
             write._outcome = outcome
             if write._visible is not None:
                 _settle(write._visible, outcome)
+            if write._on_visible is not None:
+                _signal(write._on_visible, outcome)
             awaiting_durable.append(write)
         self._resolve_durable(durable, None)
 
@@ -291,6 +329,8 @@ class Writer(asyncio.Protocol):
             self._durable += 1
             outcome = write._outcome
             if failure is None and outcome is not None and outcome[0]:
+                if write._on_durable is not None:
+                    _signal(write._on_durable, outcome)
                 if not write.durable.done():
                     write.durable.set_result(outcome[1])
             else:

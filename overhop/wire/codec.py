@@ -17,26 +17,21 @@ sent (`RawValue`), never built: one frame of millions of tiny values cannot hold
 """
 
 import struct
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgpack
+import msgspec
 
 from overhop.errors import ErrorCode, ProtocolError
+from overhop.wire.limits import INT64_MAX, INT64_MIN, MAX_NESTING_DEPTH, MAX_RID_LENGTH
 from overhop.wire.messages import CLIENT_TYPES, PROTOCOL_VERSION, MessageType
 from overhop.wire.scan import Scanner, UnreadableFrame
+from overhop.wire.typed import TypedEnvelope, decode_typed
 
 T = TypeVar("T")
 # A frame body: the decoder hands out its own buffer rather than copy a large frame.
 Body = bytes | bytearray
 FRAME_HEADER = struct.Struct(">I")
-# Deep enough for any realistic job payload, shallow enough that walking it is cheap and a
-# hostile frame cannot exhaust the C unpacker's stack (msgpack gives up near 1,024).
-MAX_NESTING_DEPTH = 64
-# Request ids are correlation tokens, not data: 128 characters hold any UUID or counter scheme.
-MAX_RID_LENGTH = 128
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 # Fields whose values are the application's data: floats allowed, stored as given.
 OPAQUE_FIELDS: dict[int, frozenset[str]] = {
@@ -60,9 +55,8 @@ class RawValue(bytes):
     """An application value kept as the (checked) MessagePack bytes the client sent."""
 
 
-@dataclass(slots=True)
-class Envelope:
-    """One decoded client message."""
+class Envelope(msgspec.Struct):
+    """One decoded client message (a msgspec Struct: made in a third of a dataclass's time)."""
 
     type: MessageType
     rid: str
@@ -142,7 +136,7 @@ class FrameDecoder:
                 end = offset + 4 + length
                 if end < len(buffer):
                     self._offset = end
-                    return bytes(buffer[offset + 4 : end])
+                    return buffer[offset + 4 : end]  # a copy of its own: no need for bytes
                 # The frame ends the buffer: hand the buffer itself out, not a copy (a
                 # large frame usually arrives alone, and copying 8 MiB takes milliseconds).
                 self._buffer = bytearray()
@@ -205,10 +199,24 @@ def _check_value(value: Any, depth: int, floats_allowed: bool) -> None:
 def decode_envelope(frame: Body) -> Envelope:
     """Parse one frame body into an Envelope, or raise ProtocolError saying what is wrong.
 
-    The rid is read first, so that every error after it can be answered with it.
+    A small frame that is a plainly valid envelope, as nearly all are, is decoded and
+    checked by msgspec (`typed.py`); any other goes the checking way (`decode_checking`),
+    which says what is wrong. The rid is read first, so that every error after it can be
+    answered with it.
     """
     if len(frame) > FAST_DECODE_BYTES:
         return _decode_large(frame)
+    typed = decode_typed(frame)
+    if typed is not None:
+        envelope = _plainly_valid(typed)
+        if envelope is not None:
+            return envelope
+    return decode_checking(frame)
+
+
+def decode_checking(frame: Body) -> Envelope:
+    """`decode_envelope` of a small frame without the msgspec shortcut: msgpack, then every
+    rule checked in Python, so that what is wrong is said precisely."""
     try:
         document = msgpack.unpackb(
             frame, raw=False, strict_map_key=False, ext_hook=_refuse_ext, timestamp=0,
@@ -229,6 +237,49 @@ def decode_envelope(frame: Body) -> Envelope:
     except ProtocolError as exc:
         exc.rid = readable_rid
         raise
+
+
+def _plainly_valid(typed: TypedEnvelope) -> Envelope | None:
+    """The envelope msgspec decoded (`typed.py`), once what its types cannot say holds: a
+    client message type, and every array and map in `p` within the value rules. None
+    otherwise: the checking path then says what is wrong."""
+    message_type = _CLIENT_TYPES_BY_NUMBER.get(typed.t)
+    if message_type is None:
+        return None
+    payload = typed.p
+    for key, item in payload.items():
+        if (type(item) is dict or type(item) is list) and not _within_rules(
+                item, 2, key in OPAQUE_FIELDS.get(message_type, _NO_OPAQUE)):
+            return None
+    return Envelope(message_type, typed.rid, payload)
+
+
+def _within_rules(value: dict[Any, Any] | list[Any], depth: int, floats_allowed: bool
+                  ) -> bool:
+    """Whether an array or map keeps `_check_value`'s rules (the same walk, without saying
+    what is wrong: the checking path says that)."""
+    if depth >= MAX_NESTING_DEPTH and (depth > MAX_NESTING_DEPTH or value):
+        return False  # it, or the items in it, nested too deep
+    if type(value) is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bool or kind is bytes or item is None:
+            continue
+        if kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return False
+        elif kind is dict or kind is list:
+            if not _within_rules(item, depth + 1, floats_allowed):
+                return False
+        elif kind is not float or not floats_allowed:
+            return False
+    return True
 
 
 def _unpack_checked(data: Body) -> Any:

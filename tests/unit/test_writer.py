@@ -297,3 +297,76 @@ def test_a_refusal_seen_at_the_visible_point_alone_is_not_reported_unretrieved(
         assert unhandled == []
 
     asyncio.run(_with_writer(tmp_path, True, body))
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_callbacks_are_told_in_order_before_the_futures_callbacks_run(tmp_path: Path,
+                                                                       sync: bool) -> None:
+    """`when_visible` and `when_durable` are called as the writer's messages are read: in
+    submission order, every visible one of a commit before its durable ones, with the
+    result or the refusal, and before any callback of the futures (those wait for the
+    loop)."""
+    ids = [f"01234567-89ab-7def-8123-4567890004{n:02d}" for n in range(4)]
+
+    async def body(store: Store, writer: Writer) -> None:
+        events: list[tuple[str, int, Any, Any]] = []
+        operations: list[Any] = [job_ops.Enqueue(_job(i)) for i in ids]
+        operations.insert(2, job_ops.RemoveJob("q:missing"))  # refused, third in order
+        writes = [writer.submit(operation) for operation in operations]
+        for n, write in enumerate(writes):
+            write.when_visible(lambda result, error, n=n: events.append(
+                ("visible", n, result, error and error.code)))
+            write.when_durable(lambda result, error, n=n: events.append(
+                ("durable", n, result, error and error.code)))
+            write.durable.add_done_callback(lambda f, n=n: events.append(("future", n, 0, 0)))
+        await asyncio.gather(*(write.durable for write in writes), return_exceptions=True)
+        await asyncio.sleep(0)
+        results = [f"q:{i}" for i in ids]
+        results.insert(2, None)
+        codes = [None, None, ErrorCode.JOB_NOT_FOUND, None, None]
+        told = [(kind, n) for kind, n, _, _ in events]
+        assert told == ([("visible", n) for n in range(5)] + [("durable", n) for n in range(5)]
+                        + [("future", n) for n in range(5)])
+        for kind in ("visible", "durable"):
+            assert [(result, code) for k, _, result, code in events if k == kind] == list(
+                zip(results, codes, strict=True))
+
+    asyncio.run(_with_writer(tmp_path, sync, body))
+
+
+def test_a_callback_that_raises_does_not_stop_the_others(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    async def body(store: Store, writer: Writer) -> None:
+        told: list[int] = []
+
+        def broken(result: Any, error: Any) -> None:
+            raise RuntimeError("a bug in a callback")
+
+        first = writer.submit(job_ops.Enqueue(_job("01234567-89ab-7def-8123-456789000501")))
+        second = writer.submit(job_ops.Enqueue(_job("01234567-89ab-7def-8123-456789000502")))
+        first.when_visible(broken)
+        first.when_durable(broken)
+        second.when_visible(lambda result, error: told.append(1))
+        second.when_durable(lambda result, error: told.append(2))
+        assert await first.durable == "q:01234567-89ab-7def-8123-456789000501"
+        await second.durable
+        assert told == [1, 2]
+
+    asyncio.run(_with_writer(tmp_path, True, body))
+
+
+def test_callbacks_of_a_write_the_writer_never_took_are_told_its_failure(tmp_path: Path
+                                                                         ) -> None:
+    async def body(store: Store, writer: Writer) -> None:
+        await writer.stop()
+        told: list[tuple[str, Any, Any]] = []
+        write = writer.submit(job_ops.Enqueue(_job("01234567-89ab-7def-8123-456789000601")))
+        write.when_visible(lambda result, error: told.append(("visible", result, error.code)))
+        write.when_durable(lambda result, error: told.append(("durable", result, error.code)))
+        with pytest.raises(RequestError):
+            await write.durable
+        assert told == [("visible", None, ErrorCode.INTERNAL),
+                        ("durable", None, ErrorCode.INTERNAL)]
+
+    asyncio.run(_with_writer(tmp_path, True, body))
