@@ -139,6 +139,8 @@ def test_bad_requests_get_stable_codes(start_server: Callable[..., ServerProcess
             ({**base, "q": "_system"}, "QUEUE_SYSTEM"),
             ({**base, "q": "bad name"}, "QUEUE_NAME_INVALID"),
             ({**base, "delay_ms": 5}, "INVALID_PAYLOAD"),
+            ({**base, "unique_key": "k"}, "INVALID_PAYLOAD"),
+            ({**base, "group": "acme"}, "INVALID_PAYLOAD"),
             ({**base, "max_attempts": 0}, "INVALID_PAYLOAD"),
             ({**base, "q": "strict", "max_attempts": 2}, "OVERRIDE_NOT_ALLOWED"),
         ]

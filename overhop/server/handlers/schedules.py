@@ -33,8 +33,7 @@ def handle_addschedule(ctx: ServerContext, conn: "Connection", p: dict[str, Any]
                            "or 'delay_ms'")
     if p.get("unique_key") is not None or p.get("group") is not None:
         raise RequestError(ErrorCode.INVALID_PAYLOAD,
-                           "a schedule's jobs take no 'unique_key' or 'group' (each "
-                           "occurrence fires once already; groups: not built for schedules)")
+                           "a schedule's jobs take no 'unique_key' or 'group'")
     fields = {key: p[key] for key in _JOB_FIELDS if key in p}
     job = parse_enqueue_request(ctx, queue_name, fields, PAYLOAD_ONLY)
     request = ScheduleRequest(
