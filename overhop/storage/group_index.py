@@ -57,7 +57,8 @@ def group_waiting_prefix(queue_prefix: bytes, group: str) -> bytes:
 
 
 class GroupBook:
-    """The group tables of one write transaction.
+    """The group tables of one transaction: the writer's, or a read (`Store.group_active`,
+    which only reads counts).
 
     Counts and turn records are read once and written once per transaction (`flush`, just
     before the commit, like the status counters): a dispatch of 64 jobs of one group
@@ -81,8 +82,12 @@ class GroupBook:
                 *_TURNS.unpack(data))
         return self._turns[queue_prefix]
 
-    def put_turns(self, queue_prefix: bytes, turns: QueueTurns) -> None:
-        self._turns[queue_prefix] = turns
+    def _turns_or_new(self, queue_prefix: bytes) -> QueueTurns:
+        """The queue's turn record, made when its first grouped job comes."""
+        turns = self.turns(queue_prefix)
+        if turns is None:
+            turns = self._turns[queue_prefix] = QueueTurns()
+        return turns
 
     def counts(self, queue_prefix: bytes, group: str) -> GroupCounts:
         key = queue_prefix + group.encode()
@@ -119,18 +124,15 @@ class GroupBook:
         counts.active += active
         if counts.waiting < 0 or counts.active < 0:
             raise RuntimeError(f"group {group!r} counts would go negative")
-        turns = self.turns(queue_prefix)
-        if turns is None:
-            turns = QueueTurns()
-            self.put_turns(queue_prefix, turns)
+        turns = self._turns_or_new(queue_prefix)
         self._place(queue_prefix, group, counts, turns, limit, waiting_delta=waiting)
 
     def served(self, queue_prefix: bytes, group: str) -> None:
         """The group's job was just dispatched: to the back of the turns, if still in."""
         counts = self.counts(queue_prefix, group)
         counts.taken += 1
-        turns = self.turns(queue_prefix)
-        if counts.state == IN_TURN and turns is not None:
+        if counts.state == IN_TURN:
+            turns = self._turns_or_new(queue_prefix)
             self._txn.delete(queue_prefix + RING + _U64.pack(counts.turn), db=self._ring)
             counts.turn = _next_turn(turns)
             self._txn.put(queue_prefix + RING + _U64.pack(counts.turn), group.encode(),
@@ -138,10 +140,9 @@ class GroupBook:
 
     def ungrouped_served(self, queue_prefix: bytes) -> None:
         """An ungrouped job was just dispatched: the ungrouped jobs go to the back."""
-        turns = self.turns(queue_prefix)
-        if turns is not None:
-            turns.ungrouped_taken += 1
-            turns.ungrouped_turn = _next_turn(turns)
+        turns = self._turns_or_new(queue_prefix)
+        turns.ungrouped_taken += 1
+        turns.ungrouped_turn = _next_turn(turns)
 
     def first_in_turn(self, queue_prefix: bytes) -> tuple[int, str] | None:
         """The turn and name of the group served longest ago among those in turn."""
