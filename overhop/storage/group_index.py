@@ -52,6 +52,14 @@ class QueueTurns:
     blocked: int = 0
 
 
+# The writer's memory of group records (key -> counts as committed, None: no record). It
+# is valid only while every write to `groups` goes through a GroupBook given it, and only
+# after a commit: the writer empties it when a transaction is aborted. Emptied whole when
+# it would pass this many groups, which bounds its memory (about 15 MB).
+KnownGroups = dict[bytes, "GroupCounts | None"]
+KNOWN_GROUPS_MAX = 100_000
+
+
 def group_waiting_prefix(queue_prefix: bytes, group: str) -> bytes:
     return queue_prefix + group.encode() + b"\x00"
 
@@ -65,15 +73,20 @@ class GroupBook:
     reads and writes its record once, not 128 times. The turn and parked entries of
     `group_ring` are written at once, since dispatch reads them with a cursor."""
 
-    __slots__ = ("_counts", "_groups", "_ring", "_turns", "_txn")
+    __slots__ = ("_counts", "_groups", "_known", "_ring", "_ring_cursor", "_turns", "_txn")
 
     def __init__(self, txn: lmdb.Transaction, groups: "lmdb._Database",
-                 ring: "lmdb._Database") -> None:
+                 ring: "lmdb._Database", known: "KnownGroups | None" = None) -> None:
         self._txn = txn
         self._groups = groups
         self._ring = ring
+        self._ring_cursor: lmdb.Cursor | None = None
         self._counts: dict[bytes, GroupCounts] = {}
         self._turns: dict[bytes, QueueTurns | None] = {}
+        # The writer's memory of group records as last committed (None: no record), kept
+        # from one transaction to the next so that a group's moves in later transactions
+        # do not read its record again; see `KnownGroups`.
+        self._known = known
 
     def turns(self, queue_prefix: bytes) -> QueueTurns | None:
         if queue_prefix not in self._turns:
@@ -91,22 +104,34 @@ class GroupBook:
 
     def counts(self, queue_prefix: bytes, group: str) -> GroupCounts:
         key = queue_prefix + group.encode()
-        counts = self._counts.get(key)
-        if counts is None:
+        return self._counts.get(key) or self._load(key)
+
+    def _load(self, key: bytes) -> GroupCounts:
+        """A group's record, first touched in this transaction."""
+        known = self._known
+        if known is not None and key in known:
+            counts = known[key] or GroupCounts()
+        else:
             data = reads.get(self._txn, key, self._groups)
             counts = GroupCounts() if data is None else GroupCounts(*_GROUP.unpack(data))
-            self._counts[key] = counts
+        self._counts[key] = counts
         return counts
 
     def flush(self) -> None:
         """Write the counts and turn records changed in this transaction."""
-        txn, db = self._txn, self._groups
+        txn, db, known = self._txn, self._groups, self._known
+        if known is not None and len(known) + len(self._counts) > KNOWN_GROUPS_MAX:
+            known.clear()
         for key, counts in self._counts.items():
             if counts.waiting == 0 and counts.active == 0:
                 txn.delete(key, db=db)
+                if known is not None:
+                    known[key] = None
             else:
                 txn.put(key, _GROUP.pack(counts.waiting, counts.active, counts.turn,
                                          counts.taken, counts.state), db=db)
+                if known is not None:
+                    known[key] = counts
         for key, turns in self._turns.items():
             if turns is None:
                 txn.delete(key, db=db)
@@ -119,17 +144,26 @@ class GroupBook:
     def change(self, queue_prefix: bytes, group: str, waiting: int, active: int,
                limit: int | None) -> None:
         """A job of the group entered or left `waiting` or `active` (the deltas)."""
-        counts = self.counts(queue_prefix, group)
+        key = queue_prefix + group.encode()
+        counts = self._counts.get(key) or self._load(key)
         counts.waiting += waiting
         counts.active += active
         if counts.waiting < 0 or counts.active < 0:
             raise RuntimeError(f"group {group!r} counts would go negative")
-        turns = self._turns_or_new(queue_prefix)
-        self._place(queue_prefix, group, counts, turns, limit, waiting_delta=waiting)
+        if counts.waiting == 0:
+            state = IDLE
+        elif limit is None or counts.active < limit:
+            state = IN_TURN
+        else:
+            state = PARKED
+        if state != counts.state:
+            self._move(queue_prefix, key[len(queue_prefix):], counts, state, waiting)
+        elif state == PARKED:
+            self._turns_or_new(queue_prefix).blocked += waiting
 
-    def served(self, queue_prefix: bytes, group: str) -> None:
-        """The group's job was just dispatched: to the back of the turns, if still in."""
-        counts = self.counts(queue_prefix, group)
+    def served(self, queue_prefix: bytes, group: str, counts: GroupCounts) -> None:
+        """The group's job was just dispatched (its `counts` read in this transaction):
+        to the back of the turns, if still in."""
         counts.taken += 1
         if counts.state == IN_TURN:
             turns = self._turns_or_new(queue_prefix)
@@ -146,7 +180,9 @@ class GroupBook:
 
     def first_in_turn(self, queue_prefix: bytes) -> tuple[int, str] | None:
         """The turn and name of the group served longest ago among those in turn."""
-        cursor = self._txn.cursor(db=self._ring)
+        cursor = self._ring_cursor
+        if cursor is None:
+            cursor = self._ring_cursor = self._txn.cursor(db=self._ring)
         start = queue_prefix + RING
         if not cursor.set_range(start):
             return None
@@ -174,34 +210,36 @@ class GroupBook:
                               GroupCounts(*_GROUP.unpack(value))))
         for group, counts in found:
             self._counts[queue_prefix + group.encode()] = counts
-            self._place(queue_prefix, group, counts, turns, limit, waiting_delta=0)
+            if counts.waiting == 0:
+                state = IDLE
+            elif limit is None or counts.active < limit:
+                state = IN_TURN
+            else:
+                state = PARKED
+            if state != counts.state:
+                self._move(queue_prefix, group.encode(), counts, state, 0)
 
     def forget_queue(self, queue_prefix: bytes) -> None:
         """The queue is gone (it had no jobs left, so no live groups): its turn record."""
         self._turns[queue_prefix] = None
 
-    def _place(self, queue_prefix: bytes, group: str, counts: GroupCounts,
-               turns: QueueTurns, limit: int | None, waiting_delta: int) -> None:
-        """Put the group where its counts say: in turn, parked or idle; keep `blocked`."""
-        eligible = counts.waiting > 0 and (limit is None or counts.active < limit)
-        state = IN_TURN if eligible else PARKED if counts.waiting > 0 else IDLE
-        name = group.encode()
-        if state != counts.state:
-            if counts.state == IN_TURN:
-                self._txn.delete(queue_prefix + RING + _U64.pack(counts.turn), db=self._ring)
-            elif counts.state == PARKED:
-                self._txn.delete(queue_prefix + PARKED_MARK + name, db=self._ring)
-                turns.blocked -= counts.waiting - waiting_delta
-            if state == IN_TURN:
-                counts.turn = _next_turn(turns)
-                self._txn.put(queue_prefix + RING + _U64.pack(counts.turn), name,
-                              db=self._ring)
-            elif state == PARKED:
-                self._txn.put(queue_prefix + PARKED_MARK + name, b"", db=self._ring)
-                turns.blocked += counts.waiting
-            counts.state = state
+    def _move(self, queue_prefix: bytes, name: bytes, counts: GroupCounts, state: int,
+              waiting_delta: int) -> None:
+        """Move the group to `state` (in turn, parked or idle), its counts changed already
+        by `waiting_delta` waiting jobs; keep `blocked`."""
+        turns = self._turns_or_new(queue_prefix)
+        if counts.state == IN_TURN:
+            self._txn.delete(queue_prefix + RING + _U64.pack(counts.turn), db=self._ring)
+        elif counts.state == PARKED:
+            self._txn.delete(queue_prefix + PARKED_MARK + name, db=self._ring)
+            turns.blocked -= counts.waiting - waiting_delta
+        if state == IN_TURN:
+            counts.turn = _next_turn(turns)
+            self._txn.put(queue_prefix + RING + _U64.pack(counts.turn), name, db=self._ring)
         elif state == PARKED:
-            turns.blocked += waiting_delta
+            self._txn.put(queue_prefix + PARKED_MARK + name, b"", db=self._ring)
+            turns.blocked += counts.waiting
+        counts.state = state
 
 
 def _next_turn(turns: QueueTurns) -> int:

@@ -20,7 +20,7 @@ from overhop.model.queues import QueueRecord
 from overhop.model.uniqueness import holds_key
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
-from overhop.storage.group_index import GroupBook, group_waiting_prefix
+from overhop.storage.group_index import GroupBook, KnownGroups, group_waiting_prefix
 from overhop.storage.keys import GROUPED_RANK, U64
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 from overhop.storage.store import Store
@@ -36,12 +36,15 @@ def index_state(job: JobRecord) -> IndexState:
 class StoreTxn:
     """The write primitives of one write transaction. Used only by the writer thread."""
 
-    __slots__ = ("_counter_deltas", "_group_limits", "_store", "groups", "txn")
+    __slots__ = ("_counter_deltas", "_group_limits", "_group_waiting_cursor", "_store",
+                 "groups", "txn")
 
-    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: Store, txn: lmdb.Transaction,
+                 known_groups: KnownGroups | None = None) -> None:
         self._store = store
         self.txn = txn
-        self.groups = GroupBook(txn, store.groups_db, store.group_ring)
+        self.groups = GroupBook(txn, store.groups_db, store.group_ring, known_groups)
+        self._group_waiting_cursor: lmdb.Cursor | None = None
         # Each queue's group limit, read once per transaction when a grouped job moves.
         self._group_limits: dict[str, int | None] = {}
         # Counter changes are summed here and written once per (queue, status) by
@@ -290,7 +293,9 @@ class StoreTxn:
         """The group's waiting job dispatched next (highest priority, then oldest), or with
         `oldest` the one created first (the group's fair-share pick)."""
         prefix = group_waiting_prefix(keys.queue_prefix(queue_name), group)
-        cursor = self.txn.cursor(db=self._store.group_waiting)
+        cursor = self._group_waiting_cursor
+        if cursor is None:
+            cursor = self._group_waiting_cursor = self.txn.cursor(db=self._store.group_waiting)
         if oldest:
             key = reads.oldest_waiting_key(cursor, prefix)
         elif cursor.set_range(prefix) and reads.key_at(cursor).startswith(prefix):

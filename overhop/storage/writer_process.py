@@ -69,6 +69,7 @@ from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, OverhopError
 from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
+from overhop.storage.group_index import KnownGroups
 from overhop.storage.operations.catalogue import OPERATION_BY_CODE
 from overhop.storage.operations.table import APPLY
 from overhop.storage.store import Store
@@ -116,6 +117,8 @@ class BatchWriter:
         self._max_batch = max_batch
         self._space = space
         self._jobs = jobs
+        # Group records as last committed, kept across transactions (group_index.py).
+        self._known_groups: KnownGroups = {}
         # Requests received and not yet taken into a batch; None is the server's stop.
         self._requests: deque[list[Request] | None] = deque()
         self._last_flush = time.monotonic()
@@ -320,7 +323,7 @@ class BatchWriter:
         jobs = self._jobs
         txn = self._store.env.begin(write=True)
         try:
-            store_txn = StoreTxn(self._store, txn)
+            store_txn = StoreTxn(self._store, txn, self._known_groups)
             for wire in batch:
                 code = wire[0]
                 kind = OPERATION_BY_CODE[code]
@@ -335,6 +338,7 @@ class BatchWriter:
             txn.commit()
         except BaseException:
             txn.abort()
+            self._known_groups.clear()  # it may hold this transaction's changes
             raise
         self.failed = False
         return outcomes

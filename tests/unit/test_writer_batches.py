@@ -10,6 +10,8 @@ from overhop.config.sections import JobsConfig
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState
 from overhop.storage import operations as ops
+from overhop.storage.group_index import GroupBook
+from overhop.storage.keys import queue_prefix
 from overhop.storage.store import Store
 from overhop.storage.writer_messages import COMMIT
 from overhop.storage.writer_process import BatchWriter
@@ -69,4 +71,36 @@ def test_one_batch_asks_lmdb_for_its_state_once_and_reports_every_outcome(
         assert stats[:2] == (1, len(batch))
     finally:
         store.env = env._env
+        store.close()
+
+
+def _grouped_job(n: int, payload: bytes) -> JobRecord:
+    job = _job(n)
+    job.payload = payload
+    job.group = "tenant"
+    return job
+
+
+def test_a_batch_aborted_for_room_leaves_no_trace_in_the_remembered_group_counts(
+        tmp_path: Path) -> None:
+    """The writer remembers group records from one commit to the next; a batch that runs
+    out of room mid-way (and is run again in a grown map) must not count its jobs twice."""
+    store = Store(tmp_path / "data", map_size=1 << 20, sync=False)
+    try:
+        space = Space(store, max_map_size=1 << 26, reserved_headroom=1 << 16)
+        writer = BatchWriter(store, Recorded(), sync=False,  # type: ignore[arg-type]
+                             max_batch=64, space=space, jobs=JobsConfig())
+        writer._commit_batch([
+            ops.AddQueue(QueueRecord("qid", "q", QueueState.ACTIVE, 0, QueueConfig())).to_wire(),
+            ops.Enqueue(_grouped_job(0, b"\x01")).to_wire()])
+        big = [ops.Enqueue(_grouped_job(n, b"\xc4" + bytes(50_000))).to_wire()
+               for n in range(1, 21)]  # about 1 MB: more than the 1 MiB map has room for
+        writer._commit_batch(big)
+        assert store.env.info()["map_size"] > 1 << 20  # it did run out of room and grow
+        with store.env.begin() as txn:
+            counts = GroupBook(txn, store.groups_db, store.group_ring).counts(
+                queue_prefix("q"), "tenant")
+        assert (counts.waiting, counts.active) == (21, 0)
+        assert store.counts("q")[JobStatus.WAITING] == 21
+    finally:
         store.close()

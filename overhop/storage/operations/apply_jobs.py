@@ -155,20 +155,20 @@ def _take_in_turns(txn: StoreTxn, op: TakeWaiting, queue_prefix: bytes) -> list[
     # Dispatch only takes waiting jobs away: once no ungrouped job waits, none will in
     # this dispatch.
     ungrouped_left = True
+    turns = groups.turns(queue_prefix)  # the same record all through the transaction
+    assert turns is not None
     for delivery_id, worker_id in op.assignments:
-        turns = groups.turns(queue_prefix)
-        assert turns is not None
         head = groups.first_in_turn(queue_prefix)
         ungrouped = txn.first_ungrouped_waiting_id(queue_name) if ungrouped_left else None
         ungrouped_left = ungrouped is not None
         if head is not None and (ungrouped is None or head[0] < turns.ungrouped_turn):
             group = head[1]
-            fair = _fair_turn(groups.counts(queue_prefix, group).taken)
-            picked = txn.group_waiting_id(queue_name, group, oldest=fair)
+            counts = groups.counts(queue_prefix, group)
+            picked = txn.group_waiting_id(queue_name, group, oldest=_fair_turn(counts.taken))
             if picked is None:
                 raise RuntimeError(f"group {group!r} is in turn with nothing waiting")
-            groups.served(queue_prefix, group)
         elif ungrouped is not None:
+            group = None
             fair = _fair_turn(turns.ungrouped_taken)
             picked = txn.oldest_waiting_id(queue_name) if fair else ungrouped
             groups.ungrouped_served(queue_prefix)
@@ -178,6 +178,9 @@ def _take_in_turns(txn: StoreTxn, op: TakeWaiting, queue_prefix: bytes) -> list[
         taken.append(txn.move_job(txn.indexed_job(picked), JobStatus.ACTIVE,
                                   delivery_id=delivery_id, worker_id=worker_id,
                                   started_at_ms=op.now_ms))
+        if group is not None:
+            # After the move: a group the move left idle or parked has no turn to move.
+            groups.served(queue_prefix, group, counts)
     return taken
 
 
