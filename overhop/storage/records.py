@@ -10,8 +10,9 @@ from dataclasses import fields
 from typing import Any
 
 import msgpack
+import msgspec
 
-from overhop.model.jobs import JobRecord, JobStatus
+from overhop.model.jobs import JobRecord
 from overhop.model.queues import BackoffKind, QueueConfig, QueueRecord, QueueState
 
 RECORD_FORMAT = 1
@@ -32,26 +33,25 @@ def _check_format(data: bytes) -> bytes:
     return data[1:]
 
 
+# A job record is its struct's fields as a MessagePack array (model/jobs.py), encoded and
+# decoded by msgspec in C: about half the time of msgpack plus building the record in
+# Python, and the same bytes. The decoder checks every field's type; a trailing field that
+# a record lacks (written before the field existed) takes its default.
+_encode_job = msgspec.msgpack.Encoder().encode
+_decode_job = msgspec.msgpack.Decoder(JobRecord).decode
+
+
 def encode_job(job: JobRecord) -> bytes:
-    return _FORMAT_BYTE + _pack(
-        [
-            job.job_id, job.queue_name, int(job.status), job.payload, job.created_at_ms,
-            job.execution_start_at_ms, job.max_attempts, job.retry_interval_ms, job.lease_ms,
-            job.reserved, job.attempts_so_far, job.delivery_id, job.worker_id,
-            job.started_at_ms, job.finished_at_ms, job.result, job.history, job.logs,
-            job.logs_dropped, job.headers, job.task, job.cancel_reason, job.priority,
-            job.unique_key, job.unique_scope, job.unique_expires_at_ms, job.group,
-        ]
-    )
+    return _FORMAT_BYTE + _encode_job(job)
 
 
 def decode_job(data: bytes) -> JobRecord:
-    fields: list[Any] = msgpack.unpackb(_check_format(data), raw=False, strict_map_key=False)
-    fields[2] = _STATUS_BY_NUMBER[fields[2]]
-    return JobRecord(*fields)
-
-
-_STATUS_BY_NUMBER = {int(status): status for status in JobStatus}
+    if not data or data[0] != RECORD_FORMAT:
+        raise RecordFormatError(f"unknown record format {data[:1]!r}")
+    try:
+        return _decode_job(memoryview(data)[1:])
+    except msgspec.MsgspecError as exc:  # not MessagePack, or not a job's fields
+        raise RecordFormatError(f"a job record does not decode: {exc}") from None
 
 
 # Queue settings in stored order; a new setting is appended, and records written before it
