@@ -108,29 +108,41 @@ def parse_enqueue_request(ctx: ServerContext, queue_name: str, p: dict[str, Any]
                            f"the job payload is {len(payload)} bytes encoded; the limit is {limit}")
     if p.keys() <= plain_keys:  # the usual job: no options to parse
         return EnqueueRequest(queue_name, payload, None, None, None, None)
-    scheduled_at = parse_optional_time(p, "scheduled_at")
-    delay_ms = parse_optional_int(p, "delay_ms", low=0, high=MAX_TIME_MS)
-    if delay_ms is not None:
-        if scheduled_at is not None:
-            raise RequestError(ErrorCode.INVALID_PAYLOAD,
-                               "give 'scheduled_at' or 'delay_ms', not both")
-        scheduled_at = min(now_ms() + delay_ms, MAX_TIME_MS)
-    unique_key, unique_scope, unique_ends = parse_unique(p, now_ms())
-    return EnqueueRequest(
-        queue_name=queue_name,
-        payload=payload,
-        scheduled_at_ms=scheduled_at,
-        max_attempts=parse_optional_int(p, "max_attempts", low=1, high=1000),
-        retry_interval_ms=parse_optional_int(p, "retry_interval_ms", low=1, high=86_400_000),
-        lease_ms=parse_optional_int(p, "lease_ms", low=100, high=86_400_000),
-        headers=_headers(p),
-        task=parse_optional_task_name(p),
-        priority=parse_optional_int(p, "priority", low=MIN_PRIORITY, high=MAX_PRIORITY),
-        unique_key=unique_key,
-        unique_scope=unique_scope,
-        unique_expires_at_ms=unique_ends,
-        group=parse_optional_group(p),
-    )
+    return _with_options(EnqueueRequest(queue_name, payload, None, None, None, None), p)
+
+
+def _with_options(request: EnqueueRequest, p: dict[str, Any]) -> EnqueueRequest:
+    """`request` with the job's options set: each parser runs only for the fields present
+    (a job with one option pays for one)."""
+    if "scheduled_at" in p or "delay_ms" in p:
+        scheduled_at = parse_optional_time(p, "scheduled_at")
+        delay_ms = parse_optional_int(p, "delay_ms", low=0, high=MAX_TIME_MS)
+        if delay_ms is not None:
+            if scheduled_at is not None:
+                raise RequestError(ErrorCode.INVALID_PAYLOAD,
+                                   "give 'scheduled_at' or 'delay_ms', not both")
+            scheduled_at = min(now_ms() + delay_ms, MAX_TIME_MS)
+        request.scheduled_at_ms = scheduled_at
+    if "unique_key" in p or "unique_until" in p or "unique_ttl_ms" in p:
+        request.unique_key, request.unique_scope, request.unique_expires_at_ms = (
+            parse_unique(p, now_ms()))
+    if "max_attempts" in p:
+        request.max_attempts = parse_optional_int(p, "max_attempts", low=1, high=1000)
+    if "retry_interval_ms" in p:
+        request.retry_interval_ms = parse_optional_int(p, "retry_interval_ms", low=1,
+                                                       high=86_400_000)
+    if "lease_ms" in p:
+        request.lease_ms = parse_optional_int(p, "lease_ms", low=100, high=86_400_000)
+    if "headers" in p:
+        request.headers = _headers(p)
+    if "task" in p:
+        request.task = parse_optional_task_name(p)
+    if "priority" in p:
+        request.priority = parse_optional_int(p, "priority", low=MIN_PRIORITY,
+                                              high=MAX_PRIORITY)
+    if "group" in p:
+        request.group = parse_optional_group(p)
+    return request
 
 
 def _headers(p: dict[str, Any]) -> dict[str, str] | None:
