@@ -150,12 +150,7 @@ class GroupBook:
         counts.active += active
         if counts.waiting < 0 or counts.active < 0:
             raise RuntimeError(f"group {group!r} counts would go negative")
-        if counts.waiting == 0:
-            state = IDLE
-        elif limit is None or counts.active < limit:
-            state = IN_TURN
-        else:
-            state = PARKED
+        state = _place_of(counts, limit)
         if state != counts.state:
             self._move(queue_prefix, key[len(queue_prefix):], counts, state, waiting)
         elif state == PARKED:
@@ -210,12 +205,7 @@ class GroupBook:
                               GroupCounts(*_GROUP.unpack(value))))
         for group, counts in found:
             self._counts[queue_prefix + group.encode()] = counts
-            if counts.waiting == 0:
-                state = IDLE
-            elif limit is None or counts.active < limit:
-                state = IN_TURN
-            else:
-                state = PARKED
+            state = _place_of(counts, limit)
             if state != counts.state:
                 self._move(queue_prefix, group.encode(), counts, state, 0)
 
@@ -240,6 +230,14 @@ class GroupBook:
             self._txn.put(queue_prefix + PARKED_MARK + name, b"", db=self._ring)
             turns.blocked += counts.waiting
         counts.state = state
+
+
+def _place_of(counts: GroupCounts, limit: int | None) -> int:
+    """Where a group's counts put it: idle (nothing waiting), in turn, or parked (at its
+    queue's group limit with jobs waiting)."""
+    if counts.waiting == 0:
+        return IDLE
+    return IN_TURN if limit is None or counts.active < limit else PARKED
 
 
 def _next_turn(turns: QueueTurns) -> int:
