@@ -145,8 +145,7 @@ class Scheduler:
             ops.TakeWaiting(runtime.record.name, assignments, now, guards,
                             runtime.dispatched))
         runtime.dispatched += len(plan)
-        write.visible.add_done_callback(
-            partial(self._on_taken, runtime, plan, assignments, added_before))
+        write.when_visible(partial(self._on_taken, runtime, plan, assignments, added_before))
 
     def _wake_at_rate_opening(self, runtime: QueueRuntime) -> None:
         """A rate-limited queue dispatches again the moment its window lets a job start."""
@@ -165,15 +164,14 @@ class Scheduler:
 
     def _on_taken(self, runtime: QueueRuntime, plan: list[Subscription],
                   assignments: list[tuple[str, str]], added_before: int,
-                  visible: "asyncio.Future[ops.Taken]") -> None:
+                  taken: ops.Taken | None, error: RequestError | None) -> None:
+        """The dispatch's move to active is visible (or failed): its QUESTs go out."""
         runtime.dispatch_in_flight = False
-        error = visible.exception()
-        if error is not None:
+        if taken is None:
             # Expected while the store refuses for space: the jobs stay waiting.
             log.warning("dispatch_failed", queue=runtime.record.name, error=str(error))
             self._refund(runtime, plan)
             return
-        taken = visible.result()
         now = self._clock()
         for subscription, (delivery_id, _), job in zip(plan, assignments, taken.jobs,
                                                         strict=False):
@@ -257,10 +255,10 @@ class Scheduler:
         job.worker_id = subscription.worker.worker_id
         job.started_at_ms = job.created_at_ms
 
-        def on_visible(visible: "asyncio.Future[str]") -> None:
+        def on_visible(held_by: str | None, error: RequestError | None) -> None:
             # The QUEST goes out once the commit is visible, one sync before the ENQUEUE's
             # OK (which waits for the commit to be durable): see docs/storage.md.
-            if visible.exception() is not None or visible.result() != job.job_id:
+            if held_by != job.job_id:
                 # Refused, or a duplicate of a job holding its unique key: nothing added.
                 self._refund(runtime, [subscription])
                 self.pump(runtime)
@@ -268,7 +266,7 @@ class Scheduler:
             self.deliver(subscription, delivery_id, job, self._clock())
 
         write = self._writer.submit(ops.Enqueue(job))
-        write.visible.add_done_callback(on_visible)
+        write.when_visible(on_visible)
         return write.durable
 
 
