@@ -57,7 +57,7 @@ from overhop.broker.events import (
 from overhop.broker.service import Broker, BulkAction, EnqueueRequest
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
-from overhop.errors import ErrorCode, RequestError
+from overhop.errors import DeferredRefusal, ErrorCode, RequestError
 from overhop.model.jobs import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
@@ -389,7 +389,10 @@ class LifecycleMachine(RuleBasedStateMachine):
     def refused(self, code: ErrorCode, action: Callable[[], Any]) -> None:
         async def go() -> None:
             try:
-                result = action()
+                try:
+                    result = action()
+                except DeferredRefusal as deferred:  # the refusal takes a storage read
+                    result = deferred.decide()
                 if asyncio.isfuture(result) or asyncio.iscoroutine(result):
                     await result
             except RequestError as exc:

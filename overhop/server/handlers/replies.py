@@ -1,7 +1,7 @@
 """What every handler shares: the reply types, and job ids and views."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from overhop.broker.explain import explain_job
@@ -36,7 +36,17 @@ def job_id(p: dict[str, Any]) -> str:
     return parse_str(p, "jid", max_length=200)
 
 
-def describe_job(ctx: ServerContext, job: JobRecord, now: int) -> dict[str, Any]:
+async def describe_job(ctx: ServerContext, job: JobRecord, now: int) -> dict[str, Any]:
     broker = ctx.broker
+    explained = await explain_job(broker, job, now)
     delivery = broker.deliveries.get(job.delivery_id) if job.delivery_id else None
-    return job_view(job, broker.policy(job), delivery, explain_job(broker, job, now))
+    return job_view(job, broker.policy(job), delivery, explained)
+
+
+def pending(reading: "Coroutine[Any, Any, dict[str, Any]]") -> Pending:
+    """A reply that needs storage reads: sent when `reading` returns it."""
+    return asyncio.ensure_future(reading), _as_is
+
+
+def _as_is(reply: dict[str, Any]) -> dict[str, Any]:
+    return reply
