@@ -24,6 +24,10 @@ TaskPage = tuple[list[JobRecord], bool, str | None]
 class StoreReads(Protocol):
     """The reads of `Store` (see there for each one's meaning), awaited."""
 
+    # True when every read answers without suspending (LMDB): a handler may then run its
+    # reads to their end at once and reply in the same turn.
+    immediate: bool
+
     async def load_queues(self) -> list[QueueRecord]: ...
 
     async def get_job(self, job_id: str) -> JobRecord | None: ...
@@ -61,6 +65,7 @@ class LmdbReads:
     """`StoreReads` of an LMDB `Store`: each answer is ready at once."""
 
     __slots__ = ("store",)
+    immediate = True
 
     def __init__(self, store: Store) -> None:
         self.store = store

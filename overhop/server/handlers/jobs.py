@@ -184,7 +184,7 @@ def _unique_many_reply(job_ids: list[str], holders: list[str]) -> dict[str, Any]
 
 
 def handle_job(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return pending(_job_reply(ctx, ctx.broker.job(job_id(p))))
+    return pending(ctx, _job_reply(ctx, ctx.broker.job(job_id(p))))
 
 
 async def _job_reply(ctx: ServerContext, reading: Awaitable[JobRecord | None]
@@ -224,7 +224,7 @@ def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
                            "with 'task', page on with 'after' (the previous page's "
                            "'next_after'), not 'page'")
     ctx.broker.user_queue(queue_name)
-    return pending(_lsjob_reply(ctx, queue_name, label, page, page_size, skip, task, after))
+    return pending(ctx, _lsjob_reply(ctx, queue_name, label, page, page_size, skip, task, after))
 
 
 async def _lsjob_reply(ctx: ServerContext, queue_name: str, label: str, page: int,

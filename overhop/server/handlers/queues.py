@@ -47,7 +47,7 @@ def handle_addqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
 
 
 def handle_status(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return pending(status_report(ctx))
+    return pending(ctx, status_report(ctx))
 
 
 def handle_rmqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -67,7 +67,7 @@ def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 def handle_qstats(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     queue_name = parse_queue_name(p.get("q"))
     runtime = ctx.broker.user_queue(queue_name)
-    return pending(_qstats_reply(ctx, queue_name, runtime))
+    return pending(ctx, _qstats_reply(ctx, queue_name, runtime))
 
 
 async def _qstats_reply(ctx: ServerContext, queue_name: str, runtime: QueueRuntime

@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from overhop.broker.explain import explain_job
 from overhop.model.jobs import JobRecord
@@ -43,8 +43,17 @@ async def describe_job(ctx: ServerContext, job: JobRecord, now: int) -> dict[str
     return job_view(job, broker.policy(job), delivery, explained)
 
 
-def pending(reading: "Coroutine[Any, Any, dict[str, Any]]") -> Pending:
-    """A reply that needs storage reads: sent when `reading` returns it."""
+def pending(ctx: ServerContext, reading: "Coroutine[Any, Any, dict[str, Any]]") -> Reply:
+    """A reply that needs storage reads: sent when `reading` returns it. On an engine whose
+    reads answer at once (LMDB) it is run to its end here, so the reply is built now, as
+    before reads were awaited (and counts against the connection's write buffer at once)."""
+    if ctx.reads.immediate:
+        try:
+            reading.send(None)
+        except StopIteration as done:
+            return cast(dict[str, Any], done.value)
+        reading.close()
+        raise RuntimeError("a read of an immediate engine suspended")
     return asyncio.ensure_future(reading), _as_is
 
 

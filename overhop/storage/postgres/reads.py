@@ -51,6 +51,8 @@ def prefix_end(prefix: bytes) -> bytes:
 class PgReads:
     """`StoreReads` over PostgreSQL; owns the server's `PgStore` (its lock) too."""
 
+    immediate = False
+
     def __init__(self, store: PgStore, connections: list[psycopg.AsyncConnection]) -> None:
         self.store = store
         self._idle: asyncio.Queue[psycopg.AsyncConnection] = asyncio.Queue()
