@@ -684,8 +684,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             for delivery in fenced:
                 # Fenced at once: STALE while its job is still stored, NOT_FOUND after.
                 try:
-                    self.broker.worker_delivery(holders[delivery.did], delivery.did,
-                                                delivery.jid)
+                    try:
+                        self.broker.worker_delivery(holders[delivery.did], delivery.did,
+                                                    delivery.jid)
+                    except DeferredRefusal as deferred:  # which refusal takes a read
+                        await deferred.decide()
                 except RequestError as exc:
                     assert exc.code in (ErrorCode.DELIVERY_STALE,
                                         ErrorCode.DELIVERY_NOT_FOUND), exc.code
