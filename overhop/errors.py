@@ -5,6 +5,7 @@ exactly one place (`overhop.server.connection`). `protocol/PROTOCOL.md` lists ev
 a test keeps the list and this enum equal.
 """
 
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
@@ -105,3 +106,13 @@ class RequestError(OverhopError):
     def in_batch(self, index: int) -> "RequestError":
         """This error as the refusal of job `index` of a batch (ENQUEUEMANY)."""
         return RequestError(self.code, f"job {index}: {self.message}", {"index": index})
+
+
+class DeferredRefusal(Exception):
+    """A request is refused, but which refusal it gets needs a storage read (which the
+    event loop must await): `decide()` raises the `OverhopError` to send. The connection
+    answers it like any other pending reply."""
+
+    def __init__(self, decide: "Callable[[], Awaitable[None]]") -> None:
+        super().__init__("refusal decided by a storage read")
+        self.decide = decide

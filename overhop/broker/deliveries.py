@@ -19,11 +19,11 @@ from overhop.broker.state import BrokerState
 from overhop.broker.watches import Watches
 from overhop.broker.workers import Delivery, Worker
 from overhop.config.schema import Config
-from overhop.errors import ErrorCode, RequestError
+from overhop.errors import DeferredRefusal, ErrorCode, RequestError
 from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.storage import operations as ops
-from overhop.storage.store import Store
+from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 log = get_logger("overhop.broker")
@@ -32,7 +32,7 @@ Ending = tuple[AttemptOutcome, dict[str, Any] | None]
 
 
 class Deliveries:
-    def __init__(self, state: BrokerState, store: Store, writer: Writer, config: Config,
+    def __init__(self, state: BrokerState, store: StoreReads, writer: Writer, config: Config,
                  clock: Callable[[], int], scheduler: Scheduler, watches: Watches,
                  note_due: Callable[[QueueRuntime, int | None], None]) -> None:
         self._state = state
@@ -52,11 +52,16 @@ class Deliveries:
                 raise RequestError(ErrorCode.INVALID_PAYLOAD,
                                    f"delivery {delivery_id} is of job {delivery.job_id}")
             return delivery
-        if delivery_id not in self._state.deliveries and self._store.get_job(job_id) is not None:
+        if delivery_id not in self._state.deliveries:
+            # Stale if the job is still stored: that takes a read, so the reply waits.
+            raise DeferredRefusal(partial(self._unknown_delivery, delivery_id, job_id))
+        raise _not_found(delivery_id)
+
+    async def _unknown_delivery(self, delivery_id: str, job_id: str) -> None:
+        if await self._store.get_job(job_id) is not None:
             raise RequestError(ErrorCode.DELIVERY_STALE,
                                f"delivery {delivery_id} of {job_id} is no longer current")
-        raise RequestError(ErrorCode.DELIVERY_NOT_FOUND,
-                           f"this worker holds no delivery {delivery_id}")
+        raise _not_found(delivery_id)
 
     # -- while the job runs ------------------------------------------------------------
 
@@ -161,8 +166,7 @@ class Deliveries:
         if error is not None:
             return
         if status == JobStatus.CANCELLED:  # CANCELled while it ran
-            self._watches.finished(job_id, FinalStatus.CANCELLED,
-                                   job=self._store.get_job(job_id))
+            self._watches.finished_from_store(job_id, FinalStatus.CANCELLED)
         else:
             self._watches.finished(job_id, FinalStatus.COMPLETED, result=result)
 
@@ -246,3 +250,8 @@ def _write_failed(error: BaseException) -> bool:
     opposed to an operation that refused because the job had moved on."""
     return (isinstance(error, RequestError)
             and error.code in (ErrorCode.INTERNAL, ErrorCode.STORAGE_FULL))
+
+
+def _not_found(delivery_id: str) -> RequestError:
+    return RequestError(ErrorCode.DELIVERY_NOT_FOUND,
+                        f"this worker holds no delivery {delivery_id}")

@@ -100,9 +100,10 @@ class Enqueuer:
         for new, held in duplicates:
             self._watches.remove(watcher, new)
             try:
-                self._watches.watch(watcher, held)
-            except RequestError as exc:  # the holder went meanwhile: nothing will come
-                log.info("duplicate_watch_dropped", jid=held, error=exc.code.name)
+                self._watches.watch(watcher, held).add_done_callback(
+                    partial(_watch_dropped, held))
+            except RequestError as exc:
+                _log_dropped(held, exc)
 
     def _submit(self, runtime: QueueRuntime, job: JobRecord, now: int
                 ) -> "asyncio.Future[str]":
@@ -178,3 +179,13 @@ class Enqueuer:
             unique_expires_at_ms=request.unique_expires_at_ms,
             group=request.group,
         )
+
+
+def _watch_dropped(job_id: str, future: "asyncio.Future[None]") -> None:
+    exc = None if future.cancelled() else future.exception()
+    if isinstance(exc, RequestError):  # the holder went meanwhile: nothing will come
+        _log_dropped(job_id, exc)
+
+
+def _log_dropped(job_id: str, exc: RequestError) -> None:
+    log.info("duplicate_watch_dropped", jid=job_id, error=exc.code.name)

@@ -17,7 +17,7 @@ def _credits(runtime: QueueRuntime) -> int:
     return sum(s.credits for s in runtime.subscriptions if s.active)
 
 
-def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] | None:
+async def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] | None:
     """What holds a job that is not running, or None for active and finished jobs.
 
     Reasons, checked in this order: `queue_missing`; `queue_paused`; for delayed jobs
@@ -44,7 +44,7 @@ def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] |
                 "limit": config.concurrency_limit}
     group_limit = config.group_concurrency_limit
     if job.group is not None and group_limit is not None:
-        active = broker.store.group_active(job.queue_name, job.group)
+        active = await broker.reads.group_active(job.queue_name, job.group)
         if active >= group_limit:
             return {"reason": "group_limit", "group": job.group, "active": active,
                     "limit": group_limit}
@@ -57,11 +57,11 @@ def explain_job(broker: Broker, job: JobRecord, now_ms: int) -> dict[str, Any] |
     return {"reason": "in_line"}
 
 
-def queue_dispatch_stats(broker: Broker, runtime: QueueRuntime, now_ms: int
-                         ) -> dict[str, Any]:
+async def queue_dispatch_stats(broker: Broker, runtime: QueueRuntime, now_ms: int
+                               ) -> dict[str, Any]:
     """QSTATS' picture of dispatch: concurrency, rate, credits, the oldest waiting job."""
     config = runtime.record.config
-    oldest = broker.store.oldest_created_ms(runtime.record.name, JobStatus.WAITING)
+    oldest = await broker.reads.oldest_created_ms(runtime.record.name, JobStatus.WAITING)
     rate: dict[str, Any] | None = None
     if config.rate_limit is not None:
         rate = {"limit": config.rate_limit, "window_ms": config.rate_window_ms,

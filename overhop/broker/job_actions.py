@@ -21,7 +21,7 @@ from overhop.logs import get_logger
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueState
 from overhop.storage import operations as ops
-from overhop.storage.store import Store
+from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 log = get_logger("overhop.broker")
@@ -56,7 +56,7 @@ JobIdBoundary = Callable[[int], bytes]
 
 
 class JobActions:
-    def __init__(self, state: BrokerState, store: Store, writer: Writer,
+    def __init__(self, state: BrokerState, store: StoreReads, writer: Writer,
                  scheduler: Scheduler, watches: Watches,
                  job_id_boundary: JobIdBoundary) -> None:
         self._state = state
@@ -121,10 +121,10 @@ class JobActions:
                     break
                 step = await self._writer.submit(batch(step.after)).durable
             if action == BulkAction.CANCEL:
-                committed = self._store.counts(queue_name)[JobStatus.WAITING]
+                committed = (await self._store.counts(queue_name))[JobStatus.WAITING]
                 runtime.waiting_estimate = committed + (runtime.waiting_added - added_before)
-                runtime.next_due_ms = self._store.first_due_ms(queue_name)
-                self._watches.queue_emptied(queue_name)
+                runtime.next_due_ms = await self._store.first_due_ms(queue_name)
+                await self._watches.queue_emptied(queue_name)
             log.info("jobs_bulk_done", queue=queue_name, action=action.value,
                      status=status.label, jobs=done, more=step.more)
             return done, step.more

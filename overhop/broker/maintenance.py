@@ -19,7 +19,7 @@ from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome, JobStatus
 from overhop.model.queues import QueueState
 from overhop.storage import operations as ops
-from overhop.storage.store import Store
+from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 log = get_logger("overhop.broker")
@@ -33,7 +33,7 @@ RETENTION_BATCH = 500
 
 
 class Maintenance:
-    def __init__(self, state: BrokerState, store: Store, writer: Writer, config: Config,
+    def __init__(self, state: BrokerState, store: StoreReads, writer: Writer, config: Config,
                  clock: Callable[[], int], scheduler: Scheduler) -> None:
         self._state = state
         self._store = store
@@ -68,7 +68,7 @@ class Maintenance:
                 break
         if recovered:
             runtime = self._state.queues[name]
-            runtime.waiting_estimate = self._store.counts(name)[JobStatus.WAITING]
+            runtime.waiting_estimate = (await self._store.counts(name))[JobStatus.WAITING]
             log.warning("active_jobs_recovered", queue=name, jobs=recovered)
 
     # -- retention ---------------------------------------------------------------------

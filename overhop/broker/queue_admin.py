@@ -29,7 +29,7 @@ from overhop.logs import get_logger
 from overhop.model.jobs import JobStatus
 from overhop.model.queues import QueueConfig, QueueRecord, QueueState, parse_queue_config
 from overhop.storage import operations as ops
-from overhop.storage.store import Store
+from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 log = get_logger("overhop.queue_admin")
@@ -41,7 +41,7 @@ CONTROL_BATCH = 500
 
 
 class QueueAdmin:
-    def __init__(self, state: BrokerState, store: Store, writer: Writer,
+    def __init__(self, state: BrokerState, store: StoreReads, writer: Writer,
                  clock: Callable[[], int], scheduler: Scheduler, deliveries: Deliveries,
                  maintenance: Maintenance, watches: Watches,
                  job_id_boundary: Callable[[int], bytes], max_queues: int) -> None:
@@ -178,10 +178,10 @@ class QueueAdmin:
                     break
                 step = await self._writer.submit(ops.ClearQueueBatch(
                     name, CONTROL_BATCH, boundary)).durable
-            committed = self._store.counts(name)[JobStatus.WAITING]
+            committed = (await self._store.counts(name))[JobStatus.WAITING]
             runtime.waiting_estimate = committed + (runtime.waiting_added - added_before)
-            runtime.next_due_ms = self._store.first_due_ms(name)
-            self._watches.queue_emptied(name)
+            runtime.next_due_ms = await self._store.first_due_ms(name)
+            await self._watches.queue_emptied(name)
             log.info("queue_cleared", queue=name, jobs=sum(removed.values()))
             return removed
 
@@ -193,19 +193,35 @@ class QueueAdmin:
         The queue is gone for every request handled after this one; its name can be added
         again once the removal has finished (until then ADDQUEUE answers QUEUE_EXISTS)."""
         runtime = self._state.user_queue(name)
-        active = self._store.counts(name)[JobStatus.ACTIVE]
-        if (active or runtime.active) and not force:
-            raise RequestError(ErrorCode.QUEUE_HAS_ACTIVE_JOBS,
-                               f"queue {name!r} has {max(active, runtime.active)} active jobs; "
-                               "wait for them or obliterate with force")
+        # The store may hold active jobs whose ends are still being written. LMDB answers
+        # at once, so the queue is gone for every request handled after this one; on
+        # PostgreSQL the check is a read, and the queue goes once it is made.
+        counts = None if force else self._store.counts_now(name)
+        stored_active = 0 if counts is None else counts[JobStatus.ACTIVE]
+        if (stored_active or runtime.active) and not force:
+            raise _has_active(name, max(stored_active, runtime.active))
         self._state.obliterating.add(name)
-        self._scheduler.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
-        fenced = self._deliveries.fence_queue(name, runtime)
-        first = self._writer.submit(ops.ObliterateBatch(name, CONTROL_BATCH)).durable
+        checked = force or counts is not None
+        fenced = 0
+        first: asyncio.Future[ops.Removed] | None = None
+        if checked:
+            self._scheduler.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
+            fenced = self._deliveries.fence_queue(name, runtime)
+            first = self._writer.submit(ops.ObliterateBatch(name, CONTROL_BATCH)).durable
 
         async def steps() -> int:
+            nonlocal fenced
             try:
-                step = await first
+                if first is None:
+                    active = (await self._store.counts(name))[JobStatus.ACTIVE]
+                    if active or runtime.active:
+                        raise _has_active(name, max(active, runtime.active))
+                    self._scheduler.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
+                    fenced = self._deliveries.fence_queue(name, runtime)
+                    step = await self._writer.submit(ops.ObliterateBatch(
+                        name, CONTROL_BATCH)).durable
+                else:
+                    step = await first
                 removed = step.removed
                 while step.more:
                     step = await self._writer.submit(ops.ObliterateBatch(
@@ -214,11 +230,17 @@ class QueueAdmin:
                 await self._writer.submit(ops.DeleteEmptyQueue(name)).durable
             finally:
                 self._state.obliterating.discard(name)
-            self._watches.queue_emptied(name)
+            await self._watches.queue_emptied(name)
             log.info("queue_obliterated", queue=name, jobs=removed, fenced_deliveries=fenced)
             return removed
 
         return _task(steps())
+
+
+def _has_active(name: str, active: int) -> RequestError:
+    return RequestError(ErrorCode.QUEUE_HAS_ACTIVE_JOBS,
+                        f"queue {name!r} has {active} active jobs; "
+                        "wait for them or obliterate with force")
 
 
 def _task(steps: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":

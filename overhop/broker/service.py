@@ -17,7 +17,7 @@ and pass the time down; the parts behind them are split by lifecycle:
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -41,7 +41,7 @@ from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import SYSTEM_QUEUE_NAME, JobPolicy, QueueConfig, QueueRecord, QueueState
 from overhop.observability.tally import Tally
 from overhop.storage import operations as ops
-from overhop.storage.schedule_records import load_schedules
+from overhop.storage.reads import LmdbReads, StoreReads
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
@@ -51,10 +51,13 @@ log = get_logger("overhop.broker")
 
 
 class Broker:
-    def __init__(self, config: Config, store: Store, writer: Writer,
+    def __init__(self, config: Config, store: Store | StoreReads, writer: Writer,
                  clock: Callable[[], int]) -> None:
         self.config = config
-        self.store = store
+        # Every read of the store is awaited (storage/reads.py); an LMDB `Store` given
+        # here (as tests do) is read through `LmdbReads`, which answers at once.
+        self.reads: StoreReads = LmdbReads(store) if isinstance(store, Store) else store
+        store = self.reads
         self.writer = writer
         self.clock = clock
         self._state = state = BrokerState()
@@ -121,10 +124,10 @@ class Broker:
     async def boot(self) -> None:
         """Load queues (not jobs), create `_system`, and end attempts the old process left."""
         queues = self._state.queues
-        for record in self.store.load_queues():
+        for record in await self.reads.load_queues():
             runtime = QueueRuntime(record)
-            runtime.waiting_estimate = self.store.counts(record.name)[JobStatus.WAITING]
-            runtime.next_due_ms = self.store.first_due_ms(record.name)
+            runtime.waiting_estimate = (await self.reads.counts(record.name))[JobStatus.WAITING]
+            runtime.next_due_ms = await self.reads.first_due_ms(record.name)
             runtime.new_pending = record.state == QueueState.ACTIVE
             queues[record.name] = runtime
         if SYSTEM_QUEUE_NAME not in queues:
@@ -134,7 +137,7 @@ class Broker:
         for name in list(queues):
             await self._maintenance.recover_active(name)
         most = self.config.schedules.max_schedules
-        records = load_schedules(self.store, most + 1)
+        records = await self.reads.load_schedules(most + 1)
         if len(records) > most:  # the setting was lowered below what is stored
             log.warning("schedules_over_limit", max_schedules=most)
             records = records[:most]
@@ -190,11 +193,15 @@ class Broker:
                      ) -> tuple[list[str], "asyncio.Future[list[str]]"]:
         return self._enqueuer.enqueue_many(queue_name, requests, self.clock(), watcher)
 
-    def job(self, job_id: str) -> JobRecord | None:
+    def job(self, job_id: str) -> "Awaitable[JobRecord | None]":
+        """The stored job (refused at once for a system queue's job)."""
+        self.check_job_readable(job_id)
+        return self.reads.get_job(job_id)
+
+    def check_job_readable(self, job_id: str) -> None:
         queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
         if queue_name.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be read")
-        return self.store.get_job(job_id)
 
     def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
@@ -289,8 +296,8 @@ class Broker:
 
     # -- results -------------------------------------------------------------------------
 
-    def watch(self, worker: Worker, job_id: str) -> "asyncio.Future[None] | None":
-        """WATCH: None when the outcome will come later, else the wait until it is sent."""
+    def watch(self, worker: Worker, job_id: str) -> "asyncio.Future[None]":
+        """WATCH: resolves once the watch is set (or the ended job's outcome sent)."""
         return self._watches.watch(worker, job_id)
 
     def unwatch(self, worker: Worker, job_id: str) -> None:

@@ -16,7 +16,7 @@ from overhop.errors import ErrorCode, RequestError
 from overhop.logs import get_logger
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.storage import operations as ops
-from overhop.storage.store import Store
+from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 log = get_logger("overhop.broker")
@@ -28,10 +28,12 @@ _FINAL = {JobStatus.COMPLETED: FinalStatus.COMPLETED, JobStatus.FAILED: FinalSta
 
 
 class Watches:
-    def __init__(self, store: Store, writer: Writer) -> None:
+    def __init__(self, store: StoreReads, writer: Writer) -> None:
         self._store = store
         self._writer = writer
         self._watchers: dict[str, set[Worker]] = {}
+        # Reads running for `finished_from_store` (kept so they are not collected).
+        self._reading: set[asyncio.Task[None]] = set()
 
     def add(self, worker: Worker, job_ids: list[str]) -> None:
         """Watch jobs that are not finished yet (their outcomes come through `finished`):
@@ -44,29 +46,35 @@ class Watches:
             worker.watching.add(job_id)
             self._watchers.setdefault(job_id, set()).add(worker)
 
-    def watch(self, worker: Worker, job_id: str) -> "asyncio.Future[None] | None":
-        """WATCH: the job's outcome is pushed when it ends, or now if it has ended.
+    def watch(self, worker: Worker, job_id: str) -> "asyncio.Future[None]":
+        """WATCH: the job's outcome is pushed when it ends, or now if it has ended; the
+        future resolves once the watch is set (it fails with JOB_NOT_FOUND or WATCH_LIMIT).
 
-        A job that has ended already is told once that state is durable (a barrier
-        commit), so the push never runs ahead of the disk; the returned future is that
-        wait (None when the job is still running)."""
-        job = self._store.get_job(job_id)
+        The job is read from the store, which takes an await; the watch is set before the
+        read, so an end that becomes durable meanwhile is told through `finished`. A job
+        that has ended already is told once that state is durable (a barrier commit), so
+        the push never runs ahead of the disk."""
+        added = job_id not in worker.watching
+        if added:
+            self.add(worker, [job_id])
+        return asyncio.ensure_future(self._watch_stored(worker, job_id, added))
+
+    async def _watch_stored(self, worker: Worker, job_id: str, added: bool) -> None:
+        job = await self._store.get_job(job_id)
         if job is None:
+            if added:
+                self.remove(worker, job_id)
             raise RequestError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id!r}")
         final = _FINAL.get(job.status)
         if final is None:
-            if job_id not in worker.watching:
-                self.add(worker, [job_id])
-            return None
+            return
+        if job_id not in worker.watching:  # told by `finished` while the read ran
+            return
+        self.remove(worker, job_id)
         event = _event(job, final)
-
-        def tell(durable: "asyncio.Future[None]") -> None:
-            if not durable.cancelled() and durable.exception() is None and not worker.gone:
-                worker.peer.job_finished(event)
-
-        durable = self._writer.submit(ops.Barrier()).durable
-        durable.add_done_callback(tell)
-        return durable
+        await self._writer.submit(ops.Barrier()).durable
+        if not worker.gone:
+            worker.peer.job_finished(event)
 
     def remove(self, worker: Worker, job_id: str) -> None:
         worker.watching.discard(job_id)
@@ -94,13 +102,26 @@ class Watches:
             if not worker.gone:
                 worker.peer.job_finished(event)
 
-    def queue_emptied(self, queue_name: str) -> None:
+    def finished_from_store(self, job_id: str, status: FinalStatus) -> None:
+        """`finished`, with the job's record read from the store first (if anyone
+        watches it)."""
+        if job_id not in self._watchers:
+            return
+
+        async def tell() -> None:
+            self.finished(job_id, status, job=await self._store.get_job(job_id))
+
+        task = asyncio.get_running_loop().create_task(tell())
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
+    async def queue_emptied(self, queue_name: str) -> None:
         """A clear, obliterate or bulk action ended or removed jobs of the queue: watchers
         of jobs now gone are told `removed`, of jobs now cancelled `cancelled` (watched
         jobs are few; each is one read)."""
         prefix = f"{queue_name}:"
         for job_id in [jid for jid in self._watchers if jid.startswith(prefix)]:
-            job = self._store.get_job(job_id)
+            job = await self._store.get_job(job_id)
             if job is None:
                 self.finished(job_id, FinalStatus.REMOVED)
             elif job.status == JobStatus.CANCELLED:

@@ -183,6 +183,9 @@ def validate_config(config: Config) -> None:
     if tls.client_ca_file and not tls.cert_file:
         raise ConfigError("server.tls.client_ca_file needs server.tls.cert_file and key_file")
     server, storage, pages = config.server, config.storage, config.pagination
+    if storage.engine == "postgres" and not storage.postgres.dsn.strip():
+        raise ConfigError('storage.postgres.dsn: required when storage.engine is "postgres" '
+                          "(e.g. postgresql://overhop@localhost/overhop)")
     if server.write_buffer_max_bytes <= server.write_buffer_high_bytes:
         raise ConfigError(
             f"server.write_buffer_max_bytes ({server.write_buffer_max_bytes}) must be greater"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 LOG_LEVELS = ("error", "warn", "info", "debug", "verbose")
-STORAGE_ENGINES = ("lmdb",)
+STORAGE_ENGINES = ("lmdb", "postgres")
 SELF_DEBUG_SUFFIX = "-self-debug"
 
 KIB = 1024
@@ -227,9 +227,23 @@ class PaginationConfig:
 
 
 @dataclass(frozen=True)
+class PostgresConfig:
+    # No default database: a DSN names a server the operator runs, so it must be given.
+    dsn: str = setting(
+        "", doc='libpq connection string or URL (storage.engine = "postgres"); several '
+                "hosts with target_session_attrs=read-write reach the writable one.")
+    # 4 connections serve the reads of QSTATS, LSJOB, JOB and the pages on 2 cores without
+    # queueing, and stay far below PostgreSQL's default max_connections (100).
+    pool_size: int = setting(4, minimum=1, maximum=64,
+                             doc="Connections the server process reads through.")
+
+
+@dataclass(frozen=True)
 class StorageConfig:
-    # LMDB is the only engine; the key exists so a config file can name it.
-    engine: str = setting("lmdb", choices=STORAGE_ENGINES, doc="Storage engine.")
+    # LMDB: one machine, no other server to run. PostgreSQL: all state in a database the
+    # operator runs (docs/storage.md), the first step past one machine.
+    engine: str = setting("lmdb", choices=STORAGE_ENGINES,
+                          doc="Storage engine: lmdb (a local directory) or postgres.")
     # A per-user location so a first run needs no privileges.
     path: str = setting("~/.overhop/data", nonempty=True,
                         doc="Data directory; a leading ~/ or $HOME/ is the home directory.")
@@ -255,6 +269,7 @@ class StorageConfig:
     # 1024 writes per commit amortises the fsync while keeping one commit's latency small.
     max_batch_operations: int = setting(1024, minimum=1, maximum=100_000,
                                         doc="Most write operations folded into one commit.")
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
 
     def resolved_path(self, environ: Mapping[str, str] = os.environ) -> Path:
         """`path` with a leading `~/` or `$HOME/` replaced by the HOME directory."""

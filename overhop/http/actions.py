@@ -121,8 +121,8 @@ async def retry_failed(sources: Sources, request: web.Request, body: dict[str, A
     after: bytes | None = None
     while retried + refused < RETRY_ALL_MAX:
         limit = min(RETRY_BATCH, RETRY_ALL_MAX - retried - refused)
-        jobs, _, more = sources.store.list_jobs(name, JobStatus.FAILED, 0, limit,
-                                                1 << 30, after)
+        jobs, _, more = await sources.reads.list_jobs(name, JobStatus.FAILED, 0, limit,
+                                                      1 << 30, after)
         if not jobs:
             break
         futures = [sources.broker.retry_job(job.job_id) for job in jobs]

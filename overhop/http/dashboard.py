@@ -50,7 +50,7 @@ def _error(exc: RequestError, status: int) -> web.Response:
 
 
 async def api_overview(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[HUB].overview_bytes(),
+    return web.Response(body=await request.app[HUB].overview_bytes(),
                         content_type="application/json")
 
 
@@ -70,9 +70,10 @@ async def api_queue_jobs(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPBadRequest(text="limit must be a number") from None
     after = _after_bytes(request.query.get("after"), name)
-    jobs, cut, more = sources.store.list_jobs(name, JobStatus.parse(status), 0, limit,
-                                              PAGE_BYTES, after)
-    return _json({"queue": queue_summary(sources, runtime, sources.clock()), "status": status,
+    jobs, cut, more = await sources.reads.list_jobs(name, JobStatus.parse(status), 0, limit,
+                                                    PAGE_BYTES, after)
+    summary = await queue_summary(sources, runtime, sources.clock())
+    return _json({"queue": summary, "status": status,
                   "limit": limit, "jobs": [job_row(job) for job in jobs], "cut": cut,
                   "next_after": jobs[-1].job_id if more and jobs else None})
 
@@ -89,21 +90,23 @@ def _after_bytes(after: str | None, queue_name: str) -> bytes | None:
 async def api_job(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
     try:
-        job = sources.broker.job(request.match_info["jid"])
+        reading = sources.broker.job(request.match_info["jid"])
     except RequestError as exc:
         return _error(exc, 404)
+    job = await reading
     if job is None:
         return web.json_response({"error": "JOB_NOT_FOUND", "message": "no such job"},
                                  status=404)
-    return _json(job_detail(sources, job))
+    return _json(await job_detail(sources, job))
 
 
 async def api_job_payload(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
     try:
-        job = sources.broker.job(request.match_info["jid"])
+        reading = sources.broker.job(request.match_info["jid"])
     except RequestError as exc:
         return _error(exc, 404)
+    job = await reading
     if job is None:
         raise web.HTTPNotFound(text="no such job")
     text = "null" if job.payload is None else pretty_json(job.payload)
@@ -134,7 +137,7 @@ async def events_job(request: web.Request) -> web.StreamResponse:
     sources = request.app[SOURCES]
     job_id = request.match_info["jid"]
     try:
-        sources.broker.job(job_id)  # system queues' jobs are not shown
+        sources.broker.check_job_readable(job_id)  # system queues' jobs are not shown
     except RequestError as exc:
         return _error(exc, 404)
     return await hub.stream(request, lambda: hub.job_bytes(job_id))

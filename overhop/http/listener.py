@@ -26,7 +26,7 @@ SHUTDOWN_TIMEOUT_S = 1.0
 
 async def handle_metrics(request: web.Request) -> web.Response:
     sources = request.app[SOURCES]
-    snapshot = take_snapshot(sources)  # on the loop: plain numbers, quickly
+    snapshot = await take_snapshot(sources)  # on the loop: plain numbers, awaited reads
     body = await asyncio.to_thread(render_text, snapshot, sources.writer.pid)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 

@@ -9,7 +9,7 @@ streams are open at once.
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -77,19 +77,19 @@ class LiveHub:
         """Shutdown: every open stream ends."""
         self._closing.set()
 
-    def overview_bytes(self) -> bytes:
+    async def overview_bytes(self) -> bytes:
         """The overview with its charts as JSON, rebuilt at most once per interval."""
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._cached_at >= LIVE_INTERVAL_S:
-            snapshot = overview(self._sources)
+            snapshot = await overview(self._sources)
             snapshot["rates"] = {name: list(points)
                                  for name, points in self._history.points.items()}
             self._cached = dumps(snapshot).encode()
             self._cached_at = loop_now
         return self._cached
 
-    async def stream(self, request: web.Request, snapshot: Callable[[], bytes | None]
-                     ) -> web.StreamResponse:
+    async def stream(self, request: web.Request,
+                     snapshot: Callable[[], Awaitable[bytes | None]]) -> web.StreamResponse:
         """Send `snapshot()` whenever it changes, until the browser or the server leaves;
         `None` from it ends the stream (what it showed is gone)."""
         if self.streams >= MAX_STREAMS or self._closing.is_set():
@@ -102,7 +102,7 @@ class LiveHub:
         last = b""
         try:
             while not closing.done():
-                data = snapshot()
+                data = await snapshot()
                 if data is None:
                     await response.write(b"event: gone\ndata: {}\n\n")
                     break
@@ -117,9 +117,9 @@ class LiveHub:
             self.streams -= 1
         return response
 
-    def job_bytes(self, job_id: str) -> bytes | None:
-        job = self._sources.store.get_job(job_id)
+    async def job_bytes(self, job_id: str) -> bytes | None:
+        job = await self._sources.reads.get_job(job_id)
         if job is None:
             return None
-        detail: dict[str, Any] = job_detail(self._sources, job)
+        detail: dict[str, Any] = await job_detail(self._sources, job)
         return dumps(detail).encode()

@@ -68,17 +68,17 @@ def _copy(histogram: Histogram) -> HistogramCopy:
     return histogram.cumulative(), histogram.sum
 
 
-def take_snapshot(sources: Sources) -> Snapshot:
+async def take_snapshot(sources: Sources) -> Snapshot:
     """The scrape's numbers (on the loop: the broker's state is the loop's)."""
-    broker, store, writer = sources.broker, sources.store, sources.writer
+    broker, store, writer = sources.broker, sources.reads, sources.writer
     now = sources.clock()
     snap = Snapshot()
     for name, runtime in list(broker.queues.items()):
         record = runtime.record
         if record.is_system:
             continue
-        counts = store.counts(name)
-        created = store.oldest_created_ms(name, JobStatus.WAITING)
+        counts = await store.counts(name)
+        created = await store.oldest_created_ms(name, JobStatus.WAITING)
         config = record.config
         snap.queues.append(QueueNumbers(
             name, {status.label: counts[status] for status in JobStatus},
@@ -107,7 +107,7 @@ def take_snapshot(sources: Sources) -> Snapshot:
         ("overhop_write_operations", "Write operations committed (many per commit).",
          writer.operations),
     ]
-    usage = store.usage()
+    usage = await store.usage()
     snap.storage = [("map_size", usage.map_size_bytes), ("used", usage.used_bytes),
                     ("file", usage.file_bytes),
                     ("max", sources.config.storage.max_map_size_bytes)]

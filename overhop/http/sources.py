@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from overhop.broker.service import Broker
 from overhop.config.schema import Config
-from overhop.storage.store import Store
+from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 
@@ -15,7 +15,7 @@ from overhop.storage.writer import Writer
 class Sources:
     config: Config
     broker: Broker
-    store: Store
+    reads: StoreReads
     writer: Writer
     # The server's open connections (only their number is read).
     connections: Sized

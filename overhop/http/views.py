@@ -33,10 +33,11 @@ def _time(ms: int | None) -> str | None:
     return None if ms is None else to_rfc3339(ms)
 
 
-def queue_summary(sources: Sources, runtime: QueueRuntime, now_ms: int) -> dict[str, Any]:
+async def queue_summary(sources: Sources, runtime: QueueRuntime, now_ms: int
+                        ) -> dict[str, Any]:
     record = runtime.record
-    counts = sources.store.counts(record.name)
-    dispatch = queue_dispatch_stats(sources.broker, runtime, now_ms)
+    counts = await sources.reads.counts(record.name)
+    dispatch = await queue_dispatch_stats(sources.broker, runtime, now_ms)
     oldest_ms = dispatch["oldest_waiting_age_ms"]
     waiting = counts[JobStatus.WAITING]
     paused = record.state == QueueState.PAUSED
@@ -63,8 +64,8 @@ def queue_summary(sources: Sources, runtime: QueueRuntime, now_ms: int) -> dict[
     }
 
 
-def server_summary(sources: Sources) -> dict[str, Any]:
-    usage = sources.store.usage()
+async def server_summary(sources: Sources) -> dict[str, Any]:
+    usage = await sources.reads.usage()
     return {
         "version": __version__,
         "pid": sources.pid,
@@ -81,12 +82,12 @@ def server_summary(sources: Sources) -> dict[str, Any]:
     }
 
 
-def overview(sources: Sources) -> dict[str, Any]:
+async def overview(sources: Sources) -> dict[str, Any]:
     now = sources.clock()
-    queues = [queue_summary(sources, runtime, now)
+    queues = [await queue_summary(sources, runtime, now)
               for name, runtime in sorted(sources.broker.queues.items())
               if not runtime.record.is_system]
-    return {"server": server_summary(sources), "queues": queues}
+    return {"server": await server_summary(sources), "queues": queues}
 
 
 def _pretty(data: bytes | None) -> tuple[str | None, int, bool]:
@@ -147,11 +148,11 @@ def _attempt(entry: dict[str, Any], worker_names: dict[str, str]) -> dict[str, A
     }
 
 
-def job_detail(sources: Sources, job: JobRecord) -> dict[str, Any]:
+async def job_detail(sources: Sources, job: JobRecord) -> dict[str, Any]:
     broker = sources.broker
     now = sources.clock()
     policy = broker.policy(job)
-    blocked = explain_job(broker, job, now)
+    blocked = await explain_job(broker, job, now)
     delivery = broker.deliveries.get(job.delivery_id) if job.delivery_id else None
     payload, payload_bytes, payload_cut = _pretty(job.payload)
     result, result_bytes, result_cut = _pretty(job.result)

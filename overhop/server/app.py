@@ -35,8 +35,8 @@ from overhop.server.context import ServerContext
 from overhop.server.heartbeat import run_heartbeat
 from overhop.server.tls import TlsError, tls_for
 from overhop.session.states import SessionLimits
+from overhop.storage.engines import open_engine
 from overhop.storage.store import Store, StoreOpenError
-from overhop.storage.user_records import load_users
 from overhop.storage.writer import Writer, WriterStartError
 from overhop.wire.messages import MessageType
 
@@ -79,8 +79,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
             loop.add_signal_handler(signum, stop.set)
     path = storage_path or Path(config.storage.resolved_path())
     try:
-        store = Store(path, map_size=config.storage.initial_map_size_bytes,
-                      sync=config.storage.sync)
+        store, reads = await open_engine(config.storage, path)
     except StoreOpenError as exc:
         print(f"overhop: {exc}", file=sys.stderr)
         return 2
@@ -100,14 +99,14 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         await writer.start()
     except WriterStartError as exc:
         print(f"overhop: {exc}", file=sys.stderr)
-        store.close()
+        await reads.close()
         return 2
-    broker = Broker(config, store, writer, now_ms)
+    broker = Broker(config, reads, writer, now_ms)
     boot_started = time.perf_counter()
     await broker.boot()
-    ctx = ServerContext(config, store, writer, broker, session_limits(config), now_ms(),
+    ctx = ServerContext(config, reads, writer, broker, session_limits(config), now_ms(),
                         loaded.source)
-    users, secret = load_users(store)
+    users, secret = await reads.load_users()
     if secret is None:  # stored with the first user: a server without users writes nothing
         secret = new_secret()
     ctx.auth = AuthService(config, users, secret)
@@ -120,7 +119,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     if refusal is not None:
         print(f"overhop: {refusal}", file=sys.stderr)
         await writer.stop()
-        store.close()
+        await reads.close()
         return 2
     try:
         server = await loop.create_server(
@@ -130,16 +129,16 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         print(f"overhop: cannot listen on {config.server.host}:{config.server.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)
         await writer.stop()
-        store.close()
+        await reads.close()
         return 2
     try:
-        http = await start_http(Sources(config, broker, store, writer, ctx.connections,
+        http = await start_http(Sources(config, broker, reads, writer, ctx.connections,
                                         ctx.started_at_ms, now_ms))
     except HttpStartError as exc:
         print(f"overhop: {exc}", file=sys.stderr)
         server.close()
         await writer.stop()
-        store.close()
+        await reads.close()
         return 2
     serving.append((ctx, server))
     if writer.lost:  # lost while booting
@@ -149,9 +148,11 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
         loop.add_signal_handler(signal.SIGUSR1, tls.reload)
     log.info("server_started", version=__version__, host=host, port=port,
              tls=tls is not None, users=len(ctx.auth.users), open_access=ctx.auth.open_access,
-             storage_path=str(path), writer_pid=writer.pid, config_source=loaded.source,
-             queues=len(broker.queues), stale_readers_cleared=store.stale_readers_cleared,
-             migrated_index_entries=store.migrated_entries,
+             storage_engine=config.storage.engine,
+             storage_path=str(path) if isinstance(store, Store) else store.described,
+             writer_pid=writer.pid, config_source=loaded.source, queues=len(broker.queues),
+             stale_readers_cleared=getattr(store, "stale_readers_cleared", 0),
+             migrated_index_entries=getattr(store, "migrated_entries", 0),
              boot_ms=round((time.perf_counter() - boot_started) * 1000, 1))
     if started is not None:
         started.set_result((host, port))
@@ -195,4 +196,4 @@ async def shutdown(ctx: ServerContext, server: asyncio.Server,
     for conn in list(ctx.connections):
         conn.close()
     await ctx.writer.stop()
-    ctx.store.close()
+    await ctx.reads.close()

@@ -33,7 +33,7 @@ from overhop.broker.events import (
 )
 from overhop.broker.workers import Worker
 from overhop.clock import now_ms, to_rfc3339
-from overhop.errors import ErrorCode, OverhopError, ProtocolError
+from overhop.errors import DeferredRefusal, ErrorCode, OverhopError, ProtocolError
 from overhop.logs import VERBOSE, get_logger
 from overhop.model.jobs import AttemptOutcome
 from overhop.server.authentication import ConnectionAuth
@@ -334,6 +334,8 @@ class Connection(asyncio.Protocol):
             reply = HANDLERS[message_type](self.ctx, self, envelope.payload)
             if permissions is not None and type(reply) is dict:
                 reply = filter_reply(permissions, message_type, reply)
+        except DeferredRefusal as deferred:
+            reply = (asyncio.ensure_future(deferred.decide()), _no_payload)
         except OverhopError as exc:
             if message_type is MessageType.REGISTER:
                 exc.closes = True
@@ -458,3 +460,8 @@ def enable_keepalive(sock: socket.socket, idle_s: int) -> None:
                           ("TCP_USER_TIMEOUT", (idle_s + interval * KEEPALIVE_PROBES) * 1000)):
         if hasattr(socket, option):  # Linux has all four; other systems keep their defaults
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _no_payload(_: object) -> dict[str, Any]:
+    """The shape of a deferred refusal's reply (never used: it always fails)."""
+    return {}

@@ -8,7 +8,7 @@ from overhop.broker.service import Broker
 from overhop.config.schema import Config
 from overhop.server.authentication import AuthService
 from overhop.session.states import SessionLimits
-from overhop.storage.store import Store
+from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 @dataclass(eq=False)
 class ServerContext:
     config: Config
-    store: Store
+    reads: StoreReads
     writer: Writer
     broker: Broker
     session_limits: SessionLimits

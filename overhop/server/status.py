@@ -22,15 +22,15 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def status_report(ctx: ServerContext) -> dict[str, Any]:
-    now = now_ms()
+async def status_report(ctx: ServerContext) -> dict[str, Any]:
     broker = ctx.broker
+    usage = await ctx.reads.usage()
+    entries = [await _queue_entry(ctx, r) for r in list(broker.queues.values())]
+    now = now_ms()
     anonymous = sum(1 for c in ctx.connections if c.session.state != SessionState.WORKER)
-    usage = ctx.store.usage()
     # Each list gets a quarter of a frame, so the whole report always fits in one.
     budget = ctx.config.wire.max_envelope_size_bytes // 4
-    queues, queues_cut = fitting_prefix((_queue_entry(ctx, r) for r in broker.queues.values()),
-                                        budget)
+    queues, queues_cut = fitting_prefix(iter(entries), budget)
     workers, workers_cut = fitting_prefix(
         ({"wid": w.worker_id, "name": w.name, "state": w.state.value,
           "concurrency": w.concurrency, "registered_at": to_rfc3339(w.registered_at_ms),
@@ -79,10 +79,10 @@ def status_report(ctx: ServerContext) -> dict[str, Any]:
     }
 
 
-def _queue_entry(ctx: ServerContext, runtime: QueueRuntime) -> dict[str, Any]:
+async def _queue_entry(ctx: ServerContext, runtime: QueueRuntime) -> dict[str, Any]:
     entry = queue_view(runtime.record)
     if not runtime.record.is_system:
-        counts = ctx.store.counts(runtime.record.name)
+        counts = await ctx.reads.counts(runtime.record.name)
         entry["stats"] = {status.label: counts[status] for status in JobStatus}
     entry["subscriptions"] = len(runtime.subscriptions)
     entry["active_deliveries"] = runtime.active

@@ -41,6 +41,10 @@ class GroupCounts:
     state: int = IDLE
 
 
+def decode_group_counts(data: bytes) -> GroupCounts:
+    return GroupCounts(*_GROUP.unpack(data))
+
+
 @dataclass(slots=True)
 class QueueTurns:
     """A queue's turn record: the next turn to hand out, the ungrouped jobs' turn and

@@ -4,7 +4,7 @@ The writer process (`writer_process.py`) hands a `StoreTxn` to each operation; i
 records, both indexes and the counters in step, so they can never drift apart.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
@@ -25,6 +25,9 @@ from overhop.storage.keys import GROUPED_RANK, U64
 from overhop.storage.records import decode_job, decode_queue, encode_job, encode_queue
 from overhop.storage.store import Store
 
+if TYPE_CHECKING:
+    from overhop.storage.postgres.txn import PgSpaces
+
 IndexState = tuple[JobStatus, int, int | None, int | None]
 
 
@@ -39,12 +42,14 @@ class StoreTxn:
     __slots__ = ("_counter_deltas", "_group_limits", "_group_waiting_cursor", "_store",
                  "groups", "txn")
 
-    def __init__(self, store: Store, txn: lmdb.Transaction,
+    def __init__(self, store: "Store | PgSpaces", txn: Any,
                  known_groups: KnownGroups | None = None) -> None:
         self._store = store
+        # An `lmdb.Transaction`, or the PostgreSQL engine's `PgKv`, which answers the same
+        # five calls (get, put, delete, cursor; see postgres/kv.py).
         self.txn = txn
         self.groups = GroupBook(txn, store.groups_db, store.group_ring, known_groups)
-        self._group_waiting_cursor: lmdb.Cursor | None = None
+        self._group_waiting_cursor: Any = None  # made at the first per-group read
         # Each queue's group limit, read once per transaction when a grouped job moves.
         self._group_limits: dict[str, int | None] = {}
         # Counter changes are summed here and written once per (queue, status) by

@@ -51,6 +51,7 @@ from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
 from overhop.observability.tally import StorageTimings
 from overhop.storage.operations.base import Operation
+from overhop.storage.postgres.store import PgStore
 from overhop.storage.store import Store
 from overhop.storage.writer_messages import (
     COMMIT,
@@ -165,18 +166,27 @@ def _settle(future: "asyncio.Future[Any]", outcome: tuple[bool, Any]) -> None:
 
 
 class Writer(asyncio.Protocol):
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, *, sync: bool,
+    def __init__(self, store: Store | PgStore, loop: asyncio.AbstractEventLoop, *, sync: bool,
                  max_batch: int, max_map_size: int, reserved_headroom: int,
                  jobs: JobsConfig, on_lost: Callable[[], None] | None = None,
                  space_probe_interval_s: float = SPACE_PROBE_INTERVAL_S) -> None:
         self._store = store
         self._loop = loop
-        self._settings = {"path": str(store.path.resolve()),
-                          "map_size": store.env.info()["map_size"], "sync": sync,
-                          "max_batch": max_batch, "max_map_size": max_map_size,
-                          "reserved_headroom": reserved_headroom,
-                          "space_probe_interval_s": space_probe_interval_s,
-                          "jobs": dataclasses.asdict(jobs)}
+        jobs_settings = dataclasses.asdict(jobs)
+        self._settings: dict[str, Any]
+        if isinstance(store, PgStore):
+            # The same messages from a writer of PostgreSQL batches (postgres/writer_process).
+            self._module = "overhop.storage.postgres.writer_process"
+            self._settings = {"dsn": store.dsn, "sync": sync, "max_batch": max_batch,
+                              "map_size": 0, "jobs": jobs_settings}
+        else:
+            self._module = "overhop.storage.writer_process"
+            self._settings = {"path": str(store.path.resolve()),
+                              "map_size": store.env.info()["map_size"], "sync": sync,
+                              "max_batch": max_batch, "max_map_size": max_map_size,
+                              "reserved_headroom": reserved_headroom,
+                              "space_probe_interval_s": space_probe_interval_s,
+                              "jobs": jobs_settings}
         self._on_lost = on_lost
         self._process: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
@@ -209,13 +219,13 @@ class Writer(asyncio.Protocol):
         level, human_friendly = current_settings()
         settings = {**self._settings, "log_level": level, "human_friendly": human_friendly}
         inherited = [theirs.fileno()]
-        if self._store.lock_fd >= 0:
+        if isinstance(self._store, Store) and self._store.lock_fd >= 0:
             inherited.append(self._store.lock_fd)  # the lock holds until both processes end
         try:
             self._process = subprocess.Popen(
                 # -P: the current directory is not put on the child's path, so it imports
                 # the code this server runs, whatever directory the server was started in.
-                [sys.executable, "-P", "-m", "overhop.storage.writer_process",
+                [sys.executable, "-P", "-m", self._module,
                  str(theirs.fileno()), json.dumps(settings)],
                 pass_fds=inherited, stdin=subprocess.DEVNULL, env=_child_environment())
         finally:
@@ -344,7 +354,8 @@ class Writer(asyncio.Protocol):
         self.failed = failed or self.lost
         if map_size != self._map_size:
             self._map_size = map_size
-            self._store.adopt_map_size()
+            if isinstance(self._store, Store):
+                self._store.adopt_map_size()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._ended.done():

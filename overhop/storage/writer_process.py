@@ -108,7 +108,7 @@ _WRITE_FAILED: Refusal = (str(ErrorCode.INTERNAL), "storage write failed", None)
 
 
 class BatchWriter:
-    def __init__(self, store: Store, channel: "_Channel", *, sync: bool, max_batch: int,
+    def __init__(self, store: Store, channel: "Channel", *, sync: bool, max_batch: int,
                  space: Space, jobs: JobsConfig) -> None:
         self._store = store
         self._channel = channel
@@ -386,7 +386,7 @@ class BatchWriter:
         return outcomes
 
 
-class _Channel:
+class Channel:
     """The socket to the server: whole messages out, from either thread, in order."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -432,7 +432,7 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    channel = _Channel(socket.socket(fileno=int(argv[0])))
+    channel = Channel(socket.socket(fileno=int(argv[0])))
     settings = json.loads(argv[1])
     configure_logging(settings["log_level"], settings["human_friendly"])
     try:

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient, enqueue
 from tests.support.server_process import ServerProcess
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.server_process import ServerProcess
 from tests.support.shared_connection import SharedConnection
 

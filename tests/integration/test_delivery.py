@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient, enqueue, ms, server_now
 from tests.support.server_process import ServerProcess
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
 
@@ -72,7 +73,7 @@ def test_second_server_on_the_same_storage_exits_with_status_2(server: ServerPro
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "overhop", "serve", "--server.port", "0",
-         "--storage.path", str(server.storage_path)],
+         "--storage.path", str(server.storage_path), *server.extra_args],
         capture_output=True, text=True, env=env, cwd=str(home),
         timeout=SECOND_SERVER_TIMEOUT_S, check=False,
     )
@@ -80,7 +81,10 @@ def test_second_server_on_the_same_storage_exits_with_status_2(server: ServerPro
     assert result.returncode == 2, result
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
-    assert str(server.storage_path) in lines[0]
+    if "--storage.postgres.dsn" in server.extra_args:  # one server per database
+        assert "is in use by another overhop server" in lines[0], lines
+    else:
+        assert str(server.storage_path) in lines[0]
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 

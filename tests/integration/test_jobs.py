@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
 
@@ -600,7 +601,7 @@ def test_qstats_agree_with_lsjob(start_server: Callable[..., ServerProcess]) -> 
     asyncio.run(scenario())
 
 
-def test_status_report(server: ServerProcess) -> None:
+def test_status_report(server: ServerProcess, storage_engine: str) -> None:  # noqa: F811
     async def scenario() -> None:
         client = await worker(server.port)
         await client.ok(ADDQUEUE, {"name": "reported"})
@@ -627,11 +628,15 @@ def test_status_report(server: ServerProcess) -> None:
         assert (pools["anonymous"], pools["workers"], pools["subscriptions"]) == (1, 1, 1)
 
         storage = status["storage"]
-        assert storage["engine"] == "lmdb"
-        assert storage["path"] == str(server.storage_path)
+        assert storage["engine"] == storage_engine
         assert type(storage["file_bytes"]) is int and storage["file_bytes"] > 0
         assert type(storage["map_size_bytes"]) is int
-        assert storage["map_size_bytes"] >= storage["file_bytes"]
+        if storage_engine == "lmdb":
+            assert storage["path"] == str(server.storage_path)
+            assert storage["map_size_bytes"] >= storage["file_bytes"]
+        else:  # the DSN (without a password); the database's size; no map
+            assert "host=127.0.0.1" in storage["path"]
+            assert storage["map_size_bytes"] == 0
 
         queues = {q["name"]: q for q in status["queues"]}
         assert sorted(queues) == ["_system", "reported"]

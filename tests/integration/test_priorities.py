@@ -5,6 +5,7 @@ waiting jobs, refusals, and a restart."""
 import asyncio
 from collections.abc import Callable
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient, enqueue
 from tests.support.server_process import ServerProcess
 

@@ -4,6 +4,7 @@ job is pushed its final outcome once, when it completes, fails for good, or is r
 import asyncio
 from typing import Any
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
 

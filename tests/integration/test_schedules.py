@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient, ms, server_now
 from tests.support.server_process import ServerProcess
 

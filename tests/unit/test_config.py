@@ -85,7 +85,7 @@ def test_defaults_are_valid_and_match_the_spec() -> None:
     assert config.storage.max_map_size_bytes == 64 * 1024**3
     assert config.storage.self_debug_path == ""
     assert config.server.host == "127.0.0.1"  # safe by default (docs/security.md)
-    assert len(SETTINGS) == 55
+    assert len(SETTINGS) == 57  # storage.postgres.dsn and pool_size joined the 55
 
 
 def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
@@ -101,7 +101,8 @@ def test_sections_are_the_toml_tables() -> None:
     assert {
         "logging", "heartbeat", "server", "server.tls", "auth", "wire", "wire.session", "queues",
         "schedules",
-        "pagination", "storage", "dispatch", "jobs", "worker", "shutdown", "http",
+        "pagination", "storage", "storage.postgres", "dispatch", "jobs", "worker", "shutdown",
+        "http",
     } == SECTIONS
 
 
@@ -263,7 +264,7 @@ def test_file_that_is_not_utf8(cwd: Path, system: Path) -> None:
     ("[heartbeat]\ninterval_ms = 50\n", "heartbeat.interval_ms: 50 is out of range 100..1000"),
     ('[logging]\nlevel = "loud"\n',
      "logging.level: 'loud' is not one of error, warn, info, debug, verbose"),
-    ('[storage]\nengine = "rocks"\n', "storage.engine: 'rocks' is not one of lmdb"),
+    ('[storage]\nengine = "rocks"\n', "storage.engine: 'rocks' is not one of lmdb, postgres"),
     ('[storage]\npath = ""\n', "storage.path: must not be empty"),
     ("[storage]\nsync = 1979-05-27\n", "storage.sync: expected a boolean, got date 1979-05-27"),
 ])
@@ -476,6 +477,12 @@ def test_home_path_without_home_is_an_error() -> None:
 # --- dumping --------------------------------------------------------------------------------
 
 
+def test_postgres_needs_a_dsn() -> None:
+    config = build_config({"storage.engine": "postgres"})
+    with pytest.raises(ConfigError, match=r"storage.postgres.dsn: required"):
+        validate_config(config)
+
+
 def test_dump_has_every_key_in_nested_tables() -> None:
     document = tomllib.loads(dump_config_toml(Config()))
     assert document["wire"]["session"]["ident_register_timeout_seconds"] == 2
@@ -486,6 +493,8 @@ def test_dump_has_every_key_in_nested_tables() -> None:
                  for key, value in document["wire"]["session"].items()})
     flat.update({f"server.tls.{key}": value
                  for key, value in document["server"]["tls"].items()})
+    flat.update({f"storage.postgres.{key}": value
+                 for key, value in document["storage"]["postgres"].items()})
     assert flat == config_values(Config())
 
 
@@ -520,6 +529,8 @@ def valid_configs(draw: st.DrawFn) -> Config:
     values["pagination.page_size"], values["pagination.max_page_size"] = small, big
     if values["storage.self_debug_path"] == values["storage.path"]:
         values["storage.self_debug_path"] = ""
+    if values["storage.engine"] == "postgres" and not str(values["storage.postgres.dsn"]).strip():
+        values["storage.postgres.dsn"] = "postgresql://localhost/overhop"
     values["wire.max_buffered_input_bytes"] = max(
         values["wire.max_buffered_input_bytes"],  # type: ignore[type-var]
         2 * values["wire.max_envelope_size_bytes"])  # type: ignore[operator]

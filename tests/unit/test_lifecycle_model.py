@@ -57,7 +57,7 @@ from overhop.broker.events import (
 from overhop.broker.service import Broker, BulkAction, EnqueueRequest
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
-from overhop.errors import ErrorCode, RequestError
+from overhop.errors import DeferredRefusal, ErrorCode, RequestError
 from overhop.model.jobs import (
     DEFAULT_PRIORITY,
     MAX_PRIORITY,
@@ -389,7 +389,10 @@ class LifecycleMachine(RuleBasedStateMachine):
     def refused(self, code: ErrorCode, action: Callable[[], Any]) -> None:
         async def go() -> None:
             try:
-                result = action()
+                try:
+                    result = action()
+                except DeferredRefusal as deferred:  # the refusal takes a storage read
+                    result = deferred.decide()
                 if asyncio.isfuture(result) or asyncio.iscoroutine(result):
                     await result
             except RequestError as exc:
@@ -681,8 +684,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             for delivery in fenced:
                 # Fenced at once: STALE while its job is still stored, NOT_FOUND after.
                 try:
-                    self.broker.worker_delivery(holders[delivery.did], delivery.did,
-                                                delivery.jid)
+                    try:
+                        self.broker.worker_delivery(holders[delivery.did], delivery.did,
+                                                    delivery.jid)
+                    except DeferredRefusal as deferred:  # which refusal takes a read
+                        await deferred.decide()
                 except RequestError as exc:
                     assert exc.code in (ErrorCode.DELIVERY_STALE,
                                         ErrorCode.DELIVERY_NOT_FOUND), exc.code

@@ -1,5 +1,6 @@
 """Job handlers: ENQUEUE, ENQUEUEMANY, JOB, LSJOB, RMJOB, RETRY."""
 
+from collections.abc import Awaitable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ from overhop.model.jobs import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     STATUS_LABELS,
+    JobRecord,
     JobStatus,
     uuid_of_job_id,
 )
@@ -29,7 +31,14 @@ from overhop.wire.payloads import (
 if TYPE_CHECKING:
     from overhop.server.connection import Connection
 
-from overhop.server.handlers.replies import EMPTY, Reply, describe_job, empty, job_id
+from overhop.server.handlers.replies import (
+    EMPTY,
+    Reply,
+    describe_job,
+    empty,
+    job_id,
+    pending,
+)
 
 # Room a QUEST needs beside the job payload (ids, counters, envelope): a job payload may
 # use the rest of an envelope, so that the QUEST carrying it is never over the limit.
@@ -82,8 +91,7 @@ def _watch(p: dict[str, Any]) -> bool:
 
 
 def handle_watch(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    waiting = ctx.broker.watch(conn.require_worker(), job_id(p))
-    return EMPTY if waiting is None else (waiting, empty)
+    return ctx.broker.watch(conn.require_worker(), job_id(p)), empty
 
 
 def handle_unwatch(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -188,10 +196,15 @@ def _unique_many_reply(job_ids: list[str], holders: list[str]) -> dict[str, Any]
 
 
 def handle_job(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    job = ctx.broker.job(job_id(p))
+    return pending(ctx, _job_reply(ctx, ctx.broker.job(job_id(p))))
+
+
+async def _job_reply(ctx: ServerContext, reading: Awaitable[JobRecord | None]
+                     ) -> dict[str, Any]:
+    job = await reading
     if job is None:
         return EMPTY
-    return describe_job(ctx, job, now_ms())
+    return await describe_job(ctx, job, now_ms())
 
 
 def handle_rmjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -223,19 +236,26 @@ def handle_lsjob(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> R
                            "with 'task', page on with 'after' (the previous page's "
                            "'next_after'), not 'page'")
     ctx.broker.user_queue(queue_name)
+    return pending(ctx, _lsjob_reply(ctx, queue_name, label, page, page_size, skip, task, after))
+
+
+async def _lsjob_reply(ctx: ServerContext, queue_name: str, label: str, page: int,
+                       page_size: int, skip: int, task: str | None, after: bytes | None
+                       ) -> dict[str, Any]:
     now = now_ms()
     status = JobStatus.parse(label)
     max_bytes = ctx.config.wire.max_envelope_size_bytes // 2
     if task is None:
-        jobs, truncated, more = ctx.store.list_jobs(
+        jobs, truncated, more = await ctx.reads.list_jobs(
             queue_name, status, skip, page_size, max_bytes, after)
         next_after = jobs[-1].job_id if more else None
     else:
-        jobs, truncated, next_after = ctx.store.list_task_jobs(
-            queue_name, status, task, page_size, max_bytes, pagination.max_filter_scan, after)
+        jobs, truncated, next_after = await ctx.reads.list_task_jobs(
+            queue_name, status, task, page_size, max_bytes,
+            ctx.config.pagination.max_filter_scan, after)
     return {"q": queue_name, "status": label, "page": page, "page_size": page_size,
             "task": task, "truncated": truncated, "next_after": next_after,
-            "jobs": [describe_job(ctx, job, now) for job in jobs]}
+            "jobs": [await describe_job(ctx, job, now) for job in jobs]}
 
 
 def _page_after(p: dict[str, Any], queue_name: str) -> bytes | None:

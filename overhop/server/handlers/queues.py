@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from overhop.broker.explain import queue_dispatch_stats
+from overhop.broker.runtime import QueueRuntime
 from overhop.clock import now_ms
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobStatus
@@ -20,7 +21,7 @@ from overhop.wire.payloads import (
 if TYPE_CHECKING:
     from overhop.server.connection import Connection
 
-from overhop.server.handlers.replies import EMPTY, Reply, empty
+from overhop.server.handlers.replies import EMPTY, Reply, empty, pending
 
 
 def handle_queue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -46,7 +47,7 @@ def handle_addqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -
 
 
 def handle_status(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return status_report(ctx)
+    return pending(ctx, status_report(ctx))
 
 
 def handle_rmqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
@@ -66,11 +67,16 @@ def handle_resume(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
 def handle_qstats(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     queue_name = parse_queue_name(p.get("q"))
     runtime = ctx.broker.user_queue(queue_name)
-    counts = ctx.store.counts(queue_name)
+    return pending(ctx, _qstats_reply(ctx, queue_name, runtime))
+
+
+async def _qstats_reply(ctx: ServerContext, queue_name: str, runtime: QueueRuntime
+                        ) -> dict[str, Any]:
+    counts = await ctx.reads.counts(queue_name)
     return {
         "q": queue_name,
         "stats": {status.label: counts[status] for status in JobStatus},
-        **queue_dispatch_stats(ctx.broker, runtime, now_ms()),
+        **await queue_dispatch_stats(ctx.broker, runtime, now_ms()),
     }
 
 

@@ -1,0 +1,32 @@
+"""Opening the configured storage engine: what the writer writes to, and what the server
+reads through (`StoreReads`)."""
+
+import asyncio
+from pathlib import Path
+
+import psycopg
+
+from overhop.config.sections import StorageConfig
+from overhop.storage.postgres.reads import PgReads
+from overhop.storage.postgres.store import PgStore, first_line
+from overhop.storage.reads import LmdbReads, StoreReads
+from overhop.storage.store import Store, StoreOpenError
+
+
+async def open_engine(storage: StorageConfig, path: Path
+                      ) -> tuple[Store | PgStore, StoreReads]:
+    """The engine's store (handed to the `Writer`) and its reads; `StoreOpenError` (one
+    line) when it cannot be used."""
+    if storage.engine == "postgres":
+        # Connecting may take up to the connect timeout: off the loop, though nothing is
+        # served yet, so that signals are still handled.
+        pg = await asyncio.to_thread(PgStore, storage.postgres.dsn)
+        try:
+            reads = await PgReads.open(pg, storage.postgres.pool_size)
+        except psycopg.Error as exc:
+            pg.close()
+            raise StoreOpenError(
+                f"cannot connect to PostgreSQL at {pg.described}: {first_line(exc)}") from None
+        return pg, reads
+    store = Store(path, map_size=storage.initial_map_size_bytes, sync=storage.sync)
+    return store, LmdbReads(store)

@@ -1,0 +1,235 @@
+"""The server's reads on PostgreSQL (`StoreReads`), over a small pool of async connections.
+
+Each read is one or two statements on the primary key of `overhop_kv`, in autocommit (it
+sees committed data only, like an LMDB read transaction). The results are those of the LMDB
+`Store`'s reads of the same keys: both engines hold the same layout.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+
+from overhop.auth.users import UserRecord
+from overhop.model.jobs import MAX_PRIORITY, MIN_PRIORITY, JobRecord, JobStatus, priority_rank
+from overhop.model.queues import QueueRecord
+from overhop.model.schedules import ScheduleRecord
+from overhop.storage import keys
+from overhop.storage.group_index import decode_group_counts
+from overhop.storage.keys import GROUPED_RANK
+from overhop.storage.postgres.schema import Space
+from overhop.storage.postgres.store import PgStore
+from overhop.storage.reads import JobPage, TaskPage
+from overhop.storage.records import decode_job, decode_queue
+from overhop.storage.schedule_records import decode_schedule
+from overhop.storage.store import StorageUsage
+from overhop.storage.user_records import decode_user
+
+_GET = "SELECT value FROM overhop_kv WHERE space = %s AND key = %s"
+_GET_MANY = "SELECT key, value FROM overhop_kv WHERE space = %s AND key = ANY(%s)"
+_SPACE = "SELECT key, value FROM overhop_kv WHERE space = %s ORDER BY key LIMIT %s"
+_RANGE_KEYS = ("SELECT key FROM overhop_kv WHERE space = %s AND key >= %s AND key < %s "
+               "ORDER BY key LIMIT %s")
+# The first entry of each priority rank of a `waiting` prefix: one index seek per rank.
+_RANK_HEADS = ("SELECT head.key FROM unnest(%s::bytea[], %s::bytea[]) AS r(lo, hi) "
+               "CROSS JOIN LATERAL (SELECT key FROM overhop_kv WHERE space = %s "
+               "AND key >= r.lo AND key < r.hi ORDER BY key LIMIT 1) AS head")
+_RANKS = [rank for base in (0, GROUPED_RANK)
+          for rank in range(base, base + MAX_PRIORITY - MIN_PRIORITY + 1)]
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The least key above every key that starts with `prefix`."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return b"\xff" * (len(prefix) + 1)
+    return trimmed[:-1] + bytes((trimmed[-1] + 1,))
+
+
+class PgReads:
+    """`StoreReads` over PostgreSQL; owns the server's `PgStore` (its lock) too."""
+
+    immediate = False
+
+    def __init__(self, store: PgStore, connections: list[psycopg.AsyncConnection]) -> None:
+        self.store = store
+        self._idle: asyncio.Queue[psycopg.AsyncConnection] = asyncio.Queue()
+        self._all = connections
+        for conn in connections:
+            self._idle.put_nowait(conn)
+
+    @classmethod
+    async def open(cls, store: PgStore, pool_size: int) -> "PgReads":
+        connections: list[psycopg.AsyncConnection] = []
+        try:
+            for _ in range(pool_size):
+                connections.append(await psycopg.AsyncConnection.connect(
+                    store.dsn, autocommit=True, application_name="overhop-reads"))
+        except BaseException:
+            for conn in connections:
+                await conn.close()
+            raise
+        return cls(store, connections)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        conn = await self._idle.get()
+        try:
+            if conn.broken or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.store.dsn, autocommit=True, application_name="overhop-reads")
+            yield conn
+        finally:
+            self._idle.put_nowait(conn)
+
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def _value(self, space: Space, key: bytes) -> bytes | None:
+        rows = await self._rows(_GET, (space, key))
+        return rows[0][0] if rows else None
+
+    async def _range_keys(self, space: Space, start: bytes, prefix: bytes, limit: int
+                          ) -> list[bytes]:
+        rows = await self._rows(_RANGE_KEYS, (space, start, prefix_end(prefix), limit))
+        return [row[0] for row in rows]
+
+    async def _jobs(self, job_ids: list[str]) -> dict[str, bytes]:
+        if not job_ids:
+            return {}
+        rows = await self._rows(_GET_MANY, (Space.JOBS, [j.encode() for j in job_ids]))
+        return {key.decode(): value for key, value in rows}
+
+    # -- the reads ---------------------------------------------------------------------
+
+    async def load_queues(self) -> list[QueueRecord]:
+        rows = await self._rows(_SPACE, (Space.QUEUES, None))
+        return [decode_queue(value) for _, value in rows]
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        data = await self._value(Space.JOBS, job_id.encode())
+        return None if data is None else decode_job(data)
+
+    async def counts(self, queue_name: str) -> dict[JobStatus, int]:
+        wanted = {keys.counter_key(queue_name, status): status for status in JobStatus}
+        rows = await self._rows(_GET_MANY, (Space.COUNTERS, list(wanted)))
+        counts = dict.fromkeys(JobStatus, 0)
+        for key, value in rows:
+            counts[wanted[key]] = keys.U64.unpack(value)[0]
+        return counts
+
+    def counts_now(self, queue_name: str) -> dict[JobStatus, int] | None:
+        return None  # a round trip: the caller awaits `counts` instead
+
+    async def _page_start(self, queue_name: str, status: JobStatus, after: bytes | None
+                          ) -> bytes:
+        prefix = keys.status_prefix(queue_name, status)
+        if after is None:
+            return prefix
+        if status == JobStatus.WAITING:
+            job = await self.get_job(keys.job_id_from(queue_name, after))
+            prefix += bytes((priority_rank(None if job is None else job.priority),))
+        return prefix + after + b"\x00"
+
+    async def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,
+                        max_bytes: int, after: bytes | None = None) -> JobPage:
+        prefix = keys.status_prefix(queue_name, status)
+        start = await self._page_start(queue_name, status, after)
+        entries = await self._range_keys(Space.BY_STATUS, start, prefix, offset + limit + 1)
+        page = [keys.job_id_from(queue_name, key[-16:]) for key in entries[offset:]]
+        records = await self._jobs(page[:limit])
+        jobs: list[JobRecord] = []
+        held = 0
+        for index, job_id in enumerate(page):
+            if index >= limit:
+                return jobs, False, True
+            data = records.get(job_id)
+            if data is None:
+                continue
+            held += len(data)
+            if jobs and held > max_bytes:
+                return jobs, True, True
+            jobs.append(decode_job(data))
+        return jobs, False, False
+
+    async def list_task_jobs(self, queue_name: str, status: JobStatus, task: str, limit: int,
+                             max_bytes: int, max_read: int, after: bytes | None = None
+                             ) -> TaskPage:
+        prefix = keys.status_prefix(queue_name, status)
+        start = await self._page_start(queue_name, status, after)
+        entries = await self._range_keys(Space.BY_STATUS, start, prefix, max_read + 1)
+        page = [keys.job_id_from(queue_name, key[-16:]) for key in entries]
+        records = await self._jobs(page[:max_read])
+        jobs: list[JobRecord] = []
+        held = 0
+        last_read: str | None = None
+        for read, job_id in enumerate(page):
+            if len(jobs) >= limit:
+                return jobs, False, jobs[-1].job_id
+            if read >= max_read:
+                return jobs, False, last_read
+            last_read = job_id
+            data = records.get(job_id)
+            if data is None:
+                continue
+            job = decode_job(data)
+            if job.task != task:
+                continue
+            held += len(data)
+            if jobs and held > max_bytes:
+                return jobs, True, jobs[-1].job_id
+            jobs.append(job)
+        return jobs, False, None
+
+    async def group_active(self, queue_name: str, group: str) -> int:
+        data = await self._value(Space.GROUPS, keys.queue_prefix(queue_name) + group.encode())
+        return 0 if data is None else decode_group_counts(data).active
+
+    async def oldest_created_ms(self, queue_name: str, status: JobStatus) -> int | None:
+        prefix = keys.status_prefix(queue_name, status)
+        if status == JobStatus.WAITING:
+            los = [prefix + bytes((rank,)) for rank in _RANKS]
+            his = [prefix + bytes((rank + 1,)) for rank in _RANKS]
+            rows = await self._rows(_RANK_HEADS, (los, his, Space.BY_STATUS))
+            heads = [row[0] for row in rows]
+            key = min(heads, key=lambda head: head[-16:], default=None)
+        else:
+            found = await self._range_keys(Space.BY_STATUS, prefix, prefix, 1)
+            key = found[0] if found else None
+        return None if key is None else int.from_bytes(key[-16:-10], "big")
+
+    async def first_due_ms(self, queue_name: str) -> int | None:
+        prefix = keys.queue_prefix(queue_name)
+        found = await self._range_keys(Space.BY_TIME, prefix, prefix, 1)
+        return keys.split_time_key(queue_name, found[0])[0] if found else None
+
+    async def usage(self) -> StorageUsage:
+        rows = await self._rows("SELECT pg_database_size(current_database()), "
+                                "pg_total_relation_size('overhop_kv')", ())
+        database, table = rows[0]
+        return StorageUsage(path=self.store.described, map_size_bytes=0, used_bytes=table,
+                            file_bytes=database)
+
+    async def load_schedules(self, limit: int) -> list[ScheduleRecord]:
+        rows = await self._rows(_SPACE, (Space.SCHEDULES, limit))
+        return [decode_schedule(value) for _, value in rows]
+
+    async def load_users(self) -> tuple[list[UserRecord], bytes | None]:
+        rows = await self._rows(_SPACE, (Space.USERS, None))
+        users: list[UserRecord] = []
+        secret: bytes | None = None
+        for key, value in rows:
+            if key == keys.USERS_SECRET:
+                secret = bytes(value)
+            else:
+                users.append(decode_user(bytes(value)))
+        return users, secret
+
+    async def close(self) -> None:
+        for conn in self._all:
+            await conn.close()
+        self.store.close()
