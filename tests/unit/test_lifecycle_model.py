@@ -7,10 +7,15 @@ sequences of: adding queues, enqueuing (now or later, with priorities, unique ke
 each scope and groups), subscribing, credits, ACK, JOBBEAT,
 COMPLETE, FAIL, RELEASE, RETRY, CANCEL (of jobs in every status), BULK (retry, remove,
 cancel, in small batches), RMJOB, outcomes for stale, foreign and fenced deliveries, time
-passing (acknowledgement timeouts, leases, stale workers, backoffs, retention), disconnects,
-PAUSE/RESUME, SETQUEUE, CLEARQUEUE, OBLITERATE (forced or not, the name added again) and
-restarts. A plain model (job id -> status and attempts) predicts every step from
-PROTOCOL.md sections 5 to 7.
+passing (acknowledgement timeouts, leases, stale workers, backoffs, retention, schedule
+fires), disconnects, PAUSE/RESUME, SETQUEUE, CLEARQUEUE, OBLITERATE (forced or not, the name
+added again), cron schedules (ADDSCHEDULE of a new name or again with another expression,
+zone, policy, queue and job options; PAUSESCHEDULE, RESUMESCHEDULE, RMSCHEDULE, also raced
+against a tick's fires; refusals for a missing queue, a missing schedule, one too many) and
+restarts after a downtime. A plain model (job id -> status and attempts; schedule -> its
+record and next run) predicts every step from PROTOCOL.md sections 5 to 7 and
+docs/scheduling.md; it reads the cron expressions itself (local seconds and minutes, in UTC,
+Europe/Berlin and Asia/Kathmandu), not with cronsim.
 
 After every step, once the writer has drained: the counters equal the job records of each
 status and the `by_status` index entries; `by_time` holds exactly one entry per delayed job
@@ -26,7 +31,14 @@ nothing. Groups: the group tables hold each live group's waiting and active coun
 place (in turn, parked at its limit, idle) and its waiting jobs; no group has more active
 jobs than its limit (a lowered one only drains); no job of a group below its limit waits
 beside an idle subscription with credit. After every heartbeat tick, each queue's retention
-limits hold.
+limits hold. Schedules: each tick fires every occurrence due since the last fire (or the
+add, the resume), in order, each exactly once, as one job with the schedule's payload and
+options (`waiting`, or `new` in a paused queue); a schedule whose queue is gone is paused
+instead; a start applies the missed policy (`skip`: none, `once`: the latest). A ledger
+(schedule, occurrence) -> job checks no occurrence fires twice, across restarts too, and that
+each fire made exactly one job and nothing else did. After every step, the stored schedules
+(`load_schedules`) and those in force (with their next runs) are the model's, and the fires
+counted since the start are the ledger's.
 """
 
 import asyncio
@@ -38,8 +50,10 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgpack
 from hypothesis import HealthCheck, settings
@@ -54,7 +68,7 @@ from overhop.broker.events import (
     SubscriptionEnded,
     WorkerControlled,
 )
-from overhop.broker.service import Broker, BulkAction, EnqueueRequest
+from overhop.broker.service import Broker, BulkAction, EnqueueRequest, ScheduleRequest
 from overhop.broker.workers import Worker
 from overhop.config.schema import Config
 from overhop.errors import DeferredRefusal, ErrorCode, RequestError
@@ -69,6 +83,7 @@ from overhop.model.jobs import (
     priority_rank,
 )
 from overhop.model.queues import QueueConfig, QueueState
+from overhop.model.schedules import MissedPolicy, ScheduleJob, ScheduleRecord
 from overhop.model.uniqueness import UniqueScope, holds_key
 from overhop.server.pushes import (
     encode_abort,
@@ -81,6 +96,7 @@ from overhop.storage import group_index
 from overhop.storage import operations as job_ops
 from overhop.storage.keys import GROUPED_RANK, UNIQUE_HOLDER, job_id_from
 from overhop.storage.records import decode_job
+from overhop.storage.schedule_records import load_schedules
 from overhop.storage.store import Store
 from overhop.storage.writer import Writer
 
@@ -125,6 +141,41 @@ SETTINGS = st.fixed_dictionaries({}, optional=SETTING_VALUES)
 CHANGES = st.sampled_from(sorted(SETTING_VALUES)).flatmap(
     lambda key: st.fixed_dictionaries({key: SETTING_VALUES[key]}, optional={
         k: v for k, v in SETTING_VALUES.items() if k != key}))
+# Schedules: three names, at most two at once (schedules.max_schedules), so that a third
+# is refused.
+SCHEDULE_NAMES = ("s0", "s1", "s2")
+MAX_SCHEDULES = 2
+ANY = frozenset(range(60))
+# Cron expressions as sent, and the local seconds and minutes they fire at (the model's
+# own reading of them, not cronsim's). One has a run of spaces: it is stored with one.
+CRONS: dict[str, tuple[frozenset[int], frozenset[int]]] = {
+    "* * * * * *": (ANY, ANY),  # every second
+    "*/2 * * * * *": (frozenset(range(0, 60, 2)), ANY),
+    "*/7  * * * * *": (frozenset(range(0, 60, 7)), ANY),  # 0, 7, ... 56: 4 s across :00
+    "* * * * *": (frozenset({0}), ANY),  # five fields: every minute
+    "*/2 * * * *": (frozenset({0}), frozenset(range(0, 60, 2))),
+}
+# None: the default (UTC). Berlin has daylight saving time (none near the model's clock);
+# Kathmandu is 5:45 ahead, so its even minutes are odd ones in UTC.
+ZONES = (None, "UTC", "Europe/Berlin", "Asia/Kathmandu")
+# Time passing for schedules: up to 30 s (at most 90 fires a step, below FIRE_BATCH).
+SCHEDULE_STEPS = (1000, 2000, 7000, 30_000)
+# Downtime of a restart: none to speak of, or long enough to miss occurrences.
+DOWNTIMES = (1, 1500, 61_000)
+# `once` first: `skip` is the default, and the policy shows only at a start.
+POLICIES = (MissedPolicy.ONCE, MissedPolicy.SKIP)
+# A scheduled job's payload names the ADDSCHEDULE that made it: above every ENQUEUE's.
+SCHEDULE_PAYLOAD = 2**41
+SCHEDULE_JOBS = st.fixed_dictionaries({
+    "max_attempts": st.sampled_from([None, None, 1, 4]),
+    "retry_interval_ms": st.sampled_from([None, None, 1, 1500]),
+    "lease_ms": st.sampled_from([None, None, 700, 3000]),
+    "task": st.sampled_from([None, "report"]),
+    "priority": st.sampled_from([None, MIN_PRIORITY, MAX_PRIORITY]),
+})
+SCHEDULE_JOBS_KEYS = ("max_attempts", "retry_interval_ms", "lease_ms", "task", "priority")
+# What a schedule change raced against a tick's fires does (None: no change).
+RACES = (None, None, "pause", "resume", "remove", "replace")
 
 
 def model_config() -> Config:
@@ -137,6 +188,7 @@ def model_config() -> Config:
                                  default_max_attempts=DEFAULT_MAX_ATTEMPTS,
                                  max_error_history=1000),
         worker=dataclasses.replace(config.worker, stale_after_ms=STALE_MS),
+        schedules=dataclasses.replace(config.schedules, max_schedules=MAX_SCHEDULES),
     )
 
 
@@ -232,6 +284,58 @@ class MJob:
     cancel_reason: str | None = None  # CANCEL's: on a cancelled job, or an active one
     group: str | None = None
     unique: tuple[str, int, int | None] | None = None  # key, scope, duration's end
+    retry_ms: int | None = None  # the job's own retry interval and lease (a schedule's)
+    lease_ms: int | None = None
+    task: str | None = None
+
+
+@dataclass
+class MSchedule:
+    """A schedule as the model knows it: its record's fields and its next run."""
+
+    name: str
+    queue: str
+    cron: str  # as sent (a key of CRONS)
+    zone: str | None
+    payload: int
+    job: dict[str, Any]  # ScheduleJob's options but the payload
+    missed: MissedPolicy
+    counted_from: int
+    created_at: int
+    paused: bool = False
+    last_fire: int | None = None
+    next_run: int | None = None
+    # Occurrences up to this the running process dealt with: fired, or passed over at its
+    # start (`skip` is not stored: the record still counts from its add or last fire).
+    passed: int = 0
+
+    @property
+    def fired_up_to(self) -> int:
+        return max(self.counted_from, self.last_fire or 0)
+
+    def record(self) -> ScheduleRecord:
+        job = ScheduleJob(msgpack.packb(self.payload), self.job["max_attempts"],
+                          self.job["retry_interval_ms"], self.job["lease_ms"], None,
+                          self.job["task"], self.job["priority"])
+        return ScheduleRecord(self.name, self.queue, " ".join(self.cron.split()),
+                              self.zone or "UTC", job, self.missed, self.paused,
+                              self.last_fire, self.counted_from, self.created_at)
+
+    def occurrences(self, after_ms: int, until_ms: int) -> list[int]:
+        """Its occurrences in (after_ms, until_ms]: the whole seconds whose local second
+        and minute the expression names."""
+        seconds, minutes = CRONS[self.cron]
+        zone = ZoneInfo(self.zone or "UTC")
+        found = []
+        for second in range(after_ms // 1000 + 1, until_ms // 1000 + 1):
+            local = datetime.fromtimestamp(second, zone)
+            if local.second in seconds and local.minute in minutes:
+                found.append(second * 1000)
+        return found
+
+    def next_after(self, after_ms: int) -> int:
+        """Its first occurrence after `after_ms` (every expression fires within 2 min)."""
+        return self.occurrences(after_ms, after_ms + 121_000)[0]
 
 
 @dataclass
@@ -302,6 +406,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         # (queue, unique key) -> (holder job id, scope, duration's end or 0): the store's
         # `unique` table as it must be.
         self.held: dict[tuple[str, str], tuple[str, int, int]] = {}
+        self.schedules: dict[str, MSchedule] = {}
+        # The ledger: (schedule, occurrence) -> the one job its fire enqueued.
+        self.fired: dict[tuple[str, int], str] = {}
+        # Per schedule, the fires since the process started (the tally's count).
+        self.fires_since_boot: Counter[str] = Counter()
+        self.schedule_serial = 0
         self._open()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -429,7 +539,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 job.finished_ms = self.now
             else:
                 job.status = "delayed"
-                job.start_ms = self.now + self.queues[job.queue].retry_ms
+                job.start_ms = self.now + (job.retry_ms or self.queues[job.queue].retry_ms)
         if outcome != "withdrawn":
             job.outcomes.append(outcome)
 
@@ -494,7 +604,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert quest["sid"] == mw.sids[job.queue], (quest, mw.sids)
                 assert quest["attempt"] == job.attempts + 1
                 assert quest["max_attempts"] == self.max_attempts(job)
-                assert quest["lease_ms"] == self.queues[job.queue].lease_ms
+                assert quest["lease_ms"] == (job.lease_ms or self.queues[job.queue].lease_ms)
                 assert quest["ack_timeout_ms"] == ACK_TIMEOUT_MS
                 assert quest["job_payload"] == job.payload
                 assert quest["did"] not in self.deliveries
@@ -561,16 +671,25 @@ class LifecycleMachine(RuleBasedStateMachine):
     # -- rules: queues -------------------------------------------------------------------
 
     @initialize(settings=SETTINGS, workers=st.lists(st.integers(1, 4), min_size=1, max_size=3),
-                jobs=st.integers(1, 6))
-    def start(self, settings: dict[str, Any], workers: list[int], jobs: int) -> None:
+                jobs=st.integers(1, 6),
+                schedule=st.none() | st.tuples(st.sampled_from(sorted(CRONS)),
+                                               st.sampled_from(POLICIES)))
+    def start(self, settings: dict[str, Any], workers: list[int], jobs: int,
+              schedule: tuple[str, MissedPolicy] | None) -> None:
         """A queue (limits, attempts, retention...), workers subscribed to it with these
-        credits, and a few jobs: most sequences then have deliveries to work on from their
-        first step."""
+        credits, a few jobs, and maybe a schedule firing into it: most sequences then have
+        deliveries to work on from their first step."""
         self._add_queue(QUEUE_NAMES[0], settings)
         for credits in workers:
             self.new_worker(0, credits)
         for n in range(jobs):
             self.enqueue(0, None, n, 1, None, None)
+        if schedule is not None:
+            cron, missed = schedule
+            change, apply = self._schedule_put(SCHEDULE_NAMES[0], QUEUE_NAMES[0], cron, None,
+                                               missed, {key: None for key in SCHEDULE_JOBS_KEYS})
+            apply(self.call(change))
+            self.after_step()
 
     def _add_queue(self, name: str, settings: dict[str, Any]) -> None:
         config = dataclasses.replace(QueueConfig(), **settings)
@@ -904,6 +1023,180 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.vanish([job.jid])
         self.after_step()
 
+    # -- rules: schedules ----------------------------------------------------------------
+
+    def _schedule_put(self, name: str, queue: str, cron: str, zone: str | None,
+                      missed: MissedPolicy, job: dict[str, Any]
+                      ) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        """ADDSCHEDULE, of a new name or replacing a schedule: the broker's call, and what
+        it does to the model (checking the reply). A replacement keeps the last fire and
+        creation time, is active, and counts occurrences from now; each ADDSCHEDULE gets
+        its own payload."""
+        self.schedule_serial += 1
+        payload = SCHEDULE_PAYLOAD + self.schedule_serial
+        request = ScheduleRequest(name, queue, cron, zone, ScheduleJob(
+            msgpack.packb(payload), job["max_attempts"], job["retry_interval_ms"],
+            job["lease_ms"], None, job["task"], job["priority"]), missed)
+
+        def apply(reply: Any) -> None:
+            previous = self.schedules.get(name)
+            schedule = MSchedule(
+                name, queue, cron, zone, payload, job, missed, counted_from=self.now,
+                created_at=self.now if previous is None else previous.created_at,
+                last_fire=None if previous is None else previous.last_fire)
+            schedule.next_run = schedule.next_after(self.now)
+            self.schedules[name] = schedule
+            self.check_schedule_reply(schedule, reply)
+
+        return lambda: self.broker.add_schedule(request), apply
+
+    def _schedule_pause(self, name: str, paused: bool
+                        ) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        """PAUSESCHEDULE or RESUMESCHEDULE (also of a schedule already so): a resume
+        counts occurrences from now (no back-fill)."""
+
+        def apply(reply: Any) -> None:
+            schedule = self.schedules[name]
+            schedule.paused = paused
+            if not paused:
+                schedule.counted_from = self.now
+            schedule.next_run = None if paused else schedule.next_after(schedule.fired_up_to)
+            self.check_schedule_reply(schedule, reply)
+
+        return lambda: self.broker.set_schedule_paused(name, paused), apply
+
+    def _schedule_remove(self, name: str) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        """RMSCHEDULE: its jobs stay."""
+
+        def apply(reply: Any) -> None:
+            assert reply.record.name == name
+            del self.schedules[name]
+            self.fires_since_boot.pop(name, None)
+
+        return lambda: self.broker.remove_schedule(name), apply
+
+    def check_schedule_reply(self, schedule: MSchedule, reply: Any) -> None:
+        assert reply.record == schedule.record(), (reply.record, schedule)
+        assert reply.next_run_ms == schedule.next_run, (reply.next_run_ms, schedule)
+
+    @rule(index=st.integers(0, 100), queue=st.integers(0, 100),
+          cron=st.sampled_from(sorted(CRONS)), zone=st.sampled_from(ZONES),
+          missed=st.sampled_from(POLICIES), job=SCHEDULE_JOBS)
+    def put_schedule(self, index: int, queue: int, cron: str, zone: str | None,
+                     missed: MissedPolicy, job: dict[str, Any]) -> None:
+        """ADDSCHEDULE of one of the names, new or again (a changed expression, zone,
+        policy, queue, job); refused for a queue that does not exist, and for a new name
+        beyond `max_schedules`."""
+        name = pick(SCHEDULE_NAMES, index)
+        target = (pick(sorted(self.queues), queue) if self.queues and queue % 4
+                  else pick(QUEUE_NAMES, queue))
+        change, apply = self._schedule_put(name, target, cron, zone, missed, job)
+        if target not in self.queues:
+            self.refused(ErrorCode.QUEUE_NOT_FOUND, change)
+        elif name not in self.schedules and len(self.schedules) >= MAX_SCHEDULES:
+            self.refused(ErrorCode.TOO_MANY_SCHEDULES, change)
+        else:
+            apply(self.call(change))
+            self.after_step()
+
+    @precondition(lambda self: self.schedules)
+    @rule(index=st.integers(0, 100), paused=st.booleans())
+    def pause_or_resume_schedule(self, index: int, paused: bool) -> None:
+        name = pick(SCHEDULE_NAMES, index)
+        change, apply = self._schedule_pause(name, paused)
+        if name not in self.schedules:
+            self.refused(ErrorCode.SCHEDULE_NOT_FOUND, change)
+            return
+        apply(self.call(change))
+        self.after_step()
+
+    @precondition(lambda self: self.schedules)
+    @rule(index=st.integers(0, 100))
+    def remove_schedule(self, index: int) -> None:
+        name = pick(SCHEDULE_NAMES, index)
+        change, apply = self._schedule_remove(name)
+        if name not in self.schedules:
+            self.refused(ErrorCode.SCHEDULE_NOT_FOUND, change)
+            return
+        apply(self.call(change))
+        self.after_step()
+
+    @precondition(lambda self: self.schedules and len(self.jobs) < MAX_JOBS)
+    @rule(step=st.sampled_from(SCHEDULE_STEPS), race=st.sampled_from(RACES),
+          index=st.integers(0, 100), cron=st.sampled_from(sorted(CRONS)))
+    def schedules_fire(self, step: int, race: str | None, index: int, cron: str) -> None:
+        """Time passes by up to 30 s, a heartbeat tick fires what is due. `race`: a
+        change of a schedule (PAUSE, RESUME, RMSCHEDULE, ADDSCHEDULE again with `cron`)
+        submitted right after the tick's fires, before they commit: the fires commit
+        first, and the change applies to the schedule as they left it."""
+        schedule = self.schedules[pick(sorted(self.schedules), index)]
+        raced: tuple[Callable[[], Any], Callable[[Any], None]] | None = None
+        if race in ("pause", "resume"):
+            raced = self._schedule_pause(schedule.name, race == "pause")
+        elif race == "remove":
+            raced = self._schedule_remove(schedule.name)
+        elif race == "replace" and self.queues:
+            raced = self._schedule_put(
+                schedule.name, pick(sorted(self.queues), index), cron, schedule.zone,
+                schedule.missed, schedule.job)
+        if raced is None:
+            self._tick(step)
+            return
+        change, apply = raced
+        apply(self._tick(step, change))
+
+    def due_fires(self, boot: bool) -> dict[str, list[int]]:
+        """The occurrences each schedule fires now, in order, and what that does to it.
+        Running: every occurrence after its last fire (or its add, its resume) up to now.
+        At a start, of those missed while down: none (`skip`) or the latest (`once`). A
+        schedule whose queue is gone is paused instead, at an occurrence it would fire."""
+        due: dict[str, list[int]] = {}
+        for schedule in self.schedules.values():
+            if schedule.paused:
+                continue
+            after = schedule.fired_up_to if boot else max(schedule.fired_up_to, schedule.passed)
+            occurrences = schedule.occurrences(after, self.now)
+            schedule.passed = self.now
+            if boot:
+                occurrences = occurrences[-1:] if schedule.missed == MissedPolicy.ONCE else []
+            if occurrences and schedule.queue not in self.queues:
+                schedule.paused = True
+            elif occurrences:
+                due[schedule.name] = occurrences
+            schedule.next_run = None if schedule.paused else schedule.next_after(self.now)
+        return due
+
+    def take_fires(self, due: dict[str, list[int]]) -> None:
+        """The jobs the step's fires enqueued: exactly one per due occurrence, in order of
+        occurrence (a schedule's jobs are told apart by their payload), and none else.
+        Each goes into the ledger, where no occurrence may be already. (With nothing due,
+        `model_agrees_with_records` finds any job made anyway.)"""
+        if not due:
+            return
+        records = self._scan()[0]
+        made: dict[int, list[str]] = {}
+        for jid in sorted(set(records) - set(self.jobs)):
+            made.setdefault(msgpack.unpackb(records[jid].payload), []).append(jid)
+        for name, occurrences in due.items():
+            schedule = self.schedules[name]
+            jids = made.pop(schedule.payload, [])
+            assert len(jids) == len(occurrences), (name, occurrences, jids)
+            for occurrence, jid in zip(occurrences, jids, strict=True):
+                assert (name, occurrence) not in self.fired, ("fired twice", name, occurrence)
+                self.fired[(name, occurrence)] = jid
+                record = records[jid]
+                assert record.queue_name == schedule.queue, (record, schedule)
+                assert record.created_at_ms == self.now
+                job = schedule.job
+                self.jobs[jid] = MJob(
+                    jid, schedule.queue, schedule.payload,
+                    "new" if self.queues[schedule.queue].paused else "waiting", self.now,
+                    job["max_attempts"], job["priority"], retry_ms=job["retry_interval_ms"],
+                    lease_ms=job["lease_ms"], task=job["task"])
+            schedule.last_fire = occurrences[-1]
+            self.fires_since_boot[name] += len(occurrences)
+        assert not made, f"jobs that no occurrence accounts for: {made}"
+
     # -- rules: workers and subscriptions ------------------------------------------------
 
     @precondition(lambda self: len(self.workers) < MAX_WORKERS and self.queues)
@@ -1125,9 +1418,18 @@ class LifecycleMachine(RuleBasedStateMachine):
                 self.after_step(fifo=True)
         self._tick(step)
 
-    def _tick(self, step: int) -> None:
+    def _tick(self, step: int, also: Callable[[], Any] | None = None) -> Any:
+        """A heartbeat tick `step` ms later (expiries, promotion, retention, schedule
+        fires); `also`: a request made right after it, in the same turn of the loop (what
+        it answers is returned)."""
         self.now += step
-        self.call(lambda: self.broker.tick(self.now))
+
+        def tick() -> Any:
+            self.broker.tick(self.now)
+            return None if also is None else also()
+
+        reply = self.call(tick)
+        self.take_fires(self.due_fires(boot=False))
         for delivery in list(self.deliveries.values()):
             if not delivery.acked and self.now >= delivery.ack_deadline_ms:
                 self.end(delivery, "withdrawn")
@@ -1143,6 +1445,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.prune()  # retention's steps are submitted after the attempts' ends
         self.after_step()
         self.retention_holds()
+        return reply
 
     def retention_holds(self) -> None:
         """Right after a tick (its pruning converged), per queue and finished status: at
@@ -1159,8 +1462,10 @@ class LifecycleMachine(RuleBasedStateMachine):
                     name, status, self.now, finished)
 
     @precondition(lambda self: self.restarts < MAX_RESTARTS)
-    @rule()
-    def restart(self) -> None:
+    @rule(down=st.sampled_from(DOWNTIMES))
+    def restart(self, down: int) -> None:
+        """A restart after `down` ms: deliveries end, workers are gone, and schedules
+        apply their missed policy to the occurrences that fell meanwhile."""
         active_before = {d.jid for d in self.deliveries.values()}
         # The old process is gone: its broker must not act again (its timers may still
         # be armed on this loop).
@@ -1172,8 +1477,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         # millisecond, so a new process in the same millisecond could make ids, and the
         # CLEARQUEUE boundary, that sort below the old process's: only a clock that went
         # back across a restart does that.)
-        self.now += 1
+        self.now += down
         self._open()
+        self.fires_since_boot.clear()
+        self.take_fires(self.due_fires(boot=True))
         for mw in list(self.workers.values()):
             del self.workers[mw.key]
         for delivery in list(self.deliveries.values()):
@@ -1253,7 +1560,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def model_agrees_with_records(self) -> None:
         records = self._scan()[0]
-        assert set(records) == set(self.jobs)  # no job lost, none made up
+        # No job lost, none made up (a schedule's occurrence fired twice makes one up).
+        assert set(records) == set(self.jobs), set(records) ^ set(self.jobs)
         for jid, job in self.jobs.items():
             record = records[jid]
             assert record.status.label == job.status, (job, record)
@@ -1262,6 +1570,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert msgpack.unpackb(record.payload) == job.payload
             assert record.max_attempts == job.max_attempts
             assert record.priority == job.priority
+            assert (record.retry_interval_ms, record.lease_ms, record.task) == (
+                job.retry_ms, job.lease_ms, job.task)
             kept = [e["outcome"] for e in record.history if e["outcome"] != "withdrawn"]
             assert kept == job.outcomes, (job, record.history)
             for entry in record.history:
@@ -1415,6 +1725,21 @@ class LifecycleMachine(RuleBasedStateMachine):
             queue.group_ceilings = {group: max(limit or 0, out)
                                     for (queue_name, group), out in active.items()
                                     if queue_name == name}
+
+    @invariant()
+    def schedules_agree(self) -> None:
+        """The stored schedules, and those in force with their next runs, are the
+        model's; the fires counted since the start are the ledger's; no two occurrences
+        share a job."""
+        stored = {r.name: r for r in load_schedules(self.store, 100)}
+        expected = {name: s.record() for name, s in self.schedules.items()}
+        assert stored == expected, (stored, expected)
+        in_force = {name: (r.record, r.next_run_ms) for name, r in self.broker.schedules.items()}
+        assert in_force == {name: (expected[name], s.next_run)
+                            for name, s in self.schedules.items()}, in_force
+        assert self.broker.tally.schedule_fires == {
+            name: n for name, n in self.fires_since_boot.items() if n}
+        assert len(set(self.fired.values())) == len(self.fired)
 
     @invariant()
     def no_loop_errors(self) -> None:
