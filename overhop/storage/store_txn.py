@@ -36,6 +36,21 @@ def index_state(job: JobRecord) -> IndexState:
     return job.status, job.execution_start_at_ms, job.finished_at_ms, job.priority
 
 
+def _group_deltas(before: JobStatus | None, after: JobStatus | None) -> tuple[int, int]:
+    """What a move from `before` to `after` (None: no job) does to its group's waiting and
+    active counts."""
+    return ((after == JobStatus.WAITING) - (before == JobStatus.WAITING),
+            (after == JobStatus.ACTIVE) - (before == JobStatus.ACTIVE))
+
+
+# Every move that changes a group's counts, and by how much (a table: moves are hot).
+_GROUP_DELTAS: dict[tuple[JobStatus | None, JobStatus | None], tuple[int, int]] = {
+    (before, after): _group_deltas(before, after)
+    for before in (None, *JobStatus) for after in (None, *JobStatus)
+    if _group_deltas(before, after) != (0, 0)
+}
+
+
 class StoreTxn:
     """The write primitives of one write transaction. Used only by the writer thread."""
 
@@ -140,12 +155,13 @@ class StoreTxn:
     def _group_moved(self, job: JobRecord, queue_prefix: bytes, before: JobStatus | None,
                      after: JobStatus | None) -> None:
         """Keep the job's group counts and turn in step with its move."""
-        waiting = (after == JobStatus.WAITING) - (before == JobStatus.WAITING)
-        active = (after == JobStatus.ACTIVE) - (before == JobStatus.ACTIVE)
-        if waiting or active:
+        deltas = _GROUP_DELTAS.get((before, after))
+        if deltas is not None:
             assert job.group is not None
-            self.groups.change(queue_prefix, job.group, waiting, active,
-                               self.group_limit(job.queue_name))
+            limits = self._group_limits
+            queue_name = job.queue_name
+            limit = limits[queue_name] if queue_name in limits else self.group_limit(queue_name)
+            self.groups.change(queue_prefix, job.group, deltas[0], deltas[1], limit)
 
     def indexed_job(self, job_id: str) -> JobRecord:
         """A job an index just named: its absence is a broken index, a bug."""
