@@ -6,6 +6,7 @@ PostgreSQL missing is a failure, not a skip: `.ci/run` installs it, and a contra
 silently skipped would prove nothing.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -104,10 +105,8 @@ class PostgresServer:
             # wait out the timeout, then leave the server running once it is killed), so
             # the postmaster is signalled itself: its PID heads postmaster.pid.
             pid = self.process.pid
-            try:
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 pid = int((self.data / "postmaster.pid").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
             os.kill(pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=20)
