@@ -32,7 +32,7 @@ retention. Bumping the layout: see docs/storage.md.
 
 import struct
 
-from overhop.model.jobs import JobStatus
+from overhop.model.jobs import JobRecord, JobStatus, priority_rank
 
 LAYOUT_VERSION = 3
 SEPARATOR = b"\x00"
@@ -88,6 +88,15 @@ def status_prefix(queue_name: str, status: int) -> bytes:
 # order's FIFO per priority) come first and grouped ones (dispatched from `group_waiting`,
 # listed here) after them.
 GROUPED_RANK = 0x80
+
+
+def listed_rank(job: JobRecord | None) -> int:
+    """The rank byte of a job's `waiting` entry (the default priority's, ungrouped, for
+    None): where a page of `waiting` jobs goes on after it."""
+    if job is None:
+        return priority_rank(None)
+    rank = priority_rank(job.priority)
+    return rank if job.group is None else rank | GROUPED_RANK
 
 
 def waiting_key(prefixes: tuple[bytes, ...], rank: int, uuid_bytes: bytes) -> bytes:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import lmdb
 
-from overhop.model.jobs import JobRecord, JobStatus, priority_rank
+from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
@@ -238,15 +238,15 @@ class Store:
                     after: bytes | None) -> bytes:
         """Where a page of one status starts: the first key past `after` (a job id's uuid
         bytes) is at or above its key followed by a zero byte. A `waiting` key has the
-        job's priority rank before the uuid, read from its record (the default's when the
-        job is gone: the page then goes on from its place among the default priority's)."""
+        job's rank before the uuid (`keys.listed_rank`), read from its record (the
+        default's when the job is gone: the page then goes on from its place among the
+        default priority's ungrouped jobs)."""
         prefix = keys.status_prefix(queue_name, status)
         if after is None:
             return prefix
         if status == JobStatus.WAITING:
             data = reads.get(txn, keys.job_id_from(queue_name, after).encode(), self.jobs_db)
-            priority = None if data is None else decode_job(data).priority
-            prefix += bytes((priority_rank(priority),))
+            prefix += bytes((keys.listed_rank(None if data is None else decode_job(data)),))
         return prefix + after + b"\x00"
 
     def group_active(self, queue_name: str, group: str) -> int:

@@ -6,6 +6,7 @@ PostgreSQL missing is a failure, not a skip: `.ci/run` installs it, and a contra
 silently skipped would prove nothing.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -100,11 +101,17 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            # runuser forwards the signal; SIGINT is PostgreSQL's fast shutdown.
-            os.kill(self.process.pid, signal.SIGINT)
+            # SIGINT is PostgreSQL's fast shutdown. runuser does not forward it (it would
+            # wait out the timeout, then leave the server running once it is killed), so
+            # the postmaster is signalled itself: its PID heads postmaster.pid.
+            pid = self.process.pid
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)

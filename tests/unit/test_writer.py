@@ -1,5 +1,6 @@
 """The writer process on a real LMDB store: visible and durable points, refusals, stop,
-map growth seen by the server's reads, and a writer that dies."""
+map growth seen by the server's reads, and a writer that dies. What both engines share
+(every operation's result and refusal at both points) is in test_storage_contract.py."""
 
 import asyncio
 import gc
@@ -55,23 +56,6 @@ def test_visible_comes_first_then_the_future_with_the_same_result(tmp_path: Path
         assert stored is not None and stored.status == JobStatus.WAITING
 
     asyncio.run(_with_writer(tmp_path, sync, body))
-
-
-def test_a_refused_operation_reports_failure_at_both_points(tmp_path: Path) -> None:
-    async def body(store: Store, writer: Writer) -> None:
-        seen: list[tuple[bool, Any]] = []
-        job = JobRecord("nope:01234567-89ab-7def-8123-456789abcdef", "nope", JobStatus.WAITING,
-                        None, 1, 1, None, None, None)
-        write = writer.submit(job_ops.Enqueue(job))
-        write.visible.add_done_callback(lambda f: seen.append((False, f.exception())))
-        with pytest.raises(RequestError) as caught:
-            await write.durable
-        assert caught.value.code == ErrorCode.QUEUE_NOT_FOUND
-        await asyncio.sleep(0)
-        assert len(seen) == 1 and seen[0][0] is False
-        assert isinstance(seen[0][1], RequestError)
-
-    asyncio.run(_with_writer(tmp_path, True, body))
 
 
 def test_an_idle_writer_makes_its_last_commit_durable_at_once(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from overhop.auth.users import UserRecord
-from overhop.model.jobs import MAX_PRIORITY, MIN_PRIORITY, JobRecord, JobStatus, priority_rank
+from overhop.model.jobs import MAX_PRIORITY, MIN_PRIORITY, JobRecord, JobStatus
 from overhop.model.queues import QueueRecord
 from overhop.model.schedules import ScheduleRecord
 from overhop.storage import keys
@@ -132,7 +132,7 @@ class PgReads:
             return prefix
         if status == JobStatus.WAITING:
             job = await self.get_job(keys.job_id_from(queue_name, after))
-            prefix += bytes((priority_rank(None if job is None else job.priority),))
+            prefix += bytes((keys.listed_rank(job),))
         return prefix + after + b"\x00"
 
     async def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,
