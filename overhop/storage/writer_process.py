@@ -161,17 +161,9 @@ class BatchWriter:
                     self._finish()
                     return
                 carry = first
-            batch = carry
-            if not stopping:
-                requests.extend(self._channel.receive(wait=False))
-            while len(batch) < self._max_batch and requests and not stopping:
-                item = requests.popleft()
-                if item is None:
-                    stopping = True
-                    break
-                batch = batch + item
-            carry = batch[self._max_batch:]
-            self._commit_batch(batch[: self._max_batch])
+            batch, carry, stopping = gather_batch(carry, requests, self._channel,
+                                                  self._max_batch, stopping)
+            self._commit_batch(batch)
             if stopping and not carry:
                 self._finish()
                 return
@@ -384,6 +376,25 @@ class BatchWriter:
             else:
                 outcomes.append(self._run_alone(request))
         return outcomes
+
+
+def gather_batch(carry: list[Request], requests: "deque[list[Request] | None]",
+                 channel: "Channel", max_batch: int, stopping: bool
+                 ) -> tuple[list[Request], list[Request], bool]:
+    """The next batch: `carry` (what the last batch left over, never empty) and the
+    requests waiting, read from the socket without waiting, up to `max_batch` operations.
+    Returns the batch, what is left over for the next one, and whether the server asked to
+    stop (nil read: nothing after it is taken)."""
+    batch = carry
+    if not stopping:
+        requests.extend(channel.receive(wait=False))
+    while len(batch) < max_batch and requests and not stopping:
+        item = requests.popleft()
+        if item is None:
+            stopping = True
+            break
+        batch = batch + item
+    return batch[:max_batch], batch[max_batch:], stopping
 
 
 class Channel:

@@ -44,7 +44,7 @@ from overhop.storage.postgres.kv import PgKv
 from overhop.storage.postgres.schema import WRITER_LOCK
 from overhop.storage.postgres.txn import PgStoreTxn
 from overhop.storage.writer_messages import COMMIT, READY, STOPPED, Refusal, Stats
-from overhop.storage.writer_process import Channel, refusal
+from overhop.storage.writer_process import Channel, gather_batch, refusal
 
 log = get_logger("overhop.storage")
 
@@ -114,17 +114,9 @@ class PgBatchWriter:
                 if first is None:
                     return
                 carry = first
-            batch = carry
-            if not stopping:
-                requests.extend(self._channel.receive(wait=False))
-            while len(batch) < self._max_batch and requests and not stopping:
-                item = requests.popleft()
-                if item is None:
-                    stopping = True
-                    break
-                batch = batch + item
-            carry = batch[self._max_batch:]
-            self._commit_batch(batch[: self._max_batch])
+            batch, carry, stopping = gather_batch(carry, requests, self._channel,
+                                                  self._max_batch, stopping)
+            self._commit_batch(batch)
             if stopping and not carry:
                 return
 
