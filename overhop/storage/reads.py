@@ -15,10 +15,10 @@ from overhop.model.queues import QueueRecord
 from overhop.model.schedules import ScheduleRecord
 from overhop.storage.schedule_records import load_schedules
 from overhop.storage.store import StorageUsage, Store
+from overhop.storage.task_pages import TaskPage
 from overhop.storage.user_records import load_users
 
 JobPage = tuple[list[JobRecord], bool, bool]
-TaskPage = tuple[list[JobRecord], bool, str | None]
 
 
 class StoreReads(Protocol):

@@ -14,6 +14,7 @@ MDB_MAP_RESIZED) and adopts the new size before reading.
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from overhop.storage import lmdb_reads as reads
 from overhop.storage.group_index import GroupBook
 from overhop.storage.migrations import waiting_ranks
 from overhop.storage.records import decode_job, decode_queue
+from overhop.storage.task_pages import TaskPage, task_page
 
 LOCK_FILE = "overhop.lock"
 # Named databases plus headroom for future ones.
@@ -192,7 +194,7 @@ class Store:
 
     def list_task_jobs(self, queue_name: str, status: JobStatus, task: str, limit: int,
                        max_bytes: int, max_read: int, after: bytes | None = None
-                       ) -> tuple[list[JobRecord], bool, str | None]:
+                       ) -> TaskPage:
         """Jobs of one status and one task in creation order, reading at most `max_read`
         records: the jobs found; whether the page was cut short by `max_bytes`; and the
         job id to go on after (the last job read, or the last returned), None once the
@@ -203,36 +205,19 @@ class Store:
         task. A page may hold fewer than `limit` jobs, even none, and still go on.
         """
         prefix = keys.status_prefix(queue_name, status)
-        jobs: list[JobRecord] = []
-        held = 0
-        read = 0
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            start = self._page_start(txn, queue_name, status, after)
-            if not cursor.set_range(start):
-                return jobs, False, None
-            last_read: str | None = None
-            for key in reads.keys_from(cursor):
-                if not key.startswith(prefix):
-                    return jobs, False, None
-                if len(jobs) >= limit:
-                    return jobs, False, jobs[-1].job_id
-                if read >= max_read:
-                    return jobs, False, last_read
-                job_id = keys.job_id_from(queue_name, key[-16:])
-                data = reads.get(txn, job_id.encode(), self.jobs_db)
-                read += 1
-                last_read = job_id
-                if data is None:
-                    continue
-                job = decode_job(data)
-                if job.task != task:
-                    continue
-                held += len(data)
-                if jobs and held > max_bytes:
-                    return jobs, True, jobs[-1].job_id
-                jobs.append(job)
-        return jobs, False, None
+            if not cursor.set_range(self._page_start(txn, queue_name, status, after)):
+                return [], False, None
+
+            def found() -> Iterator[tuple[str, bytes | None]]:
+                for key in reads.keys_from(cursor):
+                    if not key.startswith(prefix):
+                        return
+                    job_id = keys.job_id_from(queue_name, key[-16:])
+                    yield job_id, reads.get(txn, job_id.encode(), self.jobs_db)
+
+            return task_page(found(), task, limit, max_bytes, max_read)
 
     def _page_start(self, txn: lmdb.Transaction, queue_name: str, status: JobStatus,
                     after: bytes | None) -> bytes:

@@ -21,10 +21,11 @@ from overhop.storage.group_index import decode_group_counts
 from overhop.storage.keys import GROUPED_RANK
 from overhop.storage.postgres.schema import Space
 from overhop.storage.postgres.store import PgStore
-from overhop.storage.reads import JobPage, TaskPage
+from overhop.storage.reads import JobPage
 from overhop.storage.records import decode_job, decode_queue
 from overhop.storage.schedule_records import decode_schedule
 from overhop.storage.store import StorageUsage
+from overhop.storage.task_pages import TaskPage, task_page
 from overhop.storage.user_records import decode_user
 
 _GET = "SELECT value FROM overhop_kv WHERE space = %s AND key = %s"
@@ -164,26 +165,8 @@ class PgReads:
         entries = await self._range_keys(Space.BY_STATUS, start, prefix, max_read + 1)
         page = [keys.job_id_from(queue_name, key[-16:]) for key in entries]
         records = await self._jobs(page[:max_read])
-        jobs: list[JobRecord] = []
-        held = 0
-        last_read: str | None = None
-        for read, job_id in enumerate(page):
-            if len(jobs) >= limit:
-                return jobs, False, jobs[-1].job_id
-            if read >= max_read:
-                return jobs, False, last_read
-            last_read = job_id
-            data = records.get(job_id)
-            if data is None:
-                continue
-            job = decode_job(data)
-            if job.task != task:
-                continue
-            held += len(data)
-            if jobs and held > max_bytes:
-                return jobs, True, jobs[-1].job_id
-            jobs.append(job)
-        return jobs, False, None
+        return task_page(((job_id, records.get(job_id)) for job_id in page), task, limit,
+                         max_bytes, max_read)
 
     async def group_active(self, queue_name: str, group: str) -> int:
         data = await self._value(Space.GROUPS, keys.queue_prefix(queue_name) + group.encode())

@@ -1,0 +1,36 @@
+"""A page of LSJOB filtered by task, from the job records of one status in index order:
+the same rule on both engines (`Store.list_task_jobs`, `PgReads.list_task_jobs`)."""
+
+from collections.abc import Iterable
+
+from overhop.model.jobs import JobRecord
+from overhop.storage.records import decode_job
+
+# The jobs found; whether `max_bytes` cut the page short; the job id to go on after (None
+# once the status is walked to its end).
+TaskPage = tuple[list[JobRecord], bool, str | None]
+
+
+def task_page(found: Iterable[tuple[str, bytes | None]], task: str, limit: int,
+              max_bytes: int, max_read: int) -> TaskPage:
+    """The page from `found` (job id and stored record, None for a record gone, in index
+    order, read lazily): at most `limit` jobs of `task`, at most `max_read` records read."""
+    jobs: list[JobRecord] = []
+    held = 0
+    last_read: str | None = None
+    for read, (job_id, data) in enumerate(found):
+        if len(jobs) >= limit:
+            return jobs, False, jobs[-1].job_id
+        if read >= max_read:
+            return jobs, False, last_read
+        last_read = job_id
+        if data is None:
+            continue
+        job = decode_job(data)
+        if job.task != task:
+            continue
+        held += len(data)
+        if jobs and held > max_bytes:
+            return jobs, True, jobs[-1].job_id
+        jobs.append(job)
+    return jobs, False, None
