@@ -13,12 +13,10 @@ from overhop.auth.users import UserRecord
 from overhop.model.jobs import JobRecord, JobStatus
 from overhop.model.queues import QueueRecord
 from overhop.model.schedules import ScheduleRecord
+from overhop.storage.job_pages import JobPage, TaskPage
 from overhop.storage.schedule_records import load_schedules
 from overhop.storage.store import StorageUsage, Store
-from overhop.storage.task_pages import TaskPage
 from overhop.storage.user_records import load_users
-
-JobPage = tuple[list[JobRecord], bool, bool]
 
 
 class StoreReads(Protocol):

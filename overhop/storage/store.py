@@ -25,9 +25,9 @@ from overhop.model.queues import QueueRecord
 from overhop.storage import keys
 from overhop.storage import lmdb_reads as reads
 from overhop.storage.group_index import GroupBook
+from overhop.storage.job_pages import JobPage, TaskPage, status_page, task_page
 from overhop.storage.migrations import waiting_ranks
 from overhop.storage.records import decode_job, decode_queue
-from overhop.storage.task_pages import TaskPage, task_page
 
 LOCK_FILE = "overhop.lock"
 # Named databases plus headroom for future ones.
@@ -155,8 +155,7 @@ class Store:
                     for status in JobStatus}
 
     def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,
-                  max_bytes: int, after: bytes | None = None
-                  ) -> tuple[list[JobRecord], bool, bool]:
+                  max_bytes: int, after: bytes | None = None) -> JobPage:
         """Jobs of one status in creation order; whether the page was cut short; whether
         more jobs of that status follow the last one returned.
 
@@ -166,31 +165,23 @@ class Store:
         within the envelope limit.
         """
         prefix = keys.status_prefix(queue_name, status)
-        jobs: list[JobRecord] = []
-        held = 0
         with self._read() as txn:
             cursor = txn.cursor(db=self.by_status)
-            start = self._page_start(txn, queue_name, status, after)
-            if not cursor.set_range(start):
-                return jobs, False, False
-            skipped = 0
-            for key in reads.keys_from(cursor):
-                if not key.startswith(prefix):
-                    return jobs, False, False
-                if skipped < offset:
-                    skipped += 1
-                    continue
-                if len(jobs) >= limit:
-                    return jobs, False, True
-                job_id = keys.job_id_from(queue_name, key[-16:])
-                data = reads.get(txn, job_id.encode(), self.jobs_db)
-                if data is None:
-                    continue
-                held += len(data)
-                if jobs and held > max_bytes:
-                    return jobs, True, True
-                jobs.append(decode_job(data))
-        return jobs, False, False
+            if not cursor.set_range(self._page_start(txn, queue_name, status, after)):
+                return [], False, False
+
+            def found() -> Iterator[tuple[str, bytes | None]]:
+                skipped = 0
+                for key in reads.keys_from(cursor):
+                    if not key.startswith(prefix):
+                        return
+                    if skipped < offset:  # skipped without reading its record
+                        skipped += 1
+                        continue
+                    job_id = keys.job_id_from(queue_name, key[-16:])
+                    yield job_id, reads.get(txn, job_id.encode(), self.jobs_db)
+
+            return status_page(found(), limit, max_bytes)
 
     def list_task_jobs(self, queue_name: str, status: JobStatus, task: str, limit: int,
                        max_bytes: int, max_read: int, after: bytes | None = None

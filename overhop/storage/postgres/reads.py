@@ -18,14 +18,13 @@ from overhop.model.queues import QueueRecord
 from overhop.model.schedules import ScheduleRecord
 from overhop.storage import keys
 from overhop.storage.group_index import decode_group_counts
+from overhop.storage.job_pages import JobPage, TaskPage, status_page, task_page
 from overhop.storage.keys import GROUPED_RANK
 from overhop.storage.postgres.schema import Space
 from overhop.storage.postgres.store import PgStore
-from overhop.storage.reads import JobPage
 from overhop.storage.records import decode_job, decode_queue
 from overhop.storage.schedule_records import decode_schedule
 from overhop.storage.store import StorageUsage
-from overhop.storage.task_pages import TaskPage, task_page
 from overhop.storage.user_records import decode_user
 
 _GET = "SELECT value FROM overhop_kv WHERE space = %s AND key = %s"
@@ -142,20 +141,9 @@ class PgReads:
         start = await self._page_start(queue_name, status, after)
         entries = await self._range_keys(Space.BY_STATUS, start, prefix, offset + limit + 1)
         page = [keys.job_id_from(queue_name, key[-16:]) for key in entries[offset:]]
-        records = await self._jobs(page[:limit])
-        jobs: list[JobRecord] = []
-        held = 0
-        for index, job_id in enumerate(page):
-            if index >= limit:
-                return jobs, False, True
-            data = records.get(job_id)
-            if data is None:
-                continue
-            held += len(data)
-            if jobs and held > max_bytes:
-                return jobs, True, True
-            jobs.append(decode_job(data))
-        return jobs, False, False
+        records = await self._jobs(page)
+        return status_page(((job_id, records.get(job_id)) for job_id in page), limit,
+                           max_bytes)
 
     async def list_task_jobs(self, queue_name: str, status: JobStatus, task: str, limit: int,
                              max_bytes: int, max_read: int, after: bytes | None = None
