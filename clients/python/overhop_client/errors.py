@@ -135,6 +135,13 @@ class QueueNotFoundError(OverhopError):
     code = "QUEUE_NOT_FOUND"
 
 
+class QueueMovedError(OverhopError):
+    """Cluster mode: another broker owns the queue; `details` holds `q` and `owner` (its
+    address, or None while no broker holds it)."""
+
+    code = "QUEUE_MOVED"
+
+
 class QueueExistsError(OverhopError):
     code = "QUEUE_EXISTS"
 
@@ -292,7 +299,8 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     FrameEmptyError, FrameTooLargeError, MalformedError, BadEnvelopeError,
     UnsupportedVersionError, UnknownTypeError, ProtocolViolationError, RegisterTimeoutError,
     TooManyConnectionsError, ShuttingDownError, InvalidPayloadError, QueueNameInvalidError,
-    QueueNotFoundError, QueueExistsError, QueueSystemError, QueueAlreadyPausedError,
+    QueueNotFoundError, QueueMovedError, QueueExistsError, QueueSystemError,
+    QueueAlreadyPausedError,
     QueueNotPausedError, QueueNotEmptyError, QueueHasActiveJobsError, AlreadySubscribedError,
     SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError, TaskNameInvalidError,
