@@ -16,9 +16,15 @@ second of acknowledged writes (at most three times `wal_writer_delay`).
 
 Failures: a refusal (`OverhopError`) comes before an operation writes anything, so it leaves
 the batch clean. Any other exception rolls the batch back and runs it again one operation
-per transaction, so only the culprit fails. A lost connection fails the batch with
-"storage write failed" (its commit may or may not have landed, as after a crash) and marks
-`write_failed` until a commit succeeds; the next batch connects again. A full disk on the
+per transaction, so only the culprit fails. A database that cannot be reached or cannot
+write (`unavailable.py`: a failover, a lost quorum, a restart) fails the batch with
+STORAGE_UNAVAILABLE and marks `write_failed` until a commit succeeds; the next batch
+connects again (a read-only session is dropped too), and with a multi-host DSN and
+`target_session_attrs=read-write` that finds the new primary. When the connection broke
+while COMMIT was under way, the writer first finds out whether the batch landed
+(`in_doubt.py`, waiting up to `IN_DOUBT_WAIT_S` for a primary): if it did, its results are
+reported as any commit's; if the database cannot say in time, the refusal says the write
+may or may not have been stored (as after a crash). A full disk on the
 database server (SQLSTATE 53100) refuses what grows the store with STORAGE_FULL and runs the
 rest one by one.
 """
@@ -40,9 +46,16 @@ from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
 from overhop.storage.operations.catalogue import OPERATION_BY_CODE
 from overhop.storage.operations.table import APPLY
+from overhop.storage.postgres.in_doubt import landed, transaction_id
 from overhop.storage.postgres.kv import PgKv
 from overhop.storage.postgres.schema import WRITER_LOCK
 from overhop.storage.postgres.txn import PgStoreTxn
+from overhop.storage.postgres.unavailable import (
+    COMMIT_IN_DOUBT,
+    NOT_WRITTEN,
+    UNAVAILABLE,
+    described,
+)
 from overhop.storage.writer_messages import COMMIT, READY, STOPPED, Refusal, Stats
 from overhop.storage.writer_process import Channel, gather_batch, refusal
 
@@ -51,7 +64,8 @@ log = get_logger("overhop.storage")
 Request = list[Any]
 Outcome = tuple[bool, Any]
 
-_WRITE_FAILED: Refusal = (str(ErrorCode.INTERNAL), "storage write failed", None)
+_WRITE_FAILED: Refusal = (str(ErrorCode.STORAGE_UNAVAILABLE), NOT_WRITTEN, None)
+_IN_DOUBT: Refusal = (str(ErrorCode.STORAGE_UNAVAILABLE), COMMIT_IN_DOUBT, None)
 _FAILED: Refusal = (str(ErrorCode.INTERNAL), "operation failed", None)
 # How long a new writer waits for the writer lock: a killed server's writer ends when it
 # finds its socket closed, after at most the commit it was making.
@@ -60,6 +74,29 @@ WRITER_LOCK_WAIT = "10s"
 
 class WriterLockedError(Exception):
     """Another overhop writer holds the database."""
+
+
+class CommitInDoubt(Exception):
+    """The connection broke while COMMIT of transaction `xid` was under way: the batch,
+    whose outcomes were `outcomes`, may have landed."""
+
+    def __init__(self, reason: str, xid: str, outcomes: list[Outcome]) -> None:
+        super().__init__(reason)
+        self.xid = xid
+        self.outcomes = outcomes
+
+
+def _commit(conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
+    xid = transaction_id(conn)
+    try:
+        conn.commit()
+    except UNAVAILABLE as exc:
+        if not conn.broken or xid is None:
+            raise  # the server answered, or nothing was written: nothing landed
+        raise CommitInDoubt(described(exc), xid, outcomes) from exc
+
+
+_UNAVAILABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, CommitInDoubt)
 
 
 def connect(dsn: str, *, sync: bool) -> psycopg.Connection:
@@ -130,7 +167,7 @@ class PgBatchWriter:
             outcomes = self._run_in_one_transaction(batch)
         except psycopg.errors.DiskFull:
             outcomes = self._after_disk_full(batch)
-        except psycopg.OperationalError as exc:
+        except _UNAVAILABLE as exc:
             outcomes = self._write_failed(batch, exc)
         except Exception:
             outcomes = [self._run_alone(request) for request in batch]
@@ -171,7 +208,7 @@ class PgBatchWriter:
                     outcomes.append((False, refusal(exc)))
             txn.flush_counters()
             kv.flush()
-            conn.commit()
+            _commit(conn, outcomes)
         except BaseException:
             if not conn.closed:
                 try:
@@ -191,17 +228,26 @@ class PgBatchWriter:
         except psycopg.errors.DiskFull:
             self.space_low = True
             return False, _space_refusal(kind)
-        except psycopg.OperationalError as exc:
+        except _UNAVAILABLE as exc:
             return self._write_failed([request], exc)[0]
         except Exception as exc:
             log.error("storage_operation_failed", operation=kind.__name__, error=repr(exc))
             return False, _FAILED
 
     def _write_failed(self, batch: list[Request], exc: Exception) -> list[Outcome]:
-        log.error("storage_write_failed", error=str(exc).strip().splitlines()[0]
-                  if str(exc).strip() else repr(exc))
+        refused = _WRITE_FAILED
+        if isinstance(exc, CommitInDoubt):
+            found = landed(self._connection, exc.xid, (WriterLockedError,))
+            log.warning("storage_commit_in_doubt", error=str(exc), landed=found)
+            if found:
+                self.failed = False
+                return exc.outcomes
+            refused = _WRITE_FAILED if found is False else _IN_DOUBT
+        log.error("storage_write_failed", error=described(exc))
         self.failed = True
-        return [(False, _WRITE_FAILED)] * len(batch)
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction) and self._conn is not None:
+            self._conn.close()  # a standby now: the next batch looks for the primary
+        return [(False, refused)] * len(batch)
 
     def _after_disk_full(self, batch: list[Request]) -> list[Outcome]:
         """The database server's disk is full: refuse what grows the store, run the rest
