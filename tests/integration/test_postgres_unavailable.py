@@ -22,6 +22,7 @@ import pytest
 from overhop.errors import ErrorCode, RequestError
 from overhop.storage import operations as ops
 from overhop.storage.postgres import unavailable
+from tests.support import http_client
 from tests.support.postgres import PostgresServer
 from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
@@ -237,6 +238,10 @@ def test_the_server_answers_err_and_keeps_the_connection(
                     assert reply["t"] == ERR, reply
                     assert reply["p"]["code"] == "STORAGE_UNAVAILABLE", reply
                 assert (await client.request(PING))["t"] == PONG
+                for path in ("/metrics", "/api/queues/q/jobs"):  # HTTP reads: 503
+                    reply = await asyncio.to_thread(http_client.request, server.http_url + path)
+                    assert reply.status == 503, (path, reply)
+                    assert reply.json()["error"] == "STORAGE_UNAVAILABLE", reply
             finally:
                 _close(admin, database, closed=False)
         await client.ok(ENQUEUE, {"q": "q", "job_payload": "after"})

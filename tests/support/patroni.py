@@ -1,6 +1,7 @@
 """A throwaway highly available PostgreSQL for the HA tests: 3 etcd members and 3 Patroni
-nodes (each running a PostgreSQL 15 from /usr/lib/postgresql), all on 127.0.0.1 with free
-ports, data in one temporary directory, every process started and ended by PID.
+nodes (each running the newest PostgreSQL in /usr/lib/postgresql, 15 here), all on
+127.0.0.1 with free ports, data in one temporary directory, every process started and ended
+by PID.
 
 Debian's packages: `apt-get install etcd-server etcd-client patroni` (.ci/run does it). When
 the tests run as root, everything runs as the `postgres` OS user (PostgreSQL refuses root),
@@ -38,7 +39,10 @@ from pathlib import Path
 
 import pytest
 
-BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+# The newest PostgreSQL installed (Debian's postgresql-15 on this image).
+BIN_DIR = max((p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "postgres").exists()),
+              key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+              default=Path("/usr/lib/postgresql/15/bin"))
 ETCD = "/usr/bin/etcd"
 PATRONI = "/usr/bin/patroni"
 SCOPE = "overhop-ha"
