@@ -29,7 +29,7 @@ from tests.support.server_process import ServerProcess
 from tests.support.storage_engines import Storage, StorageTarget, run_on
 from tests.unit.test_storage_contract import Jobs, queue
 
-ADDQUEUE, ENQUEUE, QSTATS, PING, PONG = 9, 14, 18, 3, 105
+ADDQUEUE, ENQUEUE, QSTATS, PING, PONG, SUBSCRIBE, QUEST = 9, 14, 18, 3, 105, 6, 106
 OK, ERR = 101, 102
 # A bound on each wait below for the server to see a session end; far above what it takes.
 SETTLE_TIMEOUT_S = 10.0
@@ -251,3 +251,32 @@ def test_the_server_answers_err_and_keeps_the_connection(
 
     asyncio.run(scenario())
     assert not server.events("handler_failed") and not server.events("request_failed")
+
+
+def test_a_dispatch_that_could_not_be_written_is_tried_again(
+        start_server: Callable[..., ServerProcess], postgres_server: PostgresServer) -> None:
+    """A worker subscribes while the database is closed: its dispatch fails, and once the
+    database opens the job reaches it with nothing else happening (it used to wait for the
+    next enqueue or credit)."""
+    dsn = postgres_server.new_database()
+    server = start_server("--storage.engine", "postgres", "--storage.postgres.dsn", dsn)
+    database = _database(dsn)
+
+    async def scenario() -> None:
+        client = await RawClient.connect(server.port)
+        await client.register(name="worker")
+        await client.ok(ADDQUEUE, {"name": "q"})
+        jid = (await client.ok(ENQUEUE, {"q": "q", "job_payload": "waiting"}))["jid"]
+        with _admin(dsn) as admin:
+            _close(admin, database, closed=True)
+            try:
+                _cut(admin, database)
+                await client.ok(SUBSCRIBE, {"q": "q", "credits": 1})
+                await _until(lambda: bool(server.events("dispatch_failed")))
+            finally:
+                _close(admin, database, closed=False)
+        quest = await client.next_push(QUEST, timeout=SETTLE_TIMEOUT_S)
+        assert quest["p"]["jid"] == jid
+        await client.close()
+
+    asyncio.run(scenario())
