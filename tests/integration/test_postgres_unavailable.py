@@ -6,7 +6,7 @@ ones (`ALLOW_CONNECTIONS false`) or made read-only (`default_transaction_read_on
 What must hold (docs/storage.md, "When the database is unavailable"): a write is refused
 with STORAGE_UNAVAILABLE saying nothing was written, a read too (an ERR, the connection to
 the client stays open), and both work again, without a restart, as soon as the database
-does; a COMMIT cut while it waited is looked up (`in_doubt.py`) rather than answered "may
+does; a COMMIT cut while it waited is looked up (`unavailable.py`) rather than answered "may
 or may not have been stored".
 """
 

@@ -22,7 +22,7 @@ STORAGE_UNAVAILABLE and marks `write_failed` until a commit succeeds; the next b
 connects again (a read-only session is dropped too), and with a multi-host DSN and
 `target_session_attrs=read-write` that finds the new primary. When the connection broke
 while COMMIT was under way, the writer first finds out whether the batch landed
-(`in_doubt.py`, waiting up to `IN_DOUBT_WAIT_S` for a primary): if it did, its results are
+(`unavailable.py`, waiting up to `IN_DOUBT_WAIT_S` for a primary): if it did, its results are
 reported as any commit's; if the database cannot say in time, the refusal says the write
 may or may not have been stored (as after a crash). A full disk on the
 database server (SQLSTATE 53100) refuses what grows the store with STORAGE_FULL and runs the
@@ -46,15 +46,17 @@ from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
 from overhop.storage.operations.catalogue import OPERATION_BY_CODE
 from overhop.storage.operations.table import APPLY
-from overhop.storage.postgres.in_doubt import landed, transaction_id
 from overhop.storage.postgres.kv import PgKv
 from overhop.storage.postgres.schema import WRITER_LOCK
 from overhop.storage.postgres.txn import PgStoreTxn
 from overhop.storage.postgres.unavailable import (
     COMMIT_IN_DOUBT,
     NOT_WRITTEN,
-    UNAVAILABLE,
+    WRITE_UNAVAILABLE,
+    CommitInDoubt,
+    commit,
     described,
+    landed,
 )
 from overhop.storage.writer_messages import COMMIT, READY, STOPPED, Refusal, Stats
 from overhop.storage.writer_process import Channel, gather_batch, refusal
@@ -74,29 +76,6 @@ WRITER_LOCK_WAIT = "10s"
 
 class WriterLockedError(Exception):
     """Another overhop writer holds the database."""
-
-
-class CommitInDoubt(Exception):
-    """The connection broke while COMMIT of transaction `xid` was under way: the batch,
-    whose outcomes were `outcomes`, may have landed."""
-
-    def __init__(self, reason: str, xid: str, outcomes: list[Outcome]) -> None:
-        super().__init__(reason)
-        self.xid = xid
-        self.outcomes = outcomes
-
-
-def _commit(conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
-    xid = transaction_id(conn)
-    try:
-        conn.commit()
-    except UNAVAILABLE as exc:
-        if not conn.broken or xid is None:
-            raise  # the server answered, or nothing was written: nothing landed
-        raise CommitInDoubt(described(exc), xid, outcomes) from exc
-
-
-_UNAVAILABLE: tuple[type[Exception], ...] = (*UNAVAILABLE, CommitInDoubt)
 
 
 def connect(dsn: str, *, sync: bool) -> psycopg.Connection:
@@ -167,7 +146,7 @@ class PgBatchWriter:
             outcomes = self._run_in_one_transaction(batch)
         except psycopg.errors.DiskFull:
             outcomes = self._after_disk_full(batch)
-        except _UNAVAILABLE as exc:
+        except WRITE_UNAVAILABLE as exc:
             outcomes = self._write_failed(batch, exc)
         except Exception:
             outcomes = [self._run_alone(request) for request in batch]
@@ -208,7 +187,7 @@ class PgBatchWriter:
                     outcomes.append((False, refusal(exc)))
             txn.flush_counters()
             kv.flush()
-            _commit(conn, outcomes)
+            commit(conn, outcomes)
         except BaseException:
             if not conn.closed:
                 try:
@@ -228,7 +207,7 @@ class PgBatchWriter:
         except psycopg.errors.DiskFull:
             self.space_low = True
             return False, _space_refusal(kind)
-        except _UNAVAILABLE as exc:
+        except WRITE_UNAVAILABLE as exc:
             return self._write_failed([request], exc)[0]
         except Exception as exc:
             log.error("storage_operation_failed", operation=kind.__name__, error=repr(exc))
