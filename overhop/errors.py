@@ -70,6 +70,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_SCHEDULES = "TOO_MANY_SCHEDULES"
     # Storage.
     STORAGE_FULL = "STORAGE_FULL"
+    # PostgreSQL engine: the database cannot be reached or cannot write (a failover).
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
 

@@ -263,11 +263,15 @@ class Deliveries:
         return len(fenced)
 
 
+_NOT_WRITTEN = frozenset((ErrorCode.INTERNAL, ErrorCode.STORAGE_FULL,
+                          ErrorCode.STORAGE_UNAVAILABLE))
+
+
 def _write_failed(error: BaseException) -> bool:
-    """The writer could not commit (storage full, a storage error, the writer lost), as
-    opposed to an operation that refused because the job had moved on."""
-    return (isinstance(error, RequestError)
-            and error.code in (ErrorCode.INTERNAL, ErrorCode.STORAGE_FULL))
+    """The writer could not commit (storage full, a storage error, the database unreachable
+    or read-only, the writer lost), as opposed to an operation that refused because the job
+    had moved on."""
+    return isinstance(error, RequestError) and error.code in _NOT_WRITTEN
 
 
 def _not_found(delivery_id: str) -> RequestError:

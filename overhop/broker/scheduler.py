@@ -170,9 +170,13 @@ class Scheduler:
         """The dispatch's move to active is visible (or failed): its QUESTs go out."""
         runtime.dispatch_in_flight = False
         if taken is None:
-            # Expected while the store refuses for space: the jobs stay waiting.
+            # Expected while the store refuses for space or cannot be reached (a failover
+            # of PostgreSQL): the jobs stay waiting, and the dispatch is tried again after a
+            # heartbeat's interval, since nothing else may come to wake the queue.
             log.warning("dispatch_failed", queue=runtime.record.name, error=str(error))
             self._refund(runtime, plan)
+            runtime.waiting_estimate += len(plan)
+            self._pump_later(runtime)
             return
         now = self._clock()
         for subscription, (delivery_id, _), job in zip(plan, assignments, taken.jobs,
@@ -182,6 +186,21 @@ class Scheduler:
         runtime.waiting_estimate = taken.waiting_left + (runtime.waiting_added - added_before)
         runtime.blocked_waiting = taken.blocked
         self.pump(runtime)
+
+    def _pump_later(self, runtime: QueueRuntime) -> None:
+        """Dispatch again after a heartbeat's interval (on the queue's timer, shared with
+        the rate limit's: either wakes it, and detaching the queue cancels it)."""
+        name = runtime.record.name
+        if name in self._rate_timers:
+            return
+
+        def wake() -> None:
+            self._rate_timers.pop(name, None)
+            if self._state.queues.get(name) is runtime:
+                self.pump(runtime)
+
+        delay_s = self._config.heartbeat.interval_ms / 1000
+        self._rate_timers[name] = asyncio.get_running_loop().call_later(delay_s, wake)
 
     def _refund(self, runtime: QueueRuntime, unused: list[Subscription]) -> None:
         for subscription in unused:

@@ -5,12 +5,18 @@ read broker state without locks or threads), mature and maintained, and gives bo
 server and the streaming responses (server-sent events) the dashboard needs, with no
 framework on top. Every handler only reads memory or runs short LMDB read transactions,
 each bounded (a page of jobs, one job, the per-queue counters), so none holds the loop.
+
+On the PostgreSQL engine a read can find the database unavailable (a failover): the page,
+API call or scrape then answers 503 with the error (`unavailable_as_503`), not a 500 and a
+logged traceback.
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from overhop.errors import ErrorCode, RequestError
 from overhop.http import dashboard
 from overhop.http.health import handle_health, handle_ready
 from overhop.http.keys import SOURCES
@@ -19,6 +25,7 @@ from overhop.http.sources import Sources
 from overhop.logs import get_logger
 
 log = get_logger("overhop.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Streams (server-sent events) are told to end at shutdown; a second is enough for the
 # rest of the requests in flight, which are all short reads.
 SHUTDOWN_TIMEOUT_S = 1.0
@@ -31,8 +38,20 @@ async def handle_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
+@web.middleware
+async def unavailable_as_503(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        if exc.code != ErrorCode.STORAGE_UNAVAILABLE:
+            raise
+        return web.json_response({"error": exc.code.value, "message": exc.message},
+                                 status=503, headers={"Retry-After": "1"})
+
+
 def build_app(sources: Sources) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024)  # actions send small JSON bodies
+    # Actions send small JSON bodies.
+    app = web.Application(client_max_size=256 * 1024, middlewares=[unavailable_as_503])
     app[SOURCES] = sources
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/health", handle_health)

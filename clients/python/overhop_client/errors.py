@@ -265,6 +265,14 @@ class StorageFullError(OverhopError):
     code = "STORAGE_FULL"
 
 
+class StorageUnavailableError(OverhopError):
+    """The server's database cannot be reached or cannot write now (a failover of the
+    PostgreSQL engine, a lost quorum): try again. The request did not take effect, unless
+    the message says the commit was under way (then it may have, as after a crash)."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+
 class InternalError(OverhopError):
     code = "INTERNAL"
 
@@ -306,7 +314,7 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError, TaskNameInvalidError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
     WorkerNotFoundError,
-    StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
+    StorageFullError, StorageUnavailableError, InternalError, TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
     UserExistsError, UserNotFoundError, BadCronError, BadTimezoneError,
     ScheduleNotFoundError, TooManySchedulesError,

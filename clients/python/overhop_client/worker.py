@@ -21,9 +21,10 @@ on the loop, plain functions in a thread pool. A return value is sent with COMPL
 exception with FAIL (its message, and the formatted traceback as details); a handler
 still running after its `timeout` is FAILed with the message "timeout". Lines the
 handler gives `ctx.log` go to the server in batches; the rest are sent and stored before
-the outcome. An outcome the server could not write (STORAGE_FULL, INTERNAL: the delivery
-is still ours) is sent again after 0.25, 0.5, 1, 2 and 4 s, heartbeats going on meanwhile;
-after that the job is left to its lease, whose expiry retries it.
+the outcome. An outcome the server could not write (STORAGE_FULL, STORAGE_UNAVAILABLE,
+INTERNAL: the delivery is still ours) is sent again after 0.25, 0.5, 1, 2, 4 and 8 s,
+heartbeats going on meanwhile; after that the job is left to its lease, whose expiry
+retries it.
 
 Credits: each subscription holds at most `concurrency + prefetch` jobs (the server's
 credits plus jobs in hand); a CREDIT tops it up as jobs finish. With `prefetch` 0 (the

@@ -3,9 +3,9 @@
 A return value is sent with COMPLETE (a result the server cannot store becomes a FAIL
 saying why); an exception with FAIL, its message and the formatted traceback as details;
 a handler still running after its `timeout` is FAILed with the message "timeout". An
-outcome the server could not write (STORAGE_FULL, INTERNAL: the delivery is still ours)
-is sent again after each pause of `OUTCOME_RESEND_DELAYS_S`; after that the job is left
-to its lease, whose expiry retries it.
+outcome the server could not write (STORAGE_FULL, STORAGE_UNAVAILABLE, INTERNAL: the
+delivery is still ours) is sent again after each pause of `OUTCOME_RESEND_DELAYS_S`; after
+that the job is left to its lease, whose expiry retries it.
 """
 
 import asyncio
@@ -19,7 +19,12 @@ from dataclasses import dataclass
 
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
-from overhop_client.errors import InternalError, ResultTooLargeError, StorageFullError
+from overhop_client.errors import (
+    InternalError,
+    ResultTooLargeError,
+    StorageFullError,
+    StorageUnavailableError,
+)
 from overhop_client.middleware import (
     JobTimedOut,
     Layer,
@@ -35,9 +40,10 @@ from overhop_client.worker_routes import Handling, Route
 log = logging.getLogger("overhop_client.worker")
 
 # Pauses before an outcome the server could not write is sent again (the delivery stays
-# the worker's meanwhile): about 8 s in all, so a store freed by retention or an operator
-# within that time loses no result; the lease covers what comes after.
-OUTCOME_RESEND_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+# the worker's meanwhile): about 16 s in all, so a store freed by retention or an operator,
+# or a failover of the server's PostgreSQL (about 10 s with Patroni's ttl of 10), within that
+# time loses no result (nor runs its job twice); the lease covers what comes after.
+OUTCOME_RESEND_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,7 @@ async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:
         try:
             await _send_outcome(client, quest, outcome)
             return
-        except (StorageFullError, InternalError) as exc:
+        except (StorageFullError, StorageUnavailableError, InternalError) as exc:
             if delay is None:
                 raise
             log.warning("outcome_not_written jid=%s: %s; sending it again in %ss",

@@ -3,16 +3,22 @@
 Each read is one or two statements on the primary key of `overhop_kv`, in autocommit (it
 sees committed data only, like an LMDB read transaction). The results are those of the LMDB
 `Store`'s reads of the same keys: both engines hold the same layout.
+
+A pooled connection that broke while it waited (the database restarted, or failed over to
+a standby: a multi-host DSN with `target_session_attrs=read-write` finds the new primary)
+is replaced, and a read it failed is run once more on the new one; a read changes nothing,
+so that is safe. A read that still cannot be made raises STORAGE_UNAVAILABLE (an ERR: the
+client's connection stays open), and the next read tries a new connection again.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
 from overhop.auth.users import UserRecord
+from overhop.logs import get_logger
 from overhop.model.jobs import MAX_PRIORITY, MIN_PRIORITY, JobRecord, JobStatus
 from overhop.model.queues import QueueRecord
 from overhop.model.schedules import ScheduleRecord
@@ -22,6 +28,7 @@ from overhop.storage.job_pages import JobPage, TaskPage, status_page, task_page
 from overhop.storage.keys import GROUPED_RANK
 from overhop.storage.postgres.schema import Space
 from overhop.storage.postgres.store import PgStore
+from overhop.storage.postgres.unavailable import UNAVAILABLE, described, read_refused
 from overhop.storage.records import decode_job, decode_queue
 from overhop.storage.schedule_records import decode_schedule
 from overhop.storage.store import StorageUsage
@@ -36,8 +43,16 @@ _RANGE_KEYS = ("SELECT key FROM overhop_kv WHERE space = %s AND key >= %s AND ke
 _RANK_HEADS = ("SELECT head.key FROM unnest(%s::bytea[], %s::bytea[]) AS r(lo, hi) "
                "CROSS JOIN LATERAL (SELECT key FROM overhop_kv WHERE space = %s "
                "AND key >= r.lo AND key < r.hi ORDER BY key LIMIT 1) AS head")
+log = get_logger("overhop.storage")
+
 _RANKS = [rank for base in (0, GROUPED_RANK)
           for rank in range(base, base + MAX_PRIORITY - MIN_PRIORITY + 1)]
+
+
+async def _fetch(conn: psycopg.AsyncConnection, sql: str, params: Sequence[Any]
+                 ) -> list[tuple[Any, ...]]:
+    cursor = await conn.execute(sql, params)
+    return await cursor.fetchall()
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -73,21 +88,33 @@ class PgReads:
             raise
         return cls(store, connections)
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         conn = await self._idle.get()
         try:
             if conn.broken or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.store.dsn, autocommit=True, application_name="overhop-reads")
-            yield conn
+                conn = await self._replace(conn)
+            try:
+                return await _fetch(conn, sql, params)
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+            # Broken since its last use (see the module): once more, on a new connection.
+            conn = await self._replace(conn)
+            return await _fetch(conn, sql, params)
+        except UNAVAILABLE as exc:
+            log.warning("storage_read_failed", error=described(exc))
+            raise read_refused() from None
         finally:
             self._idle.put_nowait(conn)
 
-    async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self._connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
+    async def _replace(self, old: psycopg.AsyncConnection) -> psycopg.AsyncConnection:
+        """A new connection in `old`'s place in the pool. Should none be had, `old` stays
+        (closed), and its next use tries again."""
+        await old.close()
+        new = await psycopg.AsyncConnection.connect(
+            self.store.dsn, autocommit=True, application_name="overhop-reads")
+        self._all[self._all.index(old)] = new
+        return new
 
     async def _value(self, space: Space, key: bytes) -> bytes | None:
         rows = await self._rows(_GET, (space, key))

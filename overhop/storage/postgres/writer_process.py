@@ -20,9 +20,15 @@ writes for it again.
 
 Failures: a refusal (`OverhopError`) comes before an operation writes anything, so it leaves
 the batch clean. Any other exception rolls the batch back and runs it again one operation
-per transaction, so only the culprit fails. A lost connection fails the batch with
-"storage write failed" (its commit may or may not have landed, as after a crash) and marks
-`write_failed` until a commit succeeds; the next batch connects again. A full disk on the
+per transaction, so only the culprit fails. A database that cannot be reached or cannot
+write (`unavailable.py`: a failover, a lost quorum, a restart) fails the batch with
+STORAGE_UNAVAILABLE and marks `write_failed` until a commit succeeds; the next batch
+connects again (a read-only session is dropped too), and with a multi-host DSN and
+`target_session_attrs=read-write` that finds the new primary. When the connection broke
+while COMMIT was under way, the writer first finds out whether the batch landed
+(`unavailable.py`, waiting up to `IN_DOUBT_WAIT_S` for a primary): if it did, its results are
+reported as any commit's; if the database cannot say in time, the refusal says the write
+may or may not have been stored (as after a crash). A full disk on the
 database server (SQLSTATE 53100) refuses what grows the store with STORAGE_FULL and runs the
 rest one by one.
 """
@@ -48,6 +54,15 @@ from overhop.storage.postgres.fencing import QueueFence
 from overhop.storage.postgres.kv import PgKv
 from overhop.storage.postgres.schema import NODE_WRITER_CLASS, WRITER_LOCK
 from overhop.storage.postgres.txn import PgStoreTxn
+from overhop.storage.postgres.unavailable import (
+    COMMIT_IN_DOUBT,
+    NOT_WRITTEN,
+    WRITE_UNAVAILABLE,
+    CommitInDoubt,
+    commit,
+    described,
+    landed,
+)
 from overhop.storage.writer_messages import COMMIT, READY, STOPPED, Refusal, Stats
 from overhop.storage.writer_process import Channel, gather_batch, refusal
 
@@ -56,7 +71,8 @@ log = get_logger("overhop.storage")
 Request = list[Any]
 Outcome = tuple[bool, Any]
 
-_WRITE_FAILED: Refusal = (str(ErrorCode.INTERNAL), "storage write failed", None)
+_WRITE_FAILED: Refusal = (str(ErrorCode.STORAGE_UNAVAILABLE), NOT_WRITTEN, None)
+_IN_DOUBT: Refusal = (str(ErrorCode.STORAGE_UNAVAILABLE), COMMIT_IN_DOUBT, None)
 _FAILED: Refusal = (str(ErrorCode.INTERNAL), "operation failed", None)
 # How long a new writer waits for the writer lock: a killed server's writer ends when it
 # finds its socket closed, after at most the commit it was making.
@@ -141,7 +157,7 @@ class PgBatchWriter:
             outcomes = self._run_in_one_transaction(batch)
         except psycopg.errors.DiskFull:
             outcomes = self._after_disk_full(batch)
-        except psycopg.OperationalError as exc:
+        except WRITE_UNAVAILABLE as exc:
             outcomes = self._write_failed(batch, exc)
         except Exception:
             outcomes = [self._run_alone(request) for request in batch]
@@ -190,9 +206,11 @@ class PgBatchWriter:
                     outcomes.append((False, refusal(exc)))
             txn.flush_counters()
             kv.flush()
-            conn.commit()
-        except BaseException:
+            commit(conn, outcomes)
+        except BaseException as exc:
             if fence is not None and epochs is not None:
+                if isinstance(exc, CommitInDoubt):  # restored should the batch have landed
+                    exc.epochs = fence.epochs
                 fence.epochs = epochs  # the batch's claims and releases did not happen
             if not conn.closed:
                 try:
@@ -212,17 +230,28 @@ class PgBatchWriter:
         except psycopg.errors.DiskFull:
             self.space_low = True
             return False, _space_refusal(kind)
-        except psycopg.OperationalError as exc:
+        except WRITE_UNAVAILABLE as exc:
             return self._write_failed([request], exc)[0]
         except Exception as exc:
             log.error("storage_operation_failed", operation=kind.__name__, error=repr(exc))
             return False, _FAILED
 
     def _write_failed(self, batch: list[Request], exc: Exception) -> list[Outcome]:
-        log.error("storage_write_failed", error=str(exc).strip().splitlines()[0]
-                  if str(exc).strip() else repr(exc))
+        refused = _WRITE_FAILED
+        if isinstance(exc, CommitInDoubt):
+            found = landed(self._connection, exc.xid, (WriterLockedError,))
+            log.warning("storage_commit_in_doubt", error=str(exc), landed=found)
+            if found:
+                self.failed = False
+                if self._fence is not None and exc.epochs is not None:
+                    self._fence.epochs = exc.epochs
+                return exc.outcomes
+            refused = _WRITE_FAILED if found is False else _IN_DOUBT
+        log.error("storage_write_failed", error=described(exc))
         self.failed = True
-        return [(False, _WRITE_FAILED)] * len(batch)
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction) and self._conn is not None:
+            self._conn.close()  # a standby now: the next batch looks for the primary
+        return [(False, refused)] * len(batch)
 
     def _after_disk_full(self, batch: list[Request]) -> list[Outcome]:
         """The database server's disk is full: refuse what grows the store, run the rest
