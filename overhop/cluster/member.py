@@ -27,6 +27,7 @@ import psycopg
 from overhop.broker.service import Broker
 from overhop.cluster.assignment import spread
 from overhop.config.sections import ClusterConfig
+from overhop.errors import OverhopError
 from overhop.logs import get_logger
 
 log = get_logger("overhop.cluster")
@@ -78,7 +79,10 @@ class ClusterMember:
     async def _round_logged(self) -> None:
         try:
             await self.round()
-        except Exception:  # a claim or hand-over refused: the next round tries again
+        except OverhopError as exc:  # a claim, a hand-over or a read refused (the database
+            # unavailable, the writer failing): the next round tries again
+            log.error("cluster_round_failed", code=str(exc.code), error=exc.message)
+        except Exception:  # a bug: its traceback, and the next round still runs
             log.exception("cluster_round_failed")
 
     async def round(self) -> None:
