@@ -262,6 +262,35 @@ class InternalError(OverhopError):
     code = "INTERNAL"
 
 
+class StorageUnavailableError(OverhopError):
+    """The PostgreSQL engine could not reach its database (a failover): the request did not
+    take effect, or a write under way when the database went may have; try again."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+
+# -- cluster mode ------------------------------------------------------------------------
+class QueueMovedError(OverhopError):
+    """Cluster mode: another broker owns the queue the request acts on; nothing changed.
+    `owner` is its address (`host:port`), or None while no broker holds the queue. A
+    client given the brokers' addresses follows it on its own and raises this only when
+    the queue found no owner in time."""
+
+    code = "QUEUE_MOVED"
+
+    @property
+    def queue(self) -> str | None:
+        """The queue the request acts on (`details["q"]`)."""
+        queue = self.details.get("q") if isinstance(self.details, dict) else None
+        return queue if isinstance(queue, str) else None
+
+    @property
+    def owner(self) -> str | None:
+        """The owner's address (`details["owner"]`), None while no broker holds the queue."""
+        owner = self.details.get("owner") if isinstance(self.details, dict) else None
+        return owner if isinstance(owner, str) and owner else None
+
+
 # -- authentication and permissions ------------------------------------------------------
 class AuthFailedError(_ClosingError):
     """Unknown user or wrong password (the server does not say which), or a SCRAM message
@@ -298,7 +327,8 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError, TaskNameInvalidError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
     WorkerNotFoundError,
-    StorageFullError, InternalError, TooManyValuesError, FrameTimeoutError,
+    StorageFullError, InternalError, StorageUnavailableError, QueueMovedError,
+    TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
     UserExistsError, UserNotFoundError, BadCronError, BadTimezoneError,
     ScheduleNotFoundError, TooManySchedulesError,

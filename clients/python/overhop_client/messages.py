@@ -58,6 +58,7 @@ class MessageType(IntEnum):
     RMSCHEDULE = 47
     PAUSESCHEDULE = 48
     RESUMESCHEDULE = 49
+    ROUTES = 50
     # Server to client.
     OK = 101
     ERR = 102
