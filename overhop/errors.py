@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     QUEUE_NOT_EMPTY = "QUEUE_NOT_EMPTY"
     QUEUE_HAS_ACTIVE_JOBS = "QUEUE_HAS_ACTIVE_JOBS"
     TOO_MANY_QUEUES = "TOO_MANY_QUEUES"
+    # Cluster mode: another broker owns the queue (details: q, owner).
+    QUEUE_MOVED = "QUEUE_MOVED"
     # Subscriptions.
     ALREADY_SUBSCRIBED = "ALREADY_SUBSCRIBED"
     SUBSCRIPTION_NOT_FOUND = "SUBSCRIPTION_NOT_FOUND"

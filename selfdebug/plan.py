@@ -256,6 +256,10 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
              registered),
         Step("PING", MessageType.PING, MessageType.PONG, "3 PING: PONG {server_time}",
              check=pong),
+        Step("ROUTES", MessageType.ROUTES, ok,
+             "50 ROUTES: OK {node: nil, nodes: {}, queues: {}} outside cluster mode",
+             check=lambda state, p: checks.equal(p, {"node": None, "nodes": {}, "queues": {}},
+                                                 "routes")),
         # Queues.
         Step("ADDQUEUE", MessageType.ADDQUEUE, ok, "9 ADDQUEUE: OK {qid}",
              lambda state: {"name": queue, "config": {

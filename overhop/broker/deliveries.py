@@ -17,7 +17,7 @@ from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
 from overhop.broker.state import BrokerState
 from overhop.broker.watches import Watches
-from overhop.broker.workers import Delivery, Worker
+from overhop.broker.workers import ORPHANED, Delivery, Subscription, Worker
 from overhop.config.schema import Config
 from overhop.errors import DeferredRefusal, ErrorCode, RequestError
 from overhop.logs import get_logger
@@ -52,10 +52,28 @@ class Deliveries:
                 raise RequestError(ErrorCode.INVALID_PAYLOAD,
                                    f"delivery {delivery_id} is of job {delivery.job_id}")
             return delivery
-        if delivery_id not in self._state.deliveries:
+        orphan = self._state.deliveries.get(delivery_id)
+        if (orphan is not None and orphan.subscription.subscription_id == ORPHANED
+                and orphan.job_id == job_id):
+            self._reattach(orphan, worker)
+            return orphan
+        self._state.check_job_here(job_id)
+        if orphan is None:
             # Stale if the job is still stored: that takes a read, so the reply waits.
             raise DeferredRefusal(partial(self._unknown_delivery, delivery_id, job_id))
         raise _not_found(delivery_id)
+
+    def _reattach(self, delivery: Delivery, worker: Worker) -> None:
+        """Cluster mode: the worker running a job that was active when this broker took its
+        queue over came back (broker/ownership.py); the delivery is its from now on."""
+        subscription = worker.subscription_for(delivery.queue_name)
+        if subscription is None:
+            subscription = Subscription("(reattached)", delivery.queue_name, worker, 0,
+                                        active=False)
+        delivery.subscription = subscription
+        worker.deliveries[delivery.delivery_id] = delivery
+        log.info("delivery_reattached", did=delivery.delivery_id, jid=delivery.job_id,
+                 wid=worker.worker_id)
 
     async def _unknown_delivery(self, delivery_id: str, job_id: str) -> None:
         if await self._store.get_job(job_id) is not None:

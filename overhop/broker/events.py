@@ -17,6 +17,7 @@ class SubscriptionEnd(StrEnum):
 
     QUEUE_REMOVED = "queue_removed"
     QUEUE_OBLITERATED = "queue_obliterated"
+    QUEUE_MOVED = "queue_moved"  # cluster mode: another broker owns the queue now
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +33,12 @@ class JobAssigned:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionEnded:
-    """A subscription ended because its queue went away (a SUBEND)."""
+    """A subscription ended because its queue went away or moved (a SUBEND)."""
 
     subscription_id: str
     queue_name: str
     reason: SubscriptionEnd
+    owner: str | None = None  # QUEUE_MOVED: the new owner's address, if known
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ class QueueAdmin:
         if name.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "queue names starting with '_' are "
                                "reserved for system queues")
-        if name in self._state.queues:
+        if name in self._state.queues or name in self._state.elsewhere:
             raise RequestError(ErrorCode.QUEUE_EXISTS, f"queue {name!r} already exists")
         most = self._max_queues
         if sum(not r.record.is_system for r in self._state.queues.values()) >= most:

@@ -77,6 +77,8 @@ class QueueRuntime:
     # Waiting jobs held back by their group's limit, as the last dispatch found them: an
     # end in the queue may free one, so it is worth a dispatch (`Scheduler.slot_freed`).
     blocked_waiting: int = 0
+    # Cluster mode: the queue is being handed to another broker; no dispatch starts.
+    leaving: bool = False
 
     def dispatch_guards(self, slots: int) -> list[tuple[str, str]]:
         """(delivery id, job id) of the ends a dispatch of `slots` jobs planned now depends

@@ -83,9 +83,11 @@ class Scheduler:
         if runtime is not None and subscription in runtime.subscriptions:
             runtime.subscriptions.remove(subscription)
 
-    def detach_queue(self, runtime: QueueRuntime, reason: SubscriptionEnd) -> None:
+    def detach_queue(self, runtime: QueueRuntime, reason: SubscriptionEnd,
+                     owner: str | None = None) -> None:
         """The queue leaves the broker's view: no enqueue, dispatch or maintenance for it,
-        and its subscriptions end, each worker told (a SUBEND push)."""
+        and its subscriptions end, each worker told (a SUBEND push; `owner`: where the
+        queue went, for QUEUE_MOVED)."""
         name = runtime.record.name
         if self._state.queues.get(name) is runtime:
             del self._state.queues[name]
@@ -93,7 +95,7 @@ class Scheduler:
         for subscription in list(runtime.subscriptions):
             self.drop_subscription(subscription)
             subscription.worker.peer.subscription_ended(
-                SubscriptionEnded(subscription.subscription_id, name, reason))
+                SubscriptionEnded(subscription.subscription_id, name, reason, owner))
             log.info("subscription_ended", wid=subscription.worker.worker_id,
                      sid=subscription.subscription_id, queue=name, reason=reason.value)
 
@@ -119,7 +121,7 @@ class Scheduler:
 
     def pump(self, runtime: QueueRuntime) -> None:
         """Dispatch what the queue's limits, credits and waiting jobs allow now."""
-        if (self._state.dispatch_stopped or runtime.dispatch_in_flight
+        if (self._state.dispatch_stopped or runtime.dispatch_in_flight or runtime.leaving
                 or runtime.record.state != QueueState.ACTIVE
                 or runtime.waiting_estimate <= 0 or not runtime.subscriptions):
             return
@@ -231,7 +233,8 @@ class Scheduler:
         guarded dispatch (`take_waiting`) may use it.
         """
         return (runtime.waiting_estimate <= 0 and not self._state.dispatch_stopped
-                and bool(runtime.subscriptions) and not runtime.dispatch_guards(1))
+                and bool(runtime.subscriptions) and not runtime.dispatch_guards(1)
+                and not runtime.leaving)
 
     def enqueue_handed_over(self, runtime: QueueRuntime, job: JobRecord, now: int
                             ) -> "asyncio.Future[str]":

@@ -98,6 +98,13 @@ class Schedules:
             self._push(runtime)
         self._arm_timer()
 
+    def forget_queue(self, queue_name: str) -> None:
+        """Cluster mode: the queue went to another broker, which fires its schedules now
+        (their entries in the timer heap are skipped once their schedule is gone)."""
+        for name in [name for name, runtime in self._schedules.items()
+                     if runtime.record.queue_name == queue_name]:
+            del self._schedules[name]
+
     # -- changes -------------------------------------------------------------------------
     # Each change is made in memory at once, so that the requests handled after it see it
     # (as queue changes are seen), and undone should its write fail. The writer applies

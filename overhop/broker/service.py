@@ -13,6 +13,7 @@ and pass the time down; the parts behind them are split by lifecycle:
 - `queue_admin.QueueAdmin`: queue changes, as `async` sequences of steps;
 - `schedules.Schedules`: cron schedules and their fires.
 - `job_actions.JobActions`: CANCEL, and BULK actions in bounded batches.
+- `ownership.QueueOwnership`: in a cluster, the queues this broker takes and lets go.
 """
 
 import asyncio
@@ -26,6 +27,7 @@ from overhop.broker.enqueue import Enqueuer, EnqueueRequest
 from overhop.broker.events import FinalStatus, WorkerControlled
 from overhop.broker.job_actions import BulkAction, JobActions
 from overhop.broker.maintenance import Maintenance
+from overhop.broker.ownership import QueueOwnership
 from overhop.broker.queue_admin import QueueAdmin
 from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
@@ -35,7 +37,7 @@ from overhop.broker.watches import Watches
 from overhop.broker.worker_control import WorkerReport, apply_report, control_workers
 from overhop.broker.workers import Delivery, Peer, Subscription, Worker
 from overhop.config.schema import Config
-from overhop.errors import ErrorCode, RequestError
+from overhop.errors import DeferredRefusal, ErrorCode, RequestError
 from overhop.logs import get_logger
 from overhop.model.jobs import AttemptOutcome, JobRecord, JobStatus
 from overhop.model.queues import SYSTEM_QUEUE_NAME, JobPolicy, QueueConfig, QueueRecord, QueueState
@@ -76,6 +78,12 @@ class Broker:
                                     config.schedules.max_schedules)
         self._actions = JobActions(state, store, writer, scheduler, watches,
                                    self._job_id_boundary)
+        # Cluster mode (docs/cluster.md): this broker owns only the queues it claimed.
+        self.clustered = bool(config.cluster.node_id)
+        self._ownership = QueueOwnership(state, store, writer, config, clock, scheduler,
+                                         self._schedules)
+        if self.clustered:
+            writer.on_queue_moved = self._queue_moved
 
     # -- what the server reads -----------------------------------------------------------
 
@@ -108,6 +116,10 @@ class Broker:
     def user_queue(self, name: str) -> QueueRuntime:
         return self._state.user_queue(name)
 
+    def check_here(self, queue_name: str) -> None:
+        """QUEUE_MOVED if another broker owns the queue (cluster mode)."""
+        self._state.check_here(queue_name)
+
     def policy(self, job: JobRecord) -> JobPolicy:
         return self._scheduler.policy(job)
 
@@ -122,7 +134,12 @@ class Broker:
     # -- boot and shutdown ---------------------------------------------------------------
 
     async def boot(self) -> None:
-        """Load queues (not jobs), create `_system`, and end attempts the old process left."""
+        """Load queues (not jobs), create `_system`, and end attempts the old process left.
+        In a cluster, only make sure `_system` exists: the queues come as they are claimed
+        (`claim_queue`), with the attempts still active held for their workers."""
+        if self.clustered:
+            await self._boot_clustered()
+            return
         queues = self._state.queues
         for record in await self.reads.load_queues():
             runtime = QueueRuntime(record)
@@ -142,6 +159,49 @@ class Broker:
             log.warning("schedules_over_limit", max_schedules=most)
             records = records[:most]
         self._schedules.boot(records, self.clock())
+
+    async def _boot_clustered(self) -> None:
+        for record in await self.reads.load_queues():
+            if record.name == SYSTEM_QUEUE_NAME:
+                return
+        record = self._queues.new_record(SYSTEM_QUEUE_NAME, QueueConfig(), self.clock())
+        try:
+            await self.writer.submit(ops.AddQueue(record)).durable
+        except RequestError as exc:
+            if exc.code != ErrorCode.QUEUE_EXISTS:  # another broker added it first
+                raise
+            return
+        self._state.queues[record.name] = QueueRuntime(record)
+
+    # -- cluster mode ----------------------------------------------------------------------
+
+    async def claim_queue(self, name: str) -> bool:
+        """Claim a queue no live broker holds, and take it (with its active jobs held for
+        their workers); False if another broker holds it."""
+        return await self._ownership.claim(name)
+
+    def let_go_queue(self, name: str, owner: str | None) -> None:
+        """Another broker owns the queue now (lost, not handed over)."""
+        self._ownership.let_go(name, owner)
+
+    async def hand_over_queue(self, name: str, owner: str | None) -> None:
+        """Give the queue up cleanly, so that `owner` may take it at once."""
+        await self._ownership.hand_over(name, owner)
+
+    def route_elsewhere(self, owners: Mapping[str, str | None]) -> None:
+        """The queues other brokers own (or none does) now, name -> owner's address."""
+        elsewhere = self._state.elsewhere
+        elsewhere.clear()
+        elsewhere.update((name, owner) for name, owner in owners.items()
+                         if name not in self._state.queues)
+
+    def _queue_moved(self, name: str) -> str | None:
+        """A write was refused because another broker took the queue: let it go (once the
+        writer's outcomes are settled) and answer with the owner known so far."""
+        owner = self._state.elsewhere.get(name)
+        if name in self._state.queues:
+            asyncio.get_running_loop().call_soon(self._ownership.let_go, name, owner)
+        return owner
 
     def stop_dispatch(self) -> None:
         """Shutdown: no new QUEST and no schedule fire from now on (deliveries already
@@ -202,10 +262,12 @@ class Broker:
         queue_name = job_id.rsplit(":", 1)[0] if ":" in job_id else ""
         if queue_name.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be read")
+        self._state.check_here(queue_name)
 
     def remove_job(self, job_id: str) -> "asyncio.Future[JobRecord]":
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM, "jobs of system queues cannot be removed")
+        self._state.check_job_here(job_id)
         future = self.writer.submit(ops.RemoveJob(job_id)).durable
         future.add_done_callback(partial(self._removed, job_id))
         return future
@@ -226,6 +288,7 @@ class Broker:
             if runtime is not None and job.status == JobStatus.WAITING:
                 self._scheduler.add_waiting(runtime, 1)
 
+        self._state.check_job_here(job_id)
         future = self.writer.submit(ops.RetryFailed(job_id, self.clock())).durable
         future.add_done_callback(settle)
         return future
@@ -241,14 +304,30 @@ class Broker:
         return self._schedules.queue_of(name)
 
     def add_schedule(self, request: ScheduleRequest) -> "asyncio.Future[ScheduleRuntime]":
+        self._state.check_here(request.queue_name)
         return self._schedules.add(request, self.clock())
 
     def remove_schedule(self, name: str) -> "asyncio.Future[ScheduleRuntime]":
+        self._check_schedule_here(name)
         return self._schedules.remove(name)
 
     def set_schedule_paused(self, name: str, paused: bool
                             ) -> "asyncio.Future[ScheduleRuntime]":
+        self._check_schedule_here(name)
         return self._schedules.set_paused(name, paused, self.clock())
+
+    def _check_schedule_here(self, name: str) -> None:
+        """Cluster mode: a schedule this broker does not hold may fire into a queue another
+        broker owns; which, takes a read (SCHEDULE_NOT_FOUND if none holds it)."""
+        if self.clustered and name not in self._schedules.schedules:
+            raise DeferredRefusal(partial(self._schedule_elsewhere, name))
+
+    async def _schedule_elsewhere(self, name: str) -> None:
+        most = self.config.schedules.max_schedules
+        for record in await self.reads.load_schedules(most + 1):
+            if record.name == name:
+                self._state.check_here(record.queue_name)
+        raise RequestError(ErrorCode.SCHEDULE_NOT_FOUND, f"no schedule {name!r}")
 
     # -- job actions ---------------------------------------------------------------------
 
@@ -257,6 +336,7 @@ class Broker:
         if job_id.startswith("_"):
             raise RequestError(ErrorCode.QUEUE_SYSTEM,
                                "jobs of system queues cannot be cancelled")
+        self._state.check_job_here(job_id)
         return self._actions.cancel(job_id, reason, self.clock())
 
     def bulk(self, queue_name: str, status: JobStatus, action: BulkAction, reason: str
@@ -298,6 +378,7 @@ class Broker:
 
     def watch(self, worker: Worker, job_id: str) -> "asyncio.Future[None]":
         """WATCH: resolves once the watch is set (or the ended job's outcome sent)."""
+        self._state.check_job_here(job_id)
         return self._watches.watch(worker, job_id)
 
     def unwatch(self, worker: Worker, job_id: str) -> None:

@@ -39,6 +39,12 @@ class Peer(Protocol):
     def close(self) -> None: ...
 
 
+# The subscription id of what holds a delivery no worker holds: a job active when this
+# broker took its queue over (cluster mode, broker/ownership.py), until its worker
+# re-attaches it. Never a UUID, so never a real subscription's.
+ORPHANED = "(takeover)"
+
+
 @dataclass(slots=True, eq=False)
 class Subscription:
     subscription_id: str

@@ -21,6 +21,7 @@ from typing import Any
 
 from overhop.config.sections import (
     AuthConfig,
+    ClusterConfig,
     ConfigError,
     DispatchConfig,
     HeartbeatConfig,
@@ -51,6 +52,7 @@ class Config:
     schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
     pagination: PaginationConfig = field(default_factory=PaginationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -186,6 +188,16 @@ def validate_config(config: Config) -> None:
     if storage.engine == "postgres" and not storage.postgres.dsn.strip():
         raise ConfigError('storage.postgres.dsn: required when storage.engine is "postgres" '
                           "(e.g. postgresql://overhop@localhost/overhop)")
+    cluster = config.cluster
+    if cluster.node_id and storage.engine != "postgres":
+        raise ConfigError('cluster.node_id: a cluster needs storage.engine = "postgres" '
+                          "(the brokers share its database)")
+    if cluster.renew_ms * 2 > cluster.lease_ms:
+        raise ConfigError(f"cluster.renew_ms ({cluster.renew_ms}) must be at most half of "
+                          f"cluster.lease_ms ({cluster.lease_ms})")
+    if cluster.node_id and not cluster.advertise and server.host in ("0.0.0.0", "::", ""):
+        raise ConfigError("cluster.advertise: required when server.host is a wildcard "
+                          "address (clients must be told where this broker is)")
     if server.write_buffer_max_bytes <= server.write_buffer_high_bytes:
         raise ConfigError(
             f"server.write_buffer_max_bytes ({server.write_buffer_max_bytes}) must be greater"

@@ -239,6 +239,25 @@ class PostgresConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    # Empty: one broker owns every queue (nothing of docs/cluster.md applies). Set, with
+    # the postgres engine, this broker shares the database with others and owns the queues
+    # given to it.
+    node_id: str = setting(
+        "", doc="This broker's name in a cluster (postgres engine); empty: no cluster.")
+    # Empty: server.host:server.port, right when clients reach the broker at that address.
+    advertise: str = setting(
+        "", doc="host:port clients reach this broker at; empty: server.host:server.port.")
+    # 10 s: a broker that stops (crash, pause, lost network) hands its queues over within
+    # this, and a database failover (9-10 s measured with Patroni) does not move them.
+    lease_ms: int = setting(10_000, minimum=500, maximum=600_000,
+                            doc="How long a broker holds its queues without renewing.")
+    # A fifth of the lease: four renewals may fail before a queue is lost.
+    renew_ms: int = setting(2_000, minimum=100, maximum=60_000,
+                            doc="How often a broker renews its queues and spreads them.")
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     # LMDB: one machine, no other server to run. PostgreSQL: all state in a database the
     # operator runs (docs/storage.md), the first step past one machine.

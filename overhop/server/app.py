@@ -22,6 +22,7 @@ import uvloop
 from overhop import __version__
 from overhop.broker.service import Broker
 from overhop.clock import now_ms
+from overhop.cluster.member import ClusterMember
 from overhop.config.loading import LoadedConfig
 from overhop.config.schema import Config
 from overhop.gc_tuning import tune_gc_for_serving
@@ -79,7 +80,7 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
             loop.add_signal_handler(signum, stop.set)
     path = storage_path or Path(config.storage.resolved_path())
     try:
-        store, reads = await open_engine(config.storage, path)
+        store, reads = await open_engine(config.storage, path, config.cluster.node_id)
     except StoreOpenError as exc:
         print(f"overhop: {exc}", file=sys.stderr)
         return 2
@@ -94,7 +95,8 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
                     max_batch=config.storage.max_batch_operations,
                     max_map_size=config.storage.max_map_size_bytes,
                     reserved_headroom=config.storage.reserved_headroom_bytes,
-                    jobs=config.jobs, on_lost=writer_lost)
+                    jobs=config.jobs, on_lost=writer_lost,
+                    cluster_lease_ms=config.cluster.lease_ms)
     try:
         await writer.start()
     except WriterStartError as exc:
@@ -144,6 +146,11 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     if writer.lost:  # lost while booting
         halt(ctx, server)
     host, port = server.sockets[0].getsockname()[:2]
+    if config.cluster.node_id:
+        ctx.cluster = ClusterMember(config.cluster, config.cluster.advertise or f"{host}:{port}",
+                                    config.storage.postgres.dsn, broker,
+                                    refresh=lambda: reload_users(ctx))
+        await ctx.cluster.start()
     if tls is not None and own_signals:
         loop.add_signal_handler(signal.SIGUSR1, tls.reload)
     log.info("server_started", version=__version__, host=host, port=port,
@@ -164,6 +171,14 @@ async def serve(loaded: LoadedConfig, storage_path: Path | None = None,
     await shutdown(ctx, server, heartbeat)
     log.info("server_stopped")
     return 1 if writer.lost else 0
+
+
+async def reload_users(ctx: ServerContext) -> None:
+    """Cluster mode: the users as stored, which other brokers may have changed."""
+    users, secret = await ctx.reads.load_users()
+    ctx.auth.users = {user.name: user for user in users}
+    if secret is not None:
+        ctx.auth.secret = secret
 
 
 def halt(ctx: ServerContext, server: asyncio.Server) -> None:
@@ -193,6 +208,8 @@ async def shutdown(ctx: ServerContext, server: asyncio.Server,
         await asyncio.sleep(GRACE_POLL_S)
     ctx.broker.end_all_deliveries(AttemptOutcome.SERVER_SHUTDOWN)
     heartbeat.cancel()
+    if ctx.cluster is not None and not ctx.halted:
+        await ctx.cluster.stop()  # the others take this broker's queues at once
     for conn in list(ctx.connections):
         conn.close()
     await ctx.writer.stop()

@@ -80,6 +80,9 @@ RULES: dict[MessageType, tuple[Verb | None, QueueSource]] = {
     M.PAUSESCHEDULE: (Verb.MANAGE, QueueSource.SCHEDULE),
     M.RESUMESCHEDULE: (Verb.MANAGE, QueueSource.SCHEDULE),
     M.LSSCHEDULE: (Verb.READ, QueueSource.LISTING),
+    # Every client needs the routes; the reply names only the queues the user holds some
+    # verb on.
+    M.ROUTES: (None, QueueSource.LISTING),
 }
 # Listings and the key of their rows' queue names: the rows a user may not read are cut.
 _LISTED = {"queues": "name", "schedules": "q"}
@@ -135,12 +138,20 @@ def authorize(log: Any, user: str, permissions: frozenset[Permission],
                        f"{where}", details={"verb": verb.value, "queue": queue})
 
 
+def is_listing(message_type: MessageType) -> bool:
+    """The reply lists queues, cut to the user's by `filter_reply`."""
+    return RULES[message_type][1] is QueueSource.LISTING
+
+
 def filter_reply(permissions: frozenset[Permission], message_type: MessageType,
                  reply: dict[str, Any]) -> dict[str, Any]:
     """LSQUEUE and STATUS list only the queues the user may read, LSSCHEDULE only the
-    schedules of those queues."""
+    schedules of those queues, ROUTES only the queues the user holds some verb on."""
     if RULES[message_type][1] is not QueueSource.LISTING:
         return reply
+    if message_type is M.ROUTES:
+        return {**reply, "queues": {name: owner for name, owner in reply["queues"].items()
+                                    if any(allows(permissions, verb, name) for verb in Verb)}}
     for key, queue_key in _LISTED.items():
         if key in reply:
             reply = {**reply, key: [row for row in reply[key]

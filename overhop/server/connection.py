@@ -24,6 +24,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
+from overhop.auth.permissions import Permission
 from overhop.broker.events import (
     CancelRequested,
     JobAssigned,
@@ -37,7 +38,7 @@ from overhop.errors import DeferredRefusal, ErrorCode, OverhopError, ProtocolErr
 from overhop.logs import VERBOSE, get_logger
 from overhop.model.jobs import AttemptOutcome
 from overhop.server.authentication import ConnectionAuth
-from overhop.server.authorization import authorize, filter_reply
+from overhop.server.authorization import authorize, filter_reply, is_listing
 from overhop.server.context import ServerContext
 from overhop.server.handlers import HANDLERS
 from overhop.server.pushes import (
@@ -332,8 +333,12 @@ class Connection(asyncio.Protocol):
                 authorize(self.log, self.auth.user or "", permissions, message_type,
                           envelope.payload, self.worker, self.ctx.broker.schedule_queue)
             reply = HANDLERS[message_type](self.ctx, self, envelope.payload)
-            if permissions is not None and type(reply) is dict:
-                reply = filter_reply(permissions, message_type, reply)
+            if permissions is not None and is_listing(message_type):
+                if isinstance(reply, dict):
+                    reply = filter_reply(permissions, message_type, reply)
+                else:  # read from storage first: cut when it is read
+                    future, shape = reply
+                    reply = (future, partial(_filtered, permissions, message_type, shape))
         except DeferredRefusal as deferred:
             reply = (asyncio.ensure_future(deferred.decide()), _no_payload)
         except OverhopError as exc:
@@ -465,3 +470,8 @@ def enable_keepalive(sock: socket.socket, idle_s: int) -> None:
 def _no_payload(_: object) -> dict[str, Any]:
     """The shape of a deferred refusal's reply (never used: it always fails)."""
     return {}
+
+
+def _filtered(permissions: frozenset[Permission], message_type: MessageType,
+              shape: Callable[[Any], dict[str, Any]], result: Any) -> dict[str, Any]:
+    return filter_reply(permissions, message_type, shape(result))

@@ -9,6 +9,7 @@ from overhop.broker.events import (
     FinalStatus,
     JobAssigned,
     JobFinished,
+    SubscriptionEnd,
     SubscriptionEnded,
     WorkerControlled,
 )
@@ -59,8 +60,11 @@ def encode_result(event: JobFinished) -> bytes:
 
 
 def encode_subend(event: SubscriptionEnded) -> bytes:
-    return encode_frame(MessageType.SUBEND, PUSH_RID, {
-        "sid": event.subscription_id, "q": event.queue_name, "reason": event.reason.value})
+    fields: dict[str, object] = {"sid": event.subscription_id, "q": event.queue_name,
+                                 "reason": event.reason.value}
+    if event.reason == SubscriptionEnd.QUEUE_MOVED:
+        fields["owner"] = event.owner
+    return encode_frame(MessageType.SUBEND, PUSH_RID, fields)
 
 
 def encode_control(event: WorkerControlled) -> bytes:

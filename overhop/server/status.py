@@ -76,6 +76,12 @@ async def status_report(ctx: ServerContext) -> dict[str, Any]:
         },
         "queues": queues,
         "queues_truncated": queues_cut,
+        "cluster": None if ctx.cluster is None else {
+            "node": ctx.cluster.node_id,
+            "address": ctx.cluster.address,
+            "nodes": len(ctx.cluster.nodes),
+            "queues_owned": len(broker.queues),
+        },
     }
 
 

@@ -13,14 +13,14 @@ from overhop.storage.reads import LmdbReads, StoreReads
 from overhop.storage.store import Store, StoreOpenError
 
 
-async def open_engine(storage: StorageConfig, path: Path
+async def open_engine(storage: StorageConfig, path: Path, node_id: str = ""
                       ) -> tuple[Store | PgStore, StoreReads]:
     """The engine's store (handed to the `Writer`) and its reads; `StoreOpenError` (one
-    line) when it cannot be used."""
+    line) when it cannot be used. `node_id`: this broker's name in a cluster (postgres)."""
     if storage.engine == "postgres":
         # Connecting may take up to the connect timeout: off the loop, though nothing is
         # served yet, so that signals are still handled.
-        pg = await asyncio.to_thread(PgStore, storage.postgres.dsn)
+        pg = await asyncio.to_thread(PgStore, storage.postgres.dsn, node_id)
         try:
             reads = await PgReads.open(pg, storage.postgres.pool_size)
         except psycopg.Error as exc:

@@ -169,7 +169,8 @@ class Writer(asyncio.Protocol):
     def __init__(self, store: Store | PgStore, loop: asyncio.AbstractEventLoop, *, sync: bool,
                  max_batch: int, max_map_size: int, reserved_headroom: int,
                  jobs: JobsConfig, on_lost: Callable[[], None] | None = None,
-                 space_probe_interval_s: float = SPACE_PROBE_INTERVAL_S) -> None:
+                 space_probe_interval_s: float = SPACE_PROBE_INTERVAL_S,
+                 cluster_lease_ms: int = 0) -> None:
         self._store = store
         self._loop = loop
         jobs_settings = dataclasses.asdict(jobs)
@@ -179,6 +180,9 @@ class Writer(asyncio.Protocol):
             self._module = "overhop.storage.postgres.writer_process"
             self._settings = {"dsn": store.dsn, "sync": sync, "max_batch": max_batch,
                               "map_size": 0, "jobs": jobs_settings}
+            if store.node_id:
+                self._settings["cluster"] = {"node_id": store.node_id,
+                                             "lease_ms": cluster_lease_ms}
         else:
             self._module = "overhop.storage.writer_process"
             self._settings = {"path": str(store.path.resolve()),
@@ -188,6 +192,9 @@ class Writer(asyncio.Protocol):
                               "space_probe_interval_s": space_probe_interval_s,
                               "jobs": jobs_settings}
         self._on_lost = on_lost
+        # Cluster mode: a write refused because another broker owns its queue now; the
+        # broker lets the queue go and answers with its owner's address (or None).
+        self.on_queue_moved: Callable[[str], str | None] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
         self._unpacker = unpacker()
@@ -315,7 +322,7 @@ class Writer(asyncio.Protocol):
         for index, result in enumerate(results):
             write = awaiting_outcome.popleft()
             if refused and index in refused:
-                outcome: tuple[bool, Any] = (False, _error(refused[index]))
+                outcome: tuple[bool, Any] = (False, self._refusal(refused[index]))
             elif write._decode is _as_sent:
                 outcome = (True, result)
             else:
@@ -331,6 +338,14 @@ class Writer(asyncio.Protocol):
                 _signal(write._on_visible, outcome)
             awaiting_durable.append(write)
         self._resolve_durable(durable, None)
+
+    def _refusal(self, refusal: list[Any]) -> RequestError:
+        error = _error(refusal)
+        if error.code == ErrorCode.QUEUE_MOVED and self.on_queue_moved is not None:
+            name = error.details["q"]
+            error = RequestError(error.code, error.message,
+                                 {"q": name, "owner": self.on_queue_moved(name)})
+        return error
 
     def _resolve_durable(self, upto: int, failure: RequestError | None) -> None:
         awaiting = self._awaiting_durable

@@ -65,6 +65,8 @@ class MessageType(IntEnum):
     RMSCHEDULE = 47
     PAUSESCHEDULE = 48
     RESUMESCHEDULE = 49
+    # Cluster mode: which broker owns which queue.
+    ROUTES = 50
     # Server to client.
     OK = 101
     ERR = 102

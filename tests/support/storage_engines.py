@@ -70,16 +70,19 @@ class Storage:
 
 @asynccontextmanager
 async def open_storage(target: StorageTarget, *, sync: bool = True, max_batch: int = 64,
-                       jobs: JobsConfig | None = None) -> AsyncIterator[Storage]:
+                       jobs: JobsConfig | None = None, node_id: str = "",
+                       lease_ms: int = 10_000) -> AsyncIterator[Storage]:
+    """The engine opened as a server opens it; with `node_id` (PostgreSQL), as one broker
+    of a cluster whose writer fences every write by queue ownership."""
     config = StorageConfig(engine=target.engine, path=str(target.path), sync=sync,
                            initial_map_size_bytes=1 << 24, max_map_size_bytes=1 << 28,
                            reserved_headroom_bytes=1 << 20, max_batch_operations=max_batch,
                            postgres=PostgresConfig(dsn=target.dsn, pool_size=2))
-    store, reads = await open_engine(config, target.path)
+    store, reads = await open_engine(config, target.path, node_id)
     writer = Writer(store, asyncio.get_running_loop(), sync=sync, max_batch=max_batch,
                     max_map_size=config.max_map_size_bytes,
                     reserved_headroom=config.reserved_headroom_bytes,
-                    jobs=jobs or JobsConfig())
+                    jobs=jobs or JobsConfig(), cluster_lease_ms=lease_ms)
     try:
         await writer.start()
         yield Storage(target.engine, writer, reads)

@@ -85,7 +85,7 @@ def test_defaults_are_valid_and_match_the_spec() -> None:
     assert config.storage.max_map_size_bytes == 64 * 1024**3
     assert config.storage.self_debug_path == ""
     assert config.server.host == "127.0.0.1"  # safe by default (docs/security.md)
-    assert len(SETTINGS) == 57  # storage.postgres.dsn and pool_size joined the 55
+    assert len(SETTINGS) == 61  # cluster.node_id, advertise, lease_ms and renew_ms joined the 57
 
 
 def test_every_setting_has_a_doc_and_ints_have_a_range() -> None:
@@ -101,7 +101,8 @@ def test_sections_are_the_toml_tables() -> None:
     assert {
         "logging", "heartbeat", "server", "server.tls", "auth", "wire", "wire.session", "queues",
         "schedules",
-        "pagination", "storage", "storage.postgres", "dispatch", "jobs", "worker", "shutdown",
+        "pagination", "storage", "storage.postgres", "cluster", "dispatch", "jobs", "worker",
+            "shutdown",
         "http",
     } == SECTIONS
 
@@ -531,6 +532,12 @@ def valid_configs(draw: st.DrawFn) -> Config:
         values["storage.self_debug_path"] = ""
     if values["storage.engine"] == "postgres" and not str(values["storage.postgres.dsn"]).strip():
         values["storage.postgres.dsn"] = "postgresql://localhost/overhop"
+    if values["cluster.node_id"]:
+        values["storage.engine"] = "postgres"
+        values["storage.postgres.dsn"] = values["storage.postgres.dsn"] or "host=localhost"
+        values["cluster.advertise"] = values["cluster.advertise"] or "localhost:9876"
+    values["cluster.renew_ms"] = min(values["cluster.renew_ms"],  # type: ignore[type-var]
+                                     values["cluster.lease_ms"] // 2)  # type: ignore[operator]
     values["wire.max_buffered_input_bytes"] = max(
         values["wire.max_buffered_input_bytes"],  # type: ignore[type-var]
         2 * values["wire.max_envelope_size_bytes"])  # type: ignore[operator]

@@ -53,6 +53,8 @@ SAMPLES: list[ops.Operation[Any]] = [
     ops.RemoveSchedule("nightly"),
     ops.SetSchedulePaused("nightly", True, 9),
     ops.FireSchedule("nightly", 60_000, JOB),
+    ops.ClaimQueue("q"),
+    ops.ReleaseQueue("q"),
 ]
 
 

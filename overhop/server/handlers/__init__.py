@@ -7,6 +7,7 @@ answer waits for a commit. Errors are raised as `OverhopError`; the connection t
 into ERR frames.
 """
 
+from overhop.server.handlers.cluster import handle_routes
 from overhop.server.handlers.deliveries import (
     handle_ack,
     handle_complete,
@@ -105,4 +106,5 @@ HANDLERS: dict[MessageType, Handler] = {
     MessageType.RMSCHEDULE: handle_rmschedule,
     MessageType.PAUSESCHEDULE: handle_pauseschedule,
     MessageType.RESUMESCHEDULE: handle_resumeschedule,
+    MessageType.ROUTES: handle_routes,
 }

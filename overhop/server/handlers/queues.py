@@ -5,9 +5,10 @@ from typing import TYPE_CHECKING, Any
 from overhop.broker.explain import queue_dispatch_stats
 from overhop.broker.runtime import QueueRuntime
 from overhop.clock import now_ms
+from overhop.cluster.member import ClusterMember
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobStatus
-from overhop.model.queues import QueueState, parse_queue_config, parse_queue_name
+from overhop.model.queues import QueueRecord, QueueState, parse_queue_config, parse_queue_name
 from overhop.server.context import ServerContext
 from overhop.server.status import status_report
 from overhop.server.views import queue_view
@@ -25,15 +26,40 @@ from overhop.server.handlers.replies import EMPTY, Reply, empty, pending
 
 
 def handle_queue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    runtime = ctx.broker.queues.get(parse_queue_name(p.get("q")))
-    return EMPTY if runtime is None else queue_view(runtime.record)
+    name = parse_queue_name(p.get("q"))
+    runtime = ctx.broker.queues.get(name)
+    if runtime is None:
+        ctx.broker.check_here(name)
+        return EMPTY
+    return queue_view(runtime.record)
 
 
 def handle_lsqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     after = parse_optional_str(p, "after", max_length=128)
     limit = parse_int(p, "limit", low=1, high=100_000, default=100_000)
-    names = sorted(name for name in ctx.broker.queues if after is None or name > after)
-    views = (queue_view(ctx.broker.queues[name].record) for name in names[:limit])
+    if ctx.cluster is not None:
+        return pending(ctx, _cluster_queues(ctx, ctx.cluster, after, limit))
+    records = {name: runtime.record for name, runtime in ctx.broker.queues.items()}
+    return _queue_page(ctx, records, after, limit, None)
+
+
+async def _cluster_queues(ctx: ServerContext, member: ClusterMember, after: str | None,
+                          limit: int) -> dict[str, Any]:
+    """Every queue of the cluster, each with its owner's address."""
+    records = {record.name: record for record in await ctx.reads.load_queues()}
+    owners = dict(member.owners)
+    for name, runtime in ctx.broker.queues.items():
+        records[name] = runtime.record
+        owners[name] = member.address
+    return _queue_page(ctx, records, after, limit, owners)
+
+
+def _queue_page(ctx: ServerContext, records: dict[str, QueueRecord], after: str | None,
+                limit: int, owners: dict[str, str | None] | None) -> dict[str, Any]:
+    names = sorted(name for name in records if after is None or name > after)
+    views = (queue_view(records[name]) if owners is None
+             else {**queue_view(records[name]), "owner": owners.get(name)}
+             for name in names[:limit])
     page, cut = fitting_prefix(views, ctx.config.wire.max_envelope_size_bytes // 2)
     more = cut or len(names) > limit
     return {"queues": page, "next_after": page[-1]["name"] if more else None}

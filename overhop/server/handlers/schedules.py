@@ -4,10 +4,16 @@ from typing import TYPE_CHECKING, Any
 
 from overhop.broker.schedules import ScheduleRuntime
 from overhop.broker.service import ScheduleRequest
+from overhop.clock import now_ms
 from overhop.errors import ErrorCode, RequestError
-from overhop.model.cron import MAX_CRON_LENGTH, MAX_TIMEZONE_LENGTH
+from overhop.model.cron import MAX_CRON_LENGTH, MAX_TIMEZONE_LENGTH, spec_of
 from overhop.model.queues import parse_queue_name
-from overhop.model.schedules import ScheduleJob, parse_missed_policy, parse_schedule_name
+from overhop.model.schedules import (
+    ScheduleJob,
+    ScheduleRecord,
+    parse_missed_policy,
+    parse_schedule_name,
+)
 from overhop.server.context import ServerContext
 from overhop.server.handlers.jobs import PAYLOAD_ONLY, parse_enqueue_request
 from overhop.server.views import schedule_view
@@ -17,7 +23,7 @@ from overhop.wire.payloads import parse_int, parse_optional_str, parse_str
 if TYPE_CHECKING:
     from overhop.server.connection import Connection
 
-from overhop.server.handlers.replies import Reply, empty
+from overhop.server.handlers.replies import Reply, empty, pending
 
 # ENQUEUE's fields a schedule's job takes; a start time makes no sense for one.
 _JOB_FIELDS = ("job_payload", "max_attempts", "retry_interval_ms", "lease_ms", "headers",
@@ -53,9 +59,33 @@ def _schedule_reply(runtime: ScheduleRuntime) -> dict[str, Any]:
 def handle_lsschedule(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
     after = parse_optional_str(p, "after", max_length=128)
     limit = parse_int(p, "limit", low=1, high=100_000, default=100_000)
-    schedules = ctx.broker.schedules
-    names = sorted(name for name in schedules if after is None or name > after)
-    views = (_schedule_reply(schedules[name]) for name in names[:limit])
+    if ctx.cluster is not None:
+        return pending(ctx, _cluster_schedules(ctx, after, limit))
+    return _schedule_page(ctx, {name: (runtime.record, runtime.next_run_ms)
+                                for name, runtime in ctx.broker.schedules.items()},
+                          after, limit)
+
+
+async def _cluster_schedules(ctx: ServerContext, after: str | None, limit: int
+                             ) -> dict[str, Any]:
+    """Every schedule of the cluster: the ones this broker fires as it holds them, the
+    others as stored, with their next occurrence from now."""
+    now = now_ms()
+    found: dict[str, tuple[ScheduleRecord, int | None]] = {}
+    brokers = max(1, len(ctx.cluster.nodes)) if ctx.cluster is not None else 1
+    most = ctx.config.schedules.max_schedules * brokers  # each broker holds at most this
+    for record in await ctx.reads.load_schedules(most):
+        found[record.name] = (record, None if record.paused
+                              else spec_of(record).next_after(now))
+    for name, runtime in ctx.broker.schedules.items():
+        found[name] = (runtime.record, runtime.next_run_ms)
+    return _schedule_page(ctx, found, after, limit)
+
+
+def _schedule_page(ctx: ServerContext, found: dict[str, tuple[ScheduleRecord, int | None]],
+                   after: str | None, limit: int) -> dict[str, Any]:
+    names = sorted(name for name in found if after is None or name > after)
+    views = (schedule_view(*found[name]) for name in names[:limit])
     page, cut = fitting_prefix(views, ctx.config.wire.max_envelope_size_bytes // 2)
     more = cut or len(names) > limit
     return {"schedules": page, "next_after": page[-1]["name"] if more else None}

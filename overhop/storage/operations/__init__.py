@@ -45,6 +45,7 @@ from overhop.storage.operations.catalogue_actions import (
     RemoveJobsBatch,
     RetryFailedBatch,
 )
+from overhop.storage.operations.ownership_ops import ClaimQueue, ReleaseQueue
 from overhop.storage.operations.schedule_ops import (
     FireSchedule,
     PutSchedule,
@@ -64,6 +65,7 @@ __all__ = [
     "Batch",
     "CancelJob",
     "CancelJobsBatch",
+    "ClaimQueue",
     "ClearQueueBatch",
     "Complete",
     "DeleteEmptyQueue",
@@ -79,6 +81,7 @@ __all__ = [
     "PruneFinished",
     "PutSchedule",
     "RecoverActive",
+    "ReleaseQueue",
     "RemoveJob",
     "RemoveJobsBatch",
     "RemoveQueue",

@@ -1,8 +1,10 @@
 """Applying the queue operations and the bounded maintenance and removal steps, in the
 writer process (the same contract as `apply_jobs.py`)."""
 
+from typing import Any
+
 from overhop.config.sections import JobsConfig
-from overhop.errors import ErrorCode, RequestError
+from overhop.errors import ErrorCode, OverhopError, RequestError
 from overhop.model.jobs import AttemptOutcome, JobStatus
 from overhop.model.queues import QueueRecord, QueueState
 from overhop.storage import keys
@@ -191,3 +193,10 @@ def apply_prune_finished(txn: StoreTxn, op: PruneFinished, jobs: JobsConfig) -> 
         removed[status] = count
         budget -= count
     return op.limit - budget, more, removed
+
+
+def apply_ownership(txn: StoreTxn, op: Any, jobs: JobsConfig) -> None:
+    """CLAIM_QUEUE and RELEASE_QUEUE reach this only on a writer without a cluster: the
+    PostgreSQL writer of a broker with `cluster.node_id` carries them out itself."""
+    raise OverhopError(ErrorCode.INTERNAL,
+                       "queue ownership needs a cluster (cluster.node_id, postgres engine)")

@@ -44,6 +44,8 @@ class OperationCode(IntEnum):
     REMOVE_SCHEDULE = 28
     SET_SCHEDULE_PAUSED = 29
     FIRE_SCHEDULE = 30
+    CLAIM_QUEUE = 31
+    RELEASE_QUEUE = 32
 
 
 class Operation(Generic[T]):

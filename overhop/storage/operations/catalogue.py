@@ -27,6 +27,7 @@ from overhop.storage.operations.catalogue_actions import (
     RemoveJobsBatch,
     RetryFailedBatch,
 )
+from overhop.storage.operations.ownership_ops import OWNERSHIP_OPERATIONS
 from overhop.storage.operations.schedule_ops import SCHEDULE_OPERATIONS
 from overhop.storage.records import (
     decode_job,
@@ -391,7 +392,7 @@ OPERATIONS: tuple[type[Operation[Any]], ...] = (
     Complete, EndAttempt, RetryFailed, RemoveJob, PromoteDue, AdvanceNew, RecoverActive,
     SetQueueConfig, ClearQueueBatch, ObliterateBatch, DeleteEmptyQueue, PruneFinished,
     AppendLogs, AddUser, RemoveUser, SetUserPermissions, CancelJob, RetryFailedBatch,
-    RemoveJobsBatch, CancelJobsBatch, *SCHEDULE_OPERATIONS,
+    RemoveJobsBatch, CancelJobsBatch, *SCHEDULE_OPERATIONS, *OWNERSHIP_OPERATIONS,
 )
 # By code: the table both sides of the writer decode with (a mapping, since codes
 # allocated to work not in this build leave gaps).

@@ -47,6 +47,8 @@ _BY_CODE: dict[OperationCode, Apply] = {
     OperationCode.REMOVE_SCHEDULE: schedules.apply_remove_schedule,
     OperationCode.SET_SCHEDULE_PAUSED: schedules.apply_set_schedule_paused,
     OperationCode.FIRE_SCHEDULE: schedules.apply_fire_schedule,
+    OperationCode.CLAIM_QUEUE: queues.apply_ownership,
+    OperationCode.RELEASE_QUEUE: queues.apply_ownership,
 }
 # By code, for the writer's loop (every code, in order).
 APPLY: dict[int, Apply] = {code: _BY_CODE[code] for code in OperationCode}

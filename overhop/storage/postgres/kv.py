@@ -50,6 +50,11 @@ class PgKv:
         self._sorted: dict[int, list[bytes]] = {}  # the overlay's keys per space, in order
         self._cached: dict[int, dict[bytes, bytes | None]] = {}  # database values read
 
+    @property
+    def cursor_of_transaction(self) -> "psycopg.Cursor[Any]":
+        """The cursor this transaction's statements run on (for the cluster's fence)."""
+        return self._cur
+
     def get(self, key: bytes, default: Any = None, db: int = 0) -> bytes | None:
         written = self._written.get(db)
         if written is not None and key in written:

@@ -1,5 +1,6 @@
 """The PostgreSQL schema: one ordered key-value table holding the LMDB layout, its version
-row, and the advisory locks that keep one server per database.
+row, the cluster's two tables (live brokers, queue owners), and the advisory locks that
+keep one server per database, or one per node id in a cluster.
 
 `overhop_kv` holds every named database of `keys.py` as a *space* (a small number), with
 the same keys and values byte for byte. Its primary key is a B-tree on (space, key), and
@@ -34,15 +35,23 @@ class Space(IntEnum):
 
 
 # The version of this schema (tables and spaces), in `overhop_meta`; the key layout inside
-# the spaces is `keys.LAYOUT_VERSION`, stored under META as in LMDB.
-SCHEMA_VERSION = 1
+# the spaces is `keys.LAYOUT_VERSION`, stored under META as in LMDB. Version 2 added the
+# cluster's tables; a version-1 database gets them when it opens (they start empty).
+SCHEMA_VERSION = 2
 
-# Session advisory locks (arbitrary 64-bit numbers, "overhop" in ASCII plus one): the
+# Session advisory locks (arbitrary 64-bit numbers, "overhop" in ASCII plus one): a lone
 # server holds SERVER_LOCK for its life, its writer process WRITER_LOCK. A second server
 # fails on the first; a new server's writer waits on the second until a killed server's
-# writer has let go, so two writers never run at once.
+# writer has let go, so two writers never run at once. A cluster's brokers hold
+# SERVER_LOCK shared (so a lone server and a cluster never share a database) and, per node
+# id, the two-key locks (NODE_LOCK_CLASS or NODE_WRITER_CLASS, hashtext(node id)).
 SERVER_LOCK = 0x6F766572686F7001
 WRITER_LOCK = 0x6F766572686F7002
+# Taken for the transaction that creates or upgrades the schema: brokers of a cluster start
+# together, and only one may create it.
+SCHEMA_LOCK = 0x6F766572686F7003
+NODE_LOCK_CLASS = 0x6F76
+NODE_WRITER_CLASS = 0x6F77
 
 # fillfactor 70: index entries and job rows are rewritten on every transition; free room
 # in each page lets PostgreSQL update in place (a HOT update) more often.
@@ -53,6 +62,16 @@ DDL = (
     "ALTER TABLE overhop_kv SET (autovacuum_vacuum_scale_factor = 0.02, "
     "autovacuum_analyze_scale_factor = 0.05)",
 )
+# The cluster (docs/cluster.md): the brokers alive (each renews its row), and each queue's
+# owner. `epoch` grows with every change of owner and never goes back, even when the queue
+# is removed (the row stays, ownerless), so a fenced write can never match a later owner's.
+# Lease ends are on the database's clock, the one clock every broker shares.
+CLUSTER_DDL = (
+    "CREATE TABLE IF NOT EXISTS overhop_nodes (node_id text PRIMARY KEY, "
+    "address text NOT NULL, lease_until timestamptz NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS overhop_owners (queue text PRIMARY KEY, owner text, "
+    "epoch bigint NOT NULL, lease_until timestamptz NOT NULL)",
+)
 
 
 class SchemaError(Exception):
@@ -60,12 +79,14 @@ class SchemaError(Exception):
 
 
 def prepare(conn: psycopg.Connection) -> bool:
-    """Create the schema on first use, else check its versions; True if it was created.
-    Runs in one transaction, under the server lock (so never twice at once)."""
+    """Create the schema on first use, else check its versions (adding what version 2
+    added to a version-1 database); True if it was created. One transaction, under the
+    schema lock, so brokers starting together never create it twice."""
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         existing = conn.execute("SELECT to_regclass('overhop_meta') IS NOT NULL").fetchone()
         if existing is None or not existing[0]:
-            for statement in DDL:
+            for statement in (*DDL, *CLUSTER_DDL):
                 conn.execute(statement)
             conn.execute("INSERT INTO overhop_meta VALUES ('schema_version', %s)",
                          (SCHEMA_VERSION,))
@@ -74,6 +95,12 @@ def prepare(conn: psycopg.Connection) -> bool:
             return True
         row = conn.execute(
             "SELECT value FROM overhop_meta WHERE name = 'schema_version'").fetchone()
+        if row is not None and row[0] == 1:
+            for statement in CLUSTER_DDL:
+                conn.execute(statement)
+            conn.execute("UPDATE overhop_meta SET value = %s WHERE name = 'schema_version'",
+                         (SCHEMA_VERSION,))
+            row = (SCHEMA_VERSION,)
         layout = conn.execute("SELECT value FROM overhop_kv WHERE space = %s AND key = %s",
                               (Space.META, keys.META_LAYOUT_VERSION)).fetchone()
     if row is None or row[0] != SCHEMA_VERSION:

@@ -14,6 +14,10 @@ PostgreSQL's COMMIT has returned. With `storage.sync = false` it runs with
 `synchronous_commit = off`: a crash of the database server can undo the last fraction of a
 second of acknowledged writes (at most three times `wal_writer_delay`).
 
+In a cluster (settings `cluster`), every write for a queue is first checked against the
+queue's owner row, in the same transaction (`fencing.py`): a broker that lost a queue never
+writes for it again.
+
 Failures: a refusal (`OverhopError`) comes before an operation writes anything, so it leaves
 the batch clean. Any other exception rolls the batch back and runs it again one operation
 per transaction, so only the culprit fails. A lost connection fails the batch with
@@ -40,8 +44,9 @@ from overhop.gc_tuning import tune_gc_for_serving
 from overhop.logs import configure_logging, get_logger
 from overhop.storage.operations.catalogue import OPERATION_BY_CODE
 from overhop.storage.operations.table import APPLY
+from overhop.storage.postgres.fencing import QueueFence
 from overhop.storage.postgres.kv import PgKv
-from overhop.storage.postgres.schema import WRITER_LOCK
+from overhop.storage.postgres.schema import NODE_WRITER_CLASS, WRITER_LOCK
 from overhop.storage.postgres.txn import PgStoreTxn
 from overhop.storage.writer_messages import COMMIT, READY, STOPPED, Refusal, Stats
 from overhop.storage.writer_process import Channel, gather_batch, refusal
@@ -62,13 +67,18 @@ class WriterLockedError(Exception):
     """Another overhop writer holds the database."""
 
 
-def connect(dsn: str, *, sync: bool) -> psycopg.Connection:
-    """A connection for writes, holding the writer lock, committing as `sync` asks."""
+def connect(dsn: str, *, sync: bool, node_id: str = "") -> psycopg.Connection:
+    """A connection for writes, holding the writer lock (the node's, in a cluster),
+    committing as `sync` asks."""
     conn = psycopg.connect(dsn, autocommit=True, application_name="overhop-writer")
     try:
         conn.execute(f"SET lock_timeout = '{WRITER_LOCK_WAIT}'")
         try:
-            conn.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK,))
+            if node_id:
+                conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
+                             (NODE_WRITER_CLASS, node_id))
+            else:
+                conn.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK,))
         except psycopg.errors.LockNotAvailable:
             raise WriterLockedError("another overhop writer holds this database") from None
         conn.execute("SET lock_timeout = 0")
@@ -82,8 +92,9 @@ def connect(dsn: str, *, sync: bool) -> psycopg.Connection:
 
 class PgBatchWriter:
     def __init__(self, dsn: str, conn: psycopg.Connection, channel: Channel, *, sync: bool,
-                 max_batch: int, jobs: JobsConfig) -> None:
+                 max_batch: int, jobs: JobsConfig, fence: QueueFence | None = None) -> None:
         self._dsn = dsn
+        self._fence = fence
         self._conn: psycopg.Connection | None = conn
         self._channel = channel
         self._sync = sync
@@ -149,30 +160,40 @@ class PgBatchWriter:
             if conn is not None:
                 conn.close()
             self._conn = None
-            self._conn = conn = connect(self._dsn, sync=self._sync)
+            self._conn = conn = connect(self._dsn, sync=self._sync,
+                                        node_id=self._fence.node_id if self._fence else "")
             log.info("storage_reconnected")
         return conn
 
     def _run_in_one_transaction(self, batch: list[Request]) -> list[Outcome]:
         conn = self._connection()
         jobs = self._jobs
+        fence = self._fence
+        epochs = None if fence is None else dict(fence.epochs)
         outcomes: list[Outcome] = []
         kv = PgKv(conn)
         try:
             txn = PgStoreTxn(kv)
             ops = [OPERATION_BY_CODE[wire[0]].from_wire(wire) for wire in batch]
+            held = None if fence is None else fence.held(kv.cursor_of_transaction, ops)
             named = [job_id for op in ops
                      if isinstance(job_id := getattr(op, "job_id", None), str)]
             txn.prefetch_jobs(named)
             for wire, op in zip(batch, ops, strict=True):
                 try:
-                    outcomes.append((True, APPLY[wire[0]](txn, op, jobs)))
+                    if fence is None or held is None:
+                        outcomes.append((True, APPLY[wire[0]](txn, op, jobs)))
+                    else:
+                        outcomes.append((True, fence.apply(txn, kv.cursor_of_transaction, op,
+                                                           jobs, held)))
                 except OverhopError as exc:
                     outcomes.append((False, refusal(exc)))
             txn.flush_counters()
             kv.flush()
             conn.commit()
         except BaseException:
+            if fence is not None and epochs is not None:
+                fence.epochs = epochs  # the batch's claims and releases did not happen
             if not conn.closed:
                 try:
                     conn.rollback()
@@ -232,14 +253,17 @@ def main(argv: list[str]) -> int:
     channel = Channel(socket.socket(fileno=int(argv[0])))
     settings = json.loads(argv[1])
     configure_logging(settings["log_level"], settings["human_friendly"])
+    cluster = settings.get("cluster")
+    fence = None if cluster is None else QueueFence(cluster["node_id"], cluster["lease_ms"])
     try:
-        conn = connect(settings["dsn"], sync=settings["sync"])
+        conn = connect(settings["dsn"], sync=settings["sync"],
+                       node_id="" if fence is None else fence.node_id)
     except (psycopg.Error, WriterLockedError) as exc:
         print(f"overhop writer: cannot open storage: {first_line(exc)}", file=sys.stderr)
         return 2
     writer = PgBatchWriter(settings["dsn"], conn, channel, sync=settings["sync"],
                            max_batch=settings["max_batch"],
-                           jobs=JobsConfig(**settings["jobs"]))
+                           jobs=JobsConfig(**settings["jobs"]), fence=fence)
     tune_gc_for_serving()
     channel.send([READY, writer.stats()])
     writer.run()

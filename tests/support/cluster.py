@@ -1,0 +1,286 @@
+"""Several real `overhop serve` brokers in cluster mode on one throwaway PostgreSQL database
+(tests/support/postgres.py), each on 127.0.0.1 with an OS-chosen port, started and stopped
+by PID. Leases are short so takeovers happen within a test's patience.
+"""
+
+import asyncio
+import itertools
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import psycopg
+import pytest
+
+from tests.support.postgres import PostgresServer
+from tests.support.raw_client import HEADER, REPLY_TIMEOUT_S, frame
+from tests.support.server_process import ServerProcess
+
+# Small enough that a takeover takes about two seconds, large enough that a busy 2-core CI
+# machine renews in time.
+LEASE_MS = 1500
+RENEW_MS = 300
+WAIT_S = 30.0
+
+
+class Cluster:
+    def __init__(self, dsn: str, root: Path, lease_ms: int = LEASE_MS,
+                 renew_ms: int = RENEW_MS) -> None:
+        self.dsn = dsn
+        self.root = root
+        self.lease_ms = lease_ms
+        self.renew_ms = renew_ms
+        self.brokers: dict[str, ServerProcess] = {}
+
+    def start(self, node_id: str, *extra_args: str) -> ServerProcess:
+        broker = ServerProcess(self.root / node_id, [
+            "--storage.engine", "postgres", "--storage.postgres.dsn", self.dsn,
+            "--cluster.node_id", node_id, "--cluster.lease_ms", str(self.lease_ms),
+            "--cluster.renew_ms", str(self.renew_ms), *extra_args]).start()
+        self.brokers[node_id] = broker
+        return broker
+
+    def address(self, node_id: str) -> str:
+        return f"127.0.0.1:{self.brokers[node_id].port}"
+
+    def owners(self) -> dict[str, str | None]:
+        """Each queue's owner as the database records it (None: no live lease)."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT queue, CASE WHEN lease_until > now() THEN owner END "
+                                "FROM overhop_owners").fetchall()
+        return {queue: owner for queue, owner in rows}
+
+    def wait_until(self, condition: Callable[[], bool], what: str,
+                   timeout: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; owners: {self.owners()}")
+
+    def wait_spread(self, queues: set[str], nodes: set[str]) -> dict[str, str | None]:
+        """Wait until every queue of `queues` is owned by one of `nodes` and each of
+        those owns at least one; the owners then."""
+        def spread() -> bool:
+            owners = self.owners()
+            held = {owners.get(name) for name in queues}
+            return held <= nodes and len(held) == min(len(nodes), len(queues))
+        self.wait_until(spread, f"{sorted(queues)} spread over {sorted(nodes)}")
+        return self.owners()
+
+    def stop_all(self) -> None:
+        for broker in self.brokers.values():
+            if broker.process is not None and broker.process.poll() is None:
+                try:
+                    broker.process.send_signal(signal.SIGCONT)
+                    broker.stop()
+                except Exception:
+                    broker.kill()
+
+
+@pytest.fixture
+def cluster(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(postgres_server.new_database(), tmp_path)
+    yield made
+    made.stop_all()
+
+
+@dataclass
+class JobLog:
+    """What a following worker saw: when each job started and ended (monotonic seconds,
+    QUEST received and COMPLETE about to be sent), and every COMPLETE's answer code."""
+
+    spans: dict[str, list[float]] = field(default_factory=dict)
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    moves: list[str] = field(default_factory=list)
+
+    def max_overlap(self, queue_name: str) -> int:
+        """The most jobs of the queue running at once."""
+        edges = sorted((t, step) for jid, (start, end) in
+                       ((j, s) for j, s in self.spans.items() if len(s) == 2)
+                       if jid.startswith(queue_name + ":")
+                       for t, step in ((start, 1), (end, -1)))
+        running = most = 0
+        for _, step in edges:
+            running += step
+            most = max(most, running)
+        return most
+
+
+class FollowingWorker:
+    """A worker written against protocol section 12 only (not the SDK): it finds the
+    queue's owner with ROUTES, subscribes there, and when its broker goes away or sends
+    SUBEND `queue_moved`, finds the new owner and sends it the outcomes of the jobs it is
+    still running (the re-attach)."""
+
+    def __init__(self, cluster: Cluster, queue_name: str, credits: int, work_s: float,
+                 log: JobLog) -> None:
+        self._cluster = cluster
+        self._queue = queue_name
+        self._credits = credits
+        self._work_s = work_s
+        self._log = log
+        self._finished: dict[str, tuple[str, str]] = {}  # jid -> did, not yet answered OK
+        self._running: set[asyncio.Task[None]] = set()
+        self._conn: _Conn | None = None
+        self._wake = asyncio.Event()
+        self.stopped = False
+
+    async def run(self) -> None:
+        while not self.stopped:
+            address = await self._owner()
+            if address is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                conn = await _Conn.open(address)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            self._conn = conn
+            try:
+                await self._serve(conn)
+            except (TimeoutError, ConnectionError, OSError):
+                pass  # the broker is gone or stopped: find the owner again
+            finally:
+                self._conn = None
+                conn.close()
+
+    async def _serve(self, conn: "_Conn") -> None:
+        await conn.request(1, {})
+        await conn.request(2, {"name": f"follower-{self._queue}"})
+        for jid, (did, _) in list(self._finished.items()):
+            await self._send_outcome(conn, jid, did)
+        reply = await conn.request(6, {"q": self._queue, "credits": self._credits})
+        if reply["t"] != 101:
+            await asyncio.sleep(0.05)
+            return
+        sid = reply["p"]["sid"]
+        while not self.stopped:
+            push = await conn.next_push()
+            if push["t"] == 106:  # QUEST
+                p = push["p"]
+                self._log.spans[p["jid"]] = [time.monotonic()]
+                task = asyncio.create_task(self._work(p["jid"], p["did"], sid))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            elif push["t"] == 108 and push["p"].get("reason") == "queue_moved":
+                self._log.moves.append(str(push["p"].get("owner")))
+                return
+
+    async def _work(self, jid: str, did: str, sid: str) -> None:
+        await asyncio.sleep(self._work_s)
+        self._log.spans[jid].append(time.monotonic())
+        self._finished[jid] = (did, sid)
+        conn = self._conn
+        if conn is not None:
+            try:
+                await self._send_outcome(conn, jid, did)
+                await conn.send(8, {"sid": sid, "credits": 1})
+            except (TimeoutError, ConnectionError, OSError):
+                pass  # sent again to the next owner
+
+    async def _send_outcome(self, conn: "_Conn", jid: str, did: str) -> None:
+        reply = await conn.request(20, {"jid": jid, "did": did})
+        code = "OK" if reply["t"] == 101 else reply["p"]["code"]
+        self._log.answers.setdefault(jid, []).append(code)
+        if code != "QUEUE_MOVED":
+            self._finished.pop(jid, None)
+        else:
+            conn.close()  # find the owner again
+
+    async def _owner(self) -> str | None:
+        for node in list(self._cluster.brokers):
+            broker = self._cluster.brokers[node]
+            if broker.process is None or broker.process.poll() is not None:
+                continue
+            try:
+                conn = await asyncio.wait_for(_Conn.open(self._cluster.address(node)), 1.0)
+            except (TimeoutError, OSError):
+                continue
+            try:
+                await conn.request(1, {})
+                await conn.request(2, {"name": "routes"})
+                routes = await conn.request(50, {})
+                owner = routes["p"]["queues"].get(self._queue)
+                if owner is not None:
+                    return str(owner)
+            except (TimeoutError, ConnectionError, OSError):
+                continue
+            finally:
+                conn.close()
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self._conn is not None:
+            self._conn.close()
+        for task in list(self._running):
+            task.cancel()
+
+
+class _Conn:
+    """One connection: requests matched to replies by rid, pushes queued."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._rids = itertools.count(1)
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pushes: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, address: str) -> "_Conn":
+        host, port = address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                (length,) = HEADER.unpack(await self._reader.readexactly(4))
+                message = msgpack.unpackb(await self._reader.readexactly(length), raw=False)
+                if message["rid"] == "0":
+                    self._pushes.put_nowait(message)
+                else:
+                    waiter = self._replies.pop(message["rid"], None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(message)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            for waiter in self._replies.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError("connection lost"))
+            self._pushes.put_nowait(None)
+
+    async def send(self, message_type: int, payload: dict[str, Any]) -> str:
+        rid = str(next(self._rids))
+        if self._writer.is_closing():
+            raise ConnectionError("connection closed")
+        self._writer.write(frame({"v": 2, "t": message_type, "rid": rid, "p": payload}))
+        return rid
+
+    async def request(self, message_type: int, payload: dict[str, Any]) -> dict[str, Any]:
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        rid = str(next(self._rids))
+        self._replies[rid] = waiter
+        if self._writer.is_closing() or self._task.done():
+            raise ConnectionError("connection closed")
+        self._writer.write(frame({"v": 2, "t": message_type, "rid": rid, "p": payload}))
+        return await asyncio.wait_for(waiter, REPLY_TIMEOUT_S)
+
+    async def next_push(self) -> dict[str, Any]:
+        push = await self._pushes.get()
+        if push is None:
+            raise ConnectionError("connection lost")
+        return push
+
+    def close(self) -> None:
+        self._writer.close()
