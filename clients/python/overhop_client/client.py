@@ -274,6 +274,17 @@ class AsyncClient:
                 cluster.queue_moved(moved.queue, moved.owner)
         return (await cluster.request(message_type, payload))[0]
 
+    async def request_everywhere(self, message_type: MessageType | int,
+                                 payload: Mapping[str, object] | None = None
+                                 ) -> list[dict[str, Any]]:
+        """Send the message to every broker of the cluster (to the one broker otherwise);
+        every reply. For what each broker answers about itself: STATUS (its queues,
+        workers and connections), WORKERCTL (its workers)."""
+        payload = payload if payload is not None else {}
+        if self._cluster is not None:
+            return await self._cluster.everywhere(message_type, payload)
+        return [await self.request(message_type, payload)]
+
     @property
     def closed(self) -> bool:
         """True once closed; with one broker, also once its connection has closed (in a

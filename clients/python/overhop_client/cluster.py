@@ -315,6 +315,20 @@ class Cluster:
         await asyncio.gather(*(session.send(message_type, payload)
                                for session in self.sessions))
 
+    async def everywhere(self, message_type: MessageType | int, payload: Mapping[str, Any]
+                         ) -> list[dict[str, Any]]:
+        """Send to every live broker ROUTES names, connecting to those not reached yet;
+        every reply, in the order of the brokers' node ids (the first ERR raises)."""
+        await self.refresh()
+        sessions = [await self._open(self.routes.nodes[node])
+                    for node in sorted(self.routes.nodes)]
+        replies = await asyncio.gather(*(session.send(message_type, payload)
+                                          for session in sessions))
+        for session, reply in zip(sessions, replies, strict=True):
+            if reply is None:
+                raise ConnectionLost(f"the connection to {session.address} closed")
+        return [reply for reply in replies if reply is not None]
+
     async def goodbye(self, payload: Mapping[str, Any]) -> None:
         """GOODBYE to every broker, then close: each closes its connection after it."""
         self.closed = True

@@ -262,13 +262,6 @@ class InternalError(OverhopError):
     code = "INTERNAL"
 
 
-class StorageUnavailableError(OverhopError):
-    """The PostgreSQL engine could not reach its database (a failover): the request did not
-    take effect, or a write under way when the database went may have; try again."""
-
-    code = "STORAGE_UNAVAILABLE"
-
-
 # -- cluster mode ------------------------------------------------------------------------
 class QueueMovedError(OverhopError):
     """Cluster mode: another broker owns the queue the request acts on; nothing changed.
@@ -327,7 +320,7 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError, TaskNameInvalidError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
     WorkerNotFoundError,
-    StorageFullError, InternalError, StorageUnavailableError, QueueMovedError,
+    StorageFullError, InternalError, QueueMovedError,
     TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
     UserExistsError, UserNotFoundError, BadCronError, BadTimezoneError,

@@ -3,12 +3,12 @@
 A return value is sent with COMPLETE (a result the server cannot store becomes a FAIL
 saying why); an exception with FAIL, its message and the formatted traceback as details;
 a handler still running after its `timeout` is FAILed with the message "timeout". An
-outcome the server could not write (STORAGE_FULL, INTERNAL, STORAGE_UNAVAILABLE: the
-delivery is still ours) is sent again after each pause of `OUTCOME_RESEND_DELAYS_S`; so is,
-in a cluster, one caught by its queue's move (QUEUE_MOVED once the client stopped
-following, or its broker's connection failed): the new owner re-attaches the delivery when
-it comes, or, when the lost broker had committed it, refuses it as a delivery it does not
-hold. After that the job is left to its lease, whose expiry retries it.
+outcome the server could not write (STORAGE_FULL, INTERNAL: the delivery is still ours)
+is sent again after each pause of `OUTCOME_RESEND_DELAYS_S`; so is, in a cluster, one
+caught by its queue's move (QUEUE_MOVED once the client stopped following, or its broker's
+connection failed): the new owner re-attaches the delivery when it comes, or, when the
+lost broker had committed it, refuses it as a delivery it does not hold. After that the
+job is left to its lease, whose expiry retries it.
 """
 
 import asyncio
@@ -28,7 +28,6 @@ from overhop_client.errors import (
     QueueMovedError,
     ResultTooLargeError,
     StorageFullError,
-    StorageUnavailableError,
 )
 from overhop_client.middleware import (
     JobTimedOut,
@@ -103,8 +102,7 @@ def failure(exc: BaseException) -> Outcome:
 def is_moving(client: AsyncClient, error: BaseException) -> bool:
     """Whether a delivery message failed because its queue is moving between the brokers
     of a cluster (the delivery is still this worker's, to re-attach at the new owner)."""
-    return client.cluster and isinstance(error, (QueueMovedError, StorageUnavailableError,
-                                                 ConnectionError))
+    return client.cluster and isinstance(error, (QueueMovedError, ConnectionError))
 
 
 async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:
@@ -115,8 +113,7 @@ async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:
             await _send_outcome(client, quest, outcome)
             return
         except (OverhopError, ConnectionError) as exc:
-            unwritten = isinstance(exc, (StorageFullError, InternalError,
-                                         StorageUnavailableError))
+            unwritten = isinstance(exc, (StorageFullError, InternalError))
             if delay is None or not (unwritten or is_moving(client, exc)):
                 raise
             log.warning("outcome_not_written jid=%s: %s; sending it again in %ss",

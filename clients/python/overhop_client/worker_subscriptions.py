@@ -31,7 +31,6 @@ from overhop_client.errors import (
     QueueMovedError,
     QueueNotFoundError,
     ShuttingDownError,
-    StorageUnavailableError,
 )
 from overhop_client.reconnect import ReconnectBackoff
 from overhop_client.results import QUEUE_MOVED_REASON, Bye, SubscriptionEnded
@@ -80,7 +79,7 @@ class Subscriptions:
                 log.warning("queue_missing queue=%s: subscribing once it exists",
                             route.queue)
                 self._tasks.spawn(self._subscribe_when_back(client, route))
-            except (QueueMovedError, StorageUnavailableError, OSError) as exc:
+            except (QueueMovedError, OSError) as exc:
                 if not client.cluster:
                     raise
                 log.warning("owner_not_found queue=%s: %r", route.queue, exc)
@@ -176,7 +175,7 @@ class Subscriptions:
                 except QueueNotFoundError:
                     self._tasks.spawn(self._subscribe_when_back(client, route))
                     return
-                except (QueueMovedError, StorageUnavailableError, OSError) as exc:
+                except (QueueMovedError, OSError) as exc:
                     log.info("owner_not_found queue=%s: %r", route.queue, exc)
                     await self.wait_for_stop(backoff.next_delay())
                     continue
@@ -199,7 +198,7 @@ class Subscriptions:
                 await self._subscribe(client, route, create=False)
             except QueueNotFoundError:
                 continue  # removed again between the two requests
-            except (QueueMovedError, StorageUnavailableError):
+            except QueueMovedError:
                 continue  # a cluster's queue between owners
             except ConnectionError:
                 if client.cluster:
