@@ -23,10 +23,17 @@ from overhop.cli.session import call, common
 @click.command("queues")
 @common
 def queues_command(url: str, as_json: bool) -> None:
-    """List the queues with their job counts."""
-    raw = call(url, lambda client: client.request(MessageType.STATUS))
+    """List the queues with their job counts (of every broker, in a cluster)."""
+    replies = call(url, lambda client: client.request_everywhere(MessageType.STATUS))
+    # In a cluster each broker's STATUS holds the queues it owns (a queue moving between
+    # the requests may show twice: the first broker's view is kept).
+    merged: dict[str, Any] = {}
+    for reply in replies:
+        for queue in reply.get("queues") or ():
+            merged.setdefault(queue.get("name"), queue)
+    raw = {"queues": list(merged.values())}
     if as_json:
-        emit_json({"queues": raw.get("queues") or []})
+        emit_json(raw)
         return
     status = ServerStatus.from_wire(raw)
     rows: list[list[Any]] = []

@@ -5,7 +5,10 @@ Each command that talks to a server opens one connection with the Python SDK
 `127.0.0.1:9876`, or `$OVERHOP_URL`), `--tls-ca FILE` and `--json`. A URL may carry a login
 and ask for TLS: `overhop://user:password@host:port`, `overhops://user@host:port` (the
 password then from `$OVERHOP_PASSWORD`). TLS trusts the system's store (and
-`$SSL_CERT_FILE`), or the CA in `--tls-ca`. Passwords never appear in messages.
+`$SSL_CERT_FILE`), or the CA in `--tls-ca`. Passwords never appear in messages. The brokers
+of a cluster are given as one comma-separated list (`host1:9876,host2:9877`, or
+`overhop://user@host1:9876,host2:9877` with one login for all): the command connects to the
+first that answers and the SDK sends each request to its queue's owner.
 
 Failures are one line on stderr (see `exits`): a server ERR is
 `overhop: <CODE>: <message>` (exit 1); a server that cannot be reached or drops the
@@ -19,8 +22,8 @@ from typing import Any, TypeVar
 
 import click
 from overhop_client import AsyncClient, ConnectionLost, OverhopError, ServerUnreachable
+from overhop_client.addresses import parse_brokers, redact_urls
 from overhop_client.client import DEFAULT_URL
-from overhop_client.connection import parse_address, redact
 
 from overhop.cli.exits import ERROR_EXIT, USAGE_EXIT, CliFailure, fail
 
@@ -38,10 +41,10 @@ def call(url: str, action: Callable[[AsyncClient], Awaitable[T]]) -> T:
     """Connect to `url`, run `action` with the client, close; its result. Every failure
     ends the process with one line (see the module documentation)."""
     try:
-        parse_address(url)
+        parse_brokers(url)
     except ValueError as exc:
         fail(str(exc), USAGE_EXIT)
-    shown = redact(url)
+    shown = redact_urls(url)
     try:
         return asyncio.run(_session(url, action, _tls_context(url)))
     except CliFailure as exc:
@@ -70,7 +73,7 @@ def _tls_context(url: str) -> ssl.SSLContext | None:
 
 async def _session(url: str, action: Callable[[AsyncClient], Awaitable[T]],
                    tls: ssl.SSLContext | None = None) -> T:
-    shown = redact(url)
+    shown = redact_urls(url)
     try:
         client = await AsyncClient.connect(url, name=CLIENT_NAME, timeout=CONNECT_TIMEOUT_S,
                                            tls=tls)
@@ -101,7 +104,8 @@ def url_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return with_ca(click.option(
         "--url", default=DEFAULT_URL, envvar=URL_ENV, show_default=True, metavar="URL",
         help=f"Server address: host:port, overhop://user:password@host:port, or "
-             f"overhops://... for TLS (or ${URL_ENV}; the password may come from "
+             f"overhops://... for TLS; a cluster's brokers comma-separated, "
+             f"host1:port,host2:port (or ${URL_ENV}; the password may come from "
              f"$OVERHOP_PASSWORD).")(function))
 
 

@@ -21,7 +21,7 @@ import traceback
 
 import click
 from overhop_client import OverhopError, Worker
-from overhop_client.connection import parse_address
+from overhop_client.addresses import parse_brokers
 
 from overhop.cli.exits import ERROR_EXIT, USAGE_EXIT, fail
 from overhop.cli.session import URL_ENV
@@ -102,7 +102,8 @@ class WorkerGroup(click.Group):
 @click.command("run")
 @click.argument("target", metavar="MODULE:ATTRIBUTE")
 @click.option("--url", default=None, envvar=URL_ENV, metavar="HOST:PORT",
-              help=f"Server address, replacing the worker's own (or ${URL_ENV}).")
+              help=f"Server address, or a cluster's brokers comma-separated, replacing "
+                   f"the worker's own (or ${URL_ENV}).")
 @click.option("--concurrency", type=click.IntRange(1), default=None, metavar="N",
               help="Jobs each queue runs at once, replacing the worker's own values.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info",
@@ -116,7 +117,7 @@ def run_command(target: str, url: str | None, concurrency: int | None,
         fail(str(exc), USAGE_EXIT)
     if url is not None:
         try:
-            parse_address(url)
+            parse_brokers(url)
         except ValueError as exc:
             fail(str(exc), USAGE_EXIT)
         app.url = url

@@ -4,10 +4,14 @@
 - `Client`: a blocking, thread-safe facade for producers (enqueue, jobs, queues, stats).
 - `Worker`: the worker runner (handlers per queue, concurrency, retries, graceful stop,
   middleware layers around each run, control by an admin).
+
+Each takes one broker's address, or several brokers of a cluster (requests go to each
+queue's owner: `cluster`, `routing`).
 """
 
 from overhop_client.auth import AuthenticationError
 from overhop_client.client import AsyncClient, UserInfo
+from overhop_client.cluster import BrokerLost
 from overhop_client.context import JobContext
 from overhop_client.enqueue_fields import Enqueued, EnqueueOptions
 from overhop_client.errors import (
@@ -124,6 +128,7 @@ __all__ = [
     "BadTimezoneError",
     "BlockReason",
     "BlockedBy",
+    "BrokerLost",
     "Bye",
     "CallNext",
     "ClearedJobs",

@@ -11,35 +11,39 @@ use are ignored; BYE (the server is shutting down) is kept in `bye` and passed t
 `on_bye`; SUBEND (a subscription ended because its queue was removed) is passed to
 `on_subscription_end`; CONTROL (an admin's command to this worker) to `on_control`; ABORT (a
 job this worker runs was cancelled) to `on_abort`.
+
+Given several brokers' addresses (a cluster, PROTOCOL.md section 12), the client connects
+to the first that answers and asks ROUTES; in a cluster, requests go through a `Cluster`
+(`cluster.py`), which sends each to its queue's owner and follows QUEUE_MOVED. Given one
+address, it talks to that broker alone, as to any single server, until a QUEUE_MOVED or a
+SUBEND `queue_moved` says the broker is in a cluster.
 """
 
 import asyncio
 import os
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
 from overhop_client import tracing
-from overhop_client.auth import (
-    DEFAULT_ITERATIONS,
-    MECHANISM,
-    AuthenticationError,
-    ScramClient,
-    derive_credentials,
-)
+from overhop_client.addresses import parse_brokers
+from overhop_client.auth import DEFAULT_ITERATIONS, derive_credentials
+from overhop_client.cluster import BrokerLost, Cluster
 from overhop_client.codec import DEFAULT_MAX_FRAME_SIZE, check_value, parse_reply_str
-from overhop_client.connection import Connection, parse_url
+from overhop_client.connection import Connection
 from overhop_client.enqueue_fields import Enqueued, EnqueueOptions, JobFields, job_fields
-from overhop_client.errors import ConnectionLost
+from overhop_client.errors import ConnectionLost, QueueMovedError
+from overhop_client.handshake import Dialer, Register, Session, password_from_env
 from overhop_client.jobs import Job, JobPage, JobStatus
 from overhop_client.messages import MessageType
 from overhop_client.outcomes import Outcomes
 from overhop_client.queue_settings import Backoff, QueueConfig, QueueSettings, settings_to_wire
 from overhop_client.results import (
     DEFAULT_MAX_ENQUEUE_BATCH,
+    QUEUE_MOVED_REASON,
     Abort,
     Bye,
     ClearedJobs,
@@ -61,12 +65,8 @@ DEFAULT_URL = "127.0.0.1:9876"
 # Connecting, HELLO and REGISTER are three round trips; 10 s covers a loaded network
 # while a server that does not answer is still noticed quickly.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-# Requests kept unanswered at once when the server does not announce its bound
-# (`limits.max_requests_in_flight`, the server's default): more would only wait in the socket.
-DEFAULT_MAX_REQUESTS_IN_FLIGHT = 2048
 # The server's bound on the lines one JOBLOG may carry; `log` splits longer batches.
 MAX_LOG_LINES_PER_MESSAGE = 100
-PASSWORD_ENV = "OVERHOP_PASSWORD"
 
 TlsOption = ssl.SSLContext | bool | None
 
@@ -90,29 +90,28 @@ class UserInfo(TypedDict):
     created_at: str
 
 
-class _Register(TypedDict, total=False):
-    """The REGISTER payload: who this client is, shown in the server's STATUS."""
-
-    host: str
-    pid: int
-    name: str
-    labels: dict[str, str]
-
-
 def _delivery(quest: Quest) -> dict[str, object]:
     """The fields naming a delivery in ACK, JOBBEAT, JOBLOG, COMPLETE, FAIL and RELEASE."""
     return {"did": quest.did, "jid": quest.jid}
 
 
 class AsyncClient:
-    """A registered connection to an Overhop server. Create it with `AsyncClient.connect`."""
+    """A registered connection to an Overhop server, or to the brokers of a cluster.
+    Create it with `AsyncClient.connect`."""
 
     def __init__(self, *, on_quest: Callable[[Quest], None] | None = None,
                  on_bye: Callable[[Bye], None] | None = None,
                  on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
                  on_control: Callable[[WorkerControl], None] | None = None,
-                 on_abort: Callable[[Abort], None] | None = None) -> None:
-        self._connection: Connection | None = None
+                 on_abort: Callable[[Abort], None] | None = None,
+                 on_broker_lost: Callable[[BrokerLost], None] | None = None) -> None:
+        self._session: Session | None = None
+        """The connection every request goes on, until the client knows a cluster."""
+        self._cluster: Cluster | None = None
+        """The connections to a cluster's brokers, once the client knows one."""
+        self._dialer: Dialer | None = None
+        self._seeds: tuple[str, ...] = ()
+        self._on_broker_lost = on_broker_lost
         self._on_abort = on_abort
         self._on_quest = on_quest
         self._on_bye = on_bye
@@ -128,24 +127,32 @@ class AsyncClient:
         self.limits: ServerLimits | None = None
         """The server's timings and size limits from REGISTER (None from a server that
         does not send them)."""
-        self._in_flight = asyncio.Semaphore(DEFAULT_MAX_REQUESTS_IN_FLIGHT)
         self.user: str | None = None
         """The user this connection logged in as (None on an open server)."""
 
     @classmethod
-    async def connect(cls, url: str = DEFAULT_URL, *, name: str | None = None,
+    async def connect(cls, url: str | Sequence[str] = DEFAULT_URL, *, name: str | None = None,
                       labels: Mapping[str, str] | None = None,
                       on_quest: Callable[[Quest], None] | None = None,
                       on_bye: Callable[[Bye], None] | None = None,
                       on_subscription_end: Callable[[SubscriptionEnded], None] | None = None,
                       on_control: Callable[[WorkerControl], None] | None = None,
                       on_abort: Callable[[Abort], None] | None = None,
+                      on_broker_lost: Callable[[BrokerLost], None] | None = None,
                       timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
                       max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                       user: str | None = None, password: str | None = None,
                       tls: TlsOption = None) -> "AsyncClient":
         """Connect to `host:port`, `overhop://[user:password@]host:port` or `overhops://...`
         (TLS), log in if a user is given, then HELLO and REGISTER.
+
+        Several brokers of a cluster: a list of such URLs, or one naming several hosts
+        (`overhop://host1:9876,host2:9877`), all with the same login and TLS. They are
+        tried in turn until one answers (`ServerUnreachable` naming each when none does;
+        `timeout` applies to each), then asked ROUTES: requests go to each queue's owner,
+        connecting to the others as needed. `on_broker_lost` is told when the connection
+        to one broker of a cluster closes (`BrokerLost`: its address and the subscriptions
+        that ended with it); the client carries on with the others.
 
         `name` and `labels` (short strings) are shown in the server's STATUS with this
         host's name and process id. The user and password come from the arguments, else
@@ -155,15 +162,11 @@ class AsyncClient:
         certificate, which logs in as the user its CN names), or True for the system's
         trust store, which `overhops://` also means.
         """
-        address = parse_url(url)
-        host, port = address.host, address.port
-        user = user if user is not None else address.user
-        if password is None:
-            password = address.password
-        if password is None and user is not None:
-            password = os.environ.get(PASSWORD_ENV)
-        context = tls_context(tls, address.tls)
-        register: _Register = {"host": socket.gethostname()[:256], "pid": os.getpid()}
+        brokers = parse_brokers(url)
+        user = user if user is not None else brokers.user
+        password = password_from_env(user, password if password is not None
+                                     else brokers.password)
+        register: Register = {"host": socket.gethostname()[:256], "pid": os.getpid()}
         if name is not None:
             register["name"] = name
         if labels is not None:
@@ -172,50 +175,45 @@ class AsyncClient:
             register["labels"] = dict(labels)
         client = cls(on_quest=on_quest, on_bye=on_bye,
                      on_subscription_end=on_subscription_end, on_control=on_control,
-                     on_abort=on_abort)
-        async with asyncio.timeout(timeout):
-            client._connection = await Connection.open(host, port, client._on_push,
-                                                       max_frame_size, context)
+                     on_abort=on_abort, on_broker_lost=on_broker_lost)
+        client._dialer = Dialer(register, user, password, tls_context(tls, brokers.tls),
+                                max_frame_size, timeout)
+        client._seeds = brokers.addresses
+        session = await client._dialer.open_first(brokers.addresses, client._on_push)
+        client._session = session
+        client.worker_id, client.user, client.limits = (session.worker_id, session.user,
+                                                        session.limits)
+        if len(brokers.addresses) > 1:
             try:
-                hi = await client.request(MessageType.HELLO)
-                client.user = await client._log_in(hi, user, password)
-                reply = await client.request(MessageType.REGISTER, register)
+                async with asyncio.timeout(timeout):
+                    await client._ask_routes(session)
             except BaseException:
-                client._connection.close()
+                await client.close()
                 raise
-        client.worker_id = parse_reply_str(reply, "wid")
-        if reply.get("limits"):
-            client.limits = ServerLimits.from_wire(reply["limits"])
-            bound = reply["limits"].get("max_requests_in_flight")
-            if type(bound) is int and bound > 0:
-                client._in_flight = asyncio.Semaphore(bound)
         return client
 
-    async def _log_in(self, hi: Mapping[str, Any], user: str | None, password: str | None
-                      ) -> str | None:
-        """After HI: SCRAM-SHA-256 when a user is given (unless a client certificate has
-        logged in already); the user logged in as."""
-        if hi.get("user"):
-            return str(hi["user"])  # the TLS client certificate named it
-        if user is None:
-            if hi.get("mechanisms"):
-                raise AuthenticationError(
-                    "the server requires a login: give a user and password (in the URL "
-                    f"overhop://user:password@host:port, or user= with ${PASSWORD_ENV})")
-            return None
-        if password is None:
-            raise AuthenticationError(f"no password for user {user!r} (give it in the URL, "
-                                      f"as password=, or in ${PASSWORD_ENV})")
-        exchange = ScramClient(user, password)
-        challenge = await self.request(MessageType.AUTH,
-                                       {"mechanism": MECHANISM, "data": exchange.first()})
-        server_first = parse_reply_str(challenge, "data")
-        # PBKDF2 takes milliseconds: in a thread, so other connections of this loop go on.
-        final = await asyncio.get_running_loop().run_in_executor(None, exchange.final,
-                                                                 server_first)
-        outcome = await self.request(MessageType.AUTH, {"data": final})
-        exchange.verify(parse_reply_str(outcome, "data"))
-        return user
+    async def _ask_routes(self, session: Session) -> None:
+        """ROUTES, after connecting to one of several brokers: in a cluster, requests go
+        through a `Cluster` from now on; a broker outside one owns everything."""
+        reply = await session.send(MessageType.ROUTES, {})
+        if reply is None:
+            raise ConnectionLost(f"the connection to {session.address} closed")
+        if not reply.get("node"):
+            return  # a broker outside a cluster: it owns everything
+        self._cluster = self._new_cluster(session)
+        self._cluster.learn_routes(reply, session)
+
+    def _new_cluster(self, session: Session) -> Cluster:
+        assert self._dialer is not None
+        return Cluster(self._dialer, session, self._seeds or (session.address,),
+                       self._on_push, self._on_broker_lost)
+
+    def _joined_cluster(self) -> Cluster:
+        """The broker said it is in a cluster (QUEUE_MOVED, SUBEND `queue_moved`): from now
+        on requests go through a `Cluster`, which asks ROUTES first."""
+        if self._cluster is None:
+            self._cluster = self._new_cluster(self._require_session())
+        return self._cluster
 
     # -- users (the `admin` verb on every queue) --------------------------------------
 
@@ -254,30 +252,69 @@ class AsyncClient:
         """Send any message and return its reply's payload; an ERR raises its exception.
 
         The building block of every method below, and the way to use a message type this
-        client has no method for yet.
+        client has no method for yet. In a cluster it goes to the owner of the queue it
+        acts on (see `cluster.py`).
         """
-        connection = self._require_connection()
-        # Within the server's bound on requests read ahead of their replies: beyond it the
-        # server stops reading this connection until replies drain (PROTOCOL.md section 4).
-        async with self._in_flight:
-            if not connection.writable:
-                await connection.wait_writable()
-            return await connection.request(message_type,
-                                            payload if payload is not None else {})
+        payload = payload if payload is not None else {}
+        if self._cluster is not None:
+            return (await self._cluster.request(message_type, payload))[0]
+        session = self._require_session()
+        connection = session.connection
+        try:
+            # Within the server's bound on requests read ahead of their replies: beyond it
+            # the server stops reading this connection until replies drain (section 4).
+            async with session.in_flight:
+                if not connection.writable:
+                    await connection.wait_writable()
+                return await connection.request(message_type, payload)
+        except QueueMovedError as moved:
+            # The broker is in a cluster, and another one owns the queue: nothing changed.
+            cluster = self._joined_cluster()
+            if moved.queue is not None:
+                cluster.queue_moved(moved.queue, moved.owner)
+        return (await cluster.request(message_type, payload))[0]
+
+    async def request_everywhere(self, message_type: MessageType | int,
+                                 payload: Mapping[str, object] | None = None
+                                 ) -> list[dict[str, Any]]:
+        """Send the message to every broker of the cluster (to the one broker otherwise);
+        every reply. For what each broker answers about itself: STATUS (its queues,
+        workers and connections), WORKERCTL (its workers)."""
+        payload = payload if payload is not None else {}
+        if self._cluster is not None:
+            return await self._cluster.everywhere(message_type, payload)
+        return [await self.request(message_type, payload)]
 
     @property
     def closed(self) -> bool:
-        return self._connection is None or self._connection.closed
+        """True once closed; with one broker, also once its connection has closed (in a
+        cluster the client connects again to the brokers it needs)."""
+        if self._cluster is not None:
+            return self._cluster.closed
+        return self._session is None or self._session.closed
 
     async def wait_closed(self) -> None:
-        """Return once the connection has closed (for any reason)."""
-        await self._require_connection().wait_closed()
+        """Return once the client is closed (see `closed`)."""
+        while self._cluster is None:
+            await self._require_session().connection.wait_closed()
+            if self._cluster is None:
+                return
+        await self._cluster.wait_closed()
 
     async def close(self) -> None:
-        """Close the connection without GOODBYE; requests still waiting fail."""
-        if self._connection is not None:
-            self._connection.close()
-            await self._connection.wait_closed()
+        """Close the connection (every connection, in a cluster) without GOODBYE; requests
+        still waiting fail."""
+        if self._cluster is not None:
+            await self._cluster.close()
+        elif self._session is not None:
+            self._session.connection.close()
+            await self._session.connection.wait_closed()
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the client talks to the brokers of a cluster (it asked ROUTES, or a
+        broker answered QUEUE_MOVED or SUBEND `queue_moved`)."""
+        return self._cluster is not None
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -286,10 +323,15 @@ class AsyncClient:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
 
-    def _require_connection(self) -> Connection:
-        if self._connection is None:
+    def _require_session(self) -> Session:
+        if self._session is None:
             raise RuntimeError("not connected: use `await AsyncClient.connect(url)`")
-        return self._connection
+        return self._session
+
+    @property
+    def _connection(self) -> Connection | None:
+        """The first broker's connection."""
+        return self._session.connection if self._session is not None else None
 
     def _on_push(self, message_type: int, payload: dict[str, Any]) -> None:
         if message_type == MessageType.QUEST:
@@ -299,17 +341,32 @@ class AsyncClient:
             else:
                 self.quests.put_nowait(quest)
         elif message_type == MessageType.BYE:
-            self.bye = Bye.from_wire(payload)
-            if self._on_bye is not None:
-                self._on_bye(self.bye)
-        elif message_type == MessageType.SUBEND and self._on_subscription_end is not None:
-            self._on_subscription_end(SubscriptionEnded.from_wire(payload))
+            self._on_server_bye(Bye.from_wire(payload))
+        elif message_type == MessageType.SUBEND:
+            self._on_subend(SubscriptionEnded.from_wire(payload))
         elif message_type == MessageType.RESULT:
+            if self._cluster is not None:
+                self._cluster.watch_ended(str(payload.get("jid")))
             self._outcomes.arrived(payload)
         elif message_type == MessageType.CONTROL and self._on_control is not None:
             self._on_control(WorkerControl.from_wire(payload))
         elif message_type == MessageType.ABORT and self._on_abort is not None:
             self._on_abort(Abort.from_wire(payload))
+
+    def _on_server_bye(self, bye: Bye) -> None:
+        self.bye = bye
+        # In a cluster one broker leaving moves its queues: its connection's end is told
+        # by `on_broker_lost`, and the client goes on with the others.
+        if self._on_bye is not None and self._cluster is None:
+            self._on_bye(bye)
+
+    def _on_subend(self, ended: SubscriptionEnded) -> None:
+        if ended.reason == QUEUE_MOVED_REASON:
+            self._joined_cluster().queue_moved(ended.queue, ended.owner)
+        if self._cluster is not None:
+            self._cluster.subscription_ended(ended.sid)
+        if self._on_subscription_end is not None:
+            self._on_subscription_end(ended)
 
     # -- server and queues -----------------------------------------------------------
 
@@ -527,14 +584,14 @@ class AsyncClient:
         return await self._wait_outcome(jid, timeout)
 
     async def _wait_outcome(self, jid: str, timeout: float | None) -> Any:
-        connection = self._require_connection()
+        self._require_session()
         outcome = self._outcomes.future(jid)
-        closed = asyncio.ensure_future(connection.wait_closed())
+        closed = asyncio.ensure_future(self.wait_closed())
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.wait({outcome, closed}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
-            if not connection.closed:
+            if not self.closed:
                 await self.request(MessageType.UNWATCH, {"jid": jid})
             raise
         finally:
@@ -756,12 +813,19 @@ class AsyncClient:
         report: dict[str, object] = {"action": "report", "state": state}
         if concurrency is not None:
             report["concurrency"] = concurrency
-        await self.request(MessageType.WORKERCTL, report)
+        if self._cluster is not None:
+            await self._cluster.broadcast(MessageType.WORKERCTL, report)  # each broker's STATUS
+        else:
+            await self.request(MessageType.WORKERCTL, report)
 
     async def goodbye(self, reason: str = "") -> None:
-        """Say goodbye and wait for the server to close the connection. Deliveries still
-        held end as if the connection dropped."""
-        await self.request(MessageType.GOODBYE, {"reason": reason} if reason else {})
+        """Say goodbye and wait for the server (every broker, in a cluster) to close the
+        connection. Deliveries still held end as if the connection dropped."""
+        payload = {"reason": reason} if reason else {}
+        if self._cluster is not None:
+            await self._cluster.goodbye(payload)
+            return
+        await self.request(MessageType.GOODBYE, payload)
         await self.wait_closed()
 
 

@@ -135,13 +135,6 @@ class QueueNotFoundError(OverhopError):
     code = "QUEUE_NOT_FOUND"
 
 
-class QueueMovedError(OverhopError):
-    """Cluster mode: another broker owns the queue; `details` holds `q` and `owner` (its
-    address, or None while no broker holds it)."""
-
-    code = "QUEUE_MOVED"
-
-
 class QueueExistsError(OverhopError):
     code = "QUEUE_EXISTS"
 
@@ -277,6 +270,28 @@ class InternalError(OverhopError):
     code = "INTERNAL"
 
 
+# -- cluster mode ------------------------------------------------------------------------
+class QueueMovedError(OverhopError):
+    """Cluster mode: another broker owns the queue the request acts on; nothing changed.
+    `owner` is its address (`host:port`), or None while no broker holds the queue. A
+    client given the brokers' addresses follows it on its own and raises this only when
+    the queue found no owner in time."""
+
+    code = "QUEUE_MOVED"
+
+    @property
+    def queue(self) -> str | None:
+        """The queue the request acts on (`details["q"]`)."""
+        queue = self.details.get("q") if isinstance(self.details, dict) else None
+        return queue if isinstance(queue, str) else None
+
+    @property
+    def owner(self) -> str | None:
+        """The owner's address (`details["owner"]`), None while no broker holds the queue."""
+        owner = self.details.get("owner") if isinstance(self.details, dict) else None
+        return owner if isinstance(owner, str) and owner else None
+
+
 # -- authentication and permissions ------------------------------------------------------
 class AuthFailedError(_ClosingError):
     """Unknown user or wrong password (the server does not say which), or a SCRAM message
@@ -307,14 +322,14 @@ ERROR_CLASSES: dict[str, type[OverhopError]] = _codes(
     FrameEmptyError, FrameTooLargeError, MalformedError, BadEnvelopeError,
     UnsupportedVersionError, UnknownTypeError, ProtocolViolationError, RegisterTimeoutError,
     TooManyConnectionsError, ShuttingDownError, InvalidPayloadError, QueueNameInvalidError,
-    QueueNotFoundError, QueueMovedError, QueueExistsError, QueueSystemError,
-    QueueAlreadyPausedError,
+    QueueNotFoundError, QueueExistsError, QueueSystemError, QueueAlreadyPausedError,
     QueueNotPausedError, QueueNotEmptyError, QueueHasActiveJobsError, AlreadySubscribedError,
     SubscriptionNotFoundError, JobNotFoundError, JobStatusConflictError,
     OverrideNotAllowedError, ResultTooLargeError, PayloadTooLargeError, TaskNameInvalidError,
     DeliveryNotFoundError, DeliveryStaleError, DeliveryAlreadyAckedError, WatchLimitError,
     WorkerNotFoundError,
-    StorageFullError, StorageUnavailableError, InternalError, TooManyValuesError, FrameTimeoutError,
+    StorageFullError, StorageUnavailableError, InternalError, QueueMovedError,
+    TooManyValuesError, FrameTimeoutError,
     InputBufferFullError, TooManyQueuesError, AuthFailedError, ForbiddenError,
     UserExistsError, UserNotFoundError, BadCronError, BadTimezoneError,
     ScheduleNotFoundError, TooManySchedulesError,

@@ -344,15 +344,24 @@ class Abort:
         return cls(str(p.get("jid", "")), str(p.get("did", "")), str(p.get("reason", "")))
 
 
+QUEUE_MOVED_REASON = "queue_moved"
+"""SUBEND's reason in a cluster when another broker owns the queue now."""
+
+
 @dataclass(frozen=True, slots=True)
 class SubscriptionEnded:
     """The server ended subscription `sid` on its own: its queue was removed
-    (`reason` "queue_removed") or obliterated ("queue_obliterated")."""
+    (`reason` "queue_removed"), obliterated ("queue_obliterated"), or, in a cluster, moved
+    to another broker ("queue_moved": `owner` is its address, None while no broker holds
+    the queue)."""
 
     sid: str
     queue: str
     reason: str
+    owner: str | None = None
 
     @classmethod
     def from_wire(cls, p: dict[str, Any]) -> "SubscriptionEnded":
-        return cls(p["sid"], p["q"], p.get("reason", ""))
+        owner = p.get("owner")
+        return cls(p["sid"], p["q"], p.get("reason", ""),
+                   owner if isinstance(owner, str) and owner else None)

@@ -5,13 +5,14 @@ a coroutine to it with `asyncio.run_coroutine_threadsafe` and waits for the answ
 number of threads may share one `Client` and their requests are pipelined on its single
 connection. If the connection drops, the call in flight raises `ConnectionLost` and the
 next call connects again (a request is never re-sent on its own: an ENQUEUE may have been
-committed before the connection dropped).
+committed before the connection dropped). Given several brokers of a cluster, requests go
+to each queue's owner as `AsyncClient` sends them.
 """
 
 import asyncio
 import functools
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
@@ -53,13 +54,14 @@ class Client:
     ...     jid = client.enqueue("emails", {"to": "a@example.com"})
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, name: str | None = None,
+    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, *, name: str | None = None,
                  labels: Mapping[str, str] | None = None,
                  timeout: float = DEFAULT_CALL_TIMEOUT_S,
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
                  user: str | None = None, password: str | None = None,
                  tls: TlsOption = None) -> None:
-        """`url`, `user`, `password` and `tls` as for `AsyncClient.connect`."""
+        """`url` (one broker, or several of a cluster), `user`, `password` and `tls` as for
+        `AsyncClient.connect`."""
         self._url = url
         self._user = user
         self._password = password

@@ -39,6 +39,11 @@ handlers are cancelled, and the runner reconnects with capped exponential backof
 subscribes again. A plain function cannot be stopped from outside its thread: after a
 timeout or a lost connection it runs on, and what it returns is dropped.
 
+Given several brokers of a cluster, the runner subscribes to each queue at its owner and
+follows the queues as they move (`worker_subscriptions`); a broker that stops or fails
+ends only its own subscriptions, and the jobs running go on, their outcomes re-attached at
+the new owner (`worker_deliveries`).
+
 When the server ends a subscription because its queue was removed or obliterated (SUBEND),
 the runner gives back the jobs of that queue not yet started, and checks with capped
 exponential backoff (`reconnect_initial` to `reconnect_max`) whether the queue exists
@@ -63,13 +68,13 @@ handler through its layers and reporting its outcome), `worker_subscriptions`
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TypeVar
 
+from overhop_client.addresses import redact_urls
 from overhop_client.client import DEFAULT_URL, AsyncClient, TlsOption
-from overhop_client.connection import redact
 from overhop_client.context import JobContext
 from overhop_client.errors import (
     ConnectionLost,
@@ -92,6 +97,7 @@ H = TypeVar("H", bound=Handler)
 R = TypeVar("R")
 L = TypeVar("L", bound=Layer)
 Seconds = float | timedelta
+Urls = str | Sequence[str]
 
 # Below the server's default `worker.stale_after_ms` (30 s) by a factor of three, so two
 # lost heartbeats in a row still do not make a busy worker look dead.
@@ -112,7 +118,7 @@ def _seconds(value: Seconds | None) -> float | None:
 class Worker:
     """Runs handlers for queues' jobs. See the module documentation for the job's life."""
 
-    def __init__(self, url: str | Callable[[], str] = DEFAULT_URL, *, concurrency: int = 4,
+    def __init__(self, url: Urls | Callable[[], Urls] = DEFAULT_URL, *, concurrency: int = 4,
                  prefetch: int = 0, name: str | None = None,
                  labels: dict[str, str] | None = None, create_queues: bool = False,
                  shutdown_grace: Seconds = DEFAULT_SHUTDOWN_GRACE_S,
@@ -121,7 +127,8 @@ class Worker:
                  max_heartbeat_interval: Seconds = DEFAULT_MAX_HEARTBEAT_INTERVAL_S,
                  threads: int | None = None, tls: TlsOption = None,
                  middleware: Iterable[Layer] = ()) -> None:
-        """`url` may be a function returning the address, asked before each connection
+        """`url` may name several brokers of a cluster (as `AsyncClient.connect` takes
+        them), or be a function returning the address(es), asked before each connection
         attempt (to follow a server that moved). `concurrency` and `prefetch` are per
         queue, the defaults for `handler`. `create_queues` creates missing queues with
         default settings instead of failing. `threads` sizes the pool for plain-function
@@ -382,13 +389,14 @@ class Worker:
                                            on_subscription_end=subscriptions.on_subscription_end,
                                            on_control=self._on_control,
                                            on_abort=self._deliveries.on_abort,
+                                           on_broker_lost=subscriptions.on_broker_lost,
                                            tls=self.tls)
         self._deliveries.client = client
         try:
             await subscriptions.subscribe_all(client)
             await self._report_state()
             backoff.reset()
-            log.info("worker_ready wid=%s url=%s", client.worker_id, redact(url))
+            log.info("worker_ready wid=%s url=%s", client.worker_id, redact_urls(url))
             closed = asyncio.ensure_future(client.wait_closed())
             stop = asyncio.ensure_future(self._stop_requested.wait())
             await asyncio.wait({closed, stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -8,6 +8,10 @@ is cancelled and the job answered with FAIL "cancelled" (the server ends it `can
 whatever the answer); a job still waiting for a slot is given back. Each job that
 ends tops its subscription's credits up again (CREDIT), so a route holds at most
 `concurrency + prefetch` jobs: the server's credits plus the jobs in hand.
+
+In a cluster, a job outlives the connection it came on: when its queue moves, or its
+broker's connection is lost, it runs on, and its heartbeats and outcome go to the queue's
+new owner (the client routes them), which re-attaches the delivery.
 """
 
 import asyncio
@@ -17,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
-from overhop_client.errors import ConnectionLost, OverhopError
+from overhop_client.errors import OverhopError
 from overhop_client.middleware import Layer
 from overhop_client.results import Abort, Quest, ServerLimits
-from overhop_client.worker_outcomes import Outcome, report, run_handler
+from overhop_client.worker_outcomes import Outcome, is_moving, report, run_handler
 from overhop_client.worker_routes import Held, Route, TaskSet
 
 log = logging.getLogger("overhop_client.worker")
@@ -115,7 +119,7 @@ class Deliveries:
             if await held.ack:
                 await held.context.flush_logs()  # the log is complete before the outcome
                 await report(held.client, held.quest, outcome)
-        except ConnectionLost:
+        except ConnectionError:
             log.info("outcome_not_sent jid=%s: connection lost", held.quest.jid)
         except OverhopError as exc:
             log.warning("outcome_refused jid=%s: %s", held.quest.jid, exc)
@@ -129,7 +133,7 @@ class Deliveries:
         """ACK; False when refused, which means the delivery is void (withdrawn)."""
         try:
             await client.ack(quest)
-        except (OverhopError, ConnectionLost) as exc:
+        except (OverhopError, ConnectionError) as exc:
             log.warning("ack_refused jid=%s: %r", quest.jid, exc)
             return False
         return True
@@ -140,7 +144,10 @@ class Deliveries:
             await asyncio.sleep(interval)
             try:
                 await held.client.heartbeat(held.quest)
-            except (OverhopError, ConnectionLost) as exc:
+            except (OverhopError, ConnectionError) as exc:
+                if is_moving(held.client, exc):
+                    log.info("heartbeat_deferred jid=%s: %r", held.quest.jid, exc)
+                    continue
                 log.info("heartbeat_stopped jid=%s: %r", held.quest.jid, exc)
                 return
 
@@ -148,7 +155,7 @@ class Deliveries:
         """Give the job back (RELEASE): it waits again on the server, no attempt used."""
         try:
             await held.client.release(held.quest)
-        except (OverhopError, ConnectionLost) as exc:
+        except (OverhopError, ConnectionError) as exc:
             log.info("release_failed jid=%s: %r", held.quest.jid, exc)
         finally:
             self._finish(held)
@@ -190,5 +197,5 @@ class Deliveries:
     async def _credit(self, client: AsyncClient, sid: str, credits: int) -> None:
         try:
             await client.credit(sid, credits)
-        except (OverhopError, ConnectionLost) as exc:
+        except (OverhopError, ConnectionError) as exc:
             log.warning("credit_failed sid=%s: %r", sid, exc)

@@ -4,8 +4,11 @@ A return value is sent with COMPLETE (a result the server cannot store becomes a
 saying why); an exception with FAIL, its message and the formatted traceback as details;
 a handler still running after its `timeout` is FAILed with the message "timeout". An
 outcome the server could not write (STORAGE_FULL, STORAGE_UNAVAILABLE, INTERNAL: the
-delivery is still ours) is sent again after each pause of `OUTCOME_RESEND_DELAYS_S`; after
-that the job is left to its lease, whose expiry retries it.
+delivery is still ours) is sent again after each pause of `OUTCOME_RESEND_DELAYS_S`; so is,
+in a cluster, one caught by its queue's move (QUEUE_MOVED once the client stopped
+following, or its broker's connection failed): the new owner re-attaches the delivery when
+it comes, or, when the lost broker had committed it, refuses it as a delivery it does not
+hold. After that the job is left to its lease, whose expiry retries it.
 """
 
 import asyncio
@@ -21,6 +24,8 @@ from overhop_client.client import AsyncClient
 from overhop_client.context import JobContext
 from overhop_client.errors import (
     InternalError,
+    OverhopError,
+    QueueMovedError,
     ResultTooLargeError,
     StorageFullError,
     StorageUnavailableError,
@@ -96,14 +101,23 @@ def failure(exc: BaseException) -> Outcome:
                    error_type=error_type)
 
 
+def is_moving(client: AsyncClient, error: BaseException) -> bool:
+    """Whether a delivery message failed because its queue is moving between the brokers
+    of a cluster (the delivery is still this worker's, to re-attach at the new owner)."""
+    return client.cluster and isinstance(error, (QueueMovedError, ConnectionError))
+
+
 async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:
-    """Send the outcome; again, after a pause, while the server could not write it."""
+    """Send the outcome; again, after a pause, while the server could not write it or its
+    queue is moving."""
     for delay in (*OUTCOME_RESEND_DELAYS_S, None):
         try:
             await _send_outcome(client, quest, outcome)
             return
-        except (StorageFullError, StorageUnavailableError, InternalError) as exc:
-            if delay is None:
+        except (OverhopError, ConnectionError) as exc:
+            unwritten = isinstance(exc, (StorageFullError, StorageUnavailableError,
+                                         InternalError))
+            if delay is None or not (unwritten or is_moving(client, exc)):
                 raise
             log.warning("outcome_not_written jid=%s: %s; sending it again in %ss",
                         quest.jid, exc, delay)
