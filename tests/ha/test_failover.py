@@ -1,7 +1,10 @@
-"""A broker on an HA PostgreSQL (3 etcd, 3 Patroni nodes in synchronous mode:
+"""Brokers on an HA PostgreSQL (3 etcd, 3 Patroni nodes in synchronous mode:
 `tests/support/patroni.py`) while the database fails under it (issue 18, "Kill an engine
 node"). Run with `-m ha` (the default run leaves them out; .ci/run runs them once).
 
+- Three brokers in cluster mode on the HA database: a queue's owner killed mid-job, another
+  takes the queue over, the running jobs re-attach, the limit holds, every job completes
+  once (the takeover test of tests/integration/test_cluster.py).
 - Killing the primary (its Patroni and its PostgreSQL, SIGKILL) while producers enqueue and
   workers complete: the broker answers STORAGE_UNAVAILABLE, or keeps working, during the
   failover and carries on after it with no restart; every job whose ENQUEUE got OK is
@@ -25,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cluster import Cluster, take_over_a_killed_owner
 from tests.support.patroni import PatroniCluster, patroni_cluster, wait_until
 from tests.support.server_process import ServerProcess
 from tests.support.shared_connection import REPLY_TIMEOUT_S, SharedConnection
@@ -194,6 +198,20 @@ def _in_doubt(broker: ServerProcess) -> str:
 def _report(capsys: pytest.CaptureFixture[str], text: str) -> None:
     with capsys.disabled():
         print(f"\nha: {text}")
+
+
+def test_three_brokers_on_the_ha_database_take_over_a_killed_broker(
+        patroni_cluster: PatroniCluster, tmp_path: Path) -> None:
+    """Cluster mode on the HA database (through its multi-host DSN): the plain-PostgreSQL
+    takeover test (tests/integration/test_cluster.py) with three brokers. Runs first: it
+    leaves the Patroni cluster whole."""
+    brokers = Cluster(patroni_cluster.new_database("ha_three_brokers"), tmp_path)
+    try:
+        for node in "abc":
+            brokers.start(node)
+        asyncio.run(take_over_a_killed_owner(brokers))
+    finally:
+        brokers.stop_all()
 
 
 # In cluster mode (a superset of a lone broker's path: the same writer, with the queue's

@@ -16,8 +16,10 @@ import msgpack
 import psycopg
 import pytest
 
+from overhop.model.jobs import JobStatus
+from overhop.storage.records import decode_job
 from tests.support.postgres import PostgresServer
-from tests.support.raw_client import HEADER, REPLY_TIMEOUT_S, frame
+from tests.support.raw_client import HEADER, REPLY_TIMEOUT_S, RawClient, frame
 from tests.support.server_process import ServerProcess
 
 # Small enough that a takeover takes about two seconds, large enough that a busy 2-core CI
@@ -284,3 +286,73 @@ class _Conn:
 
     def close(self) -> None:
         self._writer.close()
+
+
+# -- scenarios shared by the cluster tests (plain PostgreSQL, and HA in tests/ha) ----------
+
+HELLO, REGISTER, ADDQUEUE, ENQUEUEMANY = 1, 2, 9, 30
+
+
+async def session(port: int) -> RawClient:
+    client = await RawClient.connect(port)
+    assert (await client.request(HELLO))["t"] == 103  # HI
+    await client.ok(REGISTER, {"name": "test"})
+    return client
+
+
+async def owner_client(c: Cluster, queue_name: str) -> RawClient:
+    owner = c.owners()[queue_name]
+    assert owner is not None
+    return await session(c.brokers[owner].port)
+
+
+def stored_jobs(dsn: str, queue_name: str) -> dict[str, tuple[int, int]]:
+    """Every job of the queue as stored: id -> (status number, attempts so far)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT value FROM overhop_kv WHERE space = 2 AND key >= %s "
+                            "AND key < %s", (f"{queue_name}:".encode(),
+                                             f"{queue_name};".encode())).fetchall()
+    jobs = [decode_job(bytes(row[0])) for row in rows]
+    return {job.job_id: (int(job.status), job.attempts_so_far) for job in jobs}
+
+
+async def take_over_a_killed_owner(cluster: Cluster) -> None:
+    """On three running brokers: a queue with a limit of 2 and ten jobs, a following worker
+    running two of them when the queue's owner is killed (SIGKILL). Another broker takes
+    the queue within lease + renew, the two running jobs re-attach there (their COMPLETE is
+    answered OK), the limit is never exceeded, and every job is completed exactly once."""
+    admin = await session(cluster.brokers["a"].port)
+    await admin.ok(ADDQUEUE, {"name": "work", "config": {"concurrency_limit": 2}})
+    cluster.wait_spread({"work", "_system"}, {"a", "b", "c"})
+    victim = cluster.owners()["work"]
+    assert victim is not None
+    producer = await owner_client(cluster, "work")
+    jids = (await producer.ok(ENQUEUEMANY, {"q": "work", "jobs": [
+        {"job_payload": i} for i in range(10)]}))["jids"]
+    log = JobLog()
+    worker = FollowingWorker(cluster, "work", 2, 0.6, log)
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(log.spans) < 4:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # two jobs are running now
+    running = [jid for jid, span in log.spans.items() if len(span) == 1]
+    assert len(running) == 2
+    killed_at = time.monotonic()
+    cluster.brokers[victim].kill()
+    cluster.wait_until(lambda: cluster.owners().get("work") not in (None, victim),
+                       "a takeover")
+    took = time.monotonic() - killed_at
+    assert took <= (cluster.lease_ms + cluster.renew_ms) / 1000 + 3.0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sum(
+            "OK" in a for a in log.answers.values()) < 10:
+        await asyncio.sleep(0.05)
+    await worker.stop()
+    await asyncio.gather(task, return_exceptions=True)
+    assert log.max_overlap("work") <= 2
+    for jid in running:  # their COMPLETE re-attached them at the new owner
+        assert log.answers[jid][-1] == "OK", log.answers[jid]
+    stored = stored_jobs(cluster.dsn, "work")
+    assert set(stored) == set(jids)
+    assert set(stored.values()) == {(int(JobStatus.COMPLETED), 1)}
