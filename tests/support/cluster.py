@@ -4,7 +4,6 @@ by PID. Leases are short so takeovers happen within a test's patience.
 """
 
 import asyncio
-import itertools
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -12,15 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import psycopg
 import pytest
 
 from overhop.model.jobs import JobStatus
 from overhop.storage.records import decode_job
 from tests.support.postgres import PostgresServer
-from tests.support.raw_client import HEADER, REPLY_TIMEOUT_S, RawClient, frame
+from tests.support.raw_client import RawClient
 from tests.support.server_process import ServerProcess
+from tests.support.shared_connection import SharedConnection
 
 # Small enough that a takeover takes about two seconds, large enough that a busy 2-core CI
 # machine renews in time.
@@ -127,10 +126,9 @@ class FollowingWorker:
         self._credits = credits
         self._work_s = work_s
         self._log = log
-        self._finished: dict[str, tuple[str, str]] = {}  # jid -> did, not yet answered OK
+        self._finished: dict[str, str] = {}  # jid -> did, its COMPLETE not yet answered
         self._running: set[asyncio.Task[None]] = set()
-        self._conn: _Conn | None = None
-        self._wake = asyncio.Event()
+        self._conn: SharedConnection | None = None
         self.stopped = False
 
     async def run(self) -> None:
@@ -139,9 +137,11 @@ class FollowingWorker:
             if address is None:
                 await asyncio.sleep(0.05)
                 continue
+            host, port = address.rsplit(":", 1)
             try:
-                conn = await _Conn.open(address)
-            except OSError:
+                conn = await SharedConnection.open(int(port), f"follower-{self._queue}",
+                                                   self._started, host)
+            except (TimeoutError, ConnectionError, OSError):
                 await asyncio.sleep(0.05)
                 continue
             self._conn = conn
@@ -151,141 +151,75 @@ class FollowingWorker:
                 pass  # the broker is gone or stopped: find the owner again
             finally:
                 self._conn = None
-                conn.close()
+                conn.abort()
 
-    async def _serve(self, conn: "_Conn") -> None:
-        await conn.request(1, {})
-        await conn.request(2, {"name": f"follower-{self._queue}"})
-        for jid, (did, _) in list(self._finished.items()):
+    async def _serve(self, conn: SharedConnection) -> None:
+        for jid, did in list(self._finished.items()):
             await self._send_outcome(conn, jid, did)
         reply = await conn.request(6, {"q": self._queue, "credits": self._credits})
         if reply["t"] != 101:
             await asyncio.sleep(0.05)
             return
-        sid = reply["p"]["sid"]
         while not self.stopped:
-            push = await conn.next_push()
-            if push["t"] == 106:  # QUEST
-                p = push["p"]
-                self._log.spans[p["jid"]] = [time.monotonic()]
-                task = asyncio.create_task(self._work(p["jid"], p["did"], sid))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-            elif push["t"] == 108 and push["p"].get("reason") == "queue_moved":
-                self._log.moves.append(str(push["p"].get("owner")))
+            ended = await conn.subends.get()
+            if ended is None:
                 return
+            if ended.get("reason") == "queue_moved":
+                self._log.moves.append(str(ended.get("owner")))
+                return
+
+    def _started(self, quest: dict[str, Any]) -> None:
+        self._log.spans[quest["jid"]] = [time.monotonic()]
+        task = asyncio.create_task(self._work(quest["jid"], quest["did"], quest["sid"]))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _work(self, jid: str, did: str, sid: str) -> None:
         await asyncio.sleep(self._work_s)
         self._log.spans[jid].append(time.monotonic())
-        self._finished[jid] = (did, sid)
+        self._finished[jid] = did
         conn = self._conn
         if conn is not None:
             try:
                 await self._send_outcome(conn, jid, did)
-                await conn.send(8, {"sid": sid, "credits": 1})
+                await conn.request(8, {"sid": sid, "credits": 1})
             except (TimeoutError, ConnectionError, OSError):
                 pass  # sent again to the next owner
 
-    async def _send_outcome(self, conn: "_Conn", jid: str, did: str) -> None:
+    async def _send_outcome(self, conn: SharedConnection, jid: str, did: str) -> None:
         reply = await conn.request(20, {"jid": jid, "did": did})
         code = "OK" if reply["t"] == 101 else reply["p"]["code"]
         self._log.answers.setdefault(jid, []).append(code)
         if code != "QUEUE_MOVED":
             self._finished.pop(jid, None)
         else:
-            conn.close()  # find the owner again
+            conn.abort()  # find the owner again
 
     async def _owner(self) -> str | None:
-        for node in list(self._cluster.brokers):
-            broker = self._cluster.brokers[node]
+        for broker in list(self._cluster.brokers.values()):
             if broker.process is None or broker.process.poll() is not None:
                 continue
             try:
-                conn = await asyncio.wait_for(_Conn.open(self._cluster.address(node)), 1.0)
-            except (TimeoutError, OSError):
+                conn = await asyncio.wait_for(SharedConnection.open(broker.port, "routes"),
+                                              1.0)
+            except (TimeoutError, ConnectionError, OSError):
                 continue
             try:
-                await conn.request(1, {})
-                await conn.request(2, {"name": "routes"})
-                routes = await conn.request(50, {})
-                owner = routes["p"]["queues"].get(self._queue)
+                owner = (await conn.request(50, {}))["p"]["queues"].get(self._queue)
                 if owner is not None:
                     return str(owner)
             except (TimeoutError, ConnectionError, OSError):
                 continue
             finally:
-                conn.close()
+                conn.abort()
         return None
 
     async def stop(self) -> None:
         self.stopped = True
         if self._conn is not None:
-            self._conn.close()
+            self._conn.abort()
         for task in list(self._running):
             task.cancel()
-
-
-class _Conn:
-    """One connection: requests matched to replies by rid, pushes queued."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._rids = itertools.count(1)
-        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._pushes: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, address: str) -> "_Conn":
-        host, port = address.rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        return cls(reader, writer)
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                (length,) = HEADER.unpack(await self._reader.readexactly(4))
-                message = msgpack.unpackb(await self._reader.readexactly(length), raw=False)
-                if message["rid"] == "0":
-                    self._pushes.put_nowait(message)
-                else:
-                    waiter = self._replies.pop(message["rid"], None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(message)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        finally:
-            for waiter in self._replies.values():
-                if not waiter.done():
-                    waiter.set_exception(ConnectionError("connection lost"))
-            self._pushes.put_nowait(None)
-
-    async def send(self, message_type: int, payload: dict[str, Any]) -> str:
-        rid = str(next(self._rids))
-        if self._writer.is_closing():
-            raise ConnectionError("connection closed")
-        self._writer.write(frame({"v": 2, "t": message_type, "rid": rid, "p": payload}))
-        return rid
-
-    async def request(self, message_type: int, payload: dict[str, Any]) -> dict[str, Any]:
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        rid = str(next(self._rids))
-        self._replies[rid] = waiter
-        if self._writer.is_closing() or self._task.done():
-            raise ConnectionError("connection closed")
-        self._writer.write(frame({"v": 2, "t": message_type, "rid": rid, "p": payload}))
-        return await asyncio.wait_for(waiter, REPLY_TIMEOUT_S)
-
-    async def next_push(self) -> dict[str, Any]:
-        push = await self._pushes.get()
-        if push is None:
-            raise ConnectionError("connection lost")
-        return push
-
-    def close(self) -> None:
-        self._writer.close()
 
 
 # -- scenarios shared by the cluster tests (plain PostgreSQL, and HA in tests/ha) ----------

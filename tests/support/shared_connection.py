@@ -1,6 +1,6 @@
 """A registered connection that many tasks share: a background reader matches replies to
 requests by rid (so several tasks may await replies at once, which RawClient's `reply_to`
-cannot) and queues QUESTs, then None once the connection closed."""
+cannot) and queues QUESTs and SUBENDs, then None on each queue once the connection closed."""
 
 import asyncio
 import itertools
@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.support.raw_client import RawClient
 
-OK, QUEST = 101, 106
+OK, QUEST, SUBEND = 101, 106, 108
 # A reply on a loaded 2-core machine during a stress run; a hung server still fails fast.
 REPLY_TIMEOUT_S = 20.0
 # How long the reader waits for any frame before it gives the connection up.
@@ -24,6 +24,7 @@ class SharedConnection:
         self.client = client
         self.on_quest = on_quest
         self.quests: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.subends: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.closed = False
         self._rids = itertools.count(1)
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -32,8 +33,8 @@ class SharedConnection:
     @classmethod
     async def open(cls, port: int, name: str,
                    on_quest: Callable[[dict[str, Any]], None] = lambda quest: None,
-                   ) -> "SharedConnection":
-        client = await RawClient.connect(port)
+                   host: str = "127.0.0.1") -> "SharedConnection":
+        client = await RawClient.connect(port, host)
         await client.register(name=name)
         return cls(client, on_quest)
 
@@ -47,6 +48,8 @@ class SharedConnection:
                     if message["t"] == QUEST:
                         self.on_quest(message["p"])
                         self.quests.put_nowait(message["p"])
+                    elif message["t"] == SUBEND:
+                        self.subends.put_nowait(message["p"])
                     continue
                 waiter = self._waiters.pop(message["rid"], None)
                 if waiter is not None and not waiter.done():
@@ -60,6 +63,7 @@ class SharedConnection:
                     waiter.set_exception(ConnectionError("connection closed"))
             self._waiters.clear()
             self.quests.put_nowait(None)
+            self.subends.put_nowait(None)
 
     async def request(self, message_type: int, payload: dict[str, Any]) -> dict[str, Any]:
         if self.closed:
