@@ -193,35 +193,21 @@ class QueueAdmin:
         The queue is gone for every request handled after this one; its name can be added
         again once the removal has finished (until then ADDQUEUE answers QUEUE_EXISTS)."""
         runtime = self._state.user_queue(name)
-        # The store may hold active jobs whose ends are still being written. LMDB answers
-        # at once, so the queue is gone for every request handled after this one; on
-        # PostgreSQL the check is a read, and the queue goes once it is made.
-        counts = None if force else self._store.counts_now(name)
-        stored_active = 0 if counts is None else counts[JobStatus.ACTIVE]
-        if (stored_active or runtime.active) and not force:
-            raise _has_active(name, max(stored_active, runtime.active))
+        # Slots in use (dispatches in flight included) and ends still being written: every
+        # job the store holds as active, or will once the writes before this one land. In
+        # memory, so the queue is gone for every request handled after this one, on both
+        # engines.
+        busy = runtime.active + len(runtime.ending)
+        if busy and not force:
+            raise _has_active(name, busy)
         self._state.obliterating.add(name)
-        checked = force or counts is not None
-        fenced = 0
-        first: asyncio.Future[ops.Removed] | None = None
-        if checked:
-            self._scheduler.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
-            fenced = self._deliveries.fence_queue(name, runtime)
-            first = self._writer.submit(ops.ObliterateBatch(name, CONTROL_BATCH)).durable
+        self._scheduler.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
+        fenced = self._deliveries.fence_queue(name, runtime)
+        first = self._writer.submit(ops.ObliterateBatch(name, CONTROL_BATCH)).durable
 
         async def steps() -> int:
-            nonlocal fenced
             try:
-                if first is None:
-                    active = (await self._store.counts(name))[JobStatus.ACTIVE]
-                    if active or runtime.active:
-                        raise _has_active(name, max(active, runtime.active))
-                    self._scheduler.detach_queue(runtime, SubscriptionEnd.QUEUE_OBLITERATED)
-                    fenced = self._deliveries.fence_queue(name, runtime)
-                    step = await self._writer.submit(ops.ObliterateBatch(
-                        name, CONTROL_BATCH)).durable
-                else:
-                    step = await first
+                step = await first
                 removed = step.removed
                 while step.more:
                     step = await self._writer.submit(ops.ObliterateBatch(

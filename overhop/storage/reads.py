@@ -32,11 +32,6 @@ class StoreReads(Protocol):
 
     async def counts(self, queue_name: str) -> dict[JobStatus, int]: ...
 
-    def counts_now(self, queue_name: str) -> dict[JobStatus, int] | None:
-        """`counts` without an await where the engine can (LMDB), else None: for the one
-        decision that is better made before the next request is handled (OBLITERATE)."""
-        ...
-
     async def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,
                         max_bytes: int, after: bytes | None = None) -> JobPage: ...
 
@@ -75,9 +70,6 @@ class LmdbReads:
         return self.store.get_job(job_id)
 
     async def counts(self, queue_name: str) -> dict[JobStatus, int]:
-        return self.store.counts(queue_name)
-
-    def counts_now(self, queue_name: str) -> dict[JobStatus, int] | None:
         return self.store.counts(queue_name)
 
     async def list_jobs(self, queue_name: str, status: JobStatus, offset: int, limit: int,

@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from tests.support.postgres import storage_engine  # noqa: F401  (both engines)
 from tests.support.raw_client import RawClient, enqueue, frame, ms, server_now
 from tests.support.server_process import ServerProcess
@@ -1068,11 +1066,6 @@ def test_pipelined_clearqueue_keeps_a_job_enqueued_after_it(server: ServerProces
 
 def test_pipelined_obliterate_refuses_an_enqueue_behind_it(
         server: ServerProcess, storage_engine: str) -> None:  # noqa: F811
-    if storage_engine == "postgres":
-        # Known difference (docs/storage.md, ROADMAP.md): without `force`, OBLITERATE reads
-        # the stored active count first, an await on PostgreSQL, so a request pipelined
-        # right behind it is handled before the queue goes.
-        pytest.skip("postgres: OBLITERATE's active-job check is a read; queue goes after it")
     async def scenario() -> None:
         client = await worker(server.port)
         await client.ok(ADDQUEUE, {"name": "doomed"})

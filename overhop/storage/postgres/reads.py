@@ -149,9 +149,6 @@ class PgReads:
             counts[wanted[key]] = keys.U64.unpack(value)[0]
         return counts
 
-    def counts_now(self, queue_name: str) -> dict[JobStatus, int] | None:
-        return None  # a round trip: the caller awaits `counts` instead
-
     async def _page_start(self, queue_name: str, status: JobStatus, after: bytes | None
                           ) -> bytes:
         prefix = keys.status_prefix(queue_name, status)
