@@ -10,6 +10,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from overhop.model.jobs import JobStatus
 from tests.support.auth import add_users, scram_login
 from tests.support.cluster import (
@@ -27,6 +29,7 @@ from tests.support.raw_client import RawClient
 __all__ = ["cluster"]  # a fixture
 
 ADDQUEUE, ENQUEUE, ENQUEUEMANY, LSQUEUE, ROUTES = 9, 14, 30, 5, 50
+SUBSCRIBE, ACK, COMPLETE, JOBBEAT, QUEST = 6, 19, 20, 22, 106
 
 
 def test_queues_spread_and_each_keeps_its_limit_order_and_jobs(cluster: Cluster) -> None:
@@ -180,3 +183,39 @@ async def login_when_known(port: int, user: str, password: str) -> RawClient:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+def test_a_held_delivery_reattaches_only_with_its_own_did(cluster: Cluster) -> None:
+    cluster.start("a")
+    cluster.start("b")
+
+    async def main() -> None:
+        admin = await session(cluster.brokers["a"].port)
+        await admin.ok(ADDQUEUE, {"name": "held", "config": {"concurrency_limit": 1}})
+        owners = cluster.wait_spread({"held", "_system"}, {"a", "b"})
+        victim = owners["held"]
+        assert victim is not None
+        survivor = "b" if victim == "a" else "a"
+        worker = await session(cluster.brokers[victim].port)
+        jid = (await worker.ok(ENQUEUE, {"q": "held", "job_payload": 1}))["jid"]
+        await worker.ok(SUBSCRIBE, {"q": "held", "credits": 1})
+        quest = (await worker.next_push(QUEST))["p"]
+        await worker.ok(ACK, {"jid": jid, "did": quest["did"]})
+        cluster.brokers[victim].kill()
+        cluster.wait_until(lambda: cluster.owners().get("held") == survivor, "a takeover")
+        back = await session(cluster.brokers[survivor].port)
+        # Another did of the job is fenced out; the held one comes back with any message.
+        assert await back.err(JOBBEAT, {"jid": jid, "did": "not-its-did"}) == "DELIVERY_STALE"
+        assert await back.err(ACK, {"jid": jid, "did": quest["did"]}
+                              ) == "DELIVERY_ALREADY_ACKED"  # acknowledged before the move
+        assert "lease_expires_at" in await back.ok(JOBBEAT, {"jid": jid, "did": quest["did"]})
+        # The slot is still held: a second job waits until the first one ends.
+        second = (await back.ok(ENQUEUE, {"q": "held", "job_payload": 2}))["jid"]
+        await back.ok(SUBSCRIBE, {"q": "held", "credits": 2})
+        with pytest.raises(TimeoutError):  # nothing is pushed while the held job runs
+            await back.read_frame(timeout=1.0)
+        await back.ok(COMPLETE, {"jid": jid, "did": quest["did"]})
+        assert (await back.next_push(QUEST))["p"]["jid"] == second
+        assert stored_jobs(cluster.dsn, "held")[jid] == (int(JobStatus.COMPLETED), 1)
+
+    asyncio.run(main())
