@@ -161,14 +161,11 @@ class Broker:
         self._schedules.boot(records, self.clock())
 
     async def _boot_clustered(self) -> None:
-        for record in await self.reads.load_queues():
-            if record.name == SYSTEM_QUEUE_NAME:
-                return
         record = self._queues.new_record(SYSTEM_QUEUE_NAME, QueueConfig(), self.clock())
         try:
             await self.writer.submit(ops.AddQueue(record)).durable
         except RequestError as exc:
-            if exc.code != ErrorCode.QUEUE_EXISTS:  # another broker added it first
+            if exc.code != ErrorCode.QUEUE_EXISTS:  # added before, here or by another broker
                 raise
             return
         self._state.queues[record.name] = QueueRuntime(record)

@@ -104,8 +104,6 @@ class ClusterMember:
                        for name, (owner, live_lease) in rows.items() if name in names}
         for name in names:
             self.owners.setdefault(name, None)
-        for name in broker.queues:
-            self.owners[name] = self.address
         broker.route_elsewhere(self.owners)
         plan = await asyncio.to_thread(spread, names, sorted(live))
         await self._claim(plan, rows, renewed)
@@ -113,6 +111,14 @@ class ClusterMember:
         self._stable = set(live)
         if self._refresh is not None:
             await self._refresh()
+
+    def routes(self) -> dict[str, str | None]:
+        """Every queue's owner's address as this broker knows it: its own queues (added
+        since the last round too) here, the others as the last round saw them."""
+        owners = dict(self.owners)
+        for name in self._broker.queues:
+            owners[name] = self.address
+        return owners
 
     async def _renew_and_read(self) -> tuple[set[str], dict[str, str],
                                              dict[str, tuple[str | None, bool]], set[str]]:
@@ -144,10 +150,8 @@ class ClusterMember:
         claimed = await asyncio.gather(*(self._broker.claim_queue(name) for name in wanted),
                                        return_exceptions=True)
         for name, outcome in zip(wanted, claimed, strict=True):
-            if outcome is True:
+            if outcome is True:  # taken: out of `elsewhere` already
                 self._held.add(name)
-                self.owners[name] = self.address
-                self._broker.route_elsewhere(self.owners)
             elif isinstance(outcome, BaseException):
                 log.error("queue_claim_failed", queue=name, error=str(outcome))
 
@@ -161,10 +165,9 @@ class ClusterMember:
             return
         await asyncio.gather(*(self._broker.hand_over_queue(name, owner)
                                for name, owner in moving.items()))
-        for name, owner in moving.items():
+        for name, owner in moving.items():  # routed to `owner` by the hand-over itself
             self._held.discard(name)
             self.owners[name] = owner
-        self._broker.route_elsewhere(self.owners)
 
     def _unreachable(self, exc: psycopg.Error, started: float) -> None:
         text = str(exc).strip()

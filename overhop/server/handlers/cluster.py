@@ -14,7 +14,4 @@ def handle_routes(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> 
     member = ctx.cluster
     if member is None:
         return {"node": None, "nodes": {}, "queues": {}}
-    owners = dict(member.owners)
-    for name in ctx.broker.queues:
-        owners[name] = member.address
-    return {"node": member.node_id, "nodes": dict(member.nodes), "queues": owners}
+    return {"node": member.node_id, "nodes": dict(member.nodes), "queues": member.routes()}

@@ -47,11 +47,9 @@ async def _cluster_queues(ctx: ServerContext, member: ClusterMember, after: str 
                           limit: int) -> dict[str, Any]:
     """Every queue of the cluster, each with its owner's address."""
     records = {record.name: record for record in await ctx.reads.load_queues()}
-    owners = dict(member.owners)
     for name, runtime in ctx.broker.queues.items():
         records[name] = runtime.record
-        owners[name] = member.address
-    return _queue_page(ctx, records, after, limit, owners)
+    return _queue_page(ctx, records, after, limit, member.routes())
 
 
 def _queue_page(ctx: ServerContext, records: dict[str, QueueRecord], after: str | None,

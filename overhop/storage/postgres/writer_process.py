@@ -197,9 +197,10 @@ class PgBatchWriter:
             txn.prefetch_jobs(named)
             for wire, op in zip(batch, ops, strict=True):
                 try:
-                    if fence is None or held is None:
+                    if fence is None:
                         outcomes.append((True, APPLY[wire[0]](txn, op, jobs)))
                     else:
+                        assert held is not None  # read with the fence
                         outcomes.append((True, fence.apply(txn, kv.cursor_of_transaction, op,
                                                            jobs, held)))
                 except OverhopError as exc:
