@@ -241,15 +241,23 @@ def decode_checking(frame: Body) -> Envelope:
 
 def _plainly_valid(typed: TypedEnvelope) -> Envelope | None:
     """The envelope msgspec decoded (`typed.py`), once what its types cannot say holds: a
-    client message type, and every array and map in `p` within the value rules. None
-    otherwise: the checking path then says what is wrong."""
+    client message type, and every value of `p` within the value rules. None otherwise:
+    the checking path then says what is wrong."""
     message_type = _CLIENT_TYPES_BY_NUMBER.get(typed.t)
     if message_type is None:
         return None
     payload = typed.p
     for key, item in payload.items():
-        if (type(item) is dict or type(item) is list) and not _within_rules(
-                item, 2, key in OPAQUE_FIELDS.get(message_type, _NO_OPAQUE)):
+        kind = type(item)
+        if kind is str or kind is bytes or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return None
+        elif kind is dict or kind is list:
+            if not _within_rules(item, 2, key in OPAQUE_FIELDS.get(message_type, _NO_OPAQUE)):
+                return None
+        else:  # a float or an extension type at the top of `p`
             return None
     return Envelope(message_type, typed.rid, payload)
 

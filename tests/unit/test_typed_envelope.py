@@ -126,9 +126,11 @@ def test_nesting_about_the_limit_is_judged_alike(depth: int, leaf: Any, message:
 
 
 def test_the_usual_frames_take_the_shortcut() -> None:
-    """ENQUEUE, ACK and COMPLETE as the SDK sends them decode without the checking path."""
+    """ENQUEUE, ACK and COMPLETE as clients send them decode without the checking path; a
+    job payload sent as binary too."""
     for message, payload in [
         (MessageType.ENQUEUE, {"q": "emails", "job_payload": {"to": "a@b", "n": [1, {"x": None}]}}),
+        (MessageType.ENQUEUE, {"q": "emails", "job_payload": b"\x00" * 100}),
         (MessageType.ACK, {"did": "d-1", "jid": "j-1"}),
         (MessageType.COMPLETE, {"did": "d-1", "jid": "j-1", "result": {"ok": True, "t": 1.5}}),
         (MessageType.CREDIT, {"sid": "s-1", "credits": 64}),
