@@ -3,7 +3,8 @@ client would use them, each answer checked against what `protocol/PROTOCOL.md` s
 
 Two queues are used: the main one goes through pause, settings, enqueues of four jobs,
 a delivery that completes (with ACK, JOBBEAT, JOBLOG), one that fails, is retried by the
-server (a second QUEST, attempt 2), released, failed for good and RETRYed, then delivered
+server (a second QUEST, attempt 2), released (with `credit`: the RELEASE gives its credit
+back, no CREDIT needed), failed for good and RETRYed, then delivered
 again and CANCELled while it runs (an ABORT push; FAIL ends it cancelled), a delayed job
 cancelled, the cancelled jobs removed with BULK, then a removal, a clear and an
 obliteration; the scratch one is subscribed to and removed with RMQUEUE,
@@ -349,11 +350,12 @@ def protocol_walk(queue: str = "self-debug", scratch: str = "self-debug-scratch"
         Step("QUEST (the retry: attempt 2)", None, MessageType.QUEST,
              "106 QUEST push after the backoff, attempt 2",
              check=quest("jid_b", 2, FAILING_PAYLOAD)),
-        Step("RELEASE", MessageType.RELEASE, ok, "25 RELEASE: OK {}", delivery, empty),
-        Step("CREDIT (after RELEASE)", MessageType.CREDIT, ok, "8 CREDIT: OK {}",
-             lambda state: {"sid": state["sid"], "credits": 1}, empty),
+        # The RELEASE gives its credit back itself (`credit`: no CREDIT after it).
+        Step("RELEASE (credit: true)", MessageType.RELEASE, ok, "25 RELEASE: OK {}",
+             lambda state: {**delivery(state), "credit": True}, empty),
         Step("QUEST (released job again: still attempt 2)", None, MessageType.QUEST,
-             "25 RELEASE uses no attempt", check=quest("jid_b", 2, FAILING_PAYLOAD)),
+             "25 RELEASE uses no attempt; `credit` gave one credit back",
+             check=quest("jid_b", 2, FAILING_PAYLOAD)),
         Step("FAIL (last attempt)", MessageType.FAIL, ok,
              "21 FAIL: OK {status: failed, attempts_so_far}",
              lambda state: {**delivery(state), "error": FAILURE}, failed_for_good),

@@ -17,7 +17,7 @@ from overhop.broker.runtime import QueueRuntime
 from overhop.broker.scheduler import Scheduler
 from overhop.broker.state import BrokerState
 from overhop.broker.watches import Watches
-from overhop.broker.workers import ORPHANED, Delivery, Subscription, Worker
+from overhop.broker.workers import ORPHANED, REATTACHED, Delivery, Subscription, Worker
 from overhop.config.schema import Config
 from overhop.errors import DeferredRefusal, ErrorCode, RequestError
 from overhop.logs import get_logger
@@ -65,12 +65,13 @@ class Deliveries:
 
     def _reattach(self, delivery: Delivery, worker: Worker) -> None:
         """Cluster mode: the worker running a job that was active when this broker took its
-        queue over came back (broker/ownership.py); the delivery is its from now on."""
-        subscription = worker.subscription_for(delivery.queue_name)
-        if subscription is None:
-            subscription = Subscription("(reattached)", delivery.queue_name, worker, 0,
-                                        active=False)
-        delivery.subscription = subscription
+        queue over came back (broker/ownership.py); the delivery is its from now on.
+
+        It hangs off a holder of its own, never active, even when the worker subscribed to
+        the queue here: the job did not come on that subscription, so an outcome's `credit`
+        must not raise its credits (`Broker._credit_back`)."""
+        delivery.subscription = Subscription(REATTACHED, delivery.queue_name, worker, 0,
+                                             active=False)
         worker.deliveries[delivery.delivery_id] = delivery
         log.info("delivery_reattached", did=delivery.delivery_id, jid=delivery.job_id,
                  wid=worker.worker_id)

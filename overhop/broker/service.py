@@ -392,16 +392,41 @@ class Broker:
     def heartbeat(self, delivery: Delivery, progress: Any) -> int:
         return self._deliveries.heartbeat(delivery, progress, self.clock())
 
-    def complete(self, delivery: Delivery, result: bytes | None) -> "asyncio.Future[int]":
-        return self._deliveries.complete(delivery, result, self.clock())
+    # A worker's outcome with `credit` gives its subscription one credit back once it is
+    # taken (`_credit_back`): at receipt, not once durable.
 
-    def fail(self, delivery: Delivery, error: dict[str, Any]) -> "asyncio.Future[JobRecord]":
-        return self._deliveries.end(delivery, AttemptOutcome.FAILED, error, self.clock(),
-                                    by_worker=True)
+    def complete(self, delivery: Delivery, result: bytes | None, credit: bool = False
+                 ) -> "asyncio.Future[int]":
+        durable = self._deliveries.complete(delivery, result, self.clock())
+        if credit:
+            self._credit_back(delivery)
+        return durable
 
-    def release(self, delivery: Delivery) -> "asyncio.Future[JobRecord]":
-        return self._deliveries.end(delivery, AttemptOutcome.RELEASED, None, self.clock(),
-                                    by_worker=True)
+    def fail(self, delivery: Delivery, error: dict[str, Any], credit: bool = False
+             ) -> "asyncio.Future[JobRecord]":
+        durable = self._deliveries.end(delivery, AttemptOutcome.FAILED, error, self.clock(),
+                                       by_worker=True)
+        if credit:
+            self._credit_back(delivery)
+        return durable
+
+    def release(self, delivery: Delivery, credit: bool = False) -> "asyncio.Future[JobRecord]":
+        durable = self._deliveries.end(delivery, AttemptOutcome.RELEASED, None, self.clock(),
+                                       by_worker=True)
+        if credit:
+            self._credit_back(delivery)
+        return durable
+
+    def _credit_back(self, delivery: Delivery) -> None:
+        """One credit back to the subscription the delivery came on, as CREDIT 1 would give
+        it (and the queue pumped), if that subscription is still active and its worker's;
+        else none: it ended, or the delivery was re-attached after a takeover (its holder
+        is never active, `Deliveries._reattach`)."""
+        subscription = delivery.subscription
+        worker = subscription.worker
+        if subscription.active and worker.subscriptions.get(
+                subscription.subscription_id) is subscription:
+            self._scheduler.credit(worker, subscription.subscription_id, 1)
 
     def append_logs(self, delivery: Delivery, lines: list[str]) -> "asyncio.Future[JobRecord]":
         return self._deliveries.append_logs(delivery, lines, self.clock())

@@ -43,6 +43,9 @@ class Peer(Protocol):
 # broker took its queue over (cluster mode, broker/ownership.py), until its worker
 # re-attaches it. Never a UUID, so never a real subscription's.
 ORPHANED = "(takeover)"
+# The subscription id of what holds such a delivery once its worker re-attached it: never
+# active, so an outcome's `credit` gives nothing to it (nor to any real subscription).
+REATTACHED = "(reattached)"
 
 
 @dataclass(slots=True, eq=False)

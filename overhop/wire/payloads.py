@@ -45,6 +45,14 @@ def parse_optional_int(payload: dict[str, Any], key: str, *, low: int,
     return parse_int(payload, key, low=low, high=high)
 
 
+def parse_flag(payload: dict[str, Any], key: str) -> bool:
+    """An optional bool: False when absent; anything else but a bool (nil too) is refused."""
+    value = payload.get(key, False)
+    if type(value) is not bool:
+        raise _invalid(f"'{key}' must be a bool")
+    return value
+
+
 def parse_optional_time(payload: dict[str, Any], key: str) -> int | None:
     value = payload.get(key)
     if value is None:

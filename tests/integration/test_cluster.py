@@ -28,7 +28,7 @@ from tests.support.raw_client import RawClient
 
 __all__ = ["cluster"]  # a fixture
 
-ADDQUEUE, ENQUEUE, ENQUEUEMANY, LSQUEUE, ROUTES = 9, 14, 30, 5, 50
+ADDQUEUE, ENQUEUE, ENQUEUEMANY, LSQUEUE, QSTATS, ROUTES = 9, 14, 30, 5, 18, 50
 SUBSCRIBE, ACK, COMPLETE, JOBBEAT, QUEST = 6, 19, 20, 22, 106
 
 
@@ -204,6 +204,7 @@ def test_a_held_delivery_reattaches_only_with_its_own_did(cluster: Cluster) -> N
         cluster.brokers[victim].kill()
         cluster.wait_until(lambda: cluster.owners().get("held") == survivor, "a takeover")
         back = await session(cluster.brokers[survivor].port)
+        await back.ok(SUBSCRIBE, {"q": "held", "credits": 2})
         # Another did of the job is fenced out; the held one comes back with any message.
         assert await back.err(JOBBEAT, {"jid": jid, "did": "not-its-did"}) == "DELIVERY_STALE"
         assert await back.err(ACK, {"jid": jid, "did": quest["did"]}
@@ -211,11 +212,13 @@ def test_a_held_delivery_reattaches_only_with_its_own_did(cluster: Cluster) -> N
         assert "lease_expires_at" in await back.ok(JOBBEAT, {"jid": jid, "did": quest["did"]})
         # The slot is still held: a second job waits until the first one ends.
         second = (await back.ok(ENQUEUE, {"q": "held", "job_payload": 2}))["jid"]
-        await back.ok(SUBSCRIBE, {"q": "held", "credits": 2})
         with pytest.raises(TimeoutError):  # nothing is pushed while the held job runs
             await back.read_frame(timeout=1.0)
-        await back.ok(COMPLETE, {"jid": jid, "did": quest["did"]})
+        # Its `credit` gives nothing, though the worker subscribed here before it came
+        # back: the job came on no subscription of this broker.
+        await back.ok(COMPLETE, {"jid": jid, "did": quest["did"], "credit": True})
         assert (await back.next_push(QUEST))["p"]["jid"] == second
+        assert (await back.ok(QSTATS, {"q": "held"}))["credits"] == 1
         assert stored_jobs(cluster.dsn, "held")[jid] == (int(JobStatus.COMPLETED), 1)
 
     asyncio.run(main())

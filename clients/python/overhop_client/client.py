@@ -758,29 +758,49 @@ class AsyncClient:
         last = replies[-1]
         return LogTotals(last.get("logs", 0), last.get("logs_dropped", 0))
 
-    async def complete(self, delivery: Quest, result: object = None) -> None:
+    async def complete(self, delivery: Quest, result: object = None, *,
+                       credit: bool = False) -> None:
         """The job succeeded; `result` is stored with it (RESULT_TOO_LARGE above the
-        server's `jobs.max_result_bytes`)."""
+        server's `jobs.max_result_bytes`).
+
+        `credit=True` (also for `fail` and `release`): the server gives the subscription
+        the job came on (`delivery.sid`) one credit back as it takes the outcome, at
+        receipt, before the outcome is written: what `credit(delivery.sid, 1)` would do,
+        without its request and reply, so the next job may come before this call returns.
+        None is given if the outcome is refused (DELIVERY_STALE, RESULT_TOO_LARGE...) or
+        that subscription has ended. An outcome refused STORAGE_FULL, STORAGE_UNAVAILABLE
+        or INTERNAL was taken, only not written: it gave the credit, so send it again
+        without `credit`."""
         p = _delivery(delivery)
         if result is not None:
             check_value(result)
             p["result"] = result
+        if credit:
+            p["credit"] = True
         await self.request(MessageType.COMPLETE, p)
 
-    async def fail(self, delivery: Quest, message: str, details: object = None
-                   ) -> FailOutcome:
+    async def fail(self, delivery: Quest, message: str, details: object = None, *,
+                   credit: bool = False) -> FailOutcome:
         """The attempt failed: the job is retried later (`delayed`) or, with no attempts
-        left, `failed`."""
+        left, `failed`. `credit=True`: give the subscription the job came on one credit
+        back (see `complete`)."""
         error: dict[str, object] = {"message": message}
         if details is not None:
             check_value(details, depth=3)
             error["details"] = details
-        reply = await self.request(MessageType.FAIL, {**_delivery(delivery), "error": error})
+        p = {**_delivery(delivery), "error": error}
+        if credit:
+            p["credit"] = True
+        reply = await self.request(MessageType.FAIL, p)
         return FailOutcome.from_wire(reply)
 
-    async def release(self, delivery: Quest) -> None:
-        """Give back a job not started: it waits again, no attempt used."""
-        await self.request(MessageType.RELEASE, _delivery(delivery))
+    async def release(self, delivery: Quest, *, credit: bool = False) -> None:
+        """Give back a job not started: it waits again, no attempt used. `credit=True`:
+        give the subscription the job came on one credit back (see `complete`)."""
+        p = _delivery(delivery)
+        if credit:
+            p["credit"] = True
+        await self.request(MessageType.RELEASE, p)
 
     # -- worker control --------------------------------------------------------------
 

@@ -5,9 +5,38 @@ it waits for one of its route's `concurrency` slots and while it runs; it ends w
 outcome is sent, when it is given back (RELEASE), or with its connection. A job cancelled
 on the server (ABORT) is marked on its context (`ctx.cancelled`); an async handler's task
 is cancelled and the job answered with FAIL "cancelled" (the server ends it `cancelled`
-whatever the answer); a job still waiting for a slot is given back. Each job that
-ends tops its subscription's credits up again (CREDIT), so a route holds at most
-`concurrency + prefetch` jobs: the server's credits plus the jobs in hand.
+whatever the answer); a job still waiting for a slot is given back.
+
+**Credits.** A route holds at most `concurrency + prefetch` jobs: the server's credits
+(`Route.granted`, as counted here) plus the jobs in hand (`Route.in_hand`). Each job that
+ends gives its credit back, one of two ways:
+
+- *With its outcome*, when the outcome goes on the subscription the job came on (the
+  route's `sid` is still the QUEST's: not after a reconnect, a SUBEND or a cluster move,
+  nor while the runner quiesces or stops) and the route would top up after it (not when
+  its concurrency was lowered meanwhile). Its first COMPLETE, FAIL or RELEASE carries
+  `credit: true`, and from that send the job is out of `in_hand` and its credit counts in
+  `granted`: the server gives it as it takes the outcome, so the next QUEST may come
+  before the outcome's OK. No CREDIT follows.
+- *With CREDIT* (`top_up`) once the job has ended, in every other case.
+
+A send again of an outcome (after STORAGE_FULL, STORAGE_UNAVAILABLE or INTERNAL, or a
+cluster move) never carries the credit. (The client's own following of a queue that moved,
+QUEUE_MOVED, sends the same frame to the new owner, `credit` included: that owner holds
+the delivery only as one to re-attach, and gives no credit for it.) If the send that
+carried it fails, the job is in hand again until it ends, and:
+
+- STORAGE_FULL, STORAGE_UNAVAILABLE or INTERNAL: the server took the outcome and could not
+  write it, so the credit was given; it stays counted in `granted`. While that outcome is
+  sent again the server holds both the job and its credit, so the route may hold one job
+  more than `concurrency + prefetch` (it waits for a slot);
+- any other error (a refusal, a lost connection): no credit was given, or its
+  subscription is gone; it is taken out of `granted`, and the job's end tops up with
+  CREDIT as before.
+
+When the route subscribes anew, jobs whose outcome carried their credit to the old
+subscription and is still unanswered count in hand again (`recount`): that credit went
+with it, and the new subscription's credits leave room for them should they be refused.
 
 In a cluster, a job outlives the connection it came on: when its queue moves, or its
 broker's connection is lost, it runs on, and its heartbeats and outcome go to the queue's
@@ -15,6 +44,7 @@ new owner (the client routes them), which re-attaches the delivery.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +54,7 @@ from overhop_client.context import JobContext
 from overhop_client.errors import OverhopError
 from overhop_client.middleware import Layer
 from overhop_client.results import Abort, Quest, ServerLimits
-from overhop_client.worker_outcomes import Outcome, is_moving, report, run_handler
+from overhop_client.worker_outcomes import NOT_WRITTEN, Outcome, is_moving, report, run_handler
 from overhop_client.worker_routes import Held, Route, TaskSet
 
 log = logging.getLogger("overhop_client.worker")
@@ -118,7 +148,9 @@ class Deliveries:
             outcome = await self._run(held)
             if await held.ack:
                 await held.context.flush_logs()  # the log is complete before the outcome
-                await report(held.client, held.quest, outcome)
+                credit = self._give_credit(held)
+                await report(held.client, held.quest, outcome,
+                             functools.partial(self._credit_refused, held) if credit else None)
         except ConnectionError:
             log.info("outcome_not_sent jid=%s: connection lost", held.quest.jid)
         except OverhopError as exc:
@@ -153,9 +185,12 @@ class Deliveries:
 
     async def release(self, held: Held) -> None:
         """Give the job back (RELEASE): it waits again on the server, no attempt used."""
+        credit = self._give_credit(held)
         try:
-            await held.client.release(held.quest)
+            await held.client.release(held.quest, credit=credit)
         except (OverhopError, ConnectionError) as exc:
+            if credit:
+                self._credit_refused(held, exc)
             log.info("release_failed jid=%s: %r", held.quest.jid, exc)
         finally:
             self._finish(held)
@@ -165,7 +200,8 @@ class Deliveries:
             return
         if held.beat is not None:
             held.beat.cancel()
-        held.route.in_hand -= 1
+        if not held.credit_given:  # else it left `in_hand` when its outcome went out
+            held.route.in_hand -= 1
         self.top_up(held.route)
 
     def abandon(self, client: AsyncClient) -> None:
@@ -183,6 +219,37 @@ class Deliveries:
                 self._finish(held)
 
     # -- credits ---------------------------------------------------------------------
+
+    def _give_credit(self, held: Held) -> bool:
+        """Whether the job's outcome, about to go out for the first time, carries its
+        credit back (`credit: true`); if so, that credit counts as given from now."""
+        route = held.route
+        if route.sid != held.quest.sid or route.capacity - route.in_hand + 1 <= route.granted:
+            return False
+        held.credit_given = True
+        route.in_hand -= 1
+        route.granted += 1
+        return True
+
+    def _credit_refused(self, held: Held, error: BaseException) -> None:
+        """The send that carried the job's credit failed: the job is in hand again, and
+        its credit given only if the server took the outcome (see the module's
+        documentation)."""
+        if not held.credit_given:
+            return  # counted in hand again when its route subscribed anew (`recount`)
+        route = held.route
+        held.credit_given = False
+        route.in_hand += 1
+        if route.sid == held.quest.sid and not isinstance(error, NOT_WRITTEN):
+            route.granted -= 1
+
+    def recount(self, route: Route) -> None:
+        """The route subscribes anew: jobs whose outcome carried their credit to an older
+        subscription, not answered yet, count in hand again."""
+        for held in self._held.values():
+            if held.route is route and held.credit_given:
+                held.credit_given = False
+                route.in_hand += 1
 
     def top_up(self, route: Route) -> None:
         """Give the subscription credits back up to `concurrency + prefetch` in all."""

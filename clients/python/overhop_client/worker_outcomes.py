@@ -9,6 +9,9 @@ in a cluster, one caught by its queue's move (QUEUE_MOVED once the client stoppe
 following, or its broker's connection failed): the new owner re-attaches the delivery when
 it comes, or, when the lost broker had committed it, refuses it as a delivery it does not
 hold. After that the job is left to its lease, whose expiry retries it.
+
+An outcome may carry its job's credit back (`credit: true`, see worker_deliveries.py): only
+its first send does; a send again never does.
 """
 
 import asyncio
@@ -16,7 +19,7 @@ import contextvars
 import functools
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -49,6 +52,9 @@ log = logging.getLogger("overhop_client.worker")
 # or a failover of the server's PostgreSQL (about 10 s with Patroni's ttl of 10), within that
 # time loses no result (nor runs its job twice); the lease covers what comes after.
 OUTCOME_RESEND_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# What answers an outcome the server took but could not write: the delivery stays the
+# worker's, and a credit the outcome carried was given.
+NOT_WRITTEN = (StorageFullError, StorageUnavailableError, InternalError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +113,21 @@ def is_moving(client: AsyncClient, error: BaseException) -> bool:
     return client.cluster and isinstance(error, (QueueMovedError, ConnectionError))
 
 
-async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:
+async def report(client: AsyncClient, quest: Quest, outcome: Outcome,
+                 credit_refused: Callable[[BaseException], None] | None = None) -> None:
     """Send the outcome; again, after a pause, while the server could not write it or its
-    queue is moving."""
+    queue is moving. With `credit_refused`, the first send carries `credit: true` and
+    `credit_refused` is told the error should that send fail; a send again never
+    carries it."""
     for delay in (*OUTCOME_RESEND_DELAYS_S, None):
         try:
-            await _send_outcome(client, quest, outcome)
+            await _send_outcome(client, quest, outcome, credit_refused is not None)
             return
         except (OverhopError, ConnectionError) as exc:
-            unwritten = isinstance(exc, (StorageFullError, StorageUnavailableError,
-                                         InternalError))
+            if credit_refused is not None:
+                credit_refused(exc)
+                credit_refused = None
+            unwritten = isinstance(exc, NOT_WRITTEN)
             if delay is None or not (unwritten or is_moving(client, exc)):
                 raise
             log.warning("outcome_not_written jid=%s: %s; sending it again in %ss",
@@ -124,11 +135,13 @@ async def report(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:
             await asyncio.sleep(delay)
 
 
-async def _send_outcome(client: AsyncClient, quest: Quest, outcome: Outcome) -> None:
+async def _send_outcome(client: AsyncClient, quest: Quest, outcome: Outcome,
+                        credit: bool) -> None:
     if outcome.completed:
         try:
-            await client.complete(quest, outcome.result)
+            await client.complete(quest, outcome.result, credit=credit)
             return
         except (TypeError, ValueError, ResultTooLargeError) as exc:
+            # Not sent, or refused as it arrived: no credit given, so the FAIL carries it.
             outcome = Outcome(False, message=f"the result cannot be stored: {exc}")
-    await client.fail(quest, outcome.message, outcome.details)
+    await client.fail(quest, outcome.message, outcome.details, credit=credit)

@@ -75,8 +75,10 @@ class Route:
     sid: str | None = None
     """The current subscription; None while not subscribed (also while stopping)."""
     granted: int = 0
-    """Credits the server holds for the current subscription."""
+    """Credits the server holds for the current subscription (as counted here: a credit
+    sent, by CREDIT or with an outcome, counts from when it is sent)."""
     in_hand: int = 0
+    """Jobs held, less those whose outcome went out carrying their credit back."""
     running: int = 0
     waiting: deque["Held"] = field(default_factory=deque)
 
@@ -123,6 +125,9 @@ class Held:
     beat: "asyncio.Task[None] | None" = None
     task: "asyncio.Task[None] | None" = None
     """What is being done with it, once decided: the handler run, or its RELEASE."""
+    credit_given: bool = False
+    """Its outcome went out with `credit: true` and its credit counts as given back: out
+    of `route.in_hand`, in `route.granted` (worker_deliveries.py)."""
 
 
 class TaskSet:

@@ -93,6 +93,7 @@ class Subscriptions:
                 await client.add_queue(route.queue)
             except QueueExistsError:
                 log.debug("queue_created_meanwhile queue=%s", route.queue)
+        self._deliveries.recount(route)
         credits = max(0, route.capacity - route.in_hand)
         route.granted = credits
         route.sid = await client.subscribe(route.queue, credits)

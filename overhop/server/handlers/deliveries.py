@@ -1,5 +1,8 @@
 """Worker handlers: subscriptions and credits, and a delivery's ACK, JOBBEAT, JOBLOG,
-COMPLETE, FAIL and RELEASE."""
+COMPLETE, FAIL and RELEASE.
+
+COMPLETE, FAIL and RELEASE take `credit` (a bool, absent: false): the outcome, once taken,
+gives its subscription one credit back at once (`Broker.complete` and the others)."""
 
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +13,7 @@ from overhop.model.queues import parse_queue_name
 from overhop.server.context import ServerContext
 from overhop.wire.encoding import encode_value
 from overhop.wire.payloads import (
+    parse_flag,
     parse_int,
     parse_str,
 )
@@ -58,19 +62,21 @@ def handle_ack(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Rep
 
 
 def handle_complete(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    credit = parse_flag(p, "credit")
     delivery = _delivery(ctx, conn, p)
     result = _bounded_value(ctx, p["result"], "the result") if "result" in p else None
-    return ctx.broker.complete(delivery, result), empty
+    return ctx.broker.complete(delivery, result, credit), empty
 
 
 def handle_fail(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
+    credit = parse_flag(p, "credit")
     delivery = _delivery(ctx, conn, p)
     error = p.get("error")
     if type(error) is not dict or type(error.get("message")) is not str:
         raise RequestError(ErrorCode.INVALID_PAYLOAD,
                            "'error' must be a map with a string 'message'")
     _bounded_value(ctx, error, "the error")
-    return ctx.broker.fail(delivery, error), _outcome_reply
+    return ctx.broker.fail(delivery, error, credit), _outcome_reply
 
 
 def _outcome_reply(job: Any) -> dict[str, Any]:
@@ -91,7 +97,8 @@ def handle_jobbeat(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
 
 
 def handle_release(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) -> Reply:
-    return ctx.broker.release(_delivery(ctx, conn, p)), empty
+    credit = parse_flag(p, "credit")
+    return ctx.broker.release(_delivery(ctx, conn, p), credit), empty
 
 
 # Log lines one JOBLOG may carry: a batch from a busy handler, not a whole log file.
