@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from overhop.broker.service import Broker
-from overhop.cluster.member import ClusterMember
 from overhop.config.schema import Config
 from overhop.server.authentication import AuthService
 from overhop.session.states import SessionLimits
@@ -13,6 +12,7 @@ from overhop.storage.reads import StoreReads
 from overhop.storage.writer import Writer
 
 if TYPE_CHECKING:
+    from overhop.cluster.member import ClusterMember
     from overhop.server.connection import Connection
 
 
@@ -40,6 +40,6 @@ class ServerContext:
     # (connection.FRAMES_PER_TURN, SHARED_REQUESTS_IN_FLIGHT, SHARED_FOR_S).
     shared_until: float = 0.0
     # Cluster mode (docs/cluster.md): this broker among the others; None for a lone server.
-    cluster: ClusterMember | None = None
+    cluster: "ClusterMember | None" = None
     # Users, the secret, the login throttle; an open server (no users) until app.py sets it.
     auth: AuthService = field(default_factory=lambda: AuthService(Config(), [], b""))

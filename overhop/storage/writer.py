@@ -44,14 +44,13 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from overhop.config.sections import JobsConfig
 from overhop.errors import ErrorCode, RequestError
 from overhop.logs import current_settings, get_logger
 from overhop.observability.tally import StorageTimings
 from overhop.storage.operations.base import Operation
-from overhop.storage.postgres.store import PgStore
 from overhop.storage.store import Store
 from overhop.storage.writer_messages import (
     COMMIT,
@@ -64,6 +63,9 @@ from overhop.storage.writer_messages import (
     unpacker,
 )
 from overhop.storage.writer_space import SPACE_PROBE_INTERVAL_S
+
+if TYPE_CHECKING:
+    from overhop.storage.postgres.store import PgStore
 
 T = TypeVar("T")
 log = get_logger("overhop.storage")
@@ -166,7 +168,7 @@ def _settle(future: "asyncio.Future[Any]", outcome: tuple[bool, Any]) -> None:
 
 
 class Writer(asyncio.Protocol):
-    def __init__(self, store: Store | PgStore, loop: asyncio.AbstractEventLoop, *, sync: bool,
+    def __init__(self, store: "Store | PgStore", loop: asyncio.AbstractEventLoop, *, sync: bool,
                  max_batch: int, max_map_size: int, reserved_headroom: int,
                  jobs: JobsConfig, on_lost: Callable[[], None] | None = None,
                  space_probe_interval_s: float = SPACE_PROBE_INTERVAL_S,
@@ -175,7 +177,7 @@ class Writer(asyncio.Protocol):
         self._loop = loop
         jobs_settings = dataclasses.asdict(jobs)
         self._settings: dict[str, Any]
-        if isinstance(store, PgStore):
+        if not isinstance(store, Store):
             # The same messages from a writer of PostgreSQL batches (postgres/writer_process).
             self._module = "overhop.storage.postgres.writer_process"
             self._settings = {"dsn": store.dsn, "sync": sync, "max_batch": max_batch,

@@ -5,7 +5,6 @@ from typing import TYPE_CHECKING, Any
 from overhop.broker.explain import queue_dispatch_stats
 from overhop.broker.runtime import QueueRuntime
 from overhop.clock import now_ms
-from overhop.cluster.member import ClusterMember
 from overhop.errors import ErrorCode, RequestError
 from overhop.model.jobs import JobStatus
 from overhop.model.queues import QueueRecord, QueueState, parse_queue_config, parse_queue_name
@@ -20,6 +19,7 @@ from overhop.wire.payloads import (
 )
 
 if TYPE_CHECKING:
+    from overhop.cluster.member import ClusterMember
     from overhop.server.connection import Connection
 
 from overhop.server.handlers.replies import EMPTY, Reply, empty, pending
@@ -43,7 +43,7 @@ def handle_lsqueue(ctx: ServerContext, conn: "Connection", p: dict[str, Any]) ->
     return _queue_page(ctx, records, after, limit, None)
 
 
-async def _cluster_queues(ctx: ServerContext, member: ClusterMember, after: str | None,
+async def _cluster_queues(ctx: ServerContext, member: "ClusterMember", after: str | None,
                           limit: int) -> dict[str, Any]:
     """Every queue of the cluster, each with its owner's address."""
     records = {record.name: record for record in await ctx.reads.load_queues()}
